@@ -1,0 +1,120 @@
+// swift-tools-version:6.2
+//
+// stm32mp-flash: flash STM32MP1/MP13/MP2 boards over USB from a FlashLayout TSV,
+// and explain why it failed when it does. See docs/architecture.md for the target map.
+import PackageDescription
+
+/// Strict settings shared by every Swift target (see docs/architecture.md, "Build settings").
+let strictSwift: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+    .treatAllWarnings(as: .error),
+]
+
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
+let package = Package(
+    name: "stm32mp-flash",
+    products: [
+        .executable(name: "stm32mp-flash", targets: ["stm32mp-flash"]),
+        .executable(name: "stm32mp-board-emulator", targets: ["stm32mp-board-emulator"]),
+        .executable(name: "stm32mp-flash-bench", targets: ["stm32mp-flash-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // MARK: C libraries, each behind exactly one Swift wrapper target.
+        .systemLibrary(
+            name: "CLibUSB", pkgConfig: "libusb-1.0", providers: [.apt(["libusb-1.0-0-dev"])]),
+        .systemLibrary(name: "CLibUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+        .systemLibrary(
+            name: "CUMockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
+
+        // MARK: Pure Swift foundations (no C).
+        .target(name: "Timekeeping", swiftSettings: strictSwift),
+        .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .target(name: "BootImages", dependencies: [systemPackage], swiftSettings: strictSwift),
+        .target(name: "GPT", dependencies: [systemPackage], swiftSettings: strictSwift),
+        .target(
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", systemPackage],
+            swiftSettings: strictSwift),
+        .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "FlashEngine",
+            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", systemPackage],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualBoard",
+            dependencies: [
+                "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", systemPackage,
+            ],
+            swiftSettings: strictSwift),
+        .target(
+            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            swiftSettings: strictSwift),
+
+        // MARK: C wrappers.
+        .target(
+            name: "USBHost", dependencies: ["CLibUSB", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(name: "Hotplug", dependencies: ["CLibUdev", "USBModel"], swiftSettings: strictSwift),
+
+        // MARK: Command line.
+        .target(
+            name: "FlashCLI",
+            dependencies: [
+                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
+            ],
+            swiftSettings: strictSwift),
+        .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI", argumentParser], swiftSettings: strictSwift),
+        .executableTarget(
+            name: "stm32mp-board-emulator",
+            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            swiftSettings: strictSwift),
+        .executableTarget(
+            name: "stm32mp-flash-bench",
+            dependencies: [
+                "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
+            ],
+            swiftSettings: strictSwift),
+
+        // MARK: Tests (Swift Testing only).
+        .target(
+            name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
+            path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "GPTTests", dependencies: ["GPT", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "FlashLayoutTests", dependencies: ["FlashLayout", "BootImages", "GPT", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "DFUTests", dependencies: ["DFU", "VirtualBoard", "USBModel", "Timekeeping", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "FlashEngineTests",
+            dependencies: ["FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "VirtualBoardTests", dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "USBIntegrationTests", dependencies: ["USBHost", "Hotplug", "TestSupport"],
+            swiftSettings: strictSwift),
+    ]
+)

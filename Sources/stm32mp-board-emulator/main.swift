@@ -1,0 +1,2 @@
+// Replaced by the real entry point.
+print("not built yet")
