@@ -1,2 +1,4 @@
-// Replaced by the real entry point.
-print("not built yet")
+import ArgumentParser
+
+reexecutedUnderPreloadIfNeeded()
+EmulatorCommand.main()

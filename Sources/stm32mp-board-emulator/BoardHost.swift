@@ -1,0 +1,141 @@
+import CUMockdev
+import Dispatch
+import Glibc
+import Timekeeping
+import USBModel
+
+/// Hosts a `SimulatedBoard` at the kernel interface: every device the board attaches becomes a
+/// fresh sysfs record and devnode (new device number, same port), every detach a remove uevent,
+/// and ioctls on the devnodes reach the board's device models.
+///
+/// `@unchecked Sendable`: all mutable state, the board and its models are touched only with
+/// `lock` held (ioctls arrive on umockdev's worker thread, timer ticks on `timerQueue`); testbed
+/// changes run in order on `operations`.
+final class BoardHost: @unchecked Sendable {
+    let lock = Lock()
+    let clock = SystemClock()
+    let statistics = Statistics()
+    let trace: Bool
+    private let testbed: Testbed
+    private let board: any SimulatedBoard
+    private var current: EnumeratedDevice?
+    private var nextDeviceNumber = 2
+    private let operations = DispatchQueue(label: "stm32mp-board-emulator.testbed")
+    private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
+    private let timer: any DispatchSourceTimer
+
+    init(board: any SimulatedBoard, testbed: Testbed, trace: Bool) {
+        self.board = board
+        self.testbed = testbed
+        self.trace = trace
+        timer = DispatchSource.makeTimerSource(queue: timerQueue)
+    }
+
+    /// Plugs in whatever the board has attached now and starts the transition timer. Returns once
+    /// the device is visible in the testbed.
+    func start() {
+        timer.setEventHandler { [self] in lock.withLock { applyDueTransitions() } }
+        timer.activate()
+        lock.withLock {
+            if let device = board.attachedDevice { attach(device) }
+            applyDueTransitions()
+        }
+        waitForTestbed()
+    }
+
+    /// Blocks until every queued testbed change is done.
+    func waitForTestbed() { operations.sync {} }
+
+    /// Called with `lock` held after every request a device answered: a request can schedule a
+    /// transition (DFU_DETACH), or be one.
+    func applyDueTransitions() {
+        for transition in board.advance(to: clock.now) {
+            switch transition {
+            case .detach(let port):
+                guard let device = current, device.location.port == port else { continue }
+                detach(device)
+            case .attach(_, let model):
+                if let device = current { detach(device) }
+                attach(model)
+            }
+        }
+        if let next = board.nextTransitionTime {
+            let wait = max(.zero, next - clock.now)
+            let nanoseconds = wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000
+            timer.schedule(deadline: .now() + .nanoseconds(Int(nanoseconds)))
+        } else {
+            timer.schedule(deadline: .distantFuture)
+        }
+    }
+
+    private func attach(_ model: any USBDeviceModel) {
+        let location = DeviceLocation(port: board.port, deviceNumber: nextDeviceNumber)
+        nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1
+        let device = EnumeratedDevice(location: location, model: model, host: self)
+        current = device
+        let record = deviceRecord(for: model, at: location)
+        log("attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)")
+        operations.async { [testbed] in
+            do {
+                // Before the add uevent, so that a fast client never opens an unhandled node (gotcha 13).
+                try testbed.attachIoctl(location.devnode, handler: device.handler)
+                try testbed.add(record: record)
+            } catch {
+                printError("cannot add \(location.devnode): \(error)")
+            }
+        }
+    }
+
+    private func detach(_ device: EnumeratedDevice) {
+        device.connected = false  // Open handles get ENODEV from now on (gotcha 11).
+        if current === device { current = nil }
+        log("detach \(device.location.devnode)")
+        operations.async { [testbed] in
+            let syspath = device.location.syspath
+            // umockdev < 0.18.4 sends no remove uevent itself; it must go out while sysfs exists (gotcha 6).
+            if !testbed.removeSendsUevent { testbed.sendUevent(syspath, action: "remove") }
+            testbed.removeDevice(syspath)
+            testbed.detachIoctl(device.location.devnode)
+        }
+    }
+
+    func log(_ message: @autoclosure () -> String) {
+        if trace { printError("[emulator \(formatSeconds(clock.now))] \(message())") }
+    }
+}
+
+/// Counters printed by `--stats`.
+final class Statistics: @unchecked Sendable {
+    /// Guarded by the host's lock.
+    var ioctls = 0
+    var controlTransfers = 0
+}
+
+/// A pthread mutex (the emulator has no Foundation and needs a lock usable from C callbacks).
+final class Lock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init() { pthread_mutex_init(mutex, nil) }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+func printError(_ text: String) {
+    let line = Array((text + "\n").utf8)
+    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+func formatSeconds(_ duration: Duration) -> String {
+    let ms = Int((duration.inSeconds * 1000).rounded())
+    let fraction = String(ms % 1000)
+    return "\(ms / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
+}

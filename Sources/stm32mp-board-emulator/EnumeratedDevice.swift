@@ -1,0 +1,317 @@
+import CUMockdev
+import Glibc
+import Timekeeping
+import USBModel
+
+/// One enumeration of a device: its devnode and the usbfs ioctl handler behind it. Handles opened
+/// on it keep working until the device disconnects; then every ioctl fails with ENODEV, except that
+/// URBs still in flight are given back on reap (as with USBDEVFS_CAP_REAP_AFTER_DISCONNECT), so a
+/// waiting libusb transfer ends with LIBUSB_ERROR_NO_DEVICE instead of hanging (gotcha 11).
+///
+/// `@unchecked Sendable`: all state is touched with the host's lock held (ioctls arrive on
+/// umockdev's worker thread); the testbed queue only reads the immutable `location` and `handler`.
+final class EnumeratedDevice: @unchecked Sendable {
+    let location: DeviceLocation
+    let model: any USBDeviceModel
+    unowned let host: BoardHost
+    var connected = true
+    /// The umockdev ioctl handler object; lives as long as the process (clients may hold the fd).
+    let handler: UnsafeMutablePointer<UMockdevIoctlBase>
+
+    init(location: DeviceLocation, model: any USBDeviceModel, host: BoardHost) {
+        self.location = location
+        self.model = model
+        self.host = host
+        handler = umockdev_ioctl_base_new()
+        // Retained for the process's life: umockdev calls back with this pointer.
+        _ = cumockdev_connect_ioctl_handler(handler, handleIoctl, Unmanaged.passRetained(self).toOpaque())
+    }
+
+    func handle(_ call: IoctlCall) {
+        host.statistics.ioctls += 1
+        let request = call.request
+        let urbs = call.clientURBs
+        if !connected {
+            if request == CUMOCKDEV_USBDEVFS_REAPURBNDELAY || request == CUMOCKDEV_USBDEVFS_REAPURB,
+                !urbs.completed.isEmpty || !urbs.inFlight.isEmpty
+            {
+                for i in urbs.inFlight.indices where !urbs.inFlight[i].isReady(at: host.clock.now) {
+                    urbs.inFlight[i].finish(status: -ENODEV, at: .zero)
+                }
+                reap(call, urbs)
+            } else {
+                call.fail(ENODEV)
+            }
+            return
+        }
+        switch request {
+        case CUMOCKDEV_USBDEVFS_SUBMITURB: submit(call, urbs)
+        case CUMOCKDEV_USBDEVFS_REAPURBNDELAY, CUMOCKDEV_USBDEVFS_REAPURB: reap(call, urbs)
+        case CUMOCKDEV_USBDEVFS_DISCARDURB: discard(call, urbs)
+        case CUMOCKDEV_USBDEVFS_GET_CAPABILITIES: call.writeArgument(CUMOCKDEV_CAPABILITIES)
+        case CUMOCKDEV_USBDEVFS_SETINTERFACE: setInterface(call)
+        case CUMOCKDEV_USBDEVFS_CLAIMINTERFACE:
+            let interface = call.readPointee(UInt32.self) ?? .max
+            let exists = model.configuration.interfaces.contains { UInt32($0.interfaceNumber) == interface }
+            exists ? call.complete(0) : call.fail(EINVAL)
+        case CUMOCKDEV_USBDEVFS_RELEASEINTERFACE, CUMOCKDEV_USBDEVFS_SETCONFIGURATION, CUMOCKDEV_USBDEVFS_CLEAR_HALT,
+            CUMOCKDEV_USBDEVFS_DISCONNECT_CLAIM:
+            call.complete(0)
+        case CUMOCKDEV_USBDEVFS_GETDRIVER, CUMOCKDEV_USBDEVFS_IOCTL:
+            call.fail(ENODATA)  // No kernel driver is bound to a DFU interface.
+        case CUMOCKDEV_USBDEVFS_RESET:
+            host.log("USBDEVFS_RESET on \(location.devnode)")
+            model.busReset()
+            call.complete(0)
+            host.applyDueTransitions()
+        case CUMOCKDEV_USBDEVFS_GET_SPEED: call.complete(kernelSpeed)
+        case CUMOCKDEV_USBDEVFS_CONNECTINFO:
+            // struct usbdevfs_connectinfo { unsigned int devnum; unsigned char slow; }
+            call.writeArgument(UInt32(location.deviceNumber), extra: [model.speed == .low ? 1 : 0, 0, 0, 0])
+        case CUMOCKDEV_USBDEVFS_CONTROL: synchronousControl(call)
+        default:
+            call.fail(ENOTTY)  // Never let umockdev fall back to its empty ioctl tree (gotcha 13).
+        }
+    }
+
+    /// The kernel's `enum usb_device_speed` value.
+    private var kernelSpeed: Int {
+        switch model.speed {
+        case .low: 1
+        case .full: 2
+        case .high: 3
+        case .superSpeed: 5
+        case .superPlus: 6
+        case .unknown: 0
+        }
+    }
+
+    private func runControl(_ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
+        host.statistics.controlTransfers += 1
+        let reply = answer(setup, data: data, model: model)
+        host.log("\(location.devnode) \(setup) -> \(reply.outcome)\(reply.latency > .zero ? " after \(reply.latency)" : "")")
+        host.applyDueTransitions()
+        return reply
+    }
+
+    private func submit(_ call: IoctlCall, _ urbs: ClientURBs) {
+        // The argument holds the client's URB address; resolve() overwrites it (gotcha 12).
+        let clientAddress: UInt = call.readArgument(UInt.self) ?? 0
+        guard let urb = call.resolveArgument(length: Int(CUMOCKDEV_URB_SIZE)) else { return call.fail(EFAULT) }
+        let urbBytes = UnsafeMutableRawPointer(urb.pointee.data!)
+        let length = Int(urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_BUFFER_LENGTH), as: Int32.self))
+        guard urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_TYPE), as: UInt8.self) == CUMOCKDEV_URB_TYPE_CONTROL,
+            length >= 8, let buffer = umockdev_ioctl_data_resolve(urb, gsize(CUMOCKDEV_URB_BUFFER), gsize(length), nil)
+        else {
+            g_object_unref(urb)
+            return call.fail(EINVAL)  // Only endpoint 0 exists on every STM32MP DFU stage.
+        }
+        let bytes = UnsafeMutableRawPointer(buffer.pointee.data!)
+        let setup = SetupPacket(bytes: UnsafeRawBufferPointer(start: bytes, count: 8))!
+        let outCount = setup.isIn ? 0 : min(Int(setup.length), length - 8)
+        let data = Array(UnsafeRawBufferPointer(start: bytes + 8, count: outCount))
+        let reply = runControl(setup, data: data)
+        var pending = PendingURB(clientAddress: clientAddress, urb: urb, buffer: buffer, setup: setup, bufferCapacity: length - 8)
+        switch reply.outcome {
+        case .ok(let bytes): pending.finish(status: 0, reply: bytes, at: host.clock.now + reply.latency)
+        case .stall: pending.finish(status: -EPIPE, at: host.clock.now + reply.latency)
+        case .noAnswer: break  // Completes only when discarded or the device disconnects.
+        }
+        if pending.readyAt == host.clock.now {
+            pending.writeResult()  // Written back by this ioctl's completion; reaped by address.
+            urbs.completed.append(clientAddress)
+            call.complete(0)
+            pending.release()
+        } else {
+            urbs.inFlight.append(pending)
+            call.complete(0)
+        }
+    }
+
+    private func reap(_ call: IoctlCall, _ urbs: ClientURBs) {
+        if !urbs.completed.isEmpty {
+            call.writeArgument(urbs.completed.removeFirst())
+            return
+        }
+        let now = host.clock.now
+        guard let index = urbs.inFlight.firstIndex(where: { $0.isReady(at: now) }) else { return call.fail(EAGAIN) }
+        let pending = urbs.inFlight.remove(at: index)
+        pending.writeResult()
+        // Point the client's `struct usbdevfs_urb *` at the URB resolved at submit time: completing
+        // writes the URB and its buffer back into the client (the deferred case of gotcha 12).
+        guard let pointer = call.resolveArgument(length: MemoryLayout<UInt>.size) else { return call.fail(EFAULT) }
+        umockdev_ioctl_data_set_ptr(pointer, 0, pending.urb)
+        call.complete(0)
+        g_object_unref(pointer)
+        pending.release()
+    }
+
+    private func discard(_ call: IoctlCall, _ urbs: ClientURBs) {
+        let address: UInt = call.readArgument(UInt.self) ?? 0
+        let now = host.clock.now
+        guard let index = urbs.inFlight.firstIndex(where: { $0.clientAddress == address && !$0.isReady(at: now) }) else {
+            return call.fail(EINVAL)  // Already complete: not in flight any more.
+        }
+        urbs.inFlight[index].finish(status: -ENOENT, at: .zero)
+        call.complete(0)
+    }
+
+    private func setInterface(_ call: IoctlCall) {
+        // struct usbdevfs_setinterface { unsigned int interface; unsigned int altsetting; }
+        guard let argument = call.resolveArgument(length: 8) else { return call.fail(EFAULT) }
+        defer { g_object_unref(argument) }
+        let raw = UnsafeMutableRawPointer(argument.pointee.data!)
+        let interface = raw.load(as: UInt32.self)
+        let alternate = raw.load(fromByteOffset: 4, as: UInt32.self)
+        host.log("\(location.devnode) SETINTERFACE \(interface) alt \(alternate)")
+        let accepted = model.setInterface(UInt8(truncatingIfNeeded: interface), alternate: UInt8(truncatingIfNeeded: alternate))
+        accepted ? call.complete(0) : call.fail(EPIPE)
+        host.applyDueTransitions()
+    }
+
+    /// USBDEVFS_CONTROL: answered at once (libusb uses URBs; this serves other clients).
+    private func synchronousControl(_ call: IoctlCall) {
+        guard let transfer = call.resolveArgument(length: Int(CUMOCKDEV_CTRLTRANSFER_SIZE)) else { return call.fail(EFAULT) }
+        defer { g_object_unref(transfer) }
+        let raw = UnsafeMutableRawPointer(transfer.pointee.data!)
+        let setup = SetupPacket(bytes: UnsafeRawBufferPointer(start: raw, count: 8))!
+        var dataBuffer: UnsafeMutablePointer<UMockdevIoctlData>?
+        if setup.length > 0 {
+            dataBuffer = umockdev_ioctl_data_resolve(transfer, gsize(CUMOCKDEV_CTRLTRANSFER_DATA), gsize(setup.length), nil)
+            guard dataBuffer != nil else { return call.fail(EFAULT) }
+        }
+        defer { if let dataBuffer { g_object_unref(dataBuffer) } }
+        let data = setup.isIn ? [] : Array(UnsafeRawBufferPointer(start: dataBuffer?.pointee.data, count: Int(setup.length)))
+        let reply = runControl(setup, data: data)
+        switch reply.outcome {
+        case .ok(let bytes) where setup.isIn:
+            let count = min(bytes.count, Int(setup.length))
+            if let target = dataBuffer?.pointee.data { bytes.withUnsafeBytes { UnsafeMutableRawPointer(target).copyMemory(from: $0.baseAddress!, byteCount: count) } }
+            call.complete(count)
+        case .ok: call.complete(Int(setup.length))
+        case .stall: call.fail(EPIPE)
+        case .noAnswer: call.fail(ETIMEDOUT)
+        }
+    }
+}
+
+/// The URBs of one open file descriptor of a client process.
+final class ClientURBs {
+    /// Client addresses of URBs whose results are already in the client's memory.
+    var completed: [UInt] = []
+    /// URBs resolved at submit time whose completion is deferred (latency, no answer).
+    var inFlight: [PendingURB] = []
+}
+
+/// A submitted control URB and the result it will complete with.
+struct PendingURB {
+    let clientAddress: UInt
+    /// Owned references from `resolve`, released after the URB is written back.
+    let urb: UnsafeMutablePointer<UMockdevIoctlData>
+    let buffer: UnsafeMutablePointer<UMockdevIoctlData>
+    let setup: SetupPacket
+    let bufferCapacity: Int
+    private(set) var readyAt: Duration?
+    private var status: Int32 = 0
+    private var reply: [UInt8] = []
+
+    init(clientAddress: UInt, urb: UnsafeMutablePointer<UMockdevIoctlData>, buffer: UnsafeMutablePointer<UMockdevIoctlData>, setup: SetupPacket, bufferCapacity: Int) {
+        self.clientAddress = clientAddress
+        self.urb = urb
+        self.buffer = buffer
+        self.setup = setup
+        self.bufferCapacity = bufferCapacity
+    }
+
+    func isReady(at now: Duration) -> Bool { readyAt.map { $0 <= now } ?? false }
+
+    mutating func finish(status: Int32, reply: [UInt8] = [], at time: Duration) {
+        self.status = status
+        self.reply = reply
+        readyAt = time
+    }
+
+    /// Stores status, actual length and IN data in the resolved copies of the client's memory.
+    func writeResult() {
+        let urbBytes = UnsafeMutableRawPointer(urb.pointee.data!)
+        var actual: Int32 = 0
+        if status == 0 {
+            if setup.isIn {
+                let count = min(reply.count, Int(setup.length), bufferCapacity)
+                let target = UnsafeMutableRawPointer(buffer.pointee.data!) + 8
+                reply.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: count) }
+                actual = Int32(count)
+            } else {
+                actual = Int32(setup.length)
+            }
+        }
+        urbBytes.storeBytes(of: status, toByteOffset: Int(CUMOCKDEV_URB_STATUS), as: Int32.self)
+        urbBytes.storeBytes(of: actual, toByteOffset: Int(CUMOCKDEV_URB_ACTUAL_LENGTH), as: Int32.self)
+    }
+
+    func release() {
+        g_object_unref(buffer)
+        g_object_unref(urb)
+    }
+}
+
+/// One ioctl from a client, with helpers over umockdev's argument marshalling.
+struct IoctlCall {
+    let client: UnsafeMutablePointer<UMockdevIoctlClient>
+
+    var request: UInt { umockdev_ioctl_client_get_request(client) }
+    private var argument: UnsafeMutablePointer<UMockdevIoctlData> { umockdev_ioctl_client_get_arg(client) }
+
+    func complete(_ result: Int) { umockdev_ioctl_client_complete(client, result, 0) }
+    func fail(_ error: Int32) { umockdev_ioctl_client_complete(client, -1, error) }
+
+    /// The argument's own value (a pointer passed directly, e.g. the URB of DISCARDURB).
+    func readArgument<T: FixedWidthInteger>(_ type: T.Type) -> T? {
+        let data = argument.pointee
+        guard let bytes = data.data, Int(data.data_len) >= MemoryLayout<T>.size else { return nil }
+        return UnsafeRawPointer(bytes).loadUnaligned(as: T.self)
+    }
+
+    /// The value the argument points to (e.g. the interface number of CLAIMINTERFACE).
+    func readPointee<T: FixedWidthInteger>(_ type: T.Type) -> T? {
+        guard let resolved = resolveArgument(length: MemoryLayout<T>.size) else { return nil }
+        defer { g_object_unref(resolved) }
+        return UnsafeRawPointer(resolved.pointee.data!).loadUnaligned(as: T.self)
+    }
+
+    /// The memory the argument points to, copied from the client (owned: unref it).
+    func resolveArgument(length: Int) -> UnsafeMutablePointer<UMockdevIoctlData>? {
+        umockdev_ioctl_data_resolve(argument, 0, gsize(length), nil)
+    }
+
+    /// Writes `value` (and `extra` bytes after it) to the memory the argument points to; completes with 0.
+    func writeArgument<T: FixedWidthInteger>(_ value: T, extra: [UInt8] = []) {
+        guard let target = resolveArgument(length: MemoryLayout<T>.size + extra.count) else { return fail(EFAULT) }
+        let raw = UnsafeMutableRawPointer(target.pointee.data!)
+        raw.storeBytes(of: value, as: T.self)
+        for (i, byte) in extra.enumerated() { raw.storeBytes(of: byte, toByteOffset: MemoryLayout<T>.size + i, as: UInt8.self) }
+        complete(0)
+        g_object_unref(target)
+    }
+
+    /// The URB queues of this client's connection, created on first use.
+    var clientURBs: ClientURBs {
+        let object = UnsafeMutableRawPointer(client).assumingMemoryBound(to: GObject.self)
+        if let existing = g_object_get_data(object, "stm32mp-urbs") {
+            return Unmanaged<ClientURBs>.fromOpaque(existing).takeUnretainedValue()
+        }
+        let urbs = ClientURBs()
+        g_object_set_data_full(object, "stm32mp-urbs", Unmanaged.passRetained(urbs).toOpaque()) { pointer in
+            if let pointer { Unmanaged<ClientURBs>.fromOpaque(pointer).release() }
+        }
+        return urbs
+    }
+}
+
+/// umockdev's "handle-ioctl" signal, on its worker thread. Returns TRUE: every request is answered.
+private let handleIoctl: cumockdev_ioctl_handler = { _, client, userData in
+    guard let client, let userData else { return 0 }
+    let device = Unmanaged<EnumeratedDevice>.fromOpaque(userData).takeUnretainedValue()
+    device.host.lock.withLock { device.handle(IoctlCall(client: client)) }
+    return 1
+}
