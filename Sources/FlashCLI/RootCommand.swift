@@ -9,6 +9,8 @@ public struct RootCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
+            ListCommand.self,
+            WatchCommand.self,
         ]
     )
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Glibc
 
 /// The running child, for the signal handlers (set once before they are installed).
@@ -11,8 +12,17 @@ func runChild(_ command: [String]) throws -> Int32 {
     var arguments = command.map { strdup($0) }
     arguments.append(nil)
     defer { for argument in arguments { free(argument) } }
+    // The emulator ignores SIGUSR1 (it handles it through a dispatch source); the child must not.
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    sigaddset(&defaults, SIGUSR1)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, command[0], nil, nil, arguments, environ)
+    let rc = posix_spawnp(&pid, command[0], nil, &attributes, arguments, environ)
     guard rc == 0 else { throw ValidationError("cannot run \(command[0]): \(String(cString: strerror(rc)))") }
     childProcess = pid
     for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
@@ -26,12 +36,15 @@ func runChild(_ command: [String]) throws -> Int32 {
 
 /// Serves until SIGINT or SIGTERM (no command given). Returns 0.
 func serveUntilSignalled() -> Int32 {
-    var signals = sigset_t()
-    sigemptyset(&signals)
-    sigaddset(&signals, SIGINT)
-    sigaddset(&signals, SIGTERM)
-    pthread_sigmask(SIG_BLOCK, &signals, nil)
-    var received: Int32 = 0
-    sigwait(&signals, &received)
+    let stop = DispatchSemaphore(value: 0)
+    let sources = [SIGINT, SIGTERM].map { signalNumber in
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler { stop.signal() }
+        source.activate()
+        return source
+    }
+    stop.wait()
+    for source in sources { source.cancel() }
     return 0
 }

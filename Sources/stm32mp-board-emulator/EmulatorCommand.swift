@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Glibc
 import Timekeeping
 import USBModel
@@ -13,7 +14,8 @@ struct EmulatorCommand: ParsableCommand {
         discussion: """
             The command runs with LD_PRELOAD=libumockdev-preload.so.0 and UMOCKDEV_DIR set; any other \
             process started with those two variables (see --env-file) sees the board too. Without a \
-            command the emulator serves until SIGINT or SIGTERM. The exit status is the command's.
+            command the emulator serves until SIGINT or SIGTERM. The exit status is the command's. \
+            SIGUSR1 makes the fixed DFU device re-enumerate as after DFU_DETACH.
             """)
 
     @Flag(help: "Serve a plain DFU 1.1 device with one alternate setting instead of a board (debugging).")
@@ -73,6 +75,16 @@ struct EmulatorCommand: ParsableCommand {
         let board = FixedDFUBoard(port: PortPath(port)!, clock: clock, settings: settings)
         let host = BoardHost(board: board, testbed: testbed, trace: trace)
         host.start()
+        // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
+        signal(SIGUSR1, SIG_IGN)
+        let reenumerate = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        reenumerate.setEventHandler {
+            host.lock.withLock {
+                board.requestReenumeration()
+                host.applyDueTransitions()
+            }
+        }
+        reenumerate.activate()
         let root = testbed.rootDirectory
         if let envFile {
             let text = "UMOCKDEV_DIR=\(root)\nLD_PRELOAD=\(preloadLibrary)\n"

@@ -24,6 +24,9 @@ final class FixedDFUBoard: SimulatedBoard {
     }
 
     var attachedDevice: (any USBDeviceModel)? { device }
+
+    /// Re-enumerates as if the device had received DFU_DETACH (the emulator's SIGUSR1).
+    func requestReenumeration() { device?.detachRequested = true }
     var nextTransitionTime: Duration? { schedule.first?.time }
 
     func advance(to now: Duration) -> [BusTransition] {

@@ -1,0 +1,93 @@
+import ArgumentParser
+import FlashEngine
+import FoundationEssentials
+import Glibc
+import USBHost
+import USBModel
+
+/// `stm32mp-flash list`: the USB devices with a DFU interface, what firmware answers on each and
+/// its alternate settings. Reads descriptors of all devices, opens only DFU ones.
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List USB devices in DFU mode and the STM32MP stage each one runs.")
+
+    @Flag(help: "One JSON object per device and line.")
+    var json = false
+
+    func run() async throws {
+        let bus = try SystemUSBBus()
+        let listings = try await bus.dfuListings()
+        for listing in listings {
+            let report = DeviceReport(listing.identity, alternates: listing.alternates)
+            writeLine(json ? try jsonLine(report) : report.text)
+        }
+        if !json && listings.isEmpty { writeLine("No USB device in DFU mode found.") }
+    }
+}
+
+/// A device as `list` and `watch` print it.
+struct DeviceReport: Codable {
+    var port: String
+    var bus: Int
+    var device: Int
+    var vendorProduct: String
+    var stage: BoardStage
+    var stageName: String
+    var chip: ChipFamily?
+    var manufacturer: String?
+    var product: String?
+    var serial: String?
+    var speed: USBSpeed
+    var alternates: [DFUAlternate]?
+
+    init(_ identity: USBDeviceIdentity, alternates: [DFUAlternate]?) {
+        port = identity.port.description
+        bus = identity.busNumber
+        device = identity.deviceAddress
+        vendorProduct = identity.vendorProduct
+        stage = BoardStage.classify(vendorID: identity.vendorID, productID: identity.productID, product: identity.product)
+        stageName = stage.displayName
+        chip = ChipFamily.fromProduct(identity.product)
+        manufacturer = identity.manufacturer
+        product = identity.product
+        serial = identity.serial
+        speed = identity.speed
+        self.alternates = alternates
+    }
+
+    /// `1-1  bus 1 dev 2  0483:df11  ROM code (mp15)  serial …  high speed`, then one line per alternate.
+    var text: String {
+        var line = "\(port)  bus \(bus) dev \(device)  \(vendorProduct)  \(stageName)"
+        if let chip { line += " (\(chip.rawValue))" }
+        line += "  serial \(serial ?? "?")  \(speed.rawValue) speed"
+        if stage == .unknown, let product { line += "  \"\(product)\"" }
+        for alt in alternates ?? [] {
+            line += "\n    alt \(alt.alternate): \(alt.name ?? "(name unreadable)")"
+        }
+        return line
+    }
+}
+
+/// Writes one line to stdout unbuffered, so a pipe reader sees each event as it happens.
+func writeLine(_ text: String) {
+    let bytes = Array((text + "\n").utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        guard written > 0 else { return }
+        offset += written
+    }
+}
+
+/// A line on stderr (messages that are not the command's output).
+func printError(_ text: String) {
+    let bytes = Array((text + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+/// `value` as one line of JSON (JSON Lines), keys sorted so output is stable.
+func jsonLine(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
