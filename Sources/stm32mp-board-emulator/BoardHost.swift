@@ -20,6 +20,7 @@ final class BoardHost: @unchecked Sendable {
     private let board: any SimulatedBoard
     private var current: EnumeratedDevice?
     private var nextDeviceNumber = 2
+    private var stopped = false
     private let operations = DispatchQueue(label: "stm32mp-board-emulator.testbed")
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
     private let timer: any DispatchSourceTimer
@@ -46,9 +47,20 @@ final class BoardHost: @unchecked Sendable {
     /// Blocks until every queued testbed change is done.
     func waitForTestbed() { operations.sync {} }
 
+    /// Freezes the bus (no more transitions) and waits for queued testbed changes, so that the
+    /// testbed can be destroyed without racing them.
+    func stop() {
+        lock.withLock {
+            stopped = true
+            timer.cancel()
+        }
+        waitForTestbed()
+    }
+
     /// Called with `lock` held after every request a device answered: a request can schedule a
     /// transition (DFU_DETACH), or be one.
     func applyDueTransitions() {
+        guard !stopped else { return }
         for transition in board.advance(to: clock.now) {
             switch transition {
             case .detach(let port):

@@ -102,6 +102,8 @@ struct EmulatorCommand: ParsableCommand {
                     "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)")
             }
         }
+        reenumerate.cancel()
+        host.stop()
         testbed.destroy()
         if let envFile { unlink(envFile) }
         throw ExitCode(status)
