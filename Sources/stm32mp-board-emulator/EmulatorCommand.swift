@@ -42,6 +42,9 @@ struct EmulatorCommand: ParsableCommand {
     @Option(help: "Fixed DFU: how long GETSTATUS after a DNLOAD block holds its answer, in ms.")
     var downloadLatencyMs: Int = 0
 
+    @Option(help: "Fixed DFU: STALL this many string requests after each enumeration, the kernel's own three reads included (a transient state).")
+    var unreadableStrings: Int = 0
+
     @Flag(help: "Log every request and transition to stderr.")
     var trace = false
 
@@ -71,7 +74,7 @@ struct EmulatorCommand: ParsableCommand {
         let clock = SystemClock()
         let settings = FixedDFUSettings(
             chipDeviceID: chipDeviceID!, transferSize: transferSize, storageDirectory: storage,
-            downloadLatency: .milliseconds(downloadLatencyMs))
+            downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
         let board = FixedDFUBoard(port: PortPath(port)!, clock: clock, settings: settings)
         let host = BoardHost(board: board, testbed: testbed, trace: trace)
         host.start()

@@ -59,6 +59,9 @@ struct FixedDFUSettings {
     var storageDirectory: String?
     /// How long GETSTATUS holds its answer after a DNLOAD block (exercises deferred URBs).
     var downloadLatency: Duration = .zero
+    /// How many string descriptor requests after each enumeration STALL, as boards do for a
+    /// moment right after enumerating (the host must retry).
+    var unreadableStringRequests = 0
 }
 
 /// The DFU 1.1 state machine of the fixed device (DFU 1.1 §6, states and requests by number).
@@ -73,11 +76,13 @@ final class FixedDFUDevice: USBDeviceModel {
     private var status: UInt8 = 0
     private var receiving: [UInt8] = []
     private var stored: [UInt8] = []
+    private var stringStallsLeft: Int
     var detachRequested = false
 
     init(generation: Int, settings: FixedDFUSettings) {
         self.generation = generation
         self.settings = settings
+        stringStallsLeft = settings.unreadableStringRequests
     }
 
     var deviceDescriptor: DeviceDescriptor { DeviceDescriptor(vendorID: 0x0483, productID: 0xDF11, bcdDevice: 0x0200) }
@@ -104,6 +109,10 @@ final class FixedDFUDevice: USBDeviceModel {
     }
 
     func stringDescriptor(index: UInt8, languageID: UInt16) -> [UInt8]? {
+        if index != 0 && stringStallsLeft > 0 {
+            stringStallsLeft -= 1
+            return nil
+        }
         if index == 0 { return StringDescriptor.languageTable }
         return strings[index].map(StringDescriptor.encode)
     }

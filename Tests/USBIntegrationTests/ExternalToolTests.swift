@@ -81,6 +81,15 @@ import Testing
         #expect(added.device.device != removed.device.device, "a new enumeration gets a new device number")
         #expect(removed.time <= added.time)
     }
+
+    @Test func watchWithoutEventsStopsAtTheTimeoutAndFailsTheCount() throws {
+        let directory = try ShortTemporaryDirectory()
+        let result = try runUnderEmulator(
+            [try builtExecutable("stm32mp-flash"), "watch", "--json", "--count", "1", "--timeout", "0.5"], in: directory)
+        #expect(result.status == 1, "exit 1: fewer events than --count; \(result.stderr)")
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.contains("Watching USB devices"))
+    }
 }
 
 /// `list --json` / `watch --json` device objects, decoded independently of the CLI's own types.

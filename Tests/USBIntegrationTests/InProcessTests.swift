@@ -154,6 +154,28 @@ import USBModel
     }
 }
 
+extension InProcessTests {
+    /// Strings STALL for a while after enumeration: reads retry on the injected clock.
+    @Test func stringReadsRetryThroughTheTransientStateOnTheInjectedClock() async throws {
+        // 8 stalls: the kernel's 3 reads for sysfs, then 3 single attempts, then 2 retried ones.
+        try await inEmulatedProcess("stringReadsRetryThroughTheTransientStateOnTheInjectedClock", emulatorOptions: ["--unreadable-strings", "8"]) { _ in
+            let impatient = try USBContext(clock: SystemClock(), stringRetry: StringRetryPolicy(attempts: 1))
+            let first = try await impatient.open(port: Self.port)
+            #expect(first.identity.manufacturer == nil && first.identity.product == nil && first.identity.serial == nil)
+            await first.close()
+
+            let clock = SimulatedClock()
+            let patient = try USBContext(clock: clock, stringRetry: StringRetryPolicy(attempts: 5, interval: .milliseconds(50)))
+            let second = try await patient.open(port: Self.port)
+            #expect(second.identity.manufacturer == "STMicroelectronics")
+            #expect(second.identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
+            #expect(second.identity.serial == "002800423232511538303631")
+            #expect(clock.now == .milliseconds(100), "two retries of 50 ms, waited on the injected clock")
+            await second.close()
+        }
+    }
+}
+
 func dnload(block: UInt16, length: Int) -> SetupPacket {
     SetupPacket(requestType: 0x21, request: 1, value: block, index: 0, length: UInt16(length))
 }
