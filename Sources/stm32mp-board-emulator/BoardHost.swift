@@ -85,6 +85,7 @@ final class BoardHost: @unchecked Sendable {
         nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1
         let device = EnumeratedDevice(location: location, model: model, host: self)
         current = device
+        statistics.enumerations.append(device)
         let record = deviceRecord(for: model, at: location)
         log("attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)")
         operations.async { [testbed] in
@@ -92,6 +93,7 @@ final class BoardHost: @unchecked Sendable {
                 // Before the add uevent, so that a fast client never opens an unhandled node (gotcha 13).
                 try testbed.attachIoctl(location.devnode, handler: device.handler)
                 try testbed.add(record: record)
+                self.lock.withLock { device.announcedAt = self.clock.now }
             } catch {
                 printError("cannot add \(location.devnode): \(error)")
             }
@@ -121,6 +123,21 @@ final class Statistics: @unchecked Sendable {
     /// Guarded by the host's lock.
     var ioctls = 0
     var controlTransfers = 0
+    var enumerations: [EnumeratedDevice] = []
+
+    /// One line per enumeration: how long after its add uevent went out the first control
+    /// request arrived (the host's reaction time to a hot-plug event).
+    var enumerationLines: [String] {
+        enumerations.map { device in
+            var line = "[emulator] \(device.location.devnode):"
+            if let announced = device.announcedAt, let first = device.firstRequestAt {
+                line += " add uevent → first request \(formatMilliseconds(first - announced))"
+            } else {
+                line += device.announcedAt == nil ? " never announced" : " no request"
+            }
+            return line
+        }
+    }
 }
 
 /// A pthread mutex (the emulator has no Foundation and needs a lock usable from C callbacks).
@@ -144,6 +161,11 @@ final class Lock: @unchecked Sendable {
 func printError(_ text: String) {
     let line = Array((text + "\n").utf8)
     _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+func formatMilliseconds(_ duration: Duration) -> String {
+    let tenths = Int((duration.inSeconds * 10_000).rounded())
+    return "\(tenths / 10).\(abs(tenths % 10)) ms"
 }
 
 func formatSeconds(_ duration: Duration) -> String {

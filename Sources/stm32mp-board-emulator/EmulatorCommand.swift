@@ -48,7 +48,7 @@ struct EmulatorCommand: ParsableCommand {
     @Flag(help: "Log every request and transition to stderr.")
     var trace = false
 
-    @Flag(help: "Print ioctl and control-transfer counts and the rate to stderr at exit.")
+    @Flag(help: "Print ioctl and control-transfer counts, the rate, and per enumeration the time from its add uevent to the first request, to stderr at exit.")
     var stats = false
 
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
@@ -103,6 +103,7 @@ struct EmulatorCommand: ParsableCommand {
                 let rate = Double(host.statistics.controlTransfers) / max(elapsed.inSeconds, 1e-9)
                 printError(
                     "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)")
+                for line in host.statistics.enumerationLines { printError(line) }
             }
         }
         reenumerate.cancel()

@@ -15,6 +15,9 @@ final class EnumeratedDevice: @unchecked Sendable {
     let model: any USBDeviceModel
     unowned let host: BoardHost
     var connected = true
+    /// When the add uevent had gone out, and when the first control request arrived (host clock).
+    var announcedAt: Duration?
+    var firstRequestAt: Duration?
     /// The umockdev ioctl handler object; lives as long as the process (clients may hold the fd).
     let handler: UnsafeMutablePointer<UMockdevIoctlBase>
 
@@ -88,6 +91,7 @@ final class EnumeratedDevice: @unchecked Sendable {
 
     private func runControl(_ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
         host.statistics.controlTransfers += 1
+        if firstRequestAt == nil { firstRequestAt = host.clock.now }
         let reply = answer(setup, data: data, model: model)
         host.log("\(location.devnode) \(setup) -> \(reply.outcome)\(reply.latency > .zero ? " after \(reply.latency)" : "")")
         host.applyDueTransitions()

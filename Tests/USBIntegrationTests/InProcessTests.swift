@@ -86,6 +86,26 @@ import USBModel
         }
     }
 
+    /// A device that holds its answer past the transfer timeout: libusb discards the URB, the
+    /// caller gets `.timeout`, and the handle keeps working.
+    @Test func heldAnswerEndsWithTimeoutAndTheHandleStaysUsable() async throws {
+        try await inEmulatedProcess(
+            "heldAnswerEndsWithTimeoutAndTheHandleStaysUsable", emulatorOptions: ["--download-latency-ms", "5000"]
+        ) { _ in
+            let context = try USBContext(clock: SystemClock())
+            let handle = try await context.open(port: Self.port)
+            try await handle.setAlternate(interface: 0, alternate: 0)
+            try await handle.controlOut(dnload(block: 0, length: 4), data: [1, 2, 3, 4], timeout: .seconds(1))
+            let error = await #expect(throws: USBTransferError.self) {
+                _ = try await handle.controlIn(Self.getStatus, timeout: .milliseconds(300))
+            }
+            #expect(error?.kind == .timeout)
+            let getState = SetupPacket(requestType: 0xA1, request: 5, value: 0, index: 0, length: 1)
+            #expect(try await handle.controlIn(getState, timeout: .seconds(1)) == [5], "dfuDNLOAD-IDLE")
+            await handle.close()
+        }
+    }
+
     @Test func downloadThroughUSBControlTransportIsByteExact() async throws {
         try await inEmulatedProcess("downloadThroughUSBControlTransportIsByteExact") { storage in
             let clock = SystemClock()
