@@ -45,7 +45,8 @@ struct DeviceReport: Codable {
         bus = identity.busNumber
         device = identity.deviceAddress
         vendorProduct = identity.vendorProduct
-        stage = BoardStage.classify(vendorID: identity.vendorID, productID: identity.productID, product: identity.product)
+        stage = BoardStage.classify(
+            vendorID: identity.vendorID, productID: identity.productID, product: identity.product)
         stageName = stage.displayName
         chip = ChipFamily.fromProduct(identity.product)
         manufacturer = identity.manufacturer

@@ -42,7 +42,8 @@ public enum HotplugMonitor {
     public static func events(
         source: UdevEventSource = .detect(), clock: any FlashClock
     ) throws(HotplugError) -> AsyncStream<HotplugEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(of: HotplugEvent.self, bufferingPolicy: .bufferingNewest(256))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: HotplugEvent.self, bufferingPolicy: .bufferingNewest(256))
         let monitor = try MonitorSource(source: source, clock: clock, continuation: continuation)
         continuation.onTermination = { _ in monitor.cancel() }
         monitor.start()
@@ -64,7 +65,9 @@ private final class MonitorSource: @unchecked Sendable {
     /// Last identity seen per syspath, for remove events (sysfs is gone by then on a real kernel).
     private var known: [String: USBDeviceIdentity] = [:]
 
-    init(source: UdevEventSource, clock: any FlashClock, continuation: AsyncStream<HotplugEvent>.Continuation) throws(HotplugError) {
+    init(source: UdevEventSource, clock: any FlashClock, continuation: AsyncStream<HotplugEvent>.Continuation)
+        throws(HotplugError)
+    {
         guard let udev = udev_new() else { throw HotplugError(operation: "udev_new", errorNumber: errno) }
         guard let monitor = udev_monitor_new_from_netlink(udev, source.rawValue) else {
             let error = errno
@@ -108,7 +111,9 @@ private final class MonitorSource: @unchecked Sendable {
     }
 
     private func event(from device: OpaquePointer, time: Duration) -> HotplugEvent? {
-        guard let syspathC = udev_device_get_syspath(device), let actionC = udev_device_get_action(device) else { return nil }
+        guard let syspathC = udev_device_get_syspath(device), let actionC = udev_device_get_action(device) else {
+            return nil
+        }
         let syspath = String(cString: syspathC)
         switch String(cString: actionC) {
         case "add":
@@ -116,7 +121,9 @@ private final class MonitorSource: @unchecked Sendable {
             known[syspath] = identity
             return HotplugEvent(action: .add, device: identity, time: time)
         case "remove":
-            guard let identity = known.removeValue(forKey: syspath) ?? UdevDeviceFields(device).identity else { return nil }
+            guard let identity = known.removeValue(forKey: syspath) ?? UdevDeviceFields(device).identity else {
+                return nil
+            }
             return HotplugEvent(action: .remove, device: identity, time: time)
         default:
             return nil  // bind, unbind, change: the device stays where it is.
@@ -130,24 +137,30 @@ private struct UdevDeviceFields {
 
     init(_ device: OpaquePointer) { self.device = device }
 
-    func property(_ name: String) -> String? { udev_device_get_property_value(device, name).map { String(cString: $0) } }
+    func property(_ name: String) -> String? {
+        udev_device_get_property_value(device, name).map { String(cString: $0) }
+    }
     func attribute(_ name: String) -> String? {
         udev_device_get_sysattr_value(device, name).map { String(cString: $0).trimmingWhitespace }
     }
 
     /// nil for root hubs (`usb1`), whose sysname is no port path.
     var identity: USBDeviceIdentity? {
-        guard let sysname = udev_device_get_sysname(device), let port = PortPath(String(cString: sysname)) else { return nil }
+        guard let sysname = udev_device_get_sysname(device), let port = PortPath(String(cString: sysname)) else {
+            return nil
+        }
         // PRODUCT is the kernel's `vid/pid/bcd` in hex without leading zeros, present without udevd.
         let product = property("PRODUCT")?.split(separator: "/").map { UInt16($0, radix: 16) } ?? []
         func hexID(_ property: String, _ attribute: String, _ productField: Int) -> UInt16? {
             (self.property(property) ?? self.attribute(attribute)).flatMap { UInt16($0, radix: 16) }
                 ?? (product.count == 3 ? product[productField] : nil)
         }
-        guard let vendorID = hexID("ID_VENDOR_ID", "idVendor", 0), let productID = hexID("ID_MODEL_ID", "idProduct", 1) else {
+        guard let vendorID = hexID("ID_VENDOR_ID", "idVendor", 0), let productID = hexID("ID_MODEL_ID", "idProduct", 1)
+        else {
             return nil
         }
-        let bcdDevice = attribute("bcdDevice").flatMap { UInt16($0, radix: 16) } ?? (product.count == 3 ? product[2] ?? 0 : 0)
+        let bcdDevice =
+            attribute("bcdDevice").flatMap { UInt16($0, radix: 16) } ?? (product.count == 3 ? product[2] ?? 0 : 0)
         return USBDeviceIdentity(
             port: port, busNumber: (property("BUSNUM") ?? attribute("busnum")).flatMap { Int($0) } ?? port.bus,
             deviceAddress: (property("DEVNUM") ?? attribute("devnum")).flatMap { Int($0) } ?? 0,

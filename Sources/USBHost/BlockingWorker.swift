@@ -12,12 +12,16 @@ final class BlockingWorker: @unchecked Sendable {
     init(label: String) { queue = DispatchQueue(label: label) }
 
     /// Runs `body` on the queue and suspends the caller until it returns.
-    func run<T: Sendable>(_ body: @escaping @Sendable () throws(USBTransferError) -> T) async throws(USBTransferError) -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws(USBTransferError) -> T) async throws(USBTransferError)
+        -> T
+    {
         try await runCatching(body).get()
     }
 
     /// Like `run`, with the outcome as a value (retry loops branch on it without catch clauses).
-    func runCatching<T: Sendable>(_ body: @escaping @Sendable () throws(USBTransferError) -> T) async -> Result<T, USBTransferError> {
+    func runCatching<T: Sendable>(_ body: @escaping @Sendable () throws(USBTransferError) -> T) async -> Result<
+        T, USBTransferError
+    > {
         await withCheckedContinuation { continuation in
             queue.async { continuation.resume(returning: Result { () throws(USBTransferError) -> T in try body() }) }
         }

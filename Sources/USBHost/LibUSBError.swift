@@ -14,7 +14,8 @@ extension USBTransferError {
         case LIBUSB_ERROR_ACCESS.rawValue:
             self.init(
                 .access, operation: operation,
-                detail: "\(name): install the udev rules with `stm32mp-flash udev-rules --install`, then replug the board")
+                detail:
+                    "\(name): install the udev rules with `stm32mp-flash udev-rules --install`, then replug the board")
         case LIBUSB_ERROR_BUSY.rawValue: self.init(.busy, operation: operation, detail: name)
         case LIBUSB_ERROR_IO.rawValue, LIBUSB_ERROR_OVERFLOW.rawValue:
             self.init(.io, operation: operation, detail: name)

@@ -76,8 +76,10 @@ public final class USBContext: @unchecked Sendable {
                 let handle = try await open(port: device.identity.port)
                 var alternates: [DFUAlternate] = []
                 for alt in dfuAlternates {
-                    let name = alt.interfaceStringIndex == 0 ? nil : try? await handle.string(index: alt.interfaceStringIndex)
-                    alternates.append(DFUAlternate(interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
+                    let name =
+                        alt.interfaceStringIndex == 0 ? nil : try? await handle.string(index: alt.interfaceStringIndex)
+                    alternates.append(
+                        DFUAlternate(interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
                 }
                 await handle.close()
                 listings.append(DFUDeviceListing(identity: handle.identity, alternates: alternates))
@@ -87,7 +89,9 @@ public final class USBContext: @unchecked Sendable {
                 listings.append(
                     DFUDeviceListing(
                         identity: device.identity,
-                        alternates: dfuAlternates.map { DFUAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil) }))
+                        alternates: dfuAlternates.map {
+                            DFUAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
+                        }))
             }
         }
         return listings
@@ -103,7 +107,8 @@ public final class USBContext: @unchecked Sendable {
         identity.manufacturer = try await core.optionalString(index: descriptor.manufacturerIndex)
         identity.product = try await core.optionalString(index: descriptor.productIndex)
         identity.serial = try await core.optionalString(index: descriptor.serialNumberIndex)
-        return USBDeviceHandle(core: core, identity: identity, descriptor: descriptor, configuration: opened.configuration)
+        return USBDeviceHandle(
+            core: core, identity: identity, descriptor: descriptor, configuration: opened.configuration)
     }
 }
 
@@ -130,10 +135,14 @@ struct OpenedDevice: @unchecked Sendable {
 
 /// Calls `body` with every device libusb knows of, then frees the list.
 /// The corresponding C function is `libusb_get_device_list`.
-private func withDeviceList<T>(_ context: OpaquePointer, _ body: ([OpaquePointer]) throws(USBTransferError) -> T) throws(USBTransferError) -> T {
+private func withDeviceList<T>(_ context: OpaquePointer, _ body: ([OpaquePointer]) throws(USBTransferError) -> T)
+    throws(USBTransferError) -> T
+{
     var list: UnsafeMutablePointer<OpaquePointer?>?
     let count = libusb_get_device_list(context, &list)
-    guard count >= 0, let list else { throw USBTransferError(libusbCode: Int32(count), operation: "libusb_get_device_list") }
+    guard count >= 0, let list else {
+        throw USBTransferError(libusbCode: Int32(count), operation: "libusb_get_device_list")
+    }
     defer { libusb_free_device_list(list, 1) }
     let devices = (0..<count).compactMap { list[$0] }
     return try body(devices)
@@ -162,7 +171,9 @@ private func scanDevice(_ device: OpaquePointer) -> ScannedDevice? {
 }
 
 private func scanDFUDevices(_ context: OpaquePointer) throws(USBTransferError) -> [ScannedDevice] {
-    try withDeviceList(context) { devices in devices.compactMap(scanDevice).sorted { $0.identity.port < $1.identity.port } }
+    try withDeviceList(context) { devices in
+        devices.compactMap(scanDevice).sorted { $0.identity.port < $1.identity.port }
+    }
 }
 
 /// Opens the DFU device at `port`; other devices are never opened.

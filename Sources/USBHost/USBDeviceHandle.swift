@@ -11,7 +11,10 @@ public final class USBDeviceHandle: USBControlTransport {
     private let descriptor: DeviceDescriptor
     private let configuration: ConfigurationDescriptor
 
-    init(core: HandleCore, identity: USBDeviceIdentity, descriptor: DeviceDescriptor, configuration: ConfigurationDescriptor) {
+    init(
+        core: HandleCore, identity: USBDeviceIdentity, descriptor: DeviceDescriptor,
+        configuration: ConfigurationDescriptor
+    ) {
         self.core = core
         self.identity = identity
         self.descriptor = descriptor
@@ -44,7 +47,8 @@ public final class USBDeviceHandle: USBControlTransport {
 
     /// The corresponding C function is `libusb_control_transfer`.
     public func controlOut(_ setup: SetupPacket, data: [UInt8], timeout: Duration) async throws {
-        precondition(!setup.isIn && Int(setup.length) == data.count, "controlOut needs an OUT request and wLength == data.count")
+        precondition(
+            !setup.isIn && Int(setup.length) == data.count, "controlOut needs an OUT request and wLength == data.count")
         _ = try await core.control(setup, data: data, timeout: timeout)
     }
 
@@ -144,7 +148,8 @@ final class HandleCore: @unchecked Sendable {
         let count = libusb_get_string_descriptor(self.handle, index, 0x0409, &buffer, Int32(buffer.count))
         try checkLibUSB(count, "libusb_get_string_descriptor")
         guard let text = StringDescriptor.decode(Array(buffer.prefix(Int(count)))) else {
-            throw USBTransferError(.io, operation: "libusb_get_string_descriptor", detail: "malformed string descriptor \(index)")
+            throw USBTransferError(
+                .io, operation: "libusb_get_string_descriptor", detail: "malformed string descriptor \(index)")
         }
         return text
     }

@@ -87,7 +87,9 @@ final class BoardHost: @unchecked Sendable {
         current = device
         statistics.enumerations.append(device)
         let record = deviceRecord(for: model, at: location)
-        log("attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)")
+        log(
+            "attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)"
+        )
         operations.async { [testbed] in
             do {
                 // Before the add uevent, so that a fast client never opens an unhandled node (gotcha 13).

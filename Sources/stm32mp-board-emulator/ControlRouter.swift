@@ -8,7 +8,8 @@ func answer(_ setup: SetupPacket, data: [UInt8], model: any USBDeviceModel) -> D
     guard type == 0 else { return model.control(setup, data: data) }
     switch (setup.requestType, setup.request) {
     case (USBRequest.standardDeviceIn, USBRequest.getDescriptor):
-        return descriptor(type: UInt8(setup.value >> 8), index: UInt8(setup.value & 0xFF), language: setup.index, model: model)
+        return descriptor(
+            type: UInt8(setup.value >> 8), index: UInt8(setup.value & 0xFF), language: setup.index, model: model)
     case (USBRequest.standardDeviceIn, USBRequest.getStatus), (USBRequest.standardInterfaceIn, USBRequest.getStatus),
         (0x82, USBRequest.getStatus):
         return .data([0, 0])

@@ -42,13 +42,19 @@ struct EmulatorCommand: ParsableCommand {
     @Option(help: "Fixed DFU: how long GETSTATUS after a DNLOAD block holds its answer, in ms.")
     var downloadLatencyMs: Int = 0
 
-    @Option(help: "Fixed DFU: STALL this many string requests after each enumeration, the kernel's own three reads included (a transient state).")
+    @Option(
+        help:
+            "Fixed DFU: STALL this many string requests after each enumeration, the kernel's own three reads included (a transient state)."
+    )
     var unreadableStrings: Int = 0
 
     @Flag(help: "Log every request and transition to stderr.")
     var trace = false
 
-    @Flag(help: "Print ioctl and control-transfer counts, the rate, and per enumeration the time from its add uevent to the first request, to stderr at exit.")
+    @Flag(
+        help:
+            "Print ioctl and control-transfer counts, the rate, and per enumeration the time from its add uevent to the first request, to stderr at exit."
+    )
     var stats = false
 
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
@@ -102,7 +108,8 @@ struct EmulatorCommand: ParsableCommand {
             host.lock.withLock {
                 let rate = Double(host.statistics.controlTransfers) / max(elapsed.inSeconds, 1e-9)
                 printError(
-                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)")
+                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)"
+                )
                 for line in host.statistics.enumerationLines { printError(line) }
             }
         }

@@ -93,7 +93,8 @@ final class EnumeratedDevice: @unchecked Sendable {
         host.statistics.controlTransfers += 1
         if firstRequestAt == nil { firstRequestAt = host.clock.now }
         let reply = answer(setup, data: data, model: model)
-        host.log("\(location.devnode) \(setup) -> \(reply.outcome)\(reply.latency > .zero ? " after \(reply.latency)" : "")")
+        host.log(
+            "\(location.devnode) \(setup) -> \(reply.outcome)\(reply.latency > .zero ? " after \(reply.latency)" : "")")
         host.applyDueTransitions()
         return reply
     }
@@ -115,7 +116,8 @@ final class EnumeratedDevice: @unchecked Sendable {
         let outCount = setup.isIn ? 0 : min(Int(setup.length), length - 8)
         let data = Array(UnsafeRawBufferPointer(start: bytes + 8, count: outCount))
         let reply = runControl(setup, data: data)
-        var pending = PendingURB(clientAddress: clientAddress, urb: urb, buffer: buffer, setup: setup, bufferCapacity: length - 8)
+        var pending = PendingURB(
+            clientAddress: clientAddress, urb: urb, buffer: buffer, setup: setup, bufferCapacity: length - 8)
         switch reply.outcome {
         case .ok(let bytes): pending.finish(status: 0, reply: bytes, at: host.clock.now + reply.latency)
         case .stall: pending.finish(status: -EPIPE, at: host.clock.now + reply.latency)
@@ -153,7 +155,8 @@ final class EnumeratedDevice: @unchecked Sendable {
     private func discard(_ call: IoctlCall, _ urbs: ClientURBs) {
         let address: UInt = call.readArgument(UInt.self) ?? 0
         let now = host.clock.now
-        guard let index = urbs.inFlight.firstIndex(where: { $0.clientAddress == address && !$0.isReady(at: now) }) else {
+        guard let index = urbs.inFlight.firstIndex(where: { $0.clientAddress == address && !$0.isReady(at: now) })
+        else {
             return call.fail(EINVAL)  // Already complete: not in flight any more.
         }
         urbs.inFlight[index].finish(status: -ENOENT, at: .zero)
@@ -168,29 +171,38 @@ final class EnumeratedDevice: @unchecked Sendable {
         let interface = raw.load(as: UInt32.self)
         let alternate = raw.load(fromByteOffset: 4, as: UInt32.self)
         host.log("\(location.devnode) SETINTERFACE \(interface) alt \(alternate)")
-        let accepted = model.setInterface(UInt8(truncatingIfNeeded: interface), alternate: UInt8(truncatingIfNeeded: alternate))
+        let accepted = model.setInterface(
+            UInt8(truncatingIfNeeded: interface), alternate: UInt8(truncatingIfNeeded: alternate))
         accepted ? call.complete(0) : call.fail(EPIPE)
         host.applyDueTransitions()
     }
 
     /// USBDEVFS_CONTROL: answered at once (libusb uses URBs; this serves other clients).
     private func synchronousControl(_ call: IoctlCall) {
-        guard let transfer = call.resolveArgument(length: Int(CUMOCKDEV_CTRLTRANSFER_SIZE)) else { return call.fail(EFAULT) }
+        guard let transfer = call.resolveArgument(length: Int(CUMOCKDEV_CTRLTRANSFER_SIZE)) else {
+            return call.fail(EFAULT)
+        }
         defer { g_object_unref(transfer) }
         let raw = UnsafeMutableRawPointer(transfer.pointee.data!)
         let setup = SetupPacket(bytes: UnsafeRawBufferPointer(start: raw, count: 8))!
         var dataBuffer: UnsafeMutablePointer<UMockdevIoctlData>?
         if setup.length > 0 {
-            dataBuffer = umockdev_ioctl_data_resolve(transfer, gsize(CUMOCKDEV_CTRLTRANSFER_DATA), gsize(setup.length), nil)
+            dataBuffer = umockdev_ioctl_data_resolve(
+                transfer, gsize(CUMOCKDEV_CTRLTRANSFER_DATA), gsize(setup.length), nil)
             guard dataBuffer != nil else { return call.fail(EFAULT) }
         }
         defer { if let dataBuffer { g_object_unref(dataBuffer) } }
-        let data = setup.isIn ? [] : Array(UnsafeRawBufferPointer(start: dataBuffer?.pointee.data, count: Int(setup.length)))
+        let data =
+            setup.isIn ? [] : Array(UnsafeRawBufferPointer(start: dataBuffer?.pointee.data, count: Int(setup.length)))
         let reply = runControl(setup, data: data)
         switch reply.outcome {
         case .ok(let bytes) where setup.isIn:
             let count = min(bytes.count, Int(setup.length))
-            if let target = dataBuffer?.pointee.data { bytes.withUnsafeBytes { UnsafeMutableRawPointer(target).copyMemory(from: $0.baseAddress!, byteCount: count) } }
+            if let target = dataBuffer?.pointee.data {
+                bytes.withUnsafeBytes {
+                    UnsafeMutableRawPointer(target).copyMemory(from: $0.baseAddress!, byteCount: count)
+                }
+            }
             call.complete(count)
         case .ok: call.complete(Int(setup.length))
         case .stall: call.fail(EPIPE)
@@ -219,7 +231,10 @@ struct PendingURB {
     private var status: Int32 = 0
     private var reply: [UInt8] = []
 
-    init(clientAddress: UInt, urb: UnsafeMutablePointer<UMockdevIoctlData>, buffer: UnsafeMutablePointer<UMockdevIoctlData>, setup: SetupPacket, bufferCapacity: Int) {
+    init(
+        clientAddress: UInt, urb: UnsafeMutablePointer<UMockdevIoctlData>,
+        buffer: UnsafeMutablePointer<UMockdevIoctlData>, setup: SetupPacket, bufferCapacity: Int
+    ) {
         self.clientAddress = clientAddress
         self.urb = urb
         self.buffer = buffer
@@ -293,7 +308,9 @@ struct IoctlCall {
         guard let target = resolveArgument(length: MemoryLayout<T>.size + extra.count) else { return fail(EFAULT) }
         let raw = UnsafeMutableRawPointer(target.pointee.data!)
         raw.storeBytes(of: value, as: T.self)
-        for (i, byte) in extra.enumerated() { raw.storeBytes(of: byte, toByteOffset: MemoryLayout<T>.size + i, as: UInt8.self) }
+        for (i, byte) in extra.enumerated() {
+            raw.storeBytes(of: byte, toByteOffset: MemoryLayout<T>.size + i, as: UInt8.self)
+        }
         complete(0)
         g_object_unref(target)
     }

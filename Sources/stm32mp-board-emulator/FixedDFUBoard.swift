@@ -33,16 +33,24 @@ final class FixedDFUBoard: SimulatedBoard {
         if let device, device.detachRequested {
             device.detachRequested = false
             let next = generation + 1
-            schedule.append((now + .milliseconds(20), { [unowned self] in
-                self.device = nil
-                return .detach(port: self.port)
-            }))
-            schedule.append((now + .milliseconds(80), { [unowned self] in
-                self.generation = next
-                let device = FixedDFUDevice(generation: next, settings: self.settings)
-                self.device = device
-                return .attach(port: self.port, device: device)
-            }))
+            schedule.append(
+                (
+                    now + .milliseconds(20),
+                    { [unowned self] in
+                        self.device = nil
+                        return .detach(port: self.port)
+                    }
+                ))
+            schedule.append(
+                (
+                    now + .milliseconds(80),
+                    { [unowned self] in
+                        self.generation = next
+                        let device = FixedDFUDevice(generation: next, settings: self.settings)
+                        self.device = device
+                        return .attach(port: self.port, device: device)
+                    }
+                ))
         }
         var due: [BusTransition] = []
         while let first = schedule.first, first.time <= now {
@@ -89,7 +97,9 @@ final class FixedDFUDevice: USBDeviceModel {
 
     var configuration: ConfigurationDescriptor {
         let size = settings.transferSize
-        let functional: [UInt8] = [9, DescriptorType.dfuFunctional, 0x0F, 0xFF, 0x00, UInt8(size & 0xFF), UInt8(size >> 8), 0x10, 0x01]
+        let functional: [UInt8] = [
+            9, DescriptorType.dfuFunctional, 0x0F, 0xFF, 0x00, UInt8(size & 0xFF), UInt8(size >> 8), 0x10, 0x01,
+        ]
         return ConfigurationDescriptor(interfaces: [
             InterfaceAltSetting(
                 interfaceNumber: 0, alternateSetting: 0, interfaceClass: 0xFE, interfaceSubClass: 0x01,
@@ -102,10 +112,17 @@ final class FixedDFUDevice: USBDeviceModel {
     var strings: [UInt8: String] {
         let id = String(settings.chipDeviceID, radix: 16, uppercase: true)
         return generation == 1
-            ? [1: "STMicroelectronics", 2: "DFU in HS Mode @Device ID /0x\(id), @Revision ID /0x0000",
-               3: "002800423232511538303631", 4: "@fixed-dfu /0x00/1*1Me"]
-            : [1: "STMicroelectronics", 2: "USB download gadget@Device ID /0x\(id), @Revision ID /0x2000, @Name /fixed-dfu generation \(generation),",
-               3: "00280042323251153830\(String(0x3600 + generation, radix: 16, uppercase: true))", 4: "@fixed-dfu /0x00/1*1Me"]
+            ? [
+                1: "STMicroelectronics", 2: "DFU in HS Mode @Device ID /0x\(id), @Revision ID /0x0000",
+                3: "002800423232511538303631", 4: "@fixed-dfu /0x00/1*1Me",
+            ]
+            : [
+                1: "STMicroelectronics",
+                2:
+                    "USB download gadget@Device ID /0x\(id), @Revision ID /0x2000, @Name /fixed-dfu generation \(generation),",
+                3: "00280042323251153830\(String(0x3600 + generation, radix: 16, uppercase: true))",
+                4: "@fixed-dfu /0x00/1*1Me",
+            ]
     }
 
     func stringDescriptor(index: UInt8, languageID: UInt16) -> [UInt8]? {

@@ -15,7 +15,8 @@ final class Testbed: @unchecked Sendable {
     /// Creates the testbed, which also sets `UMOCKDEV_DIR` in this process's environment.
     init() {
         raw = umockdev_testbed_new()
-        removeSendsUevent = Testbed.installedVersion().map { $0.lexicographicallyPrecedes([0, 18, 4]) == false } ?? false
+        removeSendsUevent =
+            Testbed.installedVersion().map { $0.lexicographicallyPrecedes([0, 18, 4]) == false } ?? false
     }
 
     /// The root of the fake tree (`$UMOCKDEV_DIR`).
@@ -40,7 +41,9 @@ final class Testbed: @unchecked Sendable {
     /// Routes ioctls on `devnode` (`/dev/bus/usb/001/002`) to `handler`.
     func attachIoctl(_ devnode: String, handler: UnsafeMutablePointer<UMockdevIoctlBase>) throws(EmulatorError) {
         var error: UnsafeMutablePointer<GError>?
-        guard umockdev_testbed_attach_ioctl(raw, devnode, handler, &error) != 0 else { throw EmulatorError(consuming: error) }
+        guard umockdev_testbed_attach_ioctl(raw, devnode, handler, &error) != 0 else {
+            throw EmulatorError(consuming: error)
+        }
     }
 
     func detachIoctl(_ devnode: String) {
@@ -57,7 +60,9 @@ final class Testbed: @unchecked Sendable {
         defer { pclose(pipe) }
         var line = [CChar](repeating: 0, count: 64)
         guard fgets(&line, Int32(line.count), pipe) != nil else { return nil }
-        let numbers = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingWhitespace.split(separator: ".").compactMap { Int($0) }
+        let numbers = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.trimmingWhitespace.split(
+            separator: "."
+        ).compactMap { Int($0) }
         return numbers.count >= 2 ? numbers : nil
     }
 }

@@ -8,7 +8,8 @@ import Testing
 
 /// The folder holding the built products: the test bundle's own folder (`.build/<triple>/debug`).
 let builtProductsDirectory: String = {
-    let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    let bundle =
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     return (bundle as NSString).deletingLastPathComponent
 }()
 
@@ -16,7 +17,9 @@ let builtProductsDirectory: String = {
 func builtExecutable(_ name: String) throws -> String {
     let path = builtProductsDirectory + "/" + name
     guard FileManager.default.isExecutableFile(atPath: path) else {
-        Issue.record("\(path) is missing: run `swift build` before `swift test` (the USB integration tests run the built executables)")
+        Issue.record(
+            "\(path) is missing: run `swift build` before `swift test` (the USB integration tests run the built executables)"
+        )
         throw MissingBinary(path: path)
     }
     return path
@@ -54,7 +57,8 @@ struct ProcessResult {
 /// Runs `executable` to completion with output captured in files (no pipe can fill up); kills it
 /// after `timeout` seconds so a hang fails the test instead of stalling the run.
 func run(
-    _ executable: String, _ arguments: [String], environment: [String: String] = [:], in directory: ShortTemporaryDirectory,
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+    in directory: ShortTemporaryDirectory,
     timeout: TimeInterval = 60
 ) throws -> ProcessResult {
     let process = try start(executable, arguments, environment: environment, in: directory)
@@ -80,7 +84,9 @@ final class ChildProcess: @unchecked Sendable {
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
-            Issue.record("\(process.executableURL?.lastPathComponent ?? "?") did not finish within \(timeout) s; stderr: \(stderrSoFar)")
+            Issue.record(
+                "\(process.executableURL?.lastPathComponent ?? "?") did not finish within \(timeout) s; stderr: \(stderrSoFar)"
+            )
         }
         process.waitUntilExit()
         return ProcessResult(
@@ -90,7 +96,10 @@ final class ChildProcess: @unchecked Sendable {
     }
 }
 
-func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:], in directory: ShortTemporaryDirectory) throws -> ChildProcess {
+func start(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+    in directory: ShortTemporaryDirectory
+) throws -> ChildProcess {
     let name = (executable as NSString).lastPathComponent + "-\(UUID().uuidString.prefix(8))"
     let child = ChildProcess(outPath: directory.file(name + ".out"), errPath: directory.file(name + ".err"))
     _ = FileManager.default.createFile(atPath: directory.file(name + ".out"), contents: nil)
@@ -124,9 +133,13 @@ final class ServingEmulator: @unchecked Sendable {
 
     init(options: [String] = [], in directory: ShortTemporaryDirectory) throws {
         let envFile = directory.file("emulator.env")
-        child = try start(try builtExecutable("stm32mp-board-emulator"), ["--fixed-dfu", "--env-file", envFile] + options, in: directory)
+        child = try start(
+            try builtExecutable("stm32mp-board-emulator"), ["--fixed-dfu", "--env-file", envFile] + options,
+            in: directory)
         let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: envFile) && child.process.isRunning && Date() < deadline { usleep(10_000) }
+        while !FileManager.default.fileExists(atPath: envFile) && child.process.isRunning && Date() < deadline {
+            usleep(10_000)
+        }
         let text = try String(contentsOfFile: envFile, encoding: .utf8)
         var environment: [String: String] = [:]
         for line in text.split(separator: "\n") {

@@ -21,10 +21,16 @@ import Testing
     @Test(arguments: [("mp15", "0x500"), ("mp13", "0x501"), ("mp25", "0x505")])
     func lsusbShowsIdentityStringsAndFunctionalDescriptor(soc: String, chipID: String) throws {
         let directory = try ShortTemporaryDirectory()
-        let result = try runUnderEmulator(["lsusb", "-v", "-d", "0483:df11"], options: ["--soc", soc, "--transfer-size", "4096"], in: directory)
+        let result = try runUnderEmulator(
+            ["lsusb", "-v", "-d", "0483:df11"], options: ["--soc", soc, "--transfer-size", "4096"], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
-        let fields = result.lines.map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
-        #expect(fields.contains("Bus 001 Device 002: ID 0483:df11 STMicroelectronics DFU in HS Mode @Device ID /\(chipID), @Revision ID /0x0000"))
+        let fields = result.lines.map {
+            $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ")
+        }
+        #expect(
+            fields.contains(
+                "Bus 001 Device 002: ID 0483:df11 STMicroelectronics DFU in HS Mode @Device ID /\(chipID), @Revision ID /0x0000"
+            ))
         #expect(fields.contains("iManufacturer 1 STMicroelectronics"))
         #expect(fields.contains("iSerial 3 \(Self.romSerial)"))
         #expect(fields.contains("iInterface 4 \(Self.altName)"))
@@ -35,7 +41,8 @@ import Testing
 
     @Test func listJSONAgreesWithDfuUtil() throws {
         let directory = try ShortTemporaryDirectory()
-        let list = try runUnderEmulator([try builtExecutable("stm32mp-flash"), "list", "--json"], options: ["--soc", "mp13"], in: directory)
+        let list = try runUnderEmulator(
+            [try builtExecutable("stm32mp-flash"), "list", "--json"], options: ["--soc", "mp13"], in: directory)
         #expect(list.status == 0, "\(list.stderr)")
         try #require(list.lines.count == 1, "\(list.stdout)")
         let device = try JSONDecoder().decode(ListedDevice.self, from: Data(list.lines[0].utf8))
@@ -85,7 +92,8 @@ import Testing
     @Test func watchWithoutEventsStopsAtTheTimeoutAndFailsTheCount() throws {
         let directory = try ShortTemporaryDirectory()
         let result = try runUnderEmulator(
-            [try builtExecutable("stm32mp-flash"), "watch", "--json", "--count", "1", "--timeout", "0.5"], in: directory)
+            [try builtExecutable("stm32mp-flash"), "watch", "--json", "--count", "1", "--timeout", "0.5"], in: directory
+        )
         #expect(result.status == 1, "exit 1: fewer events than --count; \(result.stderr)")
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains("Watching USB devices"))

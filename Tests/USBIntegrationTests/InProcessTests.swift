@@ -35,7 +35,9 @@ import USBModel
                 #expect(added.deviceAddress != before.deviceAddress)
                 #expect(added.speed == .high)
                 #expect(seen[0].time >= sentAt && seen[1].time >= seen[0].time)
-                print("[figure] \(source) source: DETACH sent → remove event \(ms(seen[0].time - sentAt)), add event \(ms(seen[1].time - sentAt))")
+                print(
+                    "[figure] \(source) source: DETACH sent → remove event \(ms(seen[0].time - sentAt)), add event \(ms(seen[1].time - sentAt))"
+                )
             }
         }
     }
@@ -70,7 +72,8 @@ import USBModel
             let context = try USBContext(clock: clock)
             let handle = try await context.open(port: Self.port)
             try await handle.setAlternate(interface: 0, alternate: 0)
-            try await handle.controlOut(dnload(block: 0, length: 16), data: Array(repeating: 0xA5, count: 16), timeout: .seconds(1))
+            try await handle.controlOut(
+                dnload(block: 0, length: 16), data: Array(repeating: 0xA5, count: 16), timeout: .seconds(1))
             let unplug = Task {
                 try await clock.sleep(for: .milliseconds(300))
                 kill(getppid(), SIGUSR1)  // The emulator is this process's parent.
@@ -112,10 +115,13 @@ import USBModel
             let context = try USBContext(clock: clock)
             let transport: any USBControlTransport = try await context.open(port: Self.port)
             let configuration = try await transport.configurationDescriptor()
-            let functional = try #require(configuration.interfaces.first?.extra.first { $0[1] == DescriptorType.dfuFunctional })
+            let functional = try #require(
+                configuration.interfaces.first?.extra.first { $0[1] == DescriptorType.dfuFunctional })
             let transferSize = Int(functional[5]) | Int(functional[6]) << 8
             #expect(transferSize == 1024)
-            #expect(try await transport.string(index: configuration.interfaces[0].interfaceStringIndex) == "@fixed-dfu /0x00/1*1Me")
+            #expect(
+                try await transport.string(index: configuration.interfaces[0].interfaceStringIndex)
+                    == "@fixed-dfu /0x00/1*1Me")
             #expect(try await transport.deviceDescriptor().vendorID == 0x0483)
 
             var generator = SystemRandomNumberGenerator()
@@ -126,7 +132,8 @@ import USBModel
             var block: UInt16 = 0
             for offset in stride(from: 0, to: image.count, by: transferSize) {
                 let chunk = Array(image[offset..<min(offset + transferSize, image.count)])
-                try await transport.controlOut(dnload(block: block, length: chunk.count), data: chunk, timeout: .seconds(2))
+                try await transport.controlOut(
+                    dnload(block: block, length: chunk.count), data: chunk, timeout: .seconds(2))
                 let status = try await transport.controlIn(Self.getStatus, timeout: .seconds(2))
                 #expect(status.count == 6 && status[0] == 0 && status[4] == 5, "dfuDNLOAD-IDLE after block \(block)")
                 block &+= 1
@@ -144,7 +151,8 @@ import USBModel
             var uploaded: [UInt8] = []
             var uploadBlock: UInt16 = 0
             while true {
-                let setup = SetupPacket(requestType: 0xA1, request: 2, value: uploadBlock, index: 0, length: UInt16(transferSize))
+                let setup = SetupPacket(
+                    requestType: 0xA1, request: 2, value: uploadBlock, index: 0, length: UInt16(transferSize))
                 let chunk = try await transport.controlIn(setup, timeout: .seconds(2))
                 uploaded += chunk
                 uploadBlock &+= 1
@@ -152,7 +160,9 @@ import USBModel
             }
             #expect(uploaded == image)
             await transport.close()
-            print("[figure] \(transfers) control transfers (DNLOAD 1 KiB + GETSTATUS) in \(ms(elapsed)): \(Int(Double(transfers) / elapsed.inSeconds))/s, \(Int(Double(image.count) / 1024 / elapsed.inSeconds)) KiB/s")
+            print(
+                "[figure] \(transfers) control transfers (DNLOAD 1 KiB + GETSTATUS) in \(ms(elapsed)): \(Int(Double(transfers) / elapsed.inSeconds))/s, \(Int(Double(image.count) / 1024 / elapsed.inSeconds)) KiB/s"
+            )
         }
     }
 
@@ -167,8 +177,11 @@ import USBModel
             #expect(identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
             #expect(identity.serial == "002800423232511538303631")
             #expect(identity.speed == .high)
-            #expect(listings[0].alternates == [DFUAlternate(interface: 0, alternate: 0, name: "@fixed-dfu /0x00/1*1Me")])
-            let missing = await #expect(throws: USBTransferError.self) { _ = try await context.open(port: PortPath(bus: 1, ports: [7])) }
+            #expect(
+                listings[0].alternates == [DFUAlternate(interface: 0, alternate: 0, name: "@fixed-dfu /0x00/1*1Me")])
+            let missing = await #expect(throws: USBTransferError.self) {
+                _ = try await context.open(port: PortPath(bus: 1, ports: [7]))
+            }
             #expect(missing?.kind == .notFound)
         }
     }
@@ -178,14 +191,18 @@ extension InProcessTests {
     /// Strings STALL for a while after enumeration: reads retry on the injected clock.
     @Test func stringReadsRetryThroughTheTransientStateOnTheInjectedClock() async throws {
         // 8 stalls: the kernel's 3 reads for sysfs, then 3 single attempts, then 2 retried ones.
-        try await inEmulatedProcess("stringReadsRetryThroughTheTransientStateOnTheInjectedClock", emulatorOptions: ["--unreadable-strings", "8"]) { _ in
+        try await inEmulatedProcess(
+            "stringReadsRetryThroughTheTransientStateOnTheInjectedClock",
+            emulatorOptions: ["--unreadable-strings", "8"]
+        ) { _ in
             let impatient = try USBContext(clock: SystemClock(), stringRetry: StringRetryPolicy(attempts: 1))
             let first = try await impatient.open(port: Self.port)
             #expect(first.identity.manufacturer == nil && first.identity.product == nil && first.identity.serial == nil)
             await first.close()
 
             let clock = SimulatedClock()
-            let patient = try USBContext(clock: clock, stringRetry: StringRetryPolicy(attempts: 5, interval: .milliseconds(50)))
+            let patient = try USBContext(
+                clock: clock, stringRetry: StringRetryPolicy(attempts: 5, interval: .milliseconds(50)))
             let second = try await patient.open(port: Self.port)
             #expect(second.identity.manufacturer == "STMicroelectronics")
             #expect(second.identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
@@ -205,7 +222,9 @@ func ms(_ duration: Duration) -> String {
 }
 
 /// The first `count` events of `stream`, or fewer if `limit` passes first.
-func firstEvents(_ count: Int, from stream: AsyncStream<HotplugEvent>, within limit: Duration) async throws -> [HotplugEvent] {
+func firstEvents(_ count: Int, from stream: AsyncStream<HotplugEvent>, within limit: Duration) async throws
+    -> [HotplugEvent]
+{
     try await withThrowingTaskGroup(of: [HotplugEvent]?.self) { group in
         group.addTask {
             var events: [HotplugEvent] = []
