@@ -34,6 +34,11 @@ final class EnumeratedDevice: @unchecked Sendable {
         host.statistics.ioctls += 1
         let request = call.request
         let urbs = call.clientURBs
+        if Self.requestsReachingTheDevice.contains(request) {
+            // Bring the board to the present first: it times its answers and schedules from `now`,
+            // and a transition already due (the device left) must win over this request.
+            host.applyDueTransitions()
+        }
         if !connected {
             if request == CUMOCKDEV_USBDEVFS_REAPURBNDELAY || request == CUMOCKDEV_USBDEVFS_REAPURB,
                 !urbs.completed.isEmpty || !urbs.inFlight.isEmpty
@@ -76,6 +81,11 @@ final class EnumeratedDevice: @unchecked Sendable {
             call.fail(ENOTTY)  // Never let umockdev fall back to its empty ioctl tree (gotcha 13).
         }
     }
+
+    private static let requestsReachingTheDevice: Set<UInt> = [
+        CUMOCKDEV_USBDEVFS_SUBMITURB, CUMOCKDEV_USBDEVFS_SETINTERFACE, CUMOCKDEV_USBDEVFS_RESET,
+        CUMOCKDEV_USBDEVFS_CONTROL,
+    ]
 
     /// The kernel's `enum usb_device_speed` value.
     private var kernelSpeed: Int {
