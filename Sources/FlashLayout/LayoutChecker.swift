@@ -257,7 +257,10 @@ private struct CheckRun {
             ]
             let codes: [DiagnosticCode] = [.invalidOption, .invalidID, .nameTooLong, .invalidType, .invalidIP]
             for (index, field) in fields.enumerated() where index < checks.count {
-                if let rejection = checks[index](field.text) {
+                if index == 0, let rejection = checks[0](field.text) {
+                    let (code, what) = Self.describeOption(rejection)
+                    report(line, field.column, .error, code, what + " (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
+                } else if let rejection = checks[index](field.text) {
                     let what = ["option", "Id", "name", "type", "IP"][index]
                     report(line, field.column, .error, codes[index], "invalid \(what) '\(rejection.text)' (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
                 }
@@ -272,18 +275,8 @@ private struct CheckRun {
         case .success(let value): options = value
         case .failure(let rejection):
             valid = false
-            let text = rejection.text
-            if case .missingSelect = rejection.kind {
-                reject(rejection, column: opt.column, code: .missingSelect, "option '\(text)' lacks 'P'; use '-' to skip the line, or add 'P'")
-            } else if text == "Selected" || text == "1" {
-                reject(rejection, column: opt.column, code: .invalidOption, "invalid option '\(text)': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads")
-            } else if text.hasPrefix(" #") || text.hasPrefix(" ") && text.contains("#") {
-                reject(rejection, column: opt.column, code: .invalidOption, "invalid option '\(text)': a comment must start with '#' as its first character; the leading space makes it a data line")
-            } else if text.uppercased() != text, text.allSatisfy({ "pedPED".contains($0) }) {
-                reject(rejection, column: opt.column, code: .invalidOption, "invalid option '\(text)': options are upper-case P, E, D")
-            } else {
-                reject(rejection, column: opt.column, code: .invalidOption, "invalid option '\(text)': use '-' or letters from P, E, D including P")
-            }
+            let (code, what) = Self.describeOption(rejection)
+            reject(rejection, column: opt.column, code: code, what)
         }
 
         var phase: UInt8 = 0
@@ -394,6 +387,27 @@ private struct CheckRun {
             LayoutLine(
                 line: line, options: options, optionText: String(decoding: opt.text, as: UTF8.self), id: phase,
                 name: partitionName, type: partitionType, target: target, offset: partitionOffset, binary: binary))
+    }
+
+    /// Our explanation of a rejected Opt field, with the likely cause.
+    static func describeOption(_ rejection: UBootField.Rejection) -> (DiagnosticCode, String) {
+        let text = rejection.text
+        if case .missingSelect = rejection.kind {
+            return (.missingSelect, "option '\(text)' lacks 'P'; use '-' to skip the line, or add 'P'")
+        }
+        if text == "Selected" || text == "1" {
+            return (.invalidOption, "invalid option '\(text)': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads")
+        }
+        if text.hasPrefix(" "), text.contains("#") {
+            return (.invalidOption, "invalid option '\(text)': a comment must start with '#' as its first character; the leading space makes it a data line")
+        }
+        if text.uppercased() != text, text.allSatisfy({ "pedPED".contains($0) }) {
+            return (.invalidOption, "invalid option '\(text)': options are upper-case P, E, D")
+        }
+        if text.contains(" ") {
+            return (.invalidOption, "invalid option '\(text)': the field contains a space, and U-Boot keeps spaces as part of the field")
+        }
+        return (.invalidOption, "invalid option '\(text)': use '-' or letters from P, E, D including P")
     }
 
     /// A type or IP that an older U-Boot rejects: a warning, or an error against `--uboot-version`.
