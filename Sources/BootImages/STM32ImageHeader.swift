@@ -133,7 +133,9 @@ extension STM32ImageHeader {
         }
         guard bytes.starts(with: Self.magic) else { throw .badMagic(Array(bytes.prefix(4))) }
         let versionWord = bytes.littleEndianUInt32(at: 72)
-        for offset in [84, 92] where bytes.littleEndianUInt32(at: offset) != 0 { throw .nonzeroReserved(offset: offset) }
+        for offset in [84, 92] where bytes.littleEndianUInt32(at: offset) != 0 {
+            throw .nonzeroReserved(offset: offset)
+        }
 
         let fields: VersionFields
         switch versionWord {

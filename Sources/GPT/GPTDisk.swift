@@ -54,9 +54,13 @@ public struct GPTDisk: Sendable, Hashable {
         guard entries.count <= entryCount else { throw .tooManyEntries(count: entries.count, capacity: entryCount) }
         let used = entries.enumerated().filter { $0.element.isUsed }
         for (index, entry) in used {
-            guard entry.name.utf16.count <= GPTPartitionEntry.maximumNameLength else { throw .nameTooLong(name: entry.name) }
-            guard entry.firstLBA >= firstUsableLBA, entry.lastLBA <= lastUsableLBA, entry.firstLBA <= entry.lastLBA else {
-                throw .partitionOutOfRange(index: index, name: entry.name, firstLBA: entry.firstLBA, lastLBA: entry.lastLBA)
+            guard entry.name.utf16.count <= GPTPartitionEntry.maximumNameLength else {
+                throw .nameTooLong(name: entry.name)
+            }
+            guard entry.firstLBA >= firstUsableLBA, entry.lastLBA <= lastUsableLBA, entry.firstLBA <= entry.lastLBA
+            else {
+                throw .partitionOutOfRange(
+                    index: index, name: entry.name, firstLBA: entry.firstLBA, lastLBA: entry.lastLBA)
             }
         }
         let sorted = used.map(\.element).sorted { $0.firstLBA < $1.firstLBA }
@@ -217,7 +221,8 @@ private struct SectorFile {
             descriptor =
                 writable
                 ? try FileDescriptor.open(
-                    FilePath(path), .readWrite, options: [.create], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+                    FilePath(path), .readWrite, options: [.create],
+                    permissions: [.ownerReadWrite, .groupRead, .otherRead])
                 : try FileDescriptor.open(FilePath(path), .readOnly)
         } catch {
             throw .io(path: path, operation: "open", error as? Errno ?? .ioError)

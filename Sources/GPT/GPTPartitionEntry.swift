@@ -33,7 +33,9 @@ public struct GPTPartitionEntry: Sendable, Hashable {
 
     public var legacyBIOSBootable: Bool {
         get { attributes & Self.legacyBIOSBootableBit != 0 }
-        set { attributes = newValue ? attributes | Self.legacyBIOSBootableBit : attributes & ~Self.legacyBIOSBootableBit }
+        set {
+            attributes = newValue ? attributes | Self.legacyBIOSBootableBit : attributes & ~Self.legacyBIOSBootableBit
+        }
     }
 
     public var sectorCount: UInt64 { lastLBA - firstLBA + 1 }

@@ -20,7 +20,8 @@ struct BootImageInspectorTests {
     static let bigPayload: [UInt8] = (0..<(3 * 65_536 + 1_234)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
 
     @Test func validV1ImageAcrossChunks() throws {
-        let path = try write(STM32ImageHeader.wrap(payload: Self.bigPayload, loadAddress: 0x2FFC_2400), to: "tf-a.stm32")
+        let path = try write(
+            STM32ImageHeader.wrap(payload: Self.bigPayload, loadAddress: 0x2FFC_2400), to: "tf-a.stm32")
         let report = try BootImageInspector.inspect(path: path)
         guard case .stm32(let header) = report.kind else { Issue.record("not STM32: \(report.kind)"); return }
         #expect(header.imageLength == UInt32(Self.bigPayload.count))
@@ -51,7 +52,8 @@ struct BootImageInspectorTests {
     @Test func truncatedHeaderThrows() throws {
         let bytes = STM32ImageHeader.wrap(payload: [], version: .v2)
         let path = try write(Array(bytes.prefix(400)), to: "header.stm32")
-        #expect(throws: BootImageInspectionError.invalidSTM32Header(path: path, .tooShort(available: 400, needed: 512))) {
+        #expect(throws: BootImageInspectionError.invalidSTM32Header(path: path, .tooShort(available: 400, needed: 512)))
+        {
             try BootImageInspector.inspect(path: path)
         }
     }
@@ -88,14 +90,18 @@ struct BootImageInspectorTests {
         let mkimage = try ExternalTool("mkimage", package: "u-boot-tools")
         let payloadPath = try write(Self.bigPayload, to: "payload.bin")
         let theirs = directory.file("theirs.stm32")
-        let made = try mkimage.run(["-T", "stm32image", "-a", "0x2FFC2400", "-e", "0x2FFC2500", "-d", payloadPath, theirs])
+        let made = try mkimage.run([
+            "-T", "stm32image", "-a", "0x2FFC2400", "-e", "0x2FFC2500", "-d", payloadPath, theirs,
+        ])
         #expect(made.status == 0, "\(made.standardError)")
         let report = try BootImageInspector.inspect(path: theirs)
         guard case .stm32(let header) = report.kind else { Issue.record("not STM32"); return }
         #expect(header.loadAddress == 0x2FFC_2400 && header.entryPoint == 0x2FFC_2500)
         #expect(report.checksumMatches == true && report.isSigned == false)
 
-        let ours = try write(STM32ImageHeader.wrap(payload: Self.bigPayload, entryPoint: 0x2FFC_2500, loadAddress: 0x2FFC_2400), to: "ours.stm32")
+        let ours = try write(
+            STM32ImageHeader.wrap(payload: Self.bigPayload, entryPoint: 0x2FFC_2500, loadAddress: 0x2FFC_2400),
+            to: "ours.stm32")
         let listed = try ExternalTool("dumpimage", package: "u-boot-tools").run(["-l", ours])
         #expect(listed.status == 0, "\(listed.standardError)")
         #expect(listed.standardOutput.contains("STM32 V1.0"))

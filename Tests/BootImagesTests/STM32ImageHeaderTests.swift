@@ -6,7 +6,8 @@ struct STM32ImageHeaderTests {
     static let signedV1 = STM32ImageHeader(
         signature: (0..<64).map { UInt8($0) }, checksum: 0xDEAD_BEEF, imageLength: 0x1234,
         entryPoint: 0x2FFC_2500, loadAddress: 0x2FFC_2400, versionNumber: 7,
-        fields: .v1(optionFlags: 0, ecdsaAlgorithm: 2, ecdsaPublicKey: (0..<64).map { UInt8(255 - $0) }, binaryType: 0x10)
+        fields: .v1(
+            optionFlags: 0, ecdsaAlgorithm: 2, ecdsaPublicKey: (0..<64).map { UInt8(255 - $0) }, binaryType: 0x10)
     )
 
     @Test func v1RoundTrips() throws {
@@ -33,8 +34,9 @@ struct STM32ImageHeaderTests {
         padding.replaceSubrange(0..<8, with: [0x53, 0x54, 0xFF, 0xFF, 0x20, 0x01, 0x00, 0x00])
         let header = STM32ImageHeader(
             checksum: 99, imageLength: 4096, entryPoint: 0x0E00_2600, loadAddress: 0x0E00_2600,
-            fields: .v2(minorVersion: 2, extensionFlags: 0x8000_0001, binaryType: 0x10,
-                        extensionHeaders: authentication + padding))
+            fields: .v2(
+                minorVersion: 2, extensionFlags: 0x8000_0001, binaryType: 0x10,
+                extensionHeaders: authentication + padding))
         let bytes = header.encoded()
         #expect(bytes.count == 128 + 0x180)
         #expect(Array(bytes[72..<76]) == [0x00, 0x02, 0x02, 0x00])
@@ -63,7 +65,8 @@ struct STM32ImageHeaderTests {
 
     @Test func wrapV2HasAPaddingExtensionAnd512ByteHeader() throws {
         let payload = [UInt8](repeating: 0xFF, count: 300)
-        let wrapped = STM32ImageHeader.wrap(payload: payload, version: .v2, entryPoint: 0x2FFE_0000, loadAddress: 0x2FFE_0000, binaryType: 0x10)
+        let wrapped = STM32ImageHeader.wrap(
+            payload: payload, version: .v2, entryPoint: 0x2FFE_0000, loadAddress: 0x2FFE_0000, binaryType: 0x10)
         #expect(wrapped.count == 512 + 300)
         #expect(Array(wrapped[100..<112]) == [0x00, 0x00, 0x00, 0x80, 0x80, 0x01, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00])
         #expect(Array(wrapped[128..<136]) == [0x53, 0x54, 0xFF, 0xFF, 0x80, 0x01, 0x00, 0x00])
@@ -118,7 +121,9 @@ struct STM32ImageHeaderTests {
         #expect(throws: STM32HeaderError.tooShort(available: 300, needed: 512)) {
             try STM32ImageHeader(decoding: Array(v2.prefix(300)))
         }
-        #expect(throws: STM32HeaderError.tooShort(available: 2, needed: 4)) { try STM32ImageHeader(decoding: [0x53, 0x54]) }
+        #expect(throws: STM32HeaderError.tooShort(available: 2, needed: 4)) {
+            try STM32ImageHeader(decoding: [0x53, 0x54])
+        }
     }
 
     @Test func rejectsBrokenExtensionChain() {
@@ -158,7 +163,8 @@ struct STM32ImageHeaderTests {
 
     @Test(arguments: familiesByLoadAddress)
     func v2FamilyFollowsLoadAddress(load: UInt32, families: [ChipFamily]) throws {
-        let header = try STM32ImageHeader(decoding: STM32ImageHeader.wrap(payload: [0], version: .v2, loadAddress: load))
+        let header = try STM32ImageHeader(
+            decoding: STM32ImageHeader.wrap(payload: [0], version: .v2, loadAddress: load))
         #expect(header.candidateFamilies == families)
     }
 }

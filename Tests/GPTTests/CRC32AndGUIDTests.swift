@@ -31,13 +31,16 @@ struct GUIDTests {
     /// The EFI System Partition type as it appears in every GPT on disk.
     @Test func diskBytesAreMixedEndian() throws {
         let guid = try #require(GUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"))
-        let disk: [UInt8] = [0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B]
+        let disk: [UInt8] = [
+            0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
+        ]
         #expect(guid.diskBytes == disk)
         #expect(GUID(diskBytes: disk) == guid)
     }
 
     @Test(arguments: [
-        "", "C12A7328F81F11D2BA4B00A0C93EC93B", "C12A7328-F81F-11D2-BA4B-00A0C93EC93", "G12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+        "", "C12A7328F81F11D2BA4B00A0C93EC93B", "C12A7328-F81F-11D2-BA4B-00A0C93EC93",
+        "G12A7328-F81F-11D2-BA4B-00A0C93EC93B",
         "C12A7328-F81F-11D2-BA4B00-A0C93EC93B", "{C12A7328-F81F-11D2-BA4B-00A0C93EC93B}",
     ])
     func rejectsMalformedText(text: String) {
@@ -63,7 +66,8 @@ struct GUIDTests {
     }
 
     @Test func legacyBootableIsAttributeBit2() {
-        var entry = GPTPartitionEntry(name: "bootfs", typeGUID: .random(), uniqueGUID: .random(), firstLBA: 34, lastLBA: 99)
+        var entry = GPTPartitionEntry(
+            name: "bootfs", typeGUID: .random(), uniqueGUID: .random(), firstLBA: 34, lastLBA: 99)
         entry.attributes = 1 << 60
         entry.legacyBIOSBootable = true
         #expect(entry.attributes == 1 << 60 | 4)

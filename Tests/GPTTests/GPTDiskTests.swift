@@ -158,7 +158,9 @@ struct GPTDiskTests {
             Issue.record("a corrupt entry array was accepted")
             return
         }
-        guard case .badHeaderCRC(Self.sectors - 1, _, _)? = failure(reading: try corrupted(at: (Self.sectors - 1) * 512 + 20))
+        guard
+            case .badHeaderCRC(Self.sectors - 1, _, _)? = failure(
+                reading: try corrupted(at: (Self.sectors - 1) * 512 + 20))
         else {
             Issue.record("a corrupt backup header was accepted")
             return
@@ -175,7 +177,10 @@ struct GPTDiskTests {
         #expect(throws: GPTError.partitionsOverlap(first: "fsbl1", second: "fip-a")) { try attempt(overlapping) }
         var tooLate = Self.entries
         tooLate[3].lastLBA = Self.sectors - 33
-        #expect(throws: GPTError.partitionOutOfRange(index: 3, name: "données-ü", firstLBA: 20_480, lastLBA: Self.sectors - 33)) {
+        #expect(
+            throws: GPTError.partitionOutOfRange(
+                index: 3, name: "données-ü", firstLBA: 20_480, lastLBA: Self.sectors - 33)
+        ) {
             try attempt(tooLate)
         }
         var longName = Self.entries
@@ -190,7 +195,8 @@ struct GPTDiskTests {
 
     @Test func errorsReadAsSentences() {
         let errors: [GPTError] = [
-            .badSignature(lba: 1), .badHeaderCRC(lba: 1, stored: 1, computed: 2), .partitionsOverlap(first: "a", second: "b"),
+            .badSignature(lba: 1), .badHeaderCRC(lba: 1, stored: 1, computed: 2),
+            .partitionsOverlap(first: "a", second: "b"),
             .nameTooLong(name: "x"), .truncated(path: "/x", lba: 9), .backupMismatch("x"),
         ]
         for error in errors { #expect(error.description.hasSuffix(".")) }
