@@ -138,9 +138,18 @@ extension GPTDisk {
     /// Reads and checks the table of `path`: signature, revision, header CRC and entry-array CRC
     /// of the primary copy, then the same for the backup copy it points to, which must agree.
     public static func read(from path: String, sectorSize: Int = 512) throws(GPTError) -> GPTDisk {
+        precondition(sectorSize >= 512 && sectorSize & (sectorSize - 1) == 0, "sector size: a power of two ≥ 512")
         let file = try SectorFile(path: path, sectorSize: sectorSize, writable: false)
         defer { file.close() }
         let primary = try HeaderCopy.read(from: file, at: 1)
+        let arraySectors = GPTDisk(
+            totalSectors: 0, diskGUID: .zero, sectorSize: sectorSize, entryCount: primary.entryCount
+        )
+        .entryArraySectors
+        guard primary.alternateLBA >= 2 * (1 + arraySectors) + 1 else {
+            throw .unsupportedHeader(
+                lba: 1, "the backup header would be at LBA \(primary.alternateLBA), inside the primary table")
+        }
         let backup = try HeaderCopy.read(from: file, at: primary.alternateLBA)
         guard backup.alternateLBA == 1, backup.entriesCRC == primary.entriesCRC, backup.entries == primary.entries,
             backup.diskGUID == primary.diskGUID, backup.firstUsableLBA == primary.firstUsableLBA,
@@ -249,6 +258,10 @@ private struct SectorFile {
     func read(atLBA lba: UInt64, count: Int) throws(GPTError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var filled = 0
+        // LBAs come from the file; one past the largest possible file is simply "not there".
+        guard lba <= UInt64(Int64.max) / UInt64(sectorSize) - UInt64(count) else {
+            throw .truncated(path: path, lba: lba)
+        }
         let offset = Int64(lba) * Int64(sectorSize)
         do {
             while filled < count {

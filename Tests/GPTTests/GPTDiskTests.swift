@@ -203,3 +203,40 @@ struct GPTDiskTests {
         #expect(GPTError.badHeaderCRC(lba: 1, stored: 0xAB, computed: 2).description.contains("0x000000AB"))
     }
 }
+
+@Suite("GPT reader on hostile headers")
+struct GPTHostileHeaderTests {
+    /// Rewrites the primary header's `field` at `offset` and fixes its CRC, so only the reader's
+    /// own sanity checks stand between the value and a crash.
+    func imageWithPrimaryField(_ value: UInt64, at offset: Int) throws -> (TemporaryDirectory, String) {
+        let directory = try TemporaryDirectory(prefix: "gpt-hostile")
+        let path = directory.file("disk.img")
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        try GPTDisk(totalSectors: 4096, entries: []).write(to: path)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 512)
+        var header = [UInt8](handle.readData(ofLength: 92))
+        for index in 0..<8 { header[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+        for index in 16..<20 { header[index] = 0 }
+        let crc = CRC32.checksum(of: header)
+        for index in 0..<4 { header[16 + index] = UInt8(truncatingIfNeeded: crc >> (8 * index)) }
+        try handle.seek(toOffset: 512)
+        handle.write(Data(header))
+        try handle.close()
+        return (directory, path)
+    }
+
+    @Test(arguments: [UInt64(1), 0, 33, UInt64.max, 1 << 60])
+    func backupPositionIsCheckedBeforeUse(alternate: UInt64) throws {
+        let (directory, path) = try imageWithPrimaryField(alternate, at: 32)
+        #expect(throws: GPTError.self) { try GPTDisk.read(from: path) }
+        directory.remove()
+    }
+
+    @Test(arguments: [UInt64.max, 1 << 60, 5000])
+    func entryArrayPositionIsCheckedBeforeUse(entriesLBA: UInt64) throws {
+        let (directory, path) = try imageWithPrimaryField(entriesLBA, at: 72)
+        #expect(throws: GPTError.self) { try GPTDisk.read(from: path) }
+        directory.remove()
+    }
+}
