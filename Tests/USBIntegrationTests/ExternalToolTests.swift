@@ -63,6 +63,17 @@ import Testing
         #expect(found.contains("alt=\(device.alternates?.first?.alternate ?? 99), name=\"\(Self.altName)\""))
     }
 
+    @Test func listTextShowsStageChipAndAlternates() throws {
+        let directory = try ShortTemporaryDirectory()
+        let list = try runUnderEmulator([try builtExecutable("stm32mp-flash"), "list"], in: directory)
+        #expect(list.status == 0, "\(list.stderr)")
+        #expect(
+            list.lines == [
+                "1-1  bus 1 dev 2  0483:df11  ROM code (mp15)  serial \(Self.romSerial)  high speed",
+                "    alt 0: \(Self.altName)",
+            ])
+    }
+
     @Test func watchJSONShowsReenumerationAsRemoveThenAdd() throws {
         let directory = try ShortTemporaryDirectory()
         let emulator = try ServingEmulator(in: directory)
