@@ -13,7 +13,8 @@ import USBModel
 /// changes run in order on `operations`.
 final class BoardHost: @unchecked Sendable {
     let lock = Lock()
-    let clock = SystemClock()
+    /// The board's time: what `advance(to:)` gets, and what answer latencies count from.
+    let clock: any FlashClock
     let statistics = Statistics()
     let trace: Bool
     private let testbed: Testbed
@@ -25,8 +26,9 @@ final class BoardHost: @unchecked Sendable {
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
     private let timer: any DispatchSourceTimer
 
-    init(board: any SimulatedBoard, testbed: Testbed, trace: Bool) {
+    init(board: any SimulatedBoard, clock: any FlashClock, testbed: Testbed, trace: Bool) {
         self.board = board
+        self.clock = clock
         self.testbed = testbed
         self.trace = trace
         timer = DispatchSource.makeTimerSource(queue: timerQueue)

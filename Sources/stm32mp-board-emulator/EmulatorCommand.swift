@@ -81,8 +81,8 @@ struct EmulatorCommand: ParsableCommand {
         let settings = FixedDFUSettings(
             chipDeviceID: chipDeviceID!, transferSize: transferSize, storageDirectory: storage,
             downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
-        let board = FixedDFUBoard(port: PortPath(port)!, clock: clock, settings: settings)
-        let host = BoardHost(board: board, testbed: testbed, trace: trace)
+        let board = FixedDFUBoard(port: PortPath(port)!, settings: settings)
+        let host = BoardHost(board: board, clock: clock, testbed: testbed, trace: trace)
         host.start()
         // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
         signal(SIGUSR1, SIG_IGN)

@@ -1,5 +1,4 @@
 import Glibc
-import Timekeeping
 import USBModel
 
 /// `--fixed-dfu`: a plain DFU 1.1 device with one alternate setting, no STM32 protocol (no
@@ -9,16 +8,14 @@ import USBModel
 /// `<storage>/fixed-dfu-alt0.bin` and can be read back with UPLOAD.
 final class FixedDFUBoard: SimulatedBoard {
     let port: PortPath
-    private let clock: any FlashClock
     private let settings: FixedDFUSettings
     private var device: FixedDFUDevice?
     private var generation = 1
     /// Pending transitions, in time order.
     private var schedule: [(time: Duration, transition: () -> BusTransition)] = []
 
-    init(port: PortPath, clock: any FlashClock, settings: FixedDFUSettings) {
+    init(port: PortPath, settings: FixedDFUSettings) {
         self.port = port
-        self.clock = clock
         self.settings = settings
         device = FixedDFUDevice(generation: 1, settings: settings)
     }
