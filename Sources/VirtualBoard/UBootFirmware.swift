@@ -14,10 +14,8 @@ struct UBootPartition {
     var hardwarePartition: Int?
     /// Byte offset on the device (RAM address for `ram`).
     var offset: UInt64
-
-    var alternateString: String {
-        DFUAlternateName(name: name, phaseID: id, byteSize: size, access: programmed ? "e" : "a").formatted(style: .uboot)
-    }
+    /// `@<Name>/0x<id>/1*<size><unit><a|e>` as U-Boot announces it.
+    var alternateString: String
 }
 
 /// What U-Boot learned from a parsed layout and prepared on storage (§C.4).
@@ -62,7 +60,7 @@ final class UBootFirmware: Firmware {
     /// U-Boot as TF-A starts it: enumeration 1, or straight to enumeration 2 when a valid layout
     /// is already in RAM (ST TF-A v2.4 put it there).
     static func boot(board: VirtualBoard, ramLayout: [UInt8]?) -> UBootFirmware {
-        if let ramLayout, case .success(let session) = UBootLayoutInterpreter.parse(ramLayout) {
+        if let ramLayout, case .success(let session) = UBootLayoutInterpreter.parse(ramLayout, fault: board.configuration.fault) {
             board.console("FlashLayout received, size = \(ramLayout.count)")
             return afterDeviceInit(board: board, result: session.initialize(board))
         }
