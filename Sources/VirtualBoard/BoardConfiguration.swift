@@ -163,6 +163,8 @@ public struct BoardConfiguration: Sendable {
     public var pmicEnabled: Bool
     /// bcdDFUVersion of the ROM (0x0110, or 0x011A for some early ROMs — UNCONFIRMED, §A.3).
     public var romDFUVersion: UInt16
+    /// wTransferSize of the ROM (1024 in every log; other values exercise the host's rounding).
+    public var romTransferSize: UInt16
     /// MP13/MP25 ROM: index of the `virtual` alternate (UNCONFIRMED, §A.2); FSBL is alt 0.
     public var romVirtualAlternate: UInt8
     /// MP25: after the ROM's DETACH the identity changes in place instead of a re-enumeration
@@ -183,7 +185,7 @@ public struct BoardConfiguration: Sendable {
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",
         port: PortPath = PortPath(bus: 1, ports: [2]), storageDirectory: String,
         storage: [StorageDeviceConfiguration] = [.sdCard("mmc0"), .eMMC("mmc1")], otpEnabled: Bool = true,
-        pmicEnabled: Bool = true, romDFUVersion: UInt16 = 0x0110, romVirtualAlternate: UInt8? = nil,
+        pmicEnabled: Bool = true, romDFUVersion: UInt16 = 0x0110, romTransferSize: UInt16 = 1024, romVirtualAlternate: UInt8? = nil,
         mp25ROMChangesInPlace: Bool = false, mp15ROMStatusFailsAfterFSBL: Bool = false, timing: BoardTiming = .init(),
         fault: FaultScenario = .none, transientStringFailures: Int = 3, ubootBufferSize: Int = 8 << 20,
         speed: USBSpeed = .high
@@ -197,6 +199,7 @@ public struct BoardConfiguration: Sendable {
         self.otpEnabled = otpEnabled
         self.pmicEnabled = pmicEnabled
         self.romDFUVersion = romDFUVersion
+        self.romTransferSize = romTransferSize
         self.romVirtualAlternate = romVirtualAlternate ?? 1
         self.mp25ROMChangesInPlace = mp25ROMChangesInPlace
         self.mp15ROMStatusFailsAfterFSBL = mp15ROMStatusFailsAfterFSBL

@@ -68,7 +68,7 @@ final class ROMFirmware: Firmware {
         let serial = config.fault == .serialChanges ? "000000000000" : config.serial
         let identity = PublishedIdentity(
             manufacturer: StageIdentity.manufacturer, product: StageIdentity.romProduct(config.soc, speed: config.speed),
-            serial: serial, alternates: alternates, functional: StageIdentity.romFunctional(version: config.romDFUVersion),
+            serial: serial, alternates: alternates, functional: StageIdentity.romFunctional(version: config.romDFUVersion, transferSize: config.romTransferSize),
             firstInterfaceString: 4)
         super.init(board: board, stage: .rom, identity: identity, profile: .legacyST)
     }

@@ -19,8 +19,8 @@ enum StageIdentity {
     static let ubootFunctional = DFUFunctionalDescriptor(attributes: 0x0F, detachTimeoutMS: 0, transferSize: 4096, dfuVersion: 0x0110)
     /// ROM: 1024-byte transfers, DFU version per configuration; attributes and detach timeout
     /// copied from TF-A, which republishes the ROM's layout (UNCONFIRMED, §2.2).
-    static func romFunctional(version: UInt16) -> DFUFunctionalDescriptor {
-        DFUFunctionalDescriptor(attributes: 0x0F, detachTimeoutMS: 255, transferSize: 1024, dfuVersion: version)
+    static func romFunctional(version: UInt16, transferSize: UInt16 = 1024) -> DFUFunctionalDescriptor {
+        DFUFunctionalDescriptor(attributes: 0x0F, detachTimeoutMS: 255, transferSize: transferSize, dfuVersion: version)
     }
 
     /// Revision ID the stages print for each SoC (they differ between stages, §2.3).

@@ -1,4 +1,4 @@
-import DFU
+public import DFU
 import Synchronization
 public import Timekeeping
 public import USBModel
@@ -77,8 +77,8 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
             guard let board = boards.first(where: { $0.port == port }), let device = board.attachedDevice else {
                 throw USBTransferError(.notFound, operation: "open", detail: "no device on port \(port)")
             }
-            var identity = lastIdentity[port] ?? identity(of: device, on: board, readStrings: false)
-            identity.port = port
+            let identity = lastIdentity[port] ?? identity(of: device, on: board, readStrings: false)
+            if lastIdentity[port] == nil { lastIdentity[port] = identity }
             return VirtualControlTransport(bus: self, board: board, device: device, identity: identity)
         }
     }
@@ -303,5 +303,12 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
                     dataLength: length, reply: reply))
         }
         return reply
+    }
+}
+
+extension VirtualUSBBus {
+    /// Opens the device on `port` and reads it as a DFU device (descriptors, strings, alternates).
+    public func openDFU(port: PortPath, timeouts: DFUTimeouts = .init()) async throws -> DFUDevice {
+        try await DFUDevice.open(try await open(port: port), clock: clock, timeouts: timeouts)
     }
 }
