@@ -9,6 +9,7 @@ public struct RootCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
+            ExamplesCommand.self,
         ]
     )
 

@@ -1,3 +1,5 @@
+import Foundation
+import TestSupport
 import Testing
 
 @testable import FlashLayout
@@ -141,5 +143,17 @@ struct LayoutCheckerRuleTests {
         #expect(diagnostic.formatted(path: "a.tsv") == "a.tsv:3:7: error: bad [invalid-id]")
         let whole = LayoutDiagnostic(line: 0, column: 0, severity: .warning, code: .noPartition, message: "m")
         #expect(whole.formatted(path: "a.tsv") == "a.tsv: warning: m [no-partition]")
+    }
+}
+
+@Suite("docs/layout-format.md")
+struct LayoutFormatDocTests {
+    @Test("every diagnostic code has a section")
+    func everyCodeDocumented() throws {
+        let doc = try String(contentsOfFile: TestPaths.repositoryRoot + "/docs/layout-format.md", encoding: .utf8)
+        let headings = Set(doc.split(separator: "\n").filter { $0.hasPrefix("### ") }.map { String($0.dropFirst(4)) })
+        for code in DiagnosticCode.allCases {
+            #expect(headings.contains(code.rawValue), "no section for \(code.rawValue)")
+        }
     }
 }
