@@ -43,6 +43,13 @@ public final class BoardStorage {
         return fd
     }
 
+    /// Creates the image file (sparse, full size) if it does not exist yet; returns its path.
+    @discardableResult
+    public func prepareImage(device: String, hardwarePartition: Int? = nil) throws -> String {
+        _ = try handle(device, hardwarePartition)
+        return path(device: device, hardwarePartition: hardwarePartition)
+    }
+
     /// Writes `bytes` at `offset`.
     /// - Throws: `Errno` when the file cannot be written or the range is outside the device.
     public func write(device: String, hardwarePartition: Int? = nil, offset: UInt64, bytes: [UInt8]) throws {

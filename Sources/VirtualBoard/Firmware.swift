@@ -1,3 +1,4 @@
+import BootImages
 import DFU
 import USBModel
 
@@ -34,14 +35,6 @@ class Firmware: DFUBackend {
     func dfuRead(alternate: UInt8, offset: Int, length: Int) -> [UInt8]? { nil }
     func dfuDetach() {}
     func dfuError(alternate: UInt8, message: String) {}
-}
-
-/// FIP ToC header check of TF-A: word 0 = 0xAA640001 and a non-zero serial (reference §C.10.6).
-func isFIPHeader(_ bytes: [UInt8]) -> Bool {
-    guard bytes.count >= 8 else { return false }
-    let name = UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
-    let serial = UInt32(bytes[4]) | UInt32(bytes[5]) << 8 | UInt32(bytes[6]) << 16 | UInt32(bytes[7]) << 24
-    return name == 0xAA64_0001 && serial != 0
 }
 
 /// The STM32 image header magic `STM2`.
@@ -190,7 +183,7 @@ final class TFAFirmware: Firmware {
             if !accepted { error("Flashlayout header check failed") }
         default:
             let stm32Image = configuration.tfaVariant != .upstream && phase == 0x03 && hasSTM32Magic(head)
-            accepted = configuration.fault != .fipHeaderBad && (isFIPHeader(head) || stm32Image)
+            accepted = configuration.fault != .fipHeaderBad && (FIPHeader(decoding: head)?.isValid == true || stm32Image)
             if !accepted { error("FIP Header check failed for phase \(phase)") }
         }
         guard accepted else { return .failed }

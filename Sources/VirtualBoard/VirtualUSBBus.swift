@@ -311,4 +311,14 @@ extension VirtualUSBBus {
     public func openDFU(port: PortPath, timeouts: DFUTimeouts = .init()) async throws -> DFUDevice {
         try await DFUDevice.open(try await open(port: port), clock: clock, timeouts: timeouts)
     }
+
+    /// Waits (on the bus clock) until a device enumerates on `port` and opens it; nil when none
+    /// did within `timeout`. Removals on the way are skipped. Call `startWatching()` first.
+    public func waitForDFU(port: PortPath, timeout: Duration, timeouts: DFUTimeouts = .init()) async throws -> DFUDevice? {
+        let deadline = clock.now + timeout
+        while let event = try await nextEvent(until: deadline) {
+            if event.action == .add, event.device.port == port { return try await openDFU(port: port, timeouts: timeouts) }
+        }
+        return nil
+    }
 }

@@ -23,12 +23,8 @@ struct Rig {
     func open() async throws -> DFUDevice { try await bus.openDFU(port: board.port) }
 
     /// Waits for the next device to appear on the board's port.
-    func waitForDevice(within: Duration = .seconds(60)) async throws -> DFUDevice {
-        let deadline = clock.now + within
-        while let event = try await bus.nextEvent(until: deadline) {
-            if event.action == .add { return try await open() }
-        }
-        throw DFUError(.malformed("nothing enumerated"), operation: "wait")
+    func waitForDevice() async throws -> DFUDevice {
+        try #require(try await bus.waitForDFU(port: board.port, timeout: .seconds(60)))
     }
 
     /// GETSTATUS answers (bState) in the order the board sent them.
