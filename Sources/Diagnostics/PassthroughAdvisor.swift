@@ -30,7 +30,7 @@ public enum PassthroughAdvisor {
     public static func advice(for target: PassthroughTarget, vm: String? = nil, port: PortPath? = nil, insideGuest: Bool = false) -> String {
         let recipe = recipe(for: target, vm: vm, port: port)
         var lines = ["\(target.displayName): keep the STM32MP board passed through at every stage"]
-        lines.append(insideGuest ? "Run this on the host, not inside this \(target.guestName):" : "Run this on the host:")
+        lines.append(recipe.placement ?? (insideGuest ? "Run this on the host, not inside this \(target.guestName):" : "Run this on the host:"))
         lines.append("")
         lines += recipe.steps.map { $0.isEmpty ? "" : "  " + $0 }
         lines.append("")
@@ -57,6 +57,8 @@ public enum PassthroughAdvisor {
     struct Recipe {
         var steps: [String]
         var pitfalls: [String]
+        /// Where to run it, when that is not simply "the host".
+        var placement: String? = nil
     }
 
     static func recipe(for target: PassthroughTarget, vm: String?, port: PortPath?) -> Recipe {
@@ -99,7 +101,7 @@ public enum PassthroughAdvisor {
         if let port {
             steps.append("usb.autoConnect.device0 = \"path:\(port.bus)/\(port.ports.map(String.init).joined(separator: "/")) autoclean:0\"")
             pitfalls.append(
-                "The path form follows the physical port; how VMware numbers ports behind hubs is not confirmed here: if the board is not captured, use the vid/pid lines instead. ESXi autoconnect by path is speed-specific: a port that saw a high-speed device will not reconnect a full-speed one.")
+                "The path form follows the physical port, but how VMware numbers ports behind hubs is not confirmed here: copy the exact `path:` value that vmware.log shows for the board (lines with vid:0483), or use the vid/pid lines instead. ESXi autoconnect by path is speed-specific: a port that saw a high-speed device will not reconnect a full-speed one.")
         } else {
             steps += [
                 "usb.autoConnect.device0 = \"vid:0483 pid:df11 autoclean:0\"",
@@ -167,7 +169,7 @@ public enum PassthroughAdvisor {
     }
 
     static func wsl(port: PortPath?) -> Recipe {
-        var steps = ["# Administrator PowerShell on Windows (usbipd-win with the `policy` command):"]
+        var steps = ["# Windows, administrator PowerShell (usbipd-win with the `policy` command):"]
         if let port {
             steps.append("usbipd policy add --effect Allow --operation AutoBind --busid \(port)")
         } else {
@@ -192,7 +194,8 @@ public enum PassthroughAdvisor {
                 "Without systemd in WSL, udev does not run: enable it (`[boot] systemd=true` in /etc/wsl.conf, then `wsl --shutdown`) or run `sudo service udev restart` after each attach.",
                 "\"Device busy (exported)\" during re-attach is a race in the attach loop; it retries.",
                 "Inside WSL the board shows on the vhci_hcd bus with a different bus/port than Windows' BUSID.",
-            ])
+            ],
+            placement: "Run the first part on Windows (the host), the last step inside WSL:")
     }
 
     static func container(_ target: PassthroughTarget, image: String, port: PortPath?) -> Recipe {
