@@ -218,7 +218,7 @@ public enum Diagnoser {
 
     static func reconnectTimeout(waited: Duration, _ context: Context) -> Diagnosis {
         let facts = context.facts
-        var evidence = ["nothing came back within \(roundedSeconds(waited)) s after the DETACH" + (facts.detachedStage.map { " to " + $0.displayName } ?? "")]
+        var evidence = ["nothing came back within \(roundedSeconds(waited)) s after the DETACH" + (facts.detachedStage.map { " sent to " + $0.displayName } ?? "")]
         if facts.addedAfterDetach.isEmpty { evidence.append("no USB add event at all after the DETACH") }
         let expected = expectedSilenceCode(facts.detachedStage)
 
@@ -314,7 +314,7 @@ public enum Diagnoser {
 
     static func unexpectedIdentity(_ stage: BoardStage, _ context: Context) -> Diagnosis {
         let facts = context.facts
-        let evidence = ["came back as \(stage.displayName)" + (facts.detachedStage.map { " after the DETACH to/from \($0.displayName)" } ?? "")]
+        let evidence = ["came back as \(stage.displayName)" + (facts.detachedStage.map { " after the DETACH sent to \($0.displayName)" } ?? "")]
         guard stage == .rom else { return UBootRules.unexpectedStage(stage, context, evidence: evidence) }
         if facts.detachedStage == .rom {
             return fsblNotStarted(context, detail: nil, evidence: evidence + ["the ROM restarted instead of running the FSBL"])
