@@ -135,9 +135,11 @@ public enum Doctor {
 
     static func virtualization(_ environment: HostEnvironment) -> DoctorCheck {
         var layers: [String] = []
-        if let container = environment.container { layers.append("\(container.rawValue) container") }
+        if let container = environment.container { layers.append("a \(container.rawValue) container") }
         if let wsl = environment.wsl { layers.append(wsl == .wsl1 ? "WSL 1" : "WSL 2") }
-        if let hypervisor = environment.hypervisor { layers.append("\(hypervisor.displayName) VM") }
+        if let hypervisor = environment.hypervisor {
+            layers.append(hypervisor == .unknown ? "a VM (hypervisor not identified)" : "a \(hypervisor.displayName) VM")
+        }
         guard !layers.isEmpty else {
             return DoctorCheck(id: "virtualization", status: .pass, summary: "running directly on the host")
         }
@@ -152,7 +154,7 @@ public enum Doctor {
             : "the board re-enumerates at every stage, so the passthrough must match VID:PID or the port: "
                 + targets.map { "`stm32mp-flash vm-filter --for \($0.rawValue)`" }.joined(separator: " or ")
         return DoctorCheck(
-            id: "virtualization", status: .warn, summary: "running in a " + layers.joined(separator: " inside a "),
+            id: "virtualization", status: .warn, summary: "running in " + layers.joined(separator: " inside "),
             details: environment.detectionEvidence, fix: fix)
     }
 

@@ -127,7 +127,10 @@ public enum EnvironmentProbe {
 
     static func installedRules(_ files: HostFiles) -> [InstalledUdevRule] {
         var rules: [InstalledUdevRule] = []
+        var scanned: Set<String> = []
         for folder in udevRuleFolders {
+            // /lib is often a link to /usr/lib: read each real folder once.
+            guard scanned.insert(files.realPath(folder) ?? folder).inserted else { continue }
             for name in files.list(folder) where name.hasSuffix(".rules") {
                 let path = folder + "/" + name
                 guard let text = files.read(path) else { continue }

@@ -58,6 +58,13 @@ struct HostFiles: Sendable {
         return Array(result.prefix(limit))
     }
 
+    /// The path with every link resolved, or nil when it does not exist.
+    func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(resolve(path), nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
     /// Names in a folder, sorted, without `.` and `..`; empty when it cannot be read.
     func list(_ path: String) -> [String] {
         guard let dir = opendir(resolve(path)) else { return [] }

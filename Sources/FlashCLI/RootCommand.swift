@@ -9,6 +9,9 @@ public struct RootCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
+            DoctorCommand.self,
+            VMFilterCommand.self,
+            UdevRulesCommand.self,
         ]
     )
 

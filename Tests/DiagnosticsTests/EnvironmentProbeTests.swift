@@ -146,6 +146,14 @@ struct EnvironmentProbeTests {
         #expect(rules[1].uaccessTooLate)
     }
 
+    @Test func linkedRuleFolderIsReadOnce() throws {
+        let root = try FakeRoot()
+        try root.write("/usr/lib/udev/rules.d/60-dfu-util.rules", "SUBSYSTEM==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"df11\", TAG+=\"uaccess\"\n")
+        try FileManager.default.createSymbolicLink(atPath: root.path + "/lib", withDestinationPath: "usr/lib")
+        let rules = EnvironmentProbe.detect(root: root.path, user: otherUser()).udevRules
+        #expect(rules.map(\.file) == ["/usr/lib/udev/rules.d/60-dfu-util.rules"])
+    }
+
     @Test func noRulesWhenFoldersAreEmpty() throws {
         let root = try FakeRoot()
         #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).udevRules.isEmpty)
