@@ -74,7 +74,7 @@ let package = Package(
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
-        .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI", argumentParser], swiftSettings: strictSwift),
+        .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
             dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],

@@ -1,11 +1,70 @@
 import ArgumentParser
+import FlashLayout
+import FoundationEssentials
 
+/// `stm32mp-flash check LAYOUT...`: lint layouts like a compiler.
 struct CheckCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "check", abstract: "Lint FlashLayout files.")
-    func run() async throws { throw ValidationError("not implemented yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check FlashLayout files with U-Boot's rules and report every problem.",
+        discussion: """
+            Prints file:line:col: severity: message [code]. Exit status: 0 when there are no errors \
+            (warnings allowed), 1 when a file has errors, 2 for usage errors. Codes are explained in \
+            docs/layout-format.md.
+            """)
+
+    @Argument(help: "FlashLayout files (.tsv).")
+    var layouts: [String]
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    @Option(help: ArgumentHelp("The board's ST U-Boot release (e.g. v2021.10); types it predates become errors.", valueName: "version"))
+    var ubootVersion: String?
+
+    @Flag(help: "Judge the layout alone, without its binary files.")
+    var layoutOnly = false
+
+    func validate() throws {
+        if let ubootVersion, UBootVersion(ubootVersion) == nil {
+            throw ValidationError("--uboot-version takes a release like v2022.10, got '\(ubootVersion)'")
+        }
+    }
+
+    func run() async throws {
+        let options = LayoutCheckOptions(ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly)
+        let results = layouts.map { LayoutChecker.check(path: $0, options: options) }
+        if json {
+            print(try CheckReport(results: results).jsonString())
+        } else {
+            let color = Terminal.useColor(1)
+            for result in results {
+                for diagnostic in result.diagnostics {
+                    print(DiagnosticPrinter.render(diagnostic, path: result.path, color: color))
+                }
+                print(DiagnosticPrinter.summary(result))
+            }
+        }
+        if results.contains(where: \.hasErrors) { throw ExitCode.failure }
+    }
 }
 
-struct PlanCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show the partition plan.")
-    func run() async throws { throw ValidationError("not implemented yet") }
+/// The JSON shape of `check --json` (docs/json.md).
+struct CheckReport: Encodable {
+    struct File: Encodable {
+        var path: String
+        var diagnostics: [LayoutDiagnostic]
+    }
+
+    var files: [File]
+
+    init(results: [LayoutCheckResult]) {
+        files = results.map { File(path: $0.path, diagnostics: $0.diagnostics) }
+    }
+
+    func jsonString() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
 }

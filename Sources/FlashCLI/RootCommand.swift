@@ -9,6 +9,7 @@ public struct RootCommand: AsyncParsableCommand {
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
+            ExamplesCommand.self,
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
@@ -16,4 +17,27 @@ public struct RootCommand: AsyncParsableCommand {
     )
 
     public init() {}
+
+    /// Runs the command line and returns the process exit status: 0 success, 1 failure (errors
+    /// found, flashing failed), 2 usage errors (ArgumentParser's 64 is mapped to 2).
+    public static func runMain(_ arguments: [String]? = nil) async -> Int32 {
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            return 0
+        } catch {
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                return 0
+            }
+            if !message.isEmpty { Terminal.error(message) }
+            return code == .validationFailure ? 2 : code.rawValue
+        }
+    }
 }

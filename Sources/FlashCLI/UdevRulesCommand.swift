@@ -1,6 +1,5 @@
 import ArgumentParser
 import Diagnostics
-import Glibc
 
 /// `stm32mp-flash udev-rules`: prints or installs the rule that lets users open the board.
 struct UdevRulesCommand: AsyncParsableCommand {
@@ -31,8 +30,7 @@ struct UdevRulesCommand: AsyncParsableCommand {
                 print(try UdevRules.text(group: group), terminator: "")
             }
         } catch {
-            let message = Array("error: \(error)\n".utf8)
-            _ = message.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            Terminal.error("error: \(error)")
             throw ExitCode(1)
         }
     }

@@ -1,10 +1,10 @@
-import ArgumentParser
 import FlashCLI
+import Glibc
 
 /// The whole executable: every command lives in the FlashCLI library.
 @main
 struct Entrypoint {
     static func main() async {
-        await RootCommand.main()
+        exit(await RootCommand.runMain())
     }
 }

@@ -1,0 +1,190 @@
+import ArgumentParser
+import FlashLayout
+import FoundationEssentials
+
+/// `stm32mp-flash plan LAYOUT`: what U-Boot will do with a layout, before touching a board.
+struct PlanCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan",
+        abstract: "Show the partition plan: offsets, sizes, the GPT U-Boot writes, files and the order of requests.",
+        discussion: """
+            Device-level checks (alignment, overlaps, sizes) use the documented default geometry \
+            unless --device-size / --erase-size / --boot-size say otherwise. Exit status: 0 ok, 1 the \
+            layout or the plan has errors, 2 usage errors.
+            """)
+
+    @Argument(help: "The FlashLayout file (.tsv).")
+    var layout: String
+
+    @OptionGroup var geometry: DeviceGeometryOptions
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    @Flag(help: "Plan the layout alone, without its binary files.")
+    var layoutOnly = false
+
+    func run() async throws {
+        let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
+        let check = LayoutChecker.check(
+            path: layout, options: LayoutCheckOptions(layoutOnly: layoutOnly, plan: planOptions))
+        if check.hasErrors {
+            let color = Terminal.useColor(2)
+            for diagnostic in check.diagnostics where diagnostic.severity == .error {
+                Terminal.error(DiagnosticPrinter.render(diagnostic, path: layout, color: color))
+            }
+            Terminal.error("\(layout): fix the errors above first (stm32mp-flash check \(layout))")
+            throw ExitCode.failure
+        }
+        let plan: PartitionPlan
+        switch PartitionPlanner.plan(check.lines, options: planOptions) {
+        case .success(let value): plan = value
+        case .failure(let error):
+            let location = error.line.map { "\(layout):\($0)" } ?? layout
+            Terminal.error("\(location): error: U-Boot would reject this device: \(error.message) [device-check]")
+            throw ExitCode.failure
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(PlanReport(plan)), as: UTF8.self))
+        } else {
+            print(PlanTable.render(plan, layout: layout, color: Terminal.useColor(1)))
+        }
+    }
+}
+
+/// The JSON shape of `plan --json` (docs/json.md): numbers are JSON numbers in bytes, and a size
+/// is null when it is unknown.
+struct PlanReport: Encodable {
+    struct Stage: Encodable {
+        var id: Int
+        var name: String
+        var file: String?
+        var fileSize: Int64?
+    }
+
+    struct Partition: Encodable {
+        var id: Int
+        var name: String
+        var type: String
+        var option: String
+        var offset: UInt64
+        var hardwarePartition: String?
+        var size: UInt64?
+        var file: String?
+        var fileSize: Int64?
+        var gptType: String?
+        var gptNumber: Int?
+        var gptUniqueGUID: String?
+        var alternate: String
+    }
+
+    struct Device: Encodable {
+        var ip: String
+        var gpt: Bool
+        var fullUpdate: Bool
+        var size: UInt64?
+        var eraseSize: UInt64
+        var partitions: [Partition]
+    }
+
+    var bootStages: [Stage]
+    var devices: [Device]
+    var requestOrder: [Int]
+    var layoutPayloadBytes: Int
+    var notes: [String]
+
+    init(_ plan: PartitionPlan) {
+        bootStages = plan.bootStages.map {
+            Stage(id: Int($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
+        }
+        devices = plan.devices.map { device in
+            Device(
+                ip: device.target.description, gpt: device.writesGPT, fullUpdate: device.fullUpdate,
+                size: device.geometry.size, eraseSize: device.geometry.eraseSize,
+                partitions: device.partitions.map { partition in
+                    let file = plan.files[partition.line.id]
+                    return Partition(
+                        id: Int(partition.line.id), name: partition.line.name, type: partition.line.type.description,
+                        option: partition.line.optionText, offset: partition.offset,
+                        hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
+                        file: file?.path ?? partition.line.binary, fileSize: file?.size,
+                        gptType: partition.gptTypeGUID, gptNumber: partition.gptNumber,
+                        gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName)
+                })
+        }
+        requestOrder = plan.requestOrder.map(Int.init)
+        layoutPayloadBytes = plan.payload.bytes.count
+        notes = plan.notes
+    }
+}
+
+/// The human-readable plan.
+enum PlanTable {
+    static func render(_ plan: PartitionPlan, layout: String, color: Bool) -> String {
+        var out: [String] = ["Plan for \(layout)", ""]
+        if !plan.bootStages.isEmpty {
+            out.append(ANSI.bold.wrap("Boot stages sent to RAM over USB (phase: file)", enabled: color))
+            out += table(
+                ["Id", "Name", "File", "Size"],
+                plan.bootStages.map {
+                    [hexByte($0.line.id), $0.line.name, $0.file ?? $0.line.binary ?? "none", $0.fileSize.map { ByteSize.format(UInt64($0)) } ?? "-"]
+                })
+            out.append("")
+        }
+        for device in plan.devices {
+            let gpt = device.writesGPT ? "GPT written (full update)" : device.target.kind == .mmc ? "no GPT written (partial update)" : "no GPT (\(device.target.kind.rawValue))"
+            let size = device.geometry.size.map(ByteSize.format) ?? "size unknown"
+            out.append(ANSI.bold.wrap("\(device.target): \(gpt); \(size), erase unit \(ByteSize.format(device.geometry.eraseSize))", enabled: color))
+            out += table(
+                ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "GPT type"],
+                device.partitions.map { p in
+                    let file = plan.files[p.line.id]
+                    return [
+                        p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-", hexByte(p.line.id),
+                        p.line.optionText, p.line.name, p.line.type.description,
+                        p.hardwarePartition == nil ? "0x" + String(p.offset, radix: 16, uppercase: true) : "0x0",
+                        p.size.map(ByteSize.format) ?? "to end", file.map { shortPath($0.path) } ?? p.line.binary ?? "none",
+                        file.map { ByteSize.format(UInt64($0.size)) } ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
+                    ]
+                })
+            out.append("")
+        }
+        let total = plan.requestOrder.compactMap { plan.files[$0]?.size }.reduce(0, +)
+        out.append(
+            "U-Boot will ask for \(plan.requestOrder.count) partition(s) in this order: "
+                + plan.requestOrder.map(hexByte).joined(separator: " "))
+        out.append("Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))")
+        for note in plan.notes { out.append("note: \(note)") }
+        return out.joined(separator: "\n")
+    }
+
+    static func gptTypeName(_ guid: String) -> String {
+        switch guid {
+        case GPTTypes.linuxReserved: "Linux reserved"
+        case GPTTypes.fip: "FIP"
+        case GPTTypes.fwuMetadata: "FWU metadata"
+        case GPTTypes.ubootEnv: "U-Boot env"
+        case GPTTypes.efiSystem: "EFI system"
+        case GPTTypes.linuxData: "Linux data"
+        default: guid
+        }
+    }
+
+    static func shortPath(_ path: String) -> String {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return name.count > 32 ? String(name.prefix(29)) + "..." : name
+    }
+
+    /// Left-aligned columns separated by two spaces.
+    static func table(_ header: [String], _ rows: [[String]]) -> [String] {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        return all.map { row in
+            "  " + row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
+            }.joined(separator: "  ")
+        }
+    }
+}

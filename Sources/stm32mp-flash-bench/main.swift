@@ -1,2 +1,0 @@
-// Replaced by the real entry point.
-print("not built yet")
