@@ -55,7 +55,8 @@ struct ConsoleFinding: Sendable, Hashable {
         switch kind {
         case .tfaNotUSBBuild: "TF-A was built for a storage boot, not as a USB programmer (STM32MP_USB_PROGRAMMER=1)"
         case .authentication: "a signature check failed (-80 is EAUTH): TF-A stops"
-        case .ubootNoGadget: "U-Boot found no USB peripheral controller (usbotg_hs disabled or dr_mode is not peripheral/otg)"
+        case .ubootNoGadget:
+            "U-Boot found no USB peripheral controller (usbotg_hs disabled or dr_mode is not peripheral/otg)"
         case .missingRegulator: "a USB PHY or VBUS detector supply is missing from U-Boot's device tree"
         case .crash: "the firmware crashed"
         case .ubootPrompt: "U-Boot stopped at its prompt instead of running stm32prog"

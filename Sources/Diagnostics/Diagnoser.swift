@@ -55,20 +55,30 @@ public enum Diagnoser {
         let dfu = context.environment.boards.filter { $0.productID == 0xDF11 }
         if !dfu.isEmpty {
             evidence.append("sysfs nevertheless lists " + dfu.map(\.summary).joined(separator: "; "))
-            steps.insert("The kernel sees a 0483:df11 device, so check the --port/--serial you passed and the node permissions (`stm32mp-flash doctor`).", at: 0)
+            steps.insert(
+                "The kernel sees a 0483:df11 device, so check the --port/--serial you passed and the node permissions (`stm32mp-flash doctor`).",
+                at: 0)
         }
         var alternatives: [AlternativeCause] = []
         if context.environment.isPassthrough {
             alternatives.append(
                 AlternativeCause(
-                    code: .vmPassthroughLost, cause: "The board's ROM DFU device exists on the host but is not passed through to \(context.placeName).",
-                    howToTell: "list USB devices on the host (`lsusb -d 0483:df11`, `usbipd list`, `VBoxManage list usbhost`): if the host shows the board, the passthrough filter is missing."))
+                    code: .vmPassthroughLost,
+                    cause:
+                        "The board's ROM DFU device exists on the host but is not passed through to \(context.placeName).",
+                    howToTell:
+                        "list USB devices on the host (`lsusb -d 0483:df11`, `usbipd list`, `VBoxManage list usbhost`): if the host shows the board, the passthrough filter is missing."
+                ))
         }
-        return Diagnosis(code: .noBoard, cause: DiagnosisCode.noBoard.summary, evidence: evidence, nextSteps: steps, alternatives: alternatives)
+        return Diagnosis(
+            code: .noBoard, cause: DiagnosisCode.noBoard.summary, evidence: evidence, nextSteps: steps,
+            alternatives: alternatives)
     }
 
     static func severalBoards(_ boards: [USBDeviceIdentity], _ context: Context) -> Diagnosis {
-        let listed = boards.map { "\($0.port) \($0.vendorProduct) serial \($0.serial ?? "none") \"\($0.product ?? "?")\"" }
+        let listed = boards.map {
+            "\($0.port) \($0.vendorProduct) serial \($0.serial ?? "none") \"\($0.product ?? "?")\""
+        }
         return Diagnosis(
             code: .severalBoards, cause: DiagnosisCode.severalBoards.summary, evidence: listed,
             nextSteps: [
@@ -98,11 +108,15 @@ public enum Diagnoser {
     static func transferFailed(_ error: USBTransferError, _ context: Context) -> Diagnosis {
         let failure = context.failure
         if failure.stage == .rom, failure.phase == 0x01, context.facts.sentData(to: .rom), error.kind != .access {
-            var diagnosis = fsblNotStarted(context, detail: "the ROM stopped answering after it received the FSBL: \(error)")
+            var diagnosis = fsblNotStarted(
+                context, detail: "the ROM stopped answering after it received the FSBL: \(error)")
             diagnosis.alternatives.append(
                 AlternativeCause(
-                    code: error.kind == .noDevice ? .disconnected : .transferError, cause: "The USB link dropped on its own while TF-A started.",
-                    howToTell: "on an MP15 TF-A keeps the ROM's USB session; if a retry also fails right after the FSBL, TF-A itself did not start."))
+                    code: error.kind == .noDevice ? .disconnected : .transferError,
+                    cause: "The USB link dropped on its own while TF-A started.",
+                    howToTell:
+                        "on an MP15 TF-A keeps the ROM's USB session; if a retry also fails right after the FSBL, TF-A itself did not start."
+                ))
             return diagnosis
         }
         if let shared = usbErrorRule(error, context) { return shared }
@@ -113,8 +127,11 @@ public enum Diagnoser {
                 nextSteps: fullSpeedSteps,
                 alternatives: [
                     AlternativeCause(
-                        code: error.kind == .timeout ? .transferTimeout : .transferError, cause: error.kind == .timeout ? DiagnosisCode.transferTimeout.summary : DiagnosisCode.transferError.summary,
-                        howToTell: "if it also fails on a high-speed (480 Mbit/s) link, the link speed is not the cause.")
+                        code: error.kind == .timeout ? .transferTimeout : .transferError,
+                        cause: error.kind == .timeout
+                            ? DiagnosisCode.transferTimeout.summary : DiagnosisCode.transferError.summary,
+                        howToTell:
+                            "if it also fails on a high-speed (480 Mbit/s) link, the link speed is not the cause.")
                 ])
         }
         if error.kind == .timeout {
@@ -189,11 +206,18 @@ public enum Diagnoser {
                     "If it repeats, it is a bug in the host's block numbering: report it with the `--json` timeline.",
                 ],
                 alternatives: context.environment.isPassthrough
-                    ? [AlternativeCause(code: .vmPassthroughLost, cause: "A passthrough layer replayed or dropped a USB request.", howToTell: "run the same flash on the host: if it passes there, the passthrough layer is at fault.")]
+                    ? [
+                        AlternativeCause(
+                            code: .vmPassthroughLost, cause: "A passthrough layer replayed or dropped a USB request.",
+                            howToTell:
+                                "run the same flash on the host: if it passes there, the passthrough layer is at fault."
+                        )
+                    ]
                     : [])
         case .deviceInitFailed:
             return Diagnosis(
-                code: code, cause: "U-Boot could not prepare the target storage: \(message.trimmingCharacters)", evidence: seen,
+                code: code, cause: "U-Boot could not prepare the target storage: \(message.trimmingCharacters)",
+                evidence: seen,
                 nextSteps: BoardMessages.deviceAdvice(message) + [
                     "After this error U-Boot resets the board and the ROM DFU device appears again; fix the layout or board and run again."
                 ])
@@ -218,7 +242,10 @@ public enum Diagnoser {
 
     static func reconnectTimeout(waited: Duration, _ context: Context) -> Diagnosis {
         let facts = context.facts
-        var evidence = ["nothing came back within \(roundedSeconds(waited)) s after the DETACH" + (facts.detachedStage.map { " sent to " + $0.displayName } ?? "")]
+        var evidence = [
+            "nothing came back within \(roundedSeconds(waited)) s after the DETACH"
+                + (facts.detachedStage.map { " sent to " + $0.displayName } ?? "")
+        ]
         if facts.addedAfterDetach.isEmpty { evidence.append("no USB add event at all after the DETACH") }
         let expected = expectedSilenceCode(facts.detachedStage)
 
@@ -230,7 +257,12 @@ public enum Diagnoser {
                     "If that is this board (another connector, a hub that re-numbers), plug it where it stays on one port, or pass that port with `--port \(other.device?.port.description ?? "B-P.P")`.",
                     "If it is another board, unplug it or pass `--port \(facts.boardPort?.description ?? "B-P.P")` so the tool ignores it.",
                 ],
-                alternatives: [expectedAlternative(expected, howToTell: "if the other device's serial differs from the board's, this board really stayed silent.")])
+                alternatives: [
+                    expectedAlternative(
+                        expected,
+                        howToTell:
+                            "if the other device's serial differs from the board's, this board really stayed silent.")
+                ])
         }
         let enumeration = KernelLog.enumerationErrors(in: context.kernelLog)
         if !enumeration.isEmpty {
@@ -246,22 +278,29 @@ public enum Diagnoser {
         }
         let console = ConsoleFinding.scan(context.consoleLog)
         if !console.isEmpty {
-            return silence(expected, context, evidence: evidence + console.map { "console: \($0.line) — \($0.meaning)" })
+            return silence(
+                expected, context, evidence: evidence + console.map { "console: \($0.line) — \($0.meaning)" })
         }
         if context.environment.isPassthrough {
             var diagnosis = HostRules.passthroughLost(context, evidence: evidence)
             diagnosis.alternatives.append(
                 expectedAlternative(
                     expected,
-                    howToTell: "look at the host's own device list (`lsusb -d 0483:df11` on a Linux host, `usbipd list` on Windows, `VBoxManage list usbhost`): if the host shows the board as `USB download gadget@…` after the DETACH, passthrough lost it; if the host shows nothing, the board never enumerated (attach a UART)."))
+                    howToTell:
+                        "look at the host's own device list (`lsusb -d 0483:df11` on a Linux host, `usbipd list` on Windows, `VBoxManage list usbhost`): if the host shows the board as `USB download gadget@…` after the DETACH, passthrough lost it; if the host shows nothing, the board never enumerated (attach a UART)."
+                ))
             return diagnosis
         }
         var diagnosis = silence(expected, context, evidence: evidence)
         if !context.environment.kernelLogReadable || context.kernelLog.isEmpty {
             diagnosis.alternatives.append(
                 AlternativeCause(
-                    code: .enumerationErrors, cause: "The board may have tried to enumerate and failed; the kernel log was not available to check.",
-                    howToTell: "run `dmesg | grep -i usb` (as root if needed) right after the failure: `error -71`/`-110` or `device not accepting address` lines mean it tried."))
+                    code: .enumerationErrors,
+                    cause:
+                        "The board may have tried to enumerate and failed; the kernel log was not available to check.",
+                    howToTell:
+                        "run `dmesg | grep -i usb` (as root if needed) right after the failure: `error -71`/`-110` or `device not accepting address` lines mean it tried."
+                ))
         }
         if let fullSpeed = context.fullSpeedAlternative { diagnosis.alternatives.append(fullSpeed) }
         return diagnosis
@@ -298,7 +337,8 @@ public enum Diagnoser {
         let console = ConsoleFinding.scan(context.consoleLog)
         var cause = DiagnosisCode.fsblNotStarted.summary
         if console.contains(where: { $0.kind == .tfaNotUSBBuild }) {
-            cause = "The FSBL sent is a TF-A built for storage boot, not a USB programmer build: it panics with `Boot interface 6 not supported`."
+            cause =
+                "The FSBL sent is a TF-A built for storage boot, not a USB programmer build: it panics with `Boot interface 6 not supported`."
         } else if console.contains(where: { $0.kind == .authentication }) {
             cause = "TF-A failed an authentication check and stopped."
         }
@@ -314,17 +354,22 @@ public enum Diagnoser {
 
     static func unexpectedIdentity(_ stage: BoardStage, _ context: Context) -> Diagnosis {
         let facts = context.facts
-        let evidence = ["came back as \(stage.displayName)" + (facts.detachedStage.map { " after the DETACH sent to \($0.displayName)" } ?? "")]
+        let evidence = [
+            "came back as \(stage.displayName)"
+                + (facts.detachedStage.map { " after the DETACH sent to \($0.displayName)" } ?? "")
+        ]
         guard stage == .rom else { return UBootRules.unexpectedStage(stage, context, evidence: evidence) }
         if facts.detachedStage == .rom {
-            return fsblNotStarted(context, detail: nil, evidence: evidence + ["the ROM restarted instead of running the FSBL"])
+            return fsblNotStarted(
+                context, detail: nil, evidence: evidence + ["the ROM restarted instead of running the FSBL"])
         }
         return HostRules.romCameBack(context, evidence: evidence)
     }
 
     static func phaseRepeated(_ id: UInt8, _ context: Context) -> Diagnosis {
         if id == 0x01 && (context.failure.stage == .rom || context.failure.stage == nil) {
-            return fsblNotStarted(context, detail: "the ROM asked for the FSBL (phase 0x01) again: it did not accept the file")
+            return fsblNotStarted(
+                context, detail: "the ROM asked for the FSBL (phase 0x01) again: it did not accept the file")
         }
         return Diagnosis(
             code: .phaseRepeated, cause: DiagnosisCode.phaseRepeated.summary,

@@ -10,7 +10,10 @@ public struct Evidence: Sendable {
     /// The board's console, from the virtual board or a user-supplied UART log.
     public var consoleLog: [String]
 
-    public init(failure: FlashFailure, kernelLog: [String] = [], environment: HostEnvironment = HostEnvironment(), consoleLog: [String] = []) {
+    public init(
+        failure: FlashFailure, kernelLog: [String] = [], environment: HostEnvironment = HostEnvironment(),
+        consoleLog: [String] = []
+    ) {
         self.failure = failure
         self.kernelLog = kernelLog
         self.environment = environment
@@ -45,7 +48,10 @@ public struct Diagnosis: Codable, Sendable, Hashable {
     /// Other causes that fit, each with what tells it apart.
     public var alternatives: [AlternativeCause]
 
-    public init(code: DiagnosisCode, cause: String, evidence: [String], nextSteps: [String], alternatives: [AlternativeCause] = []) {
+    public init(
+        code: DiagnosisCode, cause: String, evidence: [String], nextSteps: [String],
+        alternatives: [AlternativeCause] = []
+    ) {
         self.code = code
         self.cause = cause
         self.evidence = evidence

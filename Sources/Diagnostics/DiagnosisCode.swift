@@ -79,7 +79,8 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .fipHeaderRejected: "TF-A rejected the FIP: the file sent as phase 0x03 is not a FIP it accepts."
         case .ubootNoUSB: "TF-A handed over to U-Boot, but U-Boot never started its USB download gadget."
         case .enumerationErrors: "The board tried to enumerate but the USB link failed (-71/-110 in the kernel log)."
-        case .vmPassthroughLost: "The board re-enumerated on the host but was not passed through to this VM, WSL or container again."
+        case .vmPassthroughLost:
+            "The board re-enumerated on the host but was not passed through to this VM, WSL or container again."
         case .otherPort: "A DFU device came back, but on a different USB port than the board."
         case .layoutRejected: "U-Boot rejected the FlashLayout."
         case .deviceInitTimeout: "U-Boot took the FlashLayout but did not come back for the partitions in time."

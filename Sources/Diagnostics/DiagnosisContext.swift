@@ -29,8 +29,11 @@ extension Diagnoser {
         var fullSpeedAlternative: AlternativeCause? {
             guard let entry = facts.fullSpeedEntry else { return nil }
             return AlternativeCause(
-                code: .fullSpeedLink, cause: "The board was on a full-speed (12 Mbit/s) link (\(TimelineFacts.describe(entry))); TF-A declares high speed only.",
-                howToTell: "move it to a port where `speed` in sysfs reads 480; if it then works, the link was the cause.")
+                code: .fullSpeedLink,
+                cause:
+                    "The board was on a full-speed (12 Mbit/s) link (\(TimelineFacts.describe(entry))); TF-A declares high speed only.",
+                howToTell:
+                    "move it to a port where `speed` in sysfs reads 480; if it then works, the link was the cause.")
         }
 
         /// A bad link as a second explanation: full speed if seen, else kernel enumeration errors.
@@ -40,7 +43,8 @@ extension Diagnoser {
             guard let last = errors.last else { return nil }
             return AlternativeCause(
                 code: .enumerationErrors, cause: "The kernel reported USB link errors (\(last)).",
-                howToTell: "if the errors stop on a USB 2 port without hubs and the run passes, the link was the cause.")
+                howToTell: "if the errors stop on a USB 2 port without hubs and the run passes, the link was the cause."
+            )
         }
 
         /// Facts shown for every diagnosis: the failure, the last timeline entries, the layers USB

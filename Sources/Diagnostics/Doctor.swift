@@ -64,14 +64,16 @@ public enum Doctor {
             return DoctorCheck(
                 id: "boards", status: .warn, summary: "no STM32MP board (0483:df11/0afb/5720) is connected",
                 fix: "set the boot pins to USB boot, connect the USB OTG port with a data cable and reset the board"
-                    + (environment.isPassthrough ? "; in a VM or container also check the passthrough (`stm32mp-flash vm-filter`)" : ""))
+                    + (environment.isPassthrough
+                        ? "; in a VM or container also check the passthrough (`stm32mp-flash vm-filter`)" : ""))
         }
         let slow = boards.filter { $0.speed == .full }
         return DoctorCheck(
             id: "boards", status: slow.isEmpty ? .pass : .warn,
             summary: "\(boards.count) STM32MP device\(boards.count == 1 ? "" : "s") connected",
             details: boards.map(\.summary),
-            fix: slow.isEmpty ? nil : "a board runs at full speed (12 Mbit/s): plug it into a USB 2 high-speed port without hubs")
+            fix: slow.isEmpty
+                ? nil : "a board runs at full speed (12 Mbit/s): plug it into a USB 2 high-speed port without hubs")
     }
 
     static func devicePermissions(_ environment: HostEnvironment) -> DoctorCheck {
@@ -80,14 +82,19 @@ public enum Doctor {
             return DoctorCheck(id: "device-permissions", status: .pass, summary: "no board connected, nothing to open")
         }
         guard !blocked.isEmpty else {
-            return DoctorCheck(id: "device-permissions", status: .pass, summary: "uid \(environment.user.uid) can open every board's device node")
+            return DoctorCheck(
+                id: "device-permissions", status: .pass,
+                summary: "uid \(environment.user.uid) can open every board's device node")
         }
         let missingNodes = blocked.filter { $0.nodeMode == nil }
-        let fix = missingNodes.isEmpty
+        let fix =
+            missingNodes.isEmpty
             ? "install the udev rule (`sudo stm32mp-flash udev-rules --install`) and re-plug the board"
             : "the device node is missing: in a container, bind-mount /dev/bus/usb (`stm32mp-flash vm-filter --for docker`)"
         return DoctorCheck(
-            id: "device-permissions", status: .fail, summary: "uid \(environment.user.uid) cannot open \(blocked.count) board node\(blocked.count == 1 ? "" : "s")",
+            id: "device-permissions", status: .fail,
+            summary:
+                "uid \(environment.user.uid) cannot open \(blocked.count) board node\(blocked.count == 1 ? "" : "s")",
             details: blocked.map(\.summary), fix: fix)
     }
 
@@ -103,17 +110,20 @@ public enum Doctor {
             }
             // Root opens anything, so a missing rule only matters for other users.
             return DoctorCheck(
-                id: "udev-rule", status: environment.user.uid == 0 ? .warn : .fail, summary: "no udev rule grants access to 0483:df11",
+                id: "udev-rule", status: environment.user.uid == 0 ? .warn : .fail,
+                summary: "no udev rule grants access to 0483:df11",
                 fix: "install one: \(install)")
         }
         if let late = rules.first(where: \.uaccessTooLate) {
             return DoctorCheck(
-                id: "udev-rule", status: .warn, summary: "\(late.file) sets only uaccess but is numbered 73 or higher, after uaccess is applied",
+                id: "udev-rule", status: .warn,
+                summary: "\(late.file) sets only uaccess but is numbered 73 or higher, after uaccess is applied",
                 details: details, fix: "rename it below 73 or use \(install)")
         }
         if rules.contains(where: \.isWorldWritable) {
             return DoctorCheck(
-                id: "udev-rule", status: .warn, summary: "a rule makes the board world-writable (0666)", details: details,
+                id: "udev-rule", status: .warn, summary: "a rule makes the board world-writable (0666)",
+                details: details,
                 fix: "prefer MODE=\"0660\" with TAG+=\"uaccess\" or a group: \(install)")
         }
         return DoctorCheck(id: "udev-rule", status: .pass, summary: "a udev rule covers 0483:df11", details: details)
@@ -123,14 +133,17 @@ public enum Doctor {
         if environment.udevRunning { return DoctorCheck(id: "udevd", status: .pass, summary: "udevd is running") }
         let fix: String
         if environment.wsl != nil {
-            fix = "enable systemd in WSL (`[boot] systemd=true` in /etc/wsl.conf, then `wsl --shutdown`) or run `sudo service udev restart` after each attach"
+            fix =
+                "enable systemd in WSL (`[boot] systemd=true` in /etc/wsl.conf, then `wsl --shutdown`) or run `sudo service udev restart` after each attach"
         } else if environment.container != nil {
-            fix = "normal in a container: mount the host's /run/udev read-only (`-v /run/udev:/run/udev:ro`) and set permissions on the host"
+            fix =
+                "normal in a container: mount the host's /run/udev read-only (`-v /run/udev:/run/udev:ro`) and set permissions on the host"
         } else {
             fix = "start it: `sudo systemctl start systemd-udevd`"
         }
         return DoctorCheck(
-            id: "udevd", status: .warn, summary: "udevd is not running (/run/udev/control is missing), so rules are not applied", fix: fix)
+            id: "udevd", status: .warn,
+            summary: "udevd is not running (/run/udev/control is missing), so rules are not applied", fix: fix)
     }
 
     static func virtualization(_ environment: HostEnvironment) -> DoctorCheck {
@@ -138,7 +151,8 @@ public enum Doctor {
         if let container = environment.container { layers.append("a \(container.rawValue) container") }
         if let wsl = environment.wsl { layers.append(wsl == .wsl1 ? "WSL 1" : "WSL 2") }
         if let hypervisor = environment.hypervisor {
-            layers.append(hypervisor == .unknown ? "a VM (hypervisor not identified)" : "a \(hypervisor.displayName) VM")
+            layers.append(
+                hypervisor == .unknown ? "a VM (hypervisor not identified)" : "a \(hypervisor.displayName) VM")
         }
         guard !layers.isEmpty else {
             return DoctorCheck(id: "virtualization", status: .pass, summary: "running directly on the host")
@@ -146,10 +160,12 @@ public enum Doctor {
         if environment.wsl == .wsl1 {
             return DoctorCheck(
                 id: "virtualization", status: .fail, summary: "running in WSL 1, which has no USB access",
-                details: environment.detectionEvidence, fix: "convert the distribution to WSL 2 (`wsl --set-version <distro> 2`) and use usbipd-win")
+                details: environment.detectionEvidence,
+                fix: "convert the distribution to WSL 2 (`wsl --set-version <distro> 2`) and use usbipd-win")
         }
         let targets = environment.passthroughTargets
-        let fix = targets.isEmpty
+        let fix =
+            targets.isEmpty
             ? "\(environment.hypervisor?.displayName ?? "this hypervisor") has no USB passthrough recipe here; run stm32mp-flash on the host, or pass USB through usbip"
             : "the board re-enumerates at every stage, so the passthrough must match VID:PID or the port: "
                 + targets.map { "`stm32mp-flash vm-filter --for \($0.rawValue)`" }.joined(separator: " or ")
@@ -160,9 +176,12 @@ public enum Doctor {
 
     static func kernelLog(_ environment: HostEnvironment) -> DoctorCheck {
         environment.kernelLogReadable
-            ? DoctorCheck(id: "kernel-log", status: .pass, summary: "the kernel log is readable (USB enumeration errors can be shown)")
+            ? DoctorCheck(
+                id: "kernel-log", status: .pass,
+                summary: "the kernel log is readable (USB enumeration errors can be shown)")
             : DoctorCheck(
-                id: "kernel-log", status: .warn, summary: "the kernel log is not readable, so failed enumerations (-71/-110) cannot be shown",
+                id: "kernel-log", status: .warn,
+                summary: "the kernel log is not readable, so failed enumerations (-71/-110) cannot be shown",
                 fix: "run with sudo, or allow it: `sudo sysctl kernel.dmesg_restrict=0`")
     }
 }

@@ -6,7 +6,9 @@ import USBModel
 /// and `access` on the live system), always below `root` so tests can use a fake tree.
 public enum EnvironmentProbe {
     /// The folders udev reads rules from, highest priority first.
-    public static let udevRuleFolders = ["/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d"]
+    public static let udevRuleFolders = [
+        "/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d", "/lib/udev/rules.d",
+    ]
 
     /// The ST product IDs an STM32MP board uses on USB: DFU (all stages), fastboot, other gadgets.
     public static let stProductIDs: [UInt16] = [0xDF11, 0x0AFB, 0x5720]

@@ -87,7 +87,8 @@ extension String {
         let target = Array(needle.lowercased().utf8)
         guard !target.isEmpty else { return true }
         guard haystack.count >= target.count else { return false }
-        for start in 0...(haystack.count - target.count) where haystack[start..<(start + target.count)].elementsEqual(target) {
+        for start in 0...(haystack.count - target.count)
+        where haystack[start..<(start + target.count)].elementsEqual(target) {
             return true
         }
         return false

@@ -6,9 +6,13 @@ enum HostRules {
     static func usbPermission(_ error: USBTransferError, _ context: Diagnoser.Context) -> Diagnosis {
         let environment = context.environment
         var evidence = ["\(error)"]
-        evidence += environment.boards.filter { !$0.userCanOpen }.map { "not openable by uid \(environment.user.uid): " + $0.summary }
+        evidence += environment.boards.filter { !$0.userCanOpen }.map {
+            "not openable by uid \(environment.user.uid): " + $0.summary
+        }
         evidence += environment.udevRules.map { "installed rule \($0.file):\($0.line): \($0.text)" }
-        if environment.udevRules.isEmpty { evidence.append("no udev rule for 0483:df11 in " + EnvironmentProbe.udevRuleFolders.joined(separator: ", ")) }
+        if environment.udevRules.isEmpty {
+            evidence.append("no udev rule for 0483:df11 in " + EnvironmentProbe.udevRuleFolders.joined(separator: ", "))
+        }
         if !environment.udevRunning { evidence.append("udevd is not running (/run/udev/control is missing)") }
         var steps = [
             "Install the udev rule: `sudo stm32mp-flash udev-rules --install` (writes /etc/udev/rules.d/60-stm32mp-flash.rules with `TAG+=\"uaccess\"`, MODE=\"0660\"; add `--group plugdev` for SSH/CI users, then add yourself to that group).",
@@ -24,9 +28,12 @@ enum HostRules {
             steps.append("In a container the rule must be installed on the host, which owns the device nodes.")
         }
         if environment.udevRules.contains(where: \.uaccessTooLate) {
-            steps.append("A rule with only `TAG+=\"uaccess\"` sits in a file numbered 73 or higher: systemd applies uaccess in 73-seat-late.rules, so rename it below 73.")
+            steps.append(
+                "A rule with only `TAG+=\"uaccess\"` sits in a file numbered 73 or higher: systemd applies uaccess in 73-seat-late.rules, so rename it below 73."
+            )
         }
-        return Diagnosis(code: .usbPermission, cause: DiagnosisCode.usbPermission.summary, evidence: evidence, nextSteps: steps)
+        return Diagnosis(
+            code: .usbPermission, cause: DiagnosisCode.usbPermission.summary, evidence: evidence, nextSteps: steps)
     }
 
     static func deviceBusy(_ error: USBTransferError, _ context: Diagnoser.Context) -> Diagnosis {
@@ -65,7 +72,8 @@ enum HostRules {
 
     static let powerAlternative = AlternativeCause(
         code: .powerSupply, cause: "The board browned out and reset.",
-        howToTell: "a board that resets shows the ROM's DFU device again shortly after; a UART shows the boot banner again.")
+        howToTell:
+            "a board that resets shows the ROM's DFU device again shortly after; a UART shows the boot banner again.")
 
     static func powerSupply(_ context: Diagnoser.Context, evidence: [String]) -> Diagnosis {
         Diagnosis(
@@ -93,8 +101,12 @@ enum HostRules {
         if context.environment.isPassthrough {
             alternatives.insert(
                 AlternativeCause(
-                    code: .vmPassthroughLost, cause: "The hypervisor reset the USB port when it re-attached the device; U-Boot's DWC2 gadget resets the board on a bus reset.",
-                    howToTell: "a reset from the host shows as `reset high-speed USB device` in the host's kernel log right after the DETACH; no GetPhase FF came before it."),
+                    code: .vmPassthroughLost,
+                    cause:
+                        "The hypervisor reset the USB port when it re-attached the device; U-Boot's DWC2 gadget resets the board on a bus reset.",
+                    howToTell:
+                        "a reset from the host shows as `reset high-speed USB device` in the host's kernel log right after the DETACH; no GetPhase FF came before it."
+                ),
                 at: 0)
         }
         return Diagnosis(
@@ -113,14 +125,19 @@ enum HostRules {
         let environment = context.environment
         var steps: [String] = []
         for target in environment.passthroughTargets {
-            steps.append("Run `stm32mp-flash vm-filter --for \(target.rawValue)` for the full recipe; the key step: \(PassthroughAdvisor.keyStep(for: target))")
+            steps.append(
+                "Run `stm32mp-flash vm-filter --for \(target.rawValue)` for the full recipe; the key step: \(PassthroughAdvisor.keyStep(for: target))"
+            )
         }
         if steps.isEmpty {
-            steps.append("Make the hypervisor pass through every device with VID 0483 (PIDs df11 and 0afb), or the physical port, never the product string or serial: they change at every stage.")
+            steps.append(
+                "Make the hypervisor pass through every device with VID 0483 (PIDs df11 and 0afb), or the physical port, never the product string or serial: they change at every stage."
+            )
         }
         steps.append("Or run stm32mp-flash on the host itself, where no passthrough is needed.")
         return Diagnosis(
-            code: .vmPassthroughLost, cause: "The board re-enumerated on the host but was not passed through to \(context.placeName) again.",
+            code: .vmPassthroughLost,
+            cause: "The board re-enumerated on the host but was not passed through to \(context.placeName) again.",
             evidence: evidence, nextSteps: steps)
     }
 }

@@ -40,9 +40,11 @@ public enum KernelLog {
     public static func enumerationErrors(in lines: [String]) -> [String] {
         lines.filter { line in
             let lower = line.lowercased()
-            return ["error -71", "error -110", "device not accepting address", "device descriptor read",
-                "not responding to setup address", "unable to enumerate"]
-                .contains { lower.contains($0) }
+            return [
+                "error -71", "error -110", "device not accepting address", "device descriptor read",
+                "not responding to setup address", "unable to enumerate",
+            ]
+            .contains { lower.contains($0) }
         }
     }
 
@@ -88,7 +90,8 @@ public enum KernelLog {
         let message = String(record[record.index(after: semicolon)...])
         guard header.count >= 3, let micros = UInt64(header[2]) else { return message }
         let fraction = String(micros % 1_000_000)
-        return "[" + String(micros / 1_000_000) + "." + String(repeating: "0", count: 6 - fraction.count) + fraction + "] "
+        return "[" + String(micros / 1_000_000) + "." + String(repeating: "0", count: 6 - fraction.count) + fraction
+            + "] "
             + message
     }
 

@@ -27,15 +27,21 @@ public enum PassthroughAdvisor {
     ///   - vm: the VM name, VMID, or image, as the target names it; a placeholder when nil.
     ///   - port: match this physical port instead of the IDs (where the target can).
     ///   - insideGuest: we run inside that VM or container, so say that this runs on the host.
-    public static func advice(for target: PassthroughTarget, vm: String? = nil, port: PortPath? = nil, insideGuest: Bool = false) -> String {
+    public static func advice(
+        for target: PassthroughTarget, vm: String? = nil, port: PortPath? = nil, insideGuest: Bool = false
+    ) -> String {
         let recipe = recipe(for: target, vm: vm, port: port)
         var lines = ["\(target.displayName): keep the STM32MP board passed through at every stage"]
-        lines.append(recipe.placement ?? (insideGuest ? "Run this on the host, not inside this \(target.guestName):" : "Run this on the host:"))
+        lines.append(
+            recipe.placement
+                ?? (insideGuest
+                    ? "Run this on the host, not inside this \(target.guestName):" : "Run this on the host:"))
         lines.append("")
         lines += recipe.steps.map { $0.isEmpty ? "" : "  " + $0 }
         lines.append("")
         lines.append(
-            "Why: the board keeps VID 0483 and PID df11 (0afb for fastboot) from the ROM through TF-A to U-Boot, but its product string, revision and sometimes serial change at every stage, so only IDs or the port may be matched.")
+            "Why: the board keeps VID 0483 and PID df11 (0afb for fastboot) from the ROM through TF-A to U-Boot, but its product string, revision and sometimes serial change at every stage, so only IDs or the port may be matched."
+        )
         lines.append("Pitfalls:")
         lines += recipe.pitfalls.map { "  - " + $0 }
         return lines.joined(separator: "\n") + "\n"
@@ -44,13 +50,18 @@ public enum PassthroughAdvisor {
     /// The one step that matters most, for a diagnosis's next steps.
     public static func keyStep(for target: PassthroughTarget) -> String {
         switch target {
-        case .virtualbox: "on the host, `VBoxManage usbfilter add 0 --target \"<vm>\" --name \"STM32MP DFU\" --vendorid 0483 --productid df11` (no product, serial or revision in the filter)."
+        case .virtualbox:
+            "on the host, `VBoxManage usbfilter add 0 --target \"<vm>\" --name \"STM32MP DFU\" --vendorid 0483 --productid df11` (no product, serial or revision in the filter)."
         case .vmware: "in the VM's .vmx, `usb.autoConnect.device0 = \"vid:0483 pid:df11 autoclean:0\"`."
-        case .qemu: "`-device usb-host,bus=xhci.0,vendorid=0x0483,productid=0xdf11` (or hostbus=/hostport= for the port), never hostaddr."
-        case .libvirt: "libvirt's <hostdev> follows only the bus/device it resolved at start; pass `usb-host,vendorid=0x0483,productid=0xdf11` to QEMU through <qemu:commandline> instead."
+        case .qemu:
+            "`-device usb-host,bus=xhci.0,vendorid=0x0483,productid=0xdf11` (or hostbus=/hostport= for the port), never hostaddr."
+        case .libvirt:
+            "libvirt's <hostdev> follows only the bus/device it resolved at start; pass `usb-host,vendorid=0x0483,productid=0xdf11` to QEMU through <qemu:commandline> instead."
         case .proxmox: "on the host, `qm set <vmid> -usb0 host=0483:df11` (or host=<bus>-<port> for the port)."
-        case .wsl: "in an administrator PowerShell, `usbipd policy add --effect Allow --operation AutoBind --hardware-id 0483:df11`, then `usbipd attach --wsl --busid <busid> --auto-attach`."
-        case .docker, .podman: "start the container with `--device-cgroup-rule='c 189:* rmw' -v /dev/bus/usb:/dev/bus/usb -v /run/udev:/run/udev:ro`, not `--device /dev/bus/usb/BBB/DDD`."
+        case .wsl:
+            "in an administrator PowerShell, `usbipd policy add --effect Allow --operation AutoBind --hardware-id 0483:df11`, then `usbipd attach --wsl --busid <busid> --auto-attach`."
+        case .docker, .podman:
+            "start the container with `--device-cgroup-rule='c 189:* rmw' -v /dev/bus/usb:/dev/bus/usb -v /run/udev:/run/udev:ro`, not `--device /dev/bus/usb/BBB/DDD`."
         }
     }
 
@@ -80,7 +91,9 @@ public enum PassthroughAdvisor {
             "Filters apply each time a device attaches to the host, so every stage is captured again; the host must not hold the board (close host-side flashers).",
         ]
         if port != nil {
-            pitfalls.append("VirtualBox's port filter field is host-specific, so these filters match the IDs; with several boards attach only one, or run the flasher on the host with --port.")
+            pitfalls.append(
+                "VirtualBox's port filter field is host-specific, so these filters match the IDs; with several boards attach only one, or run the flasher on the host with --port."
+            )
         }
         return Recipe(
             steps: [
@@ -99,9 +112,12 @@ public enum PassthroughAdvisor {
             "If the board drops during enumeration in the VM, add `usb.quirks.device0 = \"0x0483:0xdf11 skip-reset, skip-refresh, skip-setconfig\"`.",
         ]
         if let port {
-            steps.append("usb.autoConnect.device0 = \"path:\(port.bus)/\(port.ports.map(String.init).joined(separator: "/")) autoclean:0\"")
+            steps.append(
+                "usb.autoConnect.device0 = \"path:\(port.bus)/\(port.ports.map(String.init).joined(separator: "/")) autoclean:0\""
+            )
             pitfalls.append(
-                "The path form follows the physical port, but how VMware numbers ports behind hubs is not confirmed here: copy the exact `path:` value that vmware.log shows for the board (lines with vid:0483), or use the vid/pid lines instead. ESXi autoconnect by path is speed-specific: a port that saw a high-speed device will not reconnect a full-speed one.")
+                "The path form follows the physical port, but how VMware numbers ports behind hubs is not confirmed here: copy the exact `path:` value that vmware.log shows for the board (lines with vid:0483), or use the vid/pid lines instead. ESXi autoconnect by path is speed-specific: a port that saw a high-speed device will not reconnect a full-speed one."
+            )
         } else {
             steps += [
                 "usb.autoConnect.device0 = \"vid:0483 pid:df11 autoclean:0\"",
@@ -114,9 +130,14 @@ public enum PassthroughAdvisor {
     /// `-device usb-host,…` arguments for the given port, or one per PID.
     static func qemuDevices(bus: String, port: PortPath?) -> [String] {
         if let port {
-            return ["usb-host,bus=\(bus),hostbus=\(port.bus),hostport=\(port.ports.map(String.init).joined(separator: "."))"]
+            return [
+                "usb-host,bus=\(bus),hostbus=\(port.bus),hostport=\(port.ports.map(String.init).joined(separator: "."))"
+            ]
         }
-        return ["usb-host,bus=\(bus),vendorid=0x0483,productid=0xdf11", "usb-host,bus=\(bus),vendorid=0x0483,productid=0x0afb"]
+        return [
+            "usb-host,bus=\(bus),vendorid=0x0483,productid=0xdf11",
+            "usb-host,bus=\(bus),vendorid=0x0483,productid=0x0afb",
+        ]
     }
 
     static let qemuPitfalls = [
@@ -211,7 +232,10 @@ public enum PassthroughAdvisor {
             "      - /run/udev:/run/udev:ro",
         ]
         if let port {
-            steps += ["", "# Containers cannot filter by port; tell the flasher instead:", "stm32mp-flash flash --port \(port) …"]
+            steps += [
+                "", "# Containers cannot filter by port; tell the flasher instead:",
+                "stm32mp-flash flash --port \(port) …",
+            ]
         }
         var pitfalls = [
             "`--device /dev/bus/usb/BBB/DDD` copies one node at start; the board gets a new device number at every stage, so the container loses it.",
@@ -222,7 +246,8 @@ public enum PassthroughAdvisor {
         ]
         if target == .podman {
             pitfalls.append(
-                "Rootless Podman: device cgroup rules are not confirmed to apply; add `--group-add keep-groups` so your host group (e.g. plugdev) reaches the node, or run rootful with sudo.")
+                "Rootless Podman: device cgroup rules are not confirmed to apply; add `--group-add keep-groups` so your host group (e.g. plugdev) reaches the node, or run rootful with sudo."
+            )
         }
         return Recipe(steps: steps, pitfalls: pitfalls)
     }

@@ -3,29 +3,43 @@ import FlashEngine
 /// Diagnoses about the phases the board asks for and the session's end.
 enum PhaseRules {
     static func phaseWithoutFile(_ id: UInt8, _ context: Diagnoser.Context) -> Diagnosis {
-        var steps = ["Add a FlashLayout line with phase Id \(phaseHex(id)) and a Binary file, or select it (an Opt of `-` skips it)."]
+        var steps = [
+            "Add a FlashLayout line with phase Id \(phaseHex(id)) and a Binary file, or select it (an Opt of `-` skips it)."
+        ]
         switch id {
         case 0x00:
-            steps.insert("TF-A from ST's v2.4 fork (MP15) asks for the FlashLayout (phase 0x00) before the FIP; the tool sends the layout itself, so this means it had no layout to send.", at: 0)
+            steps.insert(
+                "TF-A from ST's v2.4 fork (MP15) asks for the FlashLayout (phase 0x00) before the FIP; the tool sends the layout itself, so this means it had no layout to send.",
+                at: 0)
         case 0x02:
-            steps.insert("MP2 TF-A asks for the DDR firmware FIP (phase 0x02) when built with STM32MP_DDR_FIP_IO_STORAGE: add the `fip-ddr` line of ST's MP2 layouts.", at: 0)
+            steps.insert(
+                "MP2 TF-A asks for the DDR firmware FIP (phase 0x02) when built with STM32MP_DDR_FIP_IO_STORAGE: add the `fip-ddr` line of ST's MP2 layouts.",
+                at: 0)
         case 0x03:
             steps.insert("TF-A asks for the FIP with U-Boot (phase 0x03): add the `fip` (or older `ssbl`) line.", at: 0)
         default: break
         }
         return Diagnosis(
-            code: .phaseWithoutFile, cause: "The board asks for phase \(phaseHex(id)), which the FlashLayout has no file for.",
-            evidence: ["the board asked for phase \(phaseHex(id)) at \(context.failure.stage?.displayName ?? "an unknown stage")"], nextSteps: steps)
+            code: .phaseWithoutFile,
+            cause: "The board asks for phase \(phaseHex(id)), which the FlashLayout has no file for.",
+            evidence: [
+                "the board asked for phase \(phaseHex(id)) at \(context.failure.stage?.displayName ?? "an unknown stage")"
+            ], nextSteps: steps)
     }
 
     static func missingAlternate(_ id: UInt8, _ context: Diagnoser.Context) -> Diagnosis {
-        var steps = ["The board's DFU alternates and the FlashLayout disagree: the layout U-Boot parsed is not the one you meant, or its firmware differs."]
+        var steps = [
+            "The board's DFU alternates and the FlashLayout disagree: the layout U-Boot parsed is not the one you meant, or its firmware differs."
+        ]
         if id == 0xF2 || id == 0xF4 {
-            steps.insert("Phase \(phaseHex(id)) is \(id == 0xF2 ? "OTP" : "PMIC NVM"): this U-Boot was built without that support; remove the line or use ST's U-Boot.", at: 0)
+            steps.insert(
+                "Phase \(phaseHex(id)) is \(id == 0xF2 ? "OTP" : "PMIC NVM"): this U-Boot was built without that support; remove the line or use ST's U-Boot.",
+                at: 0)
         }
         let alternates = context.failure.timeline.last { $0.kind == .opened }?.detail
         return Diagnosis(
-            code: .missingAlternate, cause: "The board asks for phase \(phaseHex(id)) but offers no DFU alternate setting for it.",
+            code: .missingAlternate,
+            cause: "The board asks for phase \(phaseHex(id)) but offers no DFU alternate setting for it.",
             evidence: ["alternates at the last open: " + (alternates ?? "not recorded")], nextSteps: steps)
     }
 
@@ -52,6 +66,8 @@ enum PhaseRules {
         Diagnosis(
             code: .cancelled, cause: DiagnosisCode.cancelled.summary,
             evidence: [context.failure.phase.map { "cancelled during phase \(phaseHex($0))" } ?? "cancelled"],
-            nextSteps: ["Reset the board with the boot pins on USB and run again; a partition that was being written is incomplete."])
+            nextSteps: [
+                "Reset the board with the boot pins on USB and run again; a partition that was being written is incomplete."
+            ])
     }
 }

@@ -30,7 +30,8 @@ struct TimelineFacts {
         let afterDetach = detachIndex.map { Array(entries[($0 + 1)...]) } ?? []
         let beforeDetach = detachIndex.map { Array(entries[..<$0]) } ?? entries
         let isOtherPort: (TimelineEntry) -> Bool = { entry in
-            entry.kind == .otherPort || (entry.kind == .added && board != nil && entry.device != nil && entry.device?.port != board)
+            entry.kind == .otherPort
+                || (entry.kind == .added && board != nil && entry.device != nil && entry.device?.port != board)
         }
         timeline = entries
         boardPort = board

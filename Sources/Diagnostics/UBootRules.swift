@@ -20,7 +20,9 @@ enum UBootRules {
         }
         var steps = [String]()
         if console.isEmpty {
-            steps.append("Attach a UART console (115200 8N1) and run again: the lines below tell the causes apart, nothing on USB does.")
+            steps.append(
+                "Attach a UART console (115200 8N1) and run again: the lines below tell the causes apart, nothing on USB does."
+            )
         }
         steps += [
             "Device tree: in `<board>-u-boot.dtsi` set `&usbotg_hs { dr_mode = \"peripheral\"; u-boot,force-b-session-valid; };` when OTG_VBUS/OTG_ID are not wired to the SoC (ST's DK boards do this; without it U-Boot waits for a VBUS session that never comes).",
@@ -38,16 +40,24 @@ enum UBootRules {
         let advice: String
         switch stage {
         case .ubootPlainDFU:
-            advice = "U-Boot started a plain DFU gadget (`dfu 0 …` or SPL DFU) instead of `stm32prog`: use a U-Boot with CONFIG_CMD_STM32PROG and let its USB boot path run `stm32prog usb 0`."
+            advice =
+                "U-Boot started a plain DFU gadget (`dfu 0 …` or SPL DFU) instead of `stm32prog`: use a U-Boot with CONFIG_CMD_STM32PROG and let its USB boot path run `stm32prog usb 0`."
         case .fastboot:
-            advice = "U-Boot started fastboot (0483:0afb) instead of stm32prog: its bootcmd or boot button selects fastboot; use stm32prog, or flash with a fastboot tool."
+            advice =
+                "U-Boot started fastboot (0483:0afb) instead of stm32prog: its bootcmd or boot button selects fastboot; use stm32prog, or flash with a fastboot tool."
         case .tfa:
-            advice = "TF-A answered where U-Boot was expected: the board restarted into TF-A (a watchdog or a reset in BL2); attach a UART."
+            advice =
+                "TF-A answered where U-Boot was expected: the board restarted into TF-A (a watchdog or a reset in BL2); attach a UART."
         case .uboot:
-            advice = "U-Boot stm32prog answered where another stage was expected: the board may still be in U-Boot from a previous run; reset it and start again."
+            advice =
+                "U-Boot stm32prog answered where another stage was expected: the board may still be in U-Boot from a previous run; reset it and start again."
         default:
-            advice = "Another firmware answered on the board's port; reset the board with the boot pins on USB and start again."
+            advice =
+                "Another firmware answered on the board's port; reset the board with the boot pins on USB and start again."
         }
-        return Diagnosis(code: .unexpectedStage, cause: "The board came back as \(stage.displayName), which does not belong at this point.", evidence: evidence, nextSteps: [advice])
+        return Diagnosis(
+            code: .unexpectedStage,
+            cause: "The board came back as \(stage.displayName), which does not belong at this point.",
+            evidence: evidence, nextSteps: [advice])
     }
 }

@@ -8,7 +8,9 @@ import Glibc
 public enum UdevRules {
     public static let installPath = "/etc/udev/rules.d/60-stm32mp-flash.rules"
     /// `udevadm` arguments, run in this order after writing the file.
-    public static let reloadCommands = [["udevadm", "control", "--reload-rules"], ["udevadm", "trigger", "--subsystem-match=usb"]]
+    public static let reloadCommands = [
+        ["udevadm", "control", "--reload-rules"], ["udevadm", "trigger", "--subsystem-match=usb"],
+    ]
 
     /// Why a rule could not be produced or installed; the CLI prints it and exits 1.
     public struct Failure: Error, Sendable, CustomStringConvertible {
@@ -23,10 +25,12 @@ public enum UdevRules {
             "# \(installPath): written by `stm32mp-flash udev-rules`.",
             "# STM32MP boards keep 0483:df11 in the ROM, TF-A and U-Boot stm32prog stages; U-Boot uses 0afb for",
             "# fastboot and 5720 for other gadgets. uaccess gives the logged-in user access (applied by",
-            "# 73-seat-late.rules, hence a number below 73)" + (group == nil ? "." : "; GROUP covers users without a seat."),
+            "# 73-seat-late.rules, hence a number below 73)"
+                + (group == nil ? "." : "; GROUP covers users without a seat."),
         ]
         for product in ["df11", "0afb", "5720"] {
-            var rule = "SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", ATTR{idVendor}==\"0483\", ATTR{idProduct}==\"\(product)\", MODE=\"0660\""
+            var rule =
+                "SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", ATTR{idVendor}==\"0483\", ATTR{idProduct}==\"\(product)\", MODE=\"0660\""
             if let group { rule += ", GROUP=\"\(group)\"" }
             rule += ", TAG+=\"uaccess\""
             lines.append(rule)
@@ -59,7 +63,10 @@ public enum UdevRules {
     ) throws(Failure) -> String {
         let files = HostFiles(root: root)
         if files.isLiveSystem && (effectiveUID ?? geteuid()) != 0 {
-            throw Failure(description: "Installing a udev rule needs root: run `sudo stm32mp-flash udev-rules --install`. Nothing was written.")
+            throw Failure(
+                description:
+                    "Installing a udev rule needs root: run `sudo stm32mp-flash udev-rules --install`. Nothing was written."
+            )
         }
         let content = try text(group: group)
         let target = files.resolve(installPath)
@@ -75,7 +82,10 @@ public enum UdevRules {
         if files.isLiveSystem {
             let runner = run ?? Subprocess.run
             for command in reloadCommands where runner(command) != 0 {
-                throw Failure(description: "Wrote \(target), but `\(command.joined(separator: " "))` failed: reload udev yourself, then re-plug the board.")
+                throw Failure(
+                    description:
+                        "Wrote \(target), but `\(command.joined(separator: " "))` failed: reload udev yourself, then re-plug the board."
+                )
             }
         }
         return target
@@ -86,14 +96,18 @@ public enum UdevRules {
         for part in path.split(separator: "/") {
             current += "/" + part
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw Failure(description: "Cannot create \(current): \(String(cString: strerror(errno))). Nothing was written.")
+                throw Failure(
+                    description: "Cannot create \(current): \(String(cString: strerror(errno))). Nothing was written.")
             }
         }
     }
 
     static func write(_ content: String, to path: String) throws(Failure) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw Failure(description: "Cannot write \(path): \(String(cString: strerror(errno))). Nothing was written.") }
+        guard fd >= 0 else {
+            throw Failure(
+                description: "Cannot write \(path): \(String(cString: strerror(errno))). Nothing was written.")
+        }
         let bytes = Array(content.utf8)
         var offset = 0
         while offset < bytes.count {
@@ -102,7 +116,8 @@ public enum UdevRules {
             guard written > 0 else {
                 close(fd)
                 unlink(path)
-                throw Failure(description: "Cannot write \(path): \(String(cString: strerror(errno))). Nothing was written.")
+                throw Failure(
+                    description: "Cannot write \(path): \(String(cString: strerror(errno))). Nothing was written.")
             }
             offset += written
         }

@@ -6,7 +6,8 @@ import FoundationEssentials
 struct DoctorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
-        abstract: "Check this host for flashing STM32MP boards: libusb, udev rule, permissions, VM/container passthrough.",
+        abstract:
+            "Check this host for flashing STM32MP boards: libusb, udev rule, permissions, VM/container passthrough.",
         discussion: "Exits 1 when a check fails, 0 when every check passes or only warns.")
 
     @Flag(help: "Print the checklist and the detected environment as JSON.")

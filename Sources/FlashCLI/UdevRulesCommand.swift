@@ -15,7 +15,8 @@ struct UdevRulesCommand: AsyncParsableCommand {
     @Flag(help: "Write the rule file and reload udev (needs root).")
     var install = false
 
-    @Option(help: ArgumentHelp("Also grant access to this group (for SSH or CI users without a seat).", valueName: "NAME"))
+    @Option(
+        help: ArgumentHelp("Also grant access to this group (for SSH or CI users without a seat).", valueName: "NAME"))
     var group: String?
 
     @Option(help: ArgumentHelp("Install below DIR instead of / (udev is then not reloaded).", valueName: "DIR"))

@@ -16,13 +16,18 @@ struct VMFilterCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("for"),
         help: ArgumentHelp(
-            "Hypervisor or runtime: \(PassthroughTarget.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "NAME"))
+            "Hypervisor or runtime: \(PassthroughTarget.allCases.map(\.rawValue).joined(separator: ", ")).",
+            valueName: "NAME"))
     var target: String?
 
-    @Option(help: ArgumentHelp("VM name (VirtualBox, VMware .vmx, libvirt domain), Proxmox VMID, or container image.", valueName: "NAME"))
+    @Option(
+        help: ArgumentHelp(
+            "VM name (VirtualBox, VMware .vmx, libvirt domain), Proxmox VMID, or container image.", valueName: "NAME"))
     var vm: String?
 
-    @Option(help: ArgumentHelp("Match this host port (bus-port[.port…], e.g. 3-1.2) where the hypervisor can.", valueName: "PATH"))
+    @Option(
+        help: ArgumentHelp(
+            "Match this host port (bus-port[.port…], e.g. 3-1.2) where the hypervisor can.", valueName: "PATH"))
     var port: String?
 
     @Option(help: ArgumentHelp("Detect the environment below DIR instead of /.", valueName: "DIR"))
@@ -30,10 +35,13 @@ struct VMFilterCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let target, PassthroughTarget(rawValue: target.lowercased()) == nil {
-            throw ValidationError("Unknown --for '\(target)'; use one of: \(PassthroughTarget.allCases.map(\.rawValue).joined(separator: ", ")).")
+            throw ValidationError(
+                "Unknown --for '\(target)'; use one of: \(PassthroughTarget.allCases.map(\.rawValue).joined(separator: ", "))."
+            )
         }
         if let port, PortPath(port) == nil {
-            throw ValidationError("--port '\(port)' is not a port path like 3-1.2 (bus, dash, ports separated by dots).")
+            throw ValidationError(
+                "--port '\(port)' is not a port path like 3-1.2 (bus, dash, ports separated by dots).")
         }
     }
 
@@ -43,12 +51,14 @@ struct VMFilterCommand: AsyncParsableCommand {
         if let target, let chosen = PassthroughTarget(rawValue: target.lowercased()) {
             targets = [chosen]
         } else if detected.isEmpty {
-            throw ValidationError("No VM, WSL 2 or container detected here: pass --for with the hypervisor or runtime to configure.")
+            throw ValidationError(
+                "No VM, WSL 2 or container detected here: pass --for with the hypervisor or runtime to configure.")
         } else {
             targets = detected
         }
         let recipes = targets.map { target in
-            PassthroughAdvisor.advice(for: target, vm: vm, port: port.flatMap(PortPath.init), insideGuest: detected.contains(target))
+            PassthroughAdvisor.advice(
+                for: target, vm: vm, port: port.flatMap(PortPath.init), insideGuest: detected.contains(target))
         }
         print(recipes.joined(separator: "\n"), terminator: "")
     }

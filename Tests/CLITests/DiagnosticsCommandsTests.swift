@@ -12,7 +12,8 @@ struct DiagnosticsCommandsTests {
 
     func write(_ path: String, _ content: String) throws {
         let full = root.path + path
-        try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try content.write(toFile: full, atomically: true, encoding: .utf8)
     }
 

@@ -8,16 +8,19 @@ enum Scenario {
     static let port = PortPath(bus: 1, ports: [2])
 
     static func device(
-        _ product: String, port: PortPath = Scenario.port, address: Int = 5, serial: String? = "0038002A3338510A32383733", speed: USBSpeed = .high
+        _ product: String, port: PortPath = Scenario.port, address: Int = 5,
+        serial: String? = "0038002A3338510A32383733", speed: USBSpeed = .high
     ) -> USBDeviceIdentity {
         USBDeviceIdentity(
-            port: port, busNumber: port.bus, deviceAddress: address, vendorID: 0x0483, productID: 0xDF11, bcdDevice: 0x0200,
+            port: port, busNumber: port.bus, deviceAddress: address, vendorID: 0x0483, productID: 0xDF11,
+            bcdDevice: 0x0200,
             manufacturer: "STMicroelectronics", product: product, serial: serial, speed: speed)
     }
 
     static let rom = device("DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
     static let tfa = device("DFU @Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,", address: 6)
-    static let uboot = device("USB download gadget@Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,", address: 7)
+    static let uboot = device(
+        "USB download gadget@Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,", address: 7)
 
     /// ROM → FSBL → TF-A → FIP → DETACH to U-Boot.
     static var upToTFADetach: [TimelineEntry] {
@@ -49,8 +52,10 @@ enum Scenario {
     }
 
     static let linux = HostEnvironment()
-    static let virtualBoxGuest = HostEnvironment(hypervisor: .oracle, detectionEvidence: ["/sys/class/dmi/id/product_name = \"VirtualBox\""])
-    static let wslGuest = HostEnvironment(wsl: .wsl2, detectionEvidence: ["/proc/sys/kernel/osrelease = \"5.15.153.1-microsoft-standard-WSL2\""])
+    static let virtualBoxGuest = HostEnvironment(
+        hypervisor: .oracle, detectionEvidence: ["/sys/class/dmi/id/product_name = \"VirtualBox\""])
+    static let wslGuest = HostEnvironment(
+        wsl: .wsl2, detectionEvidence: ["/proc/sys/kernel/osrelease = \"5.15.153.1-microsoft-standard-WSL2\""])
     static let waited = Duration.seconds(30)
 }
 
@@ -61,7 +66,8 @@ struct DiagnoserTests {
         kernel: [String] = [], environment: HostEnvironment = Scenario.linux, console: [String] = []
     ) -> Diagnosis {
         let failure = FlashFailure(reason, stage: stage, phase: phase, timeline: timeline)
-        return Diagnoser.diagnose(Evidence(failure: failure, kernelLog: kernel, environment: environment, consoleLog: console))
+        return Diagnoser.diagnose(
+            Evidence(failure: failure, kernelLog: kernel, environment: environment, consoleLog: console))
     }
 
     // MARK: Finding and opening the board
@@ -81,14 +87,16 @@ struct DiagnoserTests {
     }
 
     @Test func noBoardWhileSysfsShowsOneChecksFilters() {
-        let board = SysfsBoard(port: Scenario.port, vendorID: 0x0483, productID: 0xDF11, node: "/dev/bus/usb/001/005", userCanOpen: true)
+        let board = SysfsBoard(
+            port: Scenario.port, vendorID: 0x0483, productID: 0xDF11, node: "/dev/bus/usb/001/005", userCanOpen: true)
         let diagnosis = diagnose(.noBoard(waited: .seconds(10)), environment: HostEnvironment(boards: [board]))
         #expect(diagnosis.nextSteps.first?.contains("--port/--serial") == true)
         #expect(diagnosis.evidence.contains { $0.contains("sysfs nevertheless lists 1-2 0483:df11") })
     }
 
     @Test func severalBoards() {
-        let second = Scenario.device("DFU in HS Mode @Device ID /0x501, @Revision ID /0x1003", port: PortPath(bus: 3, ports: [1, 4]))
+        let second = Scenario.device(
+            "DFU in HS Mode @Device ID /0x501, @Revision ID /0x1003", port: PortPath(bus: 3, ports: [1, 4]))
         let diagnosis = diagnose(.severalBoards([Scenario.rom, second]))
         #expect(diagnosis.code == .severalBoards)
         #expect(diagnosis.evidence.count >= 3)
@@ -96,7 +104,9 @@ struct DiagnoserTests {
     }
 
     @Test func openFailedAccessIsPermission() {
-        let diagnosis = diagnose(.openFailed(USBTransferError(.access, operation: "libusb_open")), stage: .rom, timeline: [TimelineEntry(time: 0, kind: .added, stage: .rom, device: Scenario.rom)])
+        let diagnosis = diagnose(
+            .openFailed(USBTransferError(.access, operation: "libusb_open")), stage: .rom,
+            timeline: [TimelineEntry(time: 0, kind: .added, stage: .rom, device: Scenario.rom)])
         #expect(diagnosis.code == .usbPermission)
         #expect(diagnosis.nextSteps.first?.contains("udev-rules --install") == true)
         #expect(diagnosis.evidence.contains { $0.hasPrefix("no udev rule for 0483:df11") })
@@ -104,7 +114,8 @@ struct DiagnoserTests {
 
     @Test func permissionWithoutUdevdInWSLSaysHowToStartIt() {
         let environment = HostEnvironment(wsl: .wsl2, udevRunning: false)
-        let diagnosis = diagnose(.openFailed(USBTransferError(.access, operation: "libusb_open")), environment: environment)
+        let diagnosis = diagnose(
+            .openFailed(USBTransferError(.access, operation: "libusb_open")), environment: environment)
         #expect(diagnosis.code == .usbPermission)
         #expect(diagnosis.nextSteps.contains { $0.contains("systemd=true") })
     }
@@ -152,13 +163,17 @@ struct DiagnoserTests {
     // MARK: Silence after DETACH
 
     @Test func tfaDetachWithNothingBackIsUBootNoUSB() {
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach)
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach)
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.evidence.contains("no USB add event at all after the DETACH"))
         let steps = diagnosis.nextSteps.joined(separator: "\n")
         #expect(steps.contains(#"&usbotg_hs { dr_mode = "peripheral"; u-boot,force-b-session-valid; };"#))
         #expect(steps.contains("<board>-u-boot.dtsi"))
-        for marker in ["vdda1v1-supply", "vdda1v8-supply", "phy-supply", "Failed to load image id … (-80)", "Boot interface 6 not supported", "No USB device found", "udc_device_get_by_index failed"] {
+        for marker in [
+            "vdda1v1-supply", "vdda1v8-supply", "phy-supply", "Failed to load image id … (-80)",
+            "Boot interface 6 not supported", "No USB device found", "udc_device_get_by_index failed",
+        ] {
             #expect(steps.contains(marker), "missing \(marker)")
         }
         #expect(diagnosis.nextSteps.first?.contains("UART") == true)
@@ -167,8 +182,13 @@ struct DiagnoserTests {
     }
 
     @Test func consoleLineNamesTheUBootCause() {
-        let console = ["NOTICE:  BL2: Booting BL33", "U-Boot 2023.10", "Can't get vdda1v1-supply regulator", "stm32prog: no USB device found"]
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, kernel: ["usb 1-2: USB disconnect, device number 6"], console: console)
+        let console = [
+            "NOTICE:  BL2: Booting BL33", "U-Boot 2023.10", "Can't get vdda1v1-supply regulator",
+            "stm32prog: no USB device found",
+        ]
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            kernel: ["usb 1-2: USB disconnect, device number 6"], console: console)
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.cause.contains("supply is missing"))
         #expect(diagnosis.evidence.contains { $0.hasPrefix("console: Can't get vdda1v1-supply regulator") })
@@ -183,16 +203,24 @@ struct DiagnoserTests {
     }
 
     @Test func kernelEnumerationErrorsWin() {
-        let kernel = ["[12.1] usb 1-2: device descriptor read/64, error -110", "[13.4] usb 1-2: device not accepting address 9, error -71"]
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, kernel: kernel, environment: Scenario.virtualBoxGuest)
+        let kernel = [
+            "[12.1] usb 1-2: device descriptor read/64, error -110",
+            "[13.4] usb 1-2: device not accepting address 9, error -71",
+        ]
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, kernel: kernel,
+            environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.code == .enumerationErrors)
         #expect(diagnosis.evidence.contains("kernel: [13.4] usb 1-2: device not accepting address 9, error -71"))
         #expect(diagnosis.nextSteps.first?.contains("USB 2") == true)
     }
 
     @Test func addedOnAnotherPortIsOtherPort() {
-        let elsewhere = Scenario.device("USB download gadget@Device ID /0x500, @Revision ID /0x2000", port: PortPath(bus: 2, ports: [1]), serial: "111")
-        let timeline = Scenario.upToTFADetach + [TimelineEntry(time: 9.0, kind: .otherPort, stage: .uboot, device: elsewhere)]
+        let elsewhere = Scenario.device(
+            "USB download gadget@Device ID /0x500, @Revision ID /0x2000", port: PortPath(bus: 2, ports: [1]),
+            serial: "111")
+        let timeline =
+            Scenario.upToTFADetach + [TimelineEntry(time: 9.0, kind: .otherPort, stage: .uboot, device: elsewhere)]
         let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: timeline)
         #expect(diagnosis.code == .otherPort)
         #expect(diagnosis.nextSteps.first?.contains("--port 2-1") == true)
@@ -200,7 +228,9 @@ struct DiagnoserTests {
     }
 
     @Test func inAVMPassthroughComesFirstWithUBootAsAlternative() throws {
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, environment: Scenario.virtualBoxGuest)
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.code == .vmPassthroughLost)
         #expect(diagnosis.cause.contains("this VirtualBox VM"))
         #expect(diagnosis.nextSteps.first?.contains("stm32mp-flash vm-filter --for virtualbox") == true)
@@ -211,34 +241,51 @@ struct DiagnoserTests {
     }
 
     @Test func inWSLTheRecipeIsUsbipd() {
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, environment: Scenario.wslGuest)
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            environment: Scenario.wslGuest)
         #expect(diagnosis.code == .vmPassthroughLost)
-        #expect(diagnosis.nextSteps.first?.contains("usbipd policy add --effect Allow --operation AutoBind --hardware-id 0483:df11") == true)
+        #expect(
+            diagnosis.nextSteps.first?.contains(
+                "usbipd policy add --effect Allow --operation AutoBind --hardware-id 0483:df11") == true)
     }
 
     @Test func aConsoleLineBeatsThePassthroughGuess() {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, environment: Scenario.virtualBoxGuest,
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            environment: Scenario.virtualBoxGuest,
             console: ["udc_device_get_by_index failed"])
         #expect(diagnosis.code == .ubootNoUSB)
     }
 
     @Test func romDetachWithNothingBackIsFSBLNotStarted() {
-        let timeline = Array(Scenario.upToTFADetach.prefix(5)) + [TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)]
-        let diagnosis = diagnose(.reconnectTimeout(waited: .seconds(3)), stage: .rom, phase: 0x01, timeline: timeline, kernel: ["usb 1-2: USB disconnect, device number 5"])
+        let timeline =
+            Array(Scenario.upToTFADetach.prefix(5)) + [
+                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
+            ]
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: .seconds(3)), stage: .rom, phase: 0x01, timeline: timeline,
+            kernel: ["usb 1-2: USB disconnect, device number 5"])
         #expect(diagnosis.code == .fsblNotStarted)
         #expect(diagnosis.nextSteps.first?.contains("tf-a-<board>-usb.stm32") == true)
     }
 
     @Test func storageBuildOfTFAOnTheConsole() {
-        let timeline = Array(Scenario.upToTFADetach.prefix(5)) + [TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)]
-        let diagnosis = diagnose(.reconnectTimeout(waited: .seconds(3)), stage: .rom, timeline: timeline, console: ["ERROR:   Boot interface 6 not supported", "PANIC at PC : 0x2ffe1234"])
+        let timeline =
+            Array(Scenario.upToTFADetach.prefix(5)) + [
+                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
+            ]
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: .seconds(3)), stage: .rom, timeline: timeline,
+            console: ["ERROR:   Boot interface 6 not supported", "PANIC at PC : 0x2ffe1234"])
         #expect(diagnosis.code == .fsblNotStarted)
         #expect(diagnosis.cause.contains("storage boot"))
     }
 
     @Test func ubootDetachAfterLayoutIsDeviceInitTimeout() {
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .uboot, timeline: Scenario.upToUBootDetach, kernel: ["usb 1-2: USB disconnect, device number 7"])
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .uboot, timeline: Scenario.upToUBootDetach,
+            kernel: ["usb 1-2: USB disconnect, device number 7"])
         #expect(diagnosis.code == .deviceInitTimeout)
         #expect(diagnosis.alternatives.isEmpty)
     }
@@ -247,7 +294,9 @@ struct DiagnoserTests {
         let slowROM = Scenario.device("DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000", speed: .full)
         var timeline = Scenario.upToTFADetach
         timeline[0] = TimelineEntry(time: 0.0, kind: .added, stage: .rom, device: slowROM)
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: timeline, kernel: ["usb 1-2: USB disconnect"])
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: timeline,
+            kernel: ["usb 1-2: USB disconnect"])
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.alternatives.map(\.code) == [.fullSpeedLink])
     }
@@ -255,8 +304,11 @@ struct DiagnoserTests {
     // MARK: Identity after DETACH
 
     @Test func romAfterDetachToUBootIsRomCameBack() {
-        let timeline = Scenario.upToTFADetach + [TimelineEntry(time: 6.0, kind: .added, stage: .rom, device: Scenario.rom)]
-        let diagnosis = diagnose(.unexpectedIdentity(.rom), stage: .tfa, timeline: timeline, kernel: ["usb 1-2: reset high-speed USB device number 8 using xhci_hcd"])
+        let timeline =
+            Scenario.upToTFADetach + [TimelineEntry(time: 6.0, kind: .added, stage: .rom, device: Scenario.rom)]
+        let diagnosis = diagnose(
+            .unexpectedIdentity(.rom), stage: .tfa, timeline: timeline,
+            kernel: ["usb 1-2: reset high-speed USB device number 8 using xhci_hcd"])
         #expect(diagnosis.code == .romCameBack)
         #expect(diagnosis.evidence.contains("kernel: usb 1-2: reset high-speed USB device number 8 using xhci_hcd"))
         #expect(diagnosis.alternatives.map(\.code) == [.powerSupply])
@@ -264,21 +316,29 @@ struct DiagnoserTests {
 
     @Test func romCameBackAfterAnErrorReplySaysSo() {
         var timeline = Scenario.upToUBootDetach
-        timeline.insert(TimelineEntry(time: 9.55, kind: .phase, stage: .uboot, detail: "FF: mmc device 1 not found"), at: timeline.count - 2)
+        timeline.insert(
+            TimelineEntry(time: 9.55, kind: .phase, stage: .uboot, detail: "FF: mmc device 1 not found"),
+            at: timeline.count - 2)
         timeline.append(TimelineEntry(time: 12.0, kind: .added, stage: .rom, device: Scenario.rom))
-        let diagnosis = diagnose(.unexpectedIdentity(.rom), stage: .uboot, timeline: timeline, environment: Scenario.virtualBoxGuest)
+        let diagnosis = diagnose(
+            .unexpectedIdentity(.rom), stage: .uboot, timeline: timeline, environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.code == .romCameBack)
         #expect(diagnosis.cause.contains("after reporting an error"))
         #expect(diagnosis.alternatives.map(\.code) == [.vmPassthroughLost, .powerSupply])
     }
 
     @Test func overCurrentMakesItAPowerProblem() {
-        let diagnosis = diagnose(.unexpectedIdentity(.rom), stage: .tfa, timeline: Scenario.upToTFADetach, kernel: ["usb usb1-port2: over-current condition"])
+        let diagnosis = diagnose(
+            .unexpectedIdentity(.rom), stage: .tfa, timeline: Scenario.upToTFADetach,
+            kernel: ["usb usb1-port2: over-current condition"])
         #expect(diagnosis.code == .powerSupply)
     }
 
     @Test func romAfterROMDetachIsFSBLNotStarted() {
-        let timeline = Array(Scenario.upToTFADetach.prefix(5)) + [TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)]
+        let timeline =
+            Array(Scenario.upToTFADetach.prefix(5)) + [
+                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
+            ]
         #expect(diagnose(.unexpectedIdentity(.rom), stage: .rom, timeline: timeline).code == .fsblNotStarted)
     }
 
@@ -292,32 +352,42 @@ struct DiagnoserTests {
     // MARK: Transfers
 
     @Test func deviceGoneMidPhaseIsDisconnected() {
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.noDevice, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x21, timeline: Scenario.upToUBootDetach)
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.noDevice, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x21,
+            timeline: Scenario.upToUBootDetach)
         #expect(diagnosis.code == .disconnected)
         #expect(diagnosis.evidence.contains { $0.contains("during phase 0x21") })
         #expect(diagnosis.alternatives.map(\.code) == [.powerSupply])
     }
 
     @Test func disconnectWithOverCurrentIsPower() {
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.noDevice, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x21, kernel: ["usb usb1-port2: over-current change"])
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.noDevice, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x21,
+            kernel: ["usb usb1-port2: over-current change"])
         #expect(diagnosis.code == .powerSupply)
         #expect(diagnosis.evidence.contains("kernel: usb usb1-port2: over-current change"))
     }
 
     @Test func transferTimeout() {
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.timeout, operation: "DFU_GETSTATUS")), stage: .uboot, phase: 0x22, timeline: Scenario.upToUBootDetach)
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.timeout, operation: "DFU_GETSTATUS")), stage: .uboot, phase: 0x22,
+            timeline: Scenario.upToUBootDetach)
         #expect(diagnosis.code == .transferTimeout)
     }
 
     @Test func stallWithoutMessageIsTransferError() {
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.stall, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22, timeline: Scenario.upToUBootDetach)
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.stall, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22,
+            timeline: Scenario.upToUBootDetach)
         #expect(diagnosis.code == .transferError)
     }
 
     @Test func transferTroubleOnAFullSpeedLinkBlamesTheLink() {
         let slow = Scenario.device("USB download gadget@Device ID /0x500, @Revision ID /0x2000", speed: .full)
         let timeline = [TimelineEntry(time: 0, kind: .opened, stage: .uboot, device: slow)]
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.timeout, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22, timeline: timeline)
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.timeout, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22,
+            timeline: timeline)
         #expect(diagnosis.code == .fullSpeedLink)
         #expect(diagnosis.alternatives.map(\.code) == [.transferTimeout])
     }
@@ -328,7 +398,9 @@ struct DiagnoserTests {
 
     @Test func romStopsAnsweringAfterFSBLOnMP15() {
         let timeline = Array(Scenario.upToTFADetach.prefix(5))
-        let diagnosis = diagnose(.transferFailed(USBTransferError(.stall, operation: "DFU_UPLOAD GetPhase")), stage: .rom, phase: 0x01, timeline: timeline)
+        let diagnosis = diagnose(
+            .transferFailed(USBTransferError(.stall, operation: "DFU_UPLOAD GetPhase")), stage: .rom, phase: 0x01,
+            timeline: timeline)
         #expect(diagnosis.code == .fsblNotStarted)
         #expect(diagnosis.alternatives.map(\.code) == [.transferError])
     }
@@ -377,10 +449,18 @@ struct DiagnoserTests {
     // MARK: Shape of every diagnosis
 
     @Test func evidenceStartsWithTheFailureAndTheTimeline() {
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, environment: Scenario.virtualBoxGuest)
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.evidence.first == "failure: [TF-A] the board did not come back within 30 s")
-        #expect(diagnosis.evidence.contains("timeline: t=4.1 s detachSent [TF-A] 1-2 0483:df11 \"DFU @Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,\""))
-        #expect(diagnosis.evidence.contains { $0.hasPrefix("running in this VirtualBox VM (/sys/class/dmi/id/product_name") })
+        #expect(
+            diagnosis.evidence.contains(
+                "timeline: t=4.1 s detachSent [TF-A] 1-2 0483:df11 \"DFU @Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,\""
+            ))
+        #expect(
+            diagnosis.evidence.contains {
+                $0.hasPrefix("running in this VirtualBox VM (/sys/class/dmi/id/product_name")
+            })
         #expect(diagnosis.text.contains("More: docs/troubleshooting.md#vm-passthrough-lost"))
     }
 

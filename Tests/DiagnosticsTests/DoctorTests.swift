@@ -24,7 +24,10 @@ struct DoctorTests {
     @Test func healthyHostPassesEverything() throws {
         let root = try healthyRoot()
         let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
-        #expect(checks.map(\.id) == ["libusb", "boards", "device-permissions", "udev-rule", "udevd", "virtualization", "kernel-log"])
+        #expect(
+            checks.map(\.id) == [
+                "libusb", "boards", "device-permissions", "udev-rule", "udevd", "virtualization", "kernel-log",
+            ])
         #expect(checks.allSatisfy { $0.status == .pass })
         #expect(Doctor.exitCode(checks) == 0)
         #expect(Doctor.render(checks).hasPrefix("[PASS] libusb: libusb-1.0 is available\n"))
@@ -45,10 +48,14 @@ struct DoctorTests {
     @Test func worldWritableAndLateUaccessRulesWarn() throws {
         let root = try healthyRoot()
         try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
-        try root.write("/etc/udev/rules.d/50-usb-conf.rules", #"SUBSYSTEMS=="usb", ATTRS{idVendor}=="0483", ATTRS{idProduct}=="df11", GROUP="users", MODE="0666""# + "\n")
+        try root.write(
+            "/etc/udev/rules.d/50-usb-conf.rules",
+            #"SUBSYSTEMS=="usb", ATTRS{idVendor}=="0483", ATTRS{idProduct}=="df11", GROUP="users", MODE="0666""# + "\n")
         #expect(status(Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)), "udev-rule") == .warn)
         try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/50-usb-conf.rules")
-        try root.write("/etc/udev/rules.d/99-late.rules", #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="df11", TAG+="uaccess""# + "\n")
+        try root.write(
+            "/etc/udev/rules.d/99-late.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="df11", TAG+="uaccess""# + "\n")
         let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
         #expect(status(checks, "udev-rule") == .warn)
         #expect(checks.first { $0.id == "udev-rule" }?.summary.contains("99-late.rules") == true)
@@ -77,7 +84,8 @@ struct DoctorTests {
     @Test func virtualBoxGuestPointsAtTheFilterRecipe() throws {
         let root = try healthyRoot()
         try root.write("/sys/class/dmi/id/product_name", "VirtualBox\n")
-        let check = try #require(Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "virtualization" })
+        let check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "virtualization" })
         #expect(check.status == .warn)
         #expect(check.summary == "running in a VirtualBox VM")
         #expect(check.fix?.contains("`stm32mp-flash vm-filter --for virtualbox`") == true)

@@ -1,7 +1,7 @@
 import Diagnostics
-import USBModel
 import Foundation
 import Testing
+import USBModel
 
 @Suite("EnvironmentProbe on fake roots")
 struct EnvironmentProbeTests {
@@ -68,7 +68,10 @@ struct EnvironmentProbeTests {
     @Test func kvmGuestOffersLibvirtProxmoxAndQemu() throws {
         let root = try FakeRoot()
         try root.write("/sys/class/dmi/id/sys_vendor", "QEMU\n")
-        #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).passthroughTargets == [.libvirt, .proxmox, .qemu])
+        #expect(
+            EnvironmentProbe.detect(root: root.path, user: otherUser()).passthroughTargets == [
+                .libvirt, .proxmox, .qemu,
+            ])
     }
 
     @Test func wsl2FromOsRelease() throws {
@@ -120,7 +123,8 @@ struct EnvironmentProbeTests {
         let root = try FakeRoot()
         try root.write("/.dockerenv", "")
         try root.write("/sys/class/dmi/id/product_name", "VirtualBox\n")
-        #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).passthroughTargets == [.docker, .virtualbox])
+        #expect(
+            EnvironmentProbe.detect(root: root.path, user: otherUser()).passthroughTargets == [.docker, .virtualbox])
     }
 
     @Test func udevRunningFollowsControlSocket() throws {
@@ -134,9 +138,14 @@ struct EnvironmentProbeTests {
         let root = try FakeRoot()
         try root.write(
             "/etc/udev/rules.d/50-usb-conf.rules",
-            "# ST rules\nSUBSYSTEMS==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"0afb\", GROUP=\"users\", MODE=\"0666\"\nSUBSYSTEMS==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"df11\", GROUP=\"users\", MODE=\"0666\"\n")
-        try root.write("/usr/lib/udev/rules.d/80-late.rules", "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"0483\", ATTR{idProduct}==\"df11|0afb\", TAG+=\"uaccess\"\n")
-        try root.write("/lib/udev/rules.d/69-other.rules", "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"1d6b\", ATTR{idProduct}==\"df11\", MODE=\"0660\"\n")
+            "# ST rules\nSUBSYSTEMS==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"0afb\", GROUP=\"users\", MODE=\"0666\"\nSUBSYSTEMS==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"df11\", GROUP=\"users\", MODE=\"0666\"\n"
+        )
+        try root.write(
+            "/usr/lib/udev/rules.d/80-late.rules",
+            "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"0483\", ATTR{idProduct}==\"df11|0afb\", TAG+=\"uaccess\"\n")
+        try root.write(
+            "/lib/udev/rules.d/69-other.rules",
+            "SUBSYSTEM==\"usb\", ATTR{idVendor}==\"1d6b\", ATTR{idProduct}==\"df11\", MODE=\"0660\"\n")
         try root.write("/etc/udev/rules.d/README", "0483 df11 idProduct\n")
         let rules = EnvironmentProbe.detect(root: root.path, user: otherUser()).udevRules
         #expect(rules.map(\.file) == ["/etc/udev/rules.d/50-usb-conf.rules", "/usr/lib/udev/rules.d/80-late.rules"])
@@ -148,7 +157,9 @@ struct EnvironmentProbeTests {
 
     @Test func linkedRuleFolderIsReadOnce() throws {
         let root = try FakeRoot()
-        try root.write("/usr/lib/udev/rules.d/60-dfu-util.rules", "SUBSYSTEM==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"df11\", TAG+=\"uaccess\"\n")
+        try root.write(
+            "/usr/lib/udev/rules.d/60-dfu-util.rules",
+            "SUBSYSTEM==\"usb\", ATTRS{idVendor}==\"0483\", ATTRS{idProduct}==\"df11\", TAG+=\"uaccess\"\n")
         try FileManager.default.createSymbolicLink(atPath: root.path + "/lib", withDestinationPath: "usr/lib")
         let rules = EnvironmentProbe.detect(root: root.path, user: otherUser()).udevRules
         #expect(rules.map(\.file) == ["/usr/lib/udev/rules.d/60-dfu-util.rules"])
@@ -164,7 +175,8 @@ struct EnvironmentProbeTests {
         let ownGroup = getgid()
         try root.write("/etc/group", "root:x:0:\nplugdev:x:\(ownGroup):alice\n")
         try root.addUSBDevice(port: "1-2.3", busnum: 1, devnum: 7, nodeMode: 0o660)
-        try root.addUSBDevice(port: "3-1", product: "0afb", busnum: 3, devnum: 12, productString: nil, speed: "12", nodeMode: 0o600)
+        try root.addUSBDevice(
+            port: "3-1", product: "0afb", busnum: 3, devnum: 12, productString: nil, speed: "12", nodeMode: 0o600)
         try root.addUSBDevice(port: "2-4", vendor: "046d", product: "c52b", busnum: 2, devnum: 3)
         try root.write("/sys/bus/usb/devices/1-2.3:1.0/bInterfaceClass", "fe\n")
 
@@ -183,14 +195,16 @@ struct EnvironmentProbeTests {
 
         let outsider = EnvironmentProbe.detect(root: root.path, user: otherUser())
         #expect(outsider.boards.allSatisfy { !$0.userCanOpen })
-        let owner = EnvironmentProbe.detect(root: root.path, user: UserIdentity(uid: getuid(), gid: getgid(), groups: []))
+        let owner = EnvironmentProbe.detect(
+            root: root.path, user: UserIdentity(uid: getuid(), gid: getgid(), groups: []))
         #expect(owner.boards.allSatisfy { $0.userCanOpen })
     }
 
     @Test func missingNodeCannotBeOpened() throws {
         let root = try FakeRoot()
         try root.addUSBDevice(port: "1-1", busnum: 1, devnum: 4, nodeMode: nil)
-        let board = try #require(EnvironmentProbe.detect(root: root.path, user: otherUser(groups: [getgid()])).boards.first)
+        let board = try #require(
+            EnvironmentProbe.detect(root: root.path, user: otherUser(groups: [getgid()])).boards.first)
         #expect(board.nodeMode == nil)
         #expect(!board.userCanOpen)
     }

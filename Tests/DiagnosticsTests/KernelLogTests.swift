@@ -37,7 +37,10 @@ struct KernelLogTests {
     @Test func keepsTheLastLines() throws {
         let root = try FakeRoot()
         try root.write("/dev/kmsg", Self.kmsg)
-        #expect(KernelLog.usbLines(root: root.path, last: 1) == ["[9.800000] usb 1-2: reset high-speed USB device number 9 using xhci_hcd"])
+        #expect(
+            KernelLog.usbLines(root: root.path, last: 1) == [
+                "[9.800000] usb 1-2: reset high-speed USB device number 9 using xhci_hcd"
+            ])
     }
 
     @Test func unreadableLogGivesNothing() throws {
@@ -47,7 +50,10 @@ struct KernelLogTests {
     }
 
     @Test func filterIgnoresNonUSBErrors() {
-        let lines = ["ata1: COMRESET failed (errno=-110)", "usb 3-1: device descriptor read/64, error -71", "mmc0: error -110 whilst initialising SD card"]
+        let lines = [
+            "ata1: COMRESET failed (errno=-110)", "usb 3-1: device descriptor read/64, error -71",
+            "mmc0: error -110 whilst initialising SD card",
+        ]
         #expect(KernelLog.filterUSB(lines) == ["usb 3-1: device descriptor read/64, error -71"])
     }
 }

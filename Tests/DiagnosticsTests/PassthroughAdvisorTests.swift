@@ -56,7 +56,8 @@ struct PassthroughAdvisorTests {
               - If the board drops during enumeration in the VM, add `usb.quirks.device0 = "0x0483:0xdf11 skip-reset, skip-refresh, skip-setconfig"`.
               - The path form follows the physical port, but how VMware numbers ports behind hubs is not confirmed here: copy the exact `path:` value that vmware.log shows for the board (lines with vid:0483), or use the vid/pid lines instead. ESXi autoconnect by path is speed-specific: a port that saw a high-speed device will not reconnect a full-speed one.
             """# + "\n"
-        #expect(PassthroughAdvisor.advice(for: .vmware, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
+        #expect(
+            PassthroughAdvisor.advice(for: .vmware, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
     }
 
     @Test func qemu() {
@@ -100,7 +101,8 @@ struct PassthroughAdvisorTests {
               - After 3 failed opens of a device it keeps seeing, QEMU stops trying until the device has been gone for a whole scan: make sure the host can open the board (install the udev rule on the host: `stm32mp-flash udev-rules --install`) and that no host program holds it.
               - Never use hostaddr= (it changes at every re-enumeration); with several boards, vendorid/productid grab the first one, so match the port.
             """# + "\n"
-        #expect(PassthroughAdvisor.advice(for: .qemu, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
+        #expect(
+            PassthroughAdvisor.advice(for: .qemu, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
     }
 
     @Test func libvirt() {
@@ -152,7 +154,8 @@ struct PassthroughAdvisorTests {
               - After 3 failed opens of a device it keeps seeing, QEMU stops trying until the device has been gone for a whole scan: make sure the host can open the board (install the udev rule on the host: `stm32mp-flash udev-rules --install`) and that no host program holds it.
               - Never use hostaddr= (it changes at every re-enumeration); with several boards, vendorid/productid grab the first one, so match the port.
             """# + "\n"
-        #expect(PassthroughAdvisor.advice(for: .libvirt, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
+        #expect(
+            PassthroughAdvisor.advice(for: .libvirt, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
     }
 
     @Test func proxmox() {
@@ -191,7 +194,8 @@ struct PassthroughAdvisorTests {
               - After 3 failed opens of a device it keeps seeing, QEMU stops trying until the device has been gone for a whole scan: make sure the host can open the board (install the udev rule on the host: `stm32mp-flash udev-rules --install`) and that no host program holds it.
               - Never use hostaddr= (it changes at every re-enumeration); with several boards, vendorid/productid grab the first one, so match the port.
             """# + "\n"
-        #expect(PassthroughAdvisor.advice(for: .proxmox, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
+        #expect(
+            PassthroughAdvisor.advice(for: .proxmox, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
     }
 
     @Test func wsl() {
@@ -296,6 +300,7 @@ struct PassthroughAdvisorTests {
               - Docker Desktop on macOS/Windows has no direct USB access; run the flasher on the host or in a Linux VM with passthrough.
               - Rootless Podman: device cgroup rules are not confirmed to apply; add `--group-add keep-groups` so your host group (e.g. plugdev) reaches the node, or run rootful with sudo.
             """# + "\n"
-        #expect(PassthroughAdvisor.advice(for: .podman, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
+        #expect(
+            PassthroughAdvisor.advice(for: .podman, vm: "dev", port: PortPath("3-1.2"), insideGuest: true) == expected)
     }
 }

@@ -31,14 +31,17 @@ struct UdevRulesTests {
     @Test func installWritesTheRuleUnderRootWithoutReloading() throws {
         let root = try FakeRoot()
         var commands: [[String]] = []
-        let written = try UdevRules.install(group: "dialout", root: root.path, effectiveUID: 1000) { commands.append($0); return 0 }
+        let written = try UdevRules.install(group: "dialout", root: root.path, effectiveUID: 1000) {
+            commands.append($0); return 0
+        }
         #expect(written == root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
         #expect(try root.read("/etc/udev/rules.d/60-stm32mp-flash.rules") == UdevRules.text(group: "dialout"))
         #expect(!root.exists("/etc/udev/rules.d/.60-stm32mp-flash.rules.tmp"))
         #expect(commands.isEmpty)  // only the live system is reloaded
 
         // The probe then finds the rule it wrote.
-        let rules = EnvironmentProbe.detect(root: root.path, user: UserIdentity(uid: 1000, gid: 1000, groups: [])).udevRules
+        let rules = EnvironmentProbe.detect(root: root.path, user: UserIdentity(uid: 1000, gid: 1000, groups: []))
+            .udevRules
         #expect(rules.count == 1)
         #expect(rules.first?.grantsUaccess == true)
         #expect(rules.first?.uaccessTooLate == false)
@@ -47,7 +50,9 @@ struct UdevRulesTests {
     @Test func installOnTheLiveSystemRefusesNonRootBeforeWriting() {
         var commands: [[String]] = []
         #expect(throws: UdevRules.Failure.self) {
-            try UdevRules.install(root: "/", effectiveUID: 1000) { commands.append($0); return 0 }
+            try UdevRules.install(root: "/", effectiveUID: 1000) {
+                commands.append($0); return 0
+            }
         }
         #expect(commands.isEmpty)
     }
