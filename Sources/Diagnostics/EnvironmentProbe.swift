@@ -101,13 +101,19 @@ public enum EnvironmentProbe {
             evidence.append("/run/systemd/container = \"\(name)\"")
             return ContainerKind(rawValue: name) ?? .other
         }
+        // "oci" names no manager (some images hard-code it): the marker files below then decide.
+        var generic = false
         if let environ = files.readBytes("/proc/1/environ", limit: 1 << 16) {
             for entry in environ.split(separator: 0) {
                 let text = String(decoding: entry, as: UTF8.self)
                 guard text.hasPrefix("container=") else { continue }
                 let name = String(text.dropFirst("container=".count))
                 evidence.append("/proc/1/environ has container=\(name)")
-                return ContainerKind(rawValue: name) ?? (name == "oci" ? .podman : .other)
+                if name == "oci" {
+                    generic = true
+                    break
+                }
+                return ContainerKind(rawValue: name) ?? .other
             }
         }
         if files.exists("/run/.containerenv") {
@@ -122,7 +128,7 @@ public enum EnvironmentProbe {
             evidence.append("/proc/vz exists without /proc/bc")
             return .openvz
         }
-        return nil
+        return generic ? .other : nil
     }
 
     // MARK: udev rules

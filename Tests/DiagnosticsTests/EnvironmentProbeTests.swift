@@ -112,6 +112,14 @@ struct EnvironmentProbeTests {
         #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).container == .lxc)
     }
 
+    @Test func genericOCIEnvironmentDefersToMarkerFiles() throws {
+        let root = try FakeRoot()
+        try root.write("/proc/1/environ", Data("container=oci\0".utf8))
+        #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).container == .other)
+        try root.write("/run/.containerenv", "")
+        #expect(EnvironmentProbe.detect(root: root.path, user: otherUser()).container == .podman)
+    }
+
     @Test func systemdContainerFileWinsOverDockerenv() throws {
         let root = try FakeRoot()
         try root.write("/run/systemd/container", "systemd-nspawn\n")
