@@ -160,9 +160,11 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     /// TF-A got DETACH: MP2 DDR phase → TF-A again; SSBL loaded → U-Boot (unless a fault says no).
     func tfaDetached(ssblLoaded: Bool, ddrOnly: Bool) {
         let timing = configuration.timing
-        disconnect(after: .microseconds(100))
+        let disconnectDelay = Duration.microseconds(100)
+        disconnect(after: disconnectDelay)
         if ddrOnly {
-            enumerate(after: timing.tfaReconnect) { [unowned self] in TFAFirmware(board: self, ddrDone: true) }
+            // The reconnection counts from the soft disconnect, so it never overtakes it.
+            enumerate(after: disconnectDelay + timing.tfaReconnect) { [unowned self] in TFAFirmware(board: self, ddrDone: true) }
             return
         }
         guard ssblLoaded else {
