@@ -10,6 +10,7 @@ public struct RootCommand: AsyncParsableCommand {
             CheckCommand.self,
             PlanCommand.self,
             ExamplesCommand.self,
+            FlashCommand.self,
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,

@@ -238,7 +238,7 @@ public final class Flasher: Sendable {
                 phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
                 controlTransfers: report.controlTransfers)
             results.append(result)
-            recorder.add(.sendDone, stage: stage, detail: "\(phaseHex(id)) \(report.bytes) bytes in \(report.duration)")
+            recorder.add(.sendDone, stage: stage, detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
             flasher.emit(.phaseFinished(result))
         }
 
@@ -268,7 +268,7 @@ public final class Flasher: Sendable {
         mutating func detachAndAwait(expecting: BoardStage, timeout: Duration) async throws -> FlashStateMachine.Action {
             let from = machine.stage
             let previous = try current().identity
-            recorder.add(.detachSent, stage: from, detail: "expecting \(expecting.displayName) within \(timeout)")
+            recorder.add(.detachSent, stage: from, detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
             flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
             try await current().detach()
             await closeCurrent()
@@ -325,6 +325,9 @@ public final class Flasher: Sendable {
         }
     }
 }
+
+/// Whole milliseconds, for timeline details.
+func milliseconds(_ duration: Duration) -> Int { Int((duration.inSeconds * 1000).rounded()) }
 
 /// Thread-safe append-only timeline, stamped with the bus clock.
 final class TimelineRecorder: Sendable {
