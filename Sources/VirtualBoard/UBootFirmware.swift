@@ -36,6 +36,8 @@ final class UBootFirmware: Firmware {
 
     private let alternateKinds: [Alternate]
     private let program: UBootProgram?
+    /// Enumeration 2 (after device init, successful or not): an error read there arms a reset.
+    private let afterDeviceInit: Bool
     private var phase: UInt8
     private var errorMessage: String?
     private var resetArmed = false
@@ -102,6 +104,7 @@ final class UBootFirmware: Firmware {
         }
         alternateKinds = kinds
         self.program = program
+        afterDeviceInit = program != nil || initError != nil
         if let program {
             phase = program.partitions.first { $0.programmed }?.id ?? 0xFE
         } else {
@@ -336,7 +339,7 @@ final class UBootFirmware: Firmware {
             return
         }
         // END, a rejected layout or an unread error: leave stm32prog without reset; an error read
-        // through GetPhase: reset (the §C.7 matrix).
-        board.ubootLeaves(reset: phase == 0xFF && resetArmed, message: "Download done")
+        // through GetPhase in enumeration 2: reset (the §C.7 matrix).
+        board.ubootLeaves(reset: afterDeviceInit && phase == 0xFF && resetArmed, message: "Download done")
     }
 }

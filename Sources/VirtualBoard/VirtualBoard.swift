@@ -138,7 +138,13 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
             // A storage TF-A started from USB (reference §B).
             console("ERROR:   Boot interface 6 not supported")
             console("PANIC at PC : 0x2ffe4d2c")
-            if inPlace { current?.silent = true } else { disconnect(after: config.timing.detachToDisconnect) }
+            if inPlace {
+                // The ROM's session dies mid-status: an I/O error, then silence.
+                current?.silent = true
+                current?.pendingFailure = .io
+            } else {
+                disconnect(after: config.timing.detachToDisconnect)
+            }
             return
         }
         console("NOTICE:  BL2: Booting from USB (STM32CubeProgrammer)")

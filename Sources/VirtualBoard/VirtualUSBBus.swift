@@ -277,6 +277,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
 
     /// Standard requests from the descriptors (recorded in the board's trace); the rest to the model.
     private func answer(_ model: any USBDeviceModel, _ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
+        // A firmware that crashed in place answers nothing at all, standard requests included.
+        if let boardDevice = model as? BoardDevice, boardDevice.silent { return DeviceControlReply(.noAnswer) }
         guard setup.requestType & 0x60 == 0 else { return model.control(setup, data: data) }
         var reply: DeviceControlReply
         switch (setup.request, UInt8(setup.value >> 8)) {
