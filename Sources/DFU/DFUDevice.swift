@@ -141,6 +141,8 @@ public final class DFUDevice: Sendable {
         let startTransfers = controlTransferCount
         let label = "download of phase 0x\(hex2(phase, uppercase: true))"
         let alt = try requireAlternate(phase, label)
+        // A zero-length DNLOAD in dfuIDLE is an error for TF-A and U-Boot: refuse before asking.
+        guard source.count > 0 else { throw DFUError(.malformed("nothing to send (empty source)"), operation: label) }
         try await select(alt, label)
         try await expectIdle(alt, label)
 

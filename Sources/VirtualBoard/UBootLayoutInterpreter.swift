@@ -1,4 +1,5 @@
 import FlashLayout
+import GPT
 
 /// An error U-Boot reports through GetPhase (`stm32prog_err()` text).
 struct UBootFailure: Error {
@@ -63,7 +64,9 @@ enum UBootLayoutInterpreter {
                 return .failure(UBootFailure(message: notFoundMessage(device.target)))
             }
             switch DevicePlanner.plan(device, geometry: geometry) {
-            case .success(let plan): plans.append(plan)
+            case .success(let plan):
+                if let mismatch = partialUpdateMismatch(plan, board: board) { return .failure(mismatch) }
+                plans.append(plan)
             case .failure(let error): return .failure(UBootFailure(message: error.message))
             }
         }
@@ -99,6 +102,34 @@ enum UBootLayoutInterpreter {
         }.sorted { $0.id < $1.id }
         return .success(program)
     }
+
+    /// `init_device()` on a partial update of an MMC: partition N must match entry N of the GPT
+    /// already on the device, start and size (MTD partition tables are not modelled).
+    static func partialUpdateMismatch(_ plan: DevicePlan, board: VirtualBoard) -> UBootFailure? {
+        guard plan.target.kind == .mmc, !plan.fullUpdate else { return nil }
+        let disk = try? GPTDisk.read(from: try board.storage.prepareImage(device: plan.target.description))
+        let block = plan.geometry.blockSize
+        for partition in plan.partitions {
+            guard let number = partition.gptNumber else { continue }
+            let label = "\(partition.line.name) (0x\(String(partition.line.id, radix: 16)))"
+            guard let entries = disk?.entries, number <= entries.count, entries[number - 1].isUsed else {
+                return UBootFailure(message: "\(label):Couldn't find part \(number) on device mmc \(plan.target.index)")
+            }
+            let entry = entries[number - 1]
+            let (start, size) = (entry.firstLBA * block, entry.sectorCount * block)
+            if partition.offset != start {
+                return UBootFailure(
+                    message: "\(label): Bad address for partition \(number) (\(entry.name)) = 0x\(hex(partition.offset)) <> 0x\(hex(start)) expected")
+            }
+            if let planned = partition.size, planned != size {
+                return UBootFailure(
+                    message: "\(label): Bad size for partition \(number) (\(entry.name)) at 0x\(hex(partition.offset)) = 0x\(hex(planned)) <> 0x\(hex(size)) expected")
+            }
+        }
+        return nil
+    }
+
+    private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
 
     private static func erase(_ partition: PlannedPartition, plan: DevicePlan, board: VirtualBoard, program: inout UBootProgram) throws {
         guard plan.target.kind != .ram, let size = partition.size else { return }

@@ -12,8 +12,8 @@ public import USBModel
 public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public let clock: any FlashClock
     /// Attempts of a string read through the transient state after enumeration (like USBHost).
-    public var stringAttempts = 5
-    public var stringRetryDelay: Duration = .milliseconds(20)
+    public let stringAttempts: Int
+    public let stringRetryDelay: Duration
 
     private let lock = Mutex(())
     private var boards: [VirtualBoard]
@@ -23,9 +23,14 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     private var addresses: [ObjectIdentifier: Int] = [:]
     private var nextAddress = 2
 
-    public init(clock: any FlashClock, boards: [VirtualBoard] = []) {
+    public init(
+        clock: any FlashClock, boards: [VirtualBoard] = [], stringAttempts: Int = 5,
+        stringRetryDelay: Duration = .milliseconds(20)
+    ) {
         self.clock = clock
         self.boards = boards
+        self.stringAttempts = stringAttempts
+        self.stringRetryDelay = stringRetryDelay
     }
 
     /// Plugs a board in (an add event follows if one is enumerated and the bus is watched).

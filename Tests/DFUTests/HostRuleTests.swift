@@ -1,4 +1,5 @@
 import DFU
+import Synchronization
 import TestSupport
 import Testing
 import Timekeeping
@@ -225,5 +226,32 @@ struct HostRuleTests {
         try await rom.detach()
         await #expect(throws: DFUError.self) { _ = try await rom.getPhase() }
         #expect(rom.controlTransferCount > 0)
+    }
+
+    @Test("download streams block by block, reports progress and counts every control transfer")
+    func progressAndCounts() async throws {
+        let rig = try Rig()
+        let device = try await rig.open()
+        #expect(device.controlTransferCount == rig.board.trace.count)
+        let before = rig.board.trace.count
+        let seen = Mutex<[Int64]>([])
+        let report = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true
+        ) { bytes in seen.withLock { $0.append(bytes) } }
+        #expect(seen.withLock { $0 } == [1024, 2048, 3000])
+        // SET_INTERFACE, GETSTATUS; per block DNLOAD + dfuDNBUSY + dfuDNLOAD-IDLE; ZLP + 7 + 2.
+        #expect(report.controlTransfers == 14)
+        #expect(rig.board.trace.count - before == 14)
+        #expect(device.controlTransferCount == rig.board.trace.count)
+        #expect(report.duration == rig.clock.now - rig.board.trace[before].time)
+    }
+
+    @Test("an empty source is refused before anything is sent")
+    func emptySource() async throws {
+        let rig = try Rig()
+        let device = try await rig.open()
+        let before = rig.board.trace.count
+        await #expect(throws: DFUError.self) { _ = try await device.download(MemoryByteSource([]), phase: 0x01) }
+        #expect(rig.board.trace.count == before)
     }
 }

@@ -132,23 +132,48 @@ struct SessionTests {
         #expect(Int64(info.st_blocks) * 512 < 16 << 20)
     }
 
-    @Test("partial update writes no GPT; the command alternate sets the offset (big-endian, §4.4)")
+    @Test("partial update: the existing GPT must match; the command alternate sets the offset (big-endian, §4.4)")
     func partialUpdateAndCommand() async throws {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
-        let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
-        #expect(enumeration2.alternate(forPhase: 0x04)?.name?.access == "a")
-        #expect(try await enumeration2.getPhase().phase == 0x05)
-        try await enumeration2.writeCommand(phase: 0x05, address: 0x0000_0200)
-        let resumed = try await enumeration2.getPhase()
-        #expect(resumed.offset == 0x200)
+        let full = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+        #expect(try await rig.programPartitions(full, files: try TestLayouts.files(for: TestLayouts.sdCard)).phase == 0xFE)
+        let fsbl1Before = try rig.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000)
+
+        // Reset into the ROM and flash again with the partial layout.
+        try await rig.bus.startWatching()
+        try await full.writeCommand(phase: 0xFF, address: 0xC000_0000)
+        #expect(rig.board.consoleLog.contains("## Starting application at 0xC0000000 ..."))
+        let other = try BoardRig { $0.storageDirectory = rig.directory.path }
+        let uboot2 = try #require(try await other.bootToUBoot())
+        let partial = try #require(try await other.sendLayout(TestLayouts.partial, to: uboot2))
+        #expect(partial.alternate(forPhase: 0x04)?.name?.access == "a")
+        #expect(try await partial.getPhase().phase == 0x05)
+        try await partial.writeCommand(phase: 0x05, address: 0x0000_0200)
+        #expect(try await partial.getPhase().offset == 0x200)
         let data = SampleImages.pattern(3000, seed: 9)
-        _ = try await enumeration2.download(MemoryByteSource(data), phase: 0x05)
-        #expect(try await enumeration2.getPhase().phase == 0xFE)
-        #expect(try rig.board.storage.read(device: "mmc0", offset: 0x44400 + 0x200, length: 3000) == data)
-        #expect(try rig.board.storage.read(device: "mmc0", offset: 512, length: 8) == [UInt8](repeating: 0, count: 8))
-        let command = try #require(rig.board.trace.last { $0.isDFU(DFURequest.download) && $0.dataLength == 5 })
+        _ = try await partial.download(MemoryByteSource(data), phase: 0x05)
+        #expect(try await partial.getPhase().phase == 0x06)
+        #expect(try other.board.storage.read(device: "mmc0", offset: 0x44400 + 0x200, length: 3000) == data)
+        #expect(try other.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000) == fsbl1Before)
+        let command = try #require(other.board.trace.last { $0.isDFU(DFURequest.download) && $0.dataLength == 5 })
         #expect(command.setup.value == 0)
+    }
+
+    @Test("partial update on a blank device: enumeration 2 has only FlashLayout/virtual and GetPhase says why; DETACH resets")
+    func partialUpdateWithoutGPT() async throws {
+        let rig = try BoardRig()
+        let uboot = try #require(try await rig.bootToUBoot())
+        let failed = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
+        #expect(failed.alternates.map(\.string) == [
+            "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+        ])
+        let reply = try await failed.getPhase()
+        #expect(reply.phase == 0xFF)
+        #expect(reply.message == "fsbl1 (0x4):Couldn't find part 1 on device mmc 0")
+        try await failed.detach()
+        let rom = try #require(try await rig.next())
+        #expect(rom.identity.product?.hasPrefix("DFU in HS Mode") == true)
     }
 
     @Test("MP25: ROM DETACH → TF-A DDR phase → reconnect → FIP → U-Boot")
