@@ -254,4 +254,34 @@ struct HostRuleTests {
         await #expect(throws: DFUError.self) { _ = try await device.download(MemoryByteSource([]), phase: 0x01) }
         #expect(rig.board.trace.count == before)
     }
+
+    @Test("the seven host rules hold over a whole ROM → TF-A → U-Boot run, request by request")
+    func invariantsOverAWholeRun() async throws {
+        let rig = try Rig()
+        let uboot = try await rig.bootMP15ToUBoot()
+        _ = try await uboot.download(MemoryByteSource(SampleImages.pattern(10_000, seed: 3)), phase: 0x00)
+        _ = try await uboot.getPhase()
+        let requests = rig.board.trace
+        for (index, entry) in requests.enumerated() where entry.isDFU(DFURequest.download) {
+            let previous = requests[..<index].last { $0.setup.requestType & 0x60 == 0x20 || $0.setup.request == USBRequest.setInterface }
+            let next = requests[(index + 1)...].first { $0.setup.requestType & 0x60 == 0x20 }
+            // Rule 4/5: every DNLOAD is followed by GETSTATUS.
+            #expect(next?.isDFU(DFURequest.getStatus) == true)
+            if entry.dataLength > 0 {
+                // Rule 2: full chunks are multiples of bMaxPacketSize0.
+                let isLast = requests[(index + 1)...].first { $0.isDFU(DFURequest.download) }?.dataLength == 0
+                #expect(isLast || entry.dataLength % 64 == 0)
+            }
+            // Rule 1: a transfer starts right after SET_INTERFACE + GETSTATUS(dfuIDLE).
+            if entry.setup.value == 0, let previous {
+                #expect(previous.isDFU(DFURequest.getStatus))
+                if case .ok(let bytes) = previous.reply.outcome { #expect(bytes[4] == DFUState.dfuIdle.rawValue) }
+            }
+        }
+        // Rule 3 (numbering, ZLP numbered) is checked by the board on every DNLOAD.
+        #expect(rig.board.protocolViolations.isEmpty)
+        // Rule 6: no CLRSTATUS without an error; rule 7: no bus reset.
+        #expect(rig.count(DFURequest.clearStatus) == 0)
+        #expect(!requests.contains { $0.isBusReset })
+    }
 }

@@ -155,6 +155,7 @@ struct FaultTests {
         try await uboot.detach()
         rig.bus.resetPort(rig.board.port)
         #expect(rig.board.protocolViolations == ["USB port reset after DFU_DETACH to U-Boot"])
+        #expect(rig.board.trace.last?.isBusReset == true)
         let next = try #require(try await rig.next())
         #expect(next.identity.product?.hasPrefix("DFU in HS Mode") == true)
     }
