@@ -52,7 +52,8 @@ final class BoardDevice: USBDeviceModel {
         self.board = board
         self.session = session
         self.firmware = firmware
-        stringFailuresLeft = board.configuration.fault == .transientStrings ? board.configuration.transientStringFailures : 0
+        stringFailuresLeft =
+            board.configuration.fault == .transientStrings ? board.configuration.transientStringFailures : 0
     }
 
     var deviceDescriptor: DeviceDescriptor { firmware.identity.deviceDescriptor }
@@ -129,7 +130,8 @@ final class BoardDevice: USBDeviceModel {
 
     func busReset() {
         record(
-            SetupPacket(requestType: 0, request: BoardTraceEntry.busResetRequest, value: 0, index: 0, length: 0), dataLength: 0,
+            SetupPacket(requestType: 0, request: BoardTraceEntry.busResetRequest, value: 0, index: 0, length: 0),
+            dataLength: 0,
             reply: .ack)
         board.portReset()
     }

@@ -47,7 +47,8 @@ enum UBootLayoutInterpreter {
     static func geometry(_ target: LayoutTarget, board: VirtualBoard) -> DeviceGeometry? {
         if target.kind == .ram { return DeviceGeometry(size: nil, eraseSize: 1) }
         guard let device = board.storage.device(named: target.description) else { return nil }
-        return DeviceGeometry(size: device.size, eraseSize: device.eraseSize, bootPartitionSize: device.bootPartitionSize)
+        return DeviceGeometry(
+            size: device.size, eraseSize: device.eraseSize, bootPartitionSize: device.bootPartitionSize)
     }
 
     /// `stm32prog_devices_init()`: group by device, plan each, then erase `D` RawImage lines,
@@ -97,7 +98,8 @@ enum UBootLayoutInterpreter {
                     id: partition.line.id, name: partition.line.name, size: partition.size ?? 0,
                     programmed: partition.line.isSelected && !partition.line.isEmpty,
                     device: plan.target.kind == .ram ? nil : plan.target.description,
-                    hardwarePartition: partition.hardwarePartition, offset: partition.offset, alternateString: partition.altName)
+                    hardwarePartition: partition.hardwarePartition, offset: partition.offset,
+                    alternateString: partition.altName)
             }
         }.sorted { $0.id < $1.id }
         return .success(program)
@@ -119,11 +121,15 @@ enum UBootLayoutInterpreter {
             let (start, size) = (entry.firstLBA * block, entry.sectorCount * block)
             if partition.offset != start {
                 return UBootFailure(
-                    message: "\(label): Bad address for partition \(number) (\(entry.name)) = 0x\(hex(partition.offset)) <> 0x\(hex(start)) expected")
+                    message:
+                        "\(label): Bad address for partition \(number) (\(entry.name)) = 0x\(hex(partition.offset)) <> 0x\(hex(start)) expected"
+                )
             }
             if let planned = partition.size, planned != size {
                 return UBootFailure(
-                    message: "\(label): Bad size for partition \(number) (\(entry.name)) at 0x\(hex(partition.offset)) = 0x\(hex(planned)) <> 0x\(hex(size)) expected")
+                    message:
+                        "\(label): Bad size for partition \(number) (\(entry.name)) at 0x\(hex(partition.offset)) = 0x\(hex(planned)) <> 0x\(hex(size)) expected"
+                )
             }
         }
         return nil
@@ -131,11 +137,14 @@ enum UBootLayoutInterpreter {
 
     private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
 
-    private static func erase(_ partition: PlannedPartition, plan: DevicePlan, board: VirtualBoard, program: inout UBootProgram) throws {
+    private static func erase(
+        _ partition: PlannedPartition, plan: DevicePlan, board: VirtualBoard, program: inout UBootProgram
+    ) throws {
         guard plan.target.kind != .ram, let size = partition.size else { return }
         do {
             try board.storage.erase(
-                device: plan.target.description, hardwarePartition: partition.hardwarePartition, offset: partition.offset,
+                device: plan.target.description, hardwarePartition: partition.hardwarePartition,
+                offset: partition.offset,
                 length: size)
         } catch {
             let what = plan.target.isMTD ? "MTD erase commands failed (\(error))" : "MMC erase failed"

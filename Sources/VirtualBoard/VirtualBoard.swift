@@ -59,7 +59,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     public func advance(to time: Duration) -> [BusTransition] {
         if time > now { now = time }
         var transitions: [BusTransition] = []
-        while let index = scheduled.indices.min(by: { (scheduled[$0].time, scheduled[$0].order) < (scheduled[$1].time, scheduled[$1].order) }),
+        while let index = scheduled.indices.min(by: {
+            (scheduled[$0].time, scheduled[$0].order) < (scheduled[$1].time, scheduled[$1].order)
+        }),
             scheduled[index].time <= now
         {
             let item = scheduled.remove(at: index)

@@ -61,7 +61,8 @@ struct HostRuleTests {
     func romBlocksAndPollTimeout() async throws {
         let rig = try Rig()
         let device = try await rig.open()
-        let report = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true)
+        let report = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true)
         #expect(report.bytes == 3000)
         #expect(report.blocks == 3)
         #expect(rig.downloads.map(\.block) == [0, 1, 2, 3])
@@ -83,7 +84,8 @@ struct HostRuleTests {
         let rig = try Rig { $0.romDFUVersion = 0x011A }
         let device = try await rig.open()
         #expect(device.firstBlockNumber == 2)
-        _ = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 1800)), phase: 0x01, deviceMayLeave: true)
+        _ = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 1800)), phase: 0x01, deviceMayLeave: true)
         #expect(rig.downloads.map(\.block) == [2, 3, 4, 5])
         #expect(rig.downloads.map(\.length) == [1024, 1024, 8, 0])
         #expect(rig.board.protocolViolations.isEmpty)
@@ -104,7 +106,8 @@ struct HostRuleTests {
         let device = try await rig.open()
         #expect(device.functional.transferSize == 1000)
         #expect(device.chunkSize == 960)
-        _ = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 2000)), phase: 0x01, deviceMayLeave: true)
+        _ = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2000)), phase: 0x01, deviceMayLeave: true)
         #expect(rig.downloads.map(\.length) == [960, 960, 336, 0])
     }
 
@@ -134,7 +137,9 @@ struct HostRuleTests {
         try await transport.setAlternate(interface: 0, alternate: 5)
         // The legacy stack answers UPLOAD block 0 only: block 1 puts it in dfuERROR.
         let badUpload = SetupPacket(requestType: 0xA1, request: DFURequest.upload, value: 1, index: 0, length: 512)
-        await #expect(throws: USBTransferError.self) { _ = try await transport.controlIn(badUpload, timeout: .seconds(1)) }
+        await #expect(throws: USBTransferError.self) {
+            _ = try await transport.controlIn(badUpload, timeout: .seconds(1))
+        }
         let device = try await rig.open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
         #expect(rig.count(DFURequest.clearStatus) == 1)
@@ -263,7 +268,9 @@ struct HostRuleTests {
         _ = try await uboot.getPhase()
         let requests = rig.board.trace
         for (index, entry) in requests.enumerated() where entry.isDFU(DFURequest.download) {
-            let previous = requests[..<index].last { $0.setup.requestType & 0x60 == 0x20 || $0.setup.request == USBRequest.setInterface }
+            let previous = requests[..<index].last {
+                $0.setup.requestType & 0x60 == 0x20 || $0.setup.request == USBRequest.setInterface
+            }
             let next = requests[(index + 1)...].first { $0.setup.requestType & 0x60 == 0x20 }
             // Rule 4/5: every DNLOAD is followed by GETSTATUS.
             #expect(next?.isDFU(DFURequest.getStatus) == true)

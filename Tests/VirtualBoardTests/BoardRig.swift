@@ -1,6 +1,6 @@
 import DFU
-import Foundation
 import FlashLayout
+import Foundation
 import TestSupport
 import Testing
 import Timekeeping

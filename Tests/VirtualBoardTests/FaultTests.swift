@@ -18,7 +18,9 @@ struct FaultTests {
         case .none:
             let uboot = try #require(try await rig.bootToUBoot())
             let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
-            #expect(try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard)).phase == 0xFE)
+            #expect(
+                try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
+                    .phase == 0xFE)
             #expect(rig.board.protocolViolations.isEmpty)
 
         case .noUBoot:
@@ -84,7 +86,9 @@ struct FaultTests {
 
         case .getStatusStall:
             let device = try await rig.open()
-            await #expect { _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01) } throws: {
+            await #expect {
+                _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+            } throws: {
                 isTransfer($0, .stall)
             }
 

@@ -34,11 +34,14 @@ struct SessionTests {
         let storage = try #require(board.storage.device(named: device))
         return try DevicePlanner.plan(
             layoutDevice,
-            geometry: DeviceGeometry(size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
+            geometry: DeviceGeometry(
+                size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
         ).get()
     }
 
-    @Test("SD card full update: layout → DETACH → enumeration 2 → partitions by ID → END; GPT read back by sfdisk and sgdisk")
+    @Test(
+        "SD card full update: layout → DETACH → enumeration 2 → partitions by ID → END; GPT read back by sfdisk and sgdisk"
+    )
     func sdCardFullUpdate() async throws {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
@@ -47,7 +50,10 @@ struct SessionTests {
 
         // One alternate per non-none line by increasing ID, then virtual, OTP, PMIC.
         let partitionAlts = expected.partitions.sorted { $0.line.id < $1.line.id }.map(\.altName)
-        #expect(enumeration2.alternates.map(\.string) == partitionAlts + ["@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be"])
+        #expect(
+            enumeration2.alternates.map(\.string) == partitionAlts + [
+                "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+            ])
         #expect(enumeration2.alternate(forPhase: 0x07)?.string == "@u-boot-env/0x07/1*256Ka")
         #expect(try await enumeration2.getPhase().bytes == [0x04, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])
 
@@ -56,11 +62,15 @@ struct SessionTests {
         #expect(end.phase == 0xFE)
         // GetPhase asked for the P-not-E lines in increasing ID order, then END.
         let session = rig.board.enumerationCount
-        let asked = rig.board.trace.filter { $0.session == session && $0.isDFU(DFURequest.upload) }.compactMap { entry -> UInt8? in
+        let asked = rig.board.trace.filter { $0.session == session && $0.isDFU(DFURequest.upload) }.compactMap {
+            entry -> UInt8? in
             if case .ok(let bytes) = entry.reply.outcome, bytes.count >= 9 { return bytes[0] }
             return nil
         }
-        #expect(asked.reduce(into: [UInt8]()) { if $0.last != $1 { $0.append($1) } } == [0x04, 0x05, 0x06, 0x10, 0x11, 0xFE])
+        #expect(
+            asked.reduce(into: [UInt8]()) { if $0.last != $1 { $0.append($1) } } == [
+                0x04, 0x05, 0x06, 0x10, 0x11, 0xFE,
+            ])
         #expect(rig.board.consoleLog.contains("Phase=END"))
 
         // Data landed at the planned offsets.
@@ -114,7 +124,9 @@ struct SessionTests {
         #expect(rig.board.consoleLog.contains("mmc bootbus 1 0 0 0; mmc partconf 1 1 1 0"))
         #expect(rig.board.storage.path(device: "mmc1", hardwarePartition: 2).hasSuffix("/mmc1-boot2.img"))
         rig.board.storage.closeAll()
-        let sfdisk = try ExternalTool("sfdisk", package: "fdisk").run(["--json", rig.board.storage.path(device: "mmc1")])
+        let sfdisk = try ExternalTool("sfdisk", package: "fdisk").run([
+            "--json", rig.board.storage.path(device: "mmc1"),
+        ])
         let table = try JSONDecoder().decode(SfdiskTable.self, from: Data(sfdisk.standardOutput.utf8)).partitiontable
         #expect(table.partitions.map(\.name) == ["fip-a", "bootfs", "rootfs"])
     }
@@ -137,7 +149,8 @@ struct SessionTests {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
         let full = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
-        #expect(try await rig.programPartitions(full, files: try TestLayouts.files(for: TestLayouts.sdCard)).phase == 0xFE)
+        #expect(
+            try await rig.programPartitions(full, files: try TestLayouts.files(for: TestLayouts.sdCard)).phase == 0xFE)
         let fsbl1Before = try rig.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000)
 
         // Reset into the ROM and flash again with the partial layout.
@@ -160,14 +173,17 @@ struct SessionTests {
         #expect(command.setup.value == 0)
     }
 
-    @Test("partial update on a blank device: enumeration 2 has only FlashLayout/virtual and GetPhase says why; DETACH resets")
+    @Test(
+        "partial update on a blank device: enumeration 2 has only FlashLayout/virtual and GetPhase says why; DETACH resets"
+    )
     func partialUpdateWithoutGPT() async throws {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
         let failed = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
-        #expect(failed.alternates.map(\.string) == [
-            "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
-        ])
+        #expect(
+            failed.alternates.map(\.string) == [
+                "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+            ])
         let reply = try await failed.getPhase()
         #expect(reply.phase == 0xFF)
         #expect(reply.message == "fsbl1 (0x4):Couldn't find part 1 on device mmc 0")
@@ -188,7 +204,9 @@ struct SessionTests {
 
     @Test("MP25 option: the ROM's identity changes in place, no disconnect")
     func mp25InPlace() async throws {
-        let rig = try BoardRig { $0.soc = .mp25; $0.mp25ROMChangesInPlace = true }
+        let rig = try BoardRig {
+            $0.soc = .mp25; $0.mp25ROMChangesInPlace = true
+        }
         try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
