@@ -10,6 +10,9 @@ public struct RootCommand: AsyncParsableCommand {
             CheckCommand.self,
             PlanCommand.self,
             ExamplesCommand.self,
+            DoctorCommand.self,
+            VMFilterCommand.self,
+            UdevRulesCommand.self,
         ]
     )
 
