@@ -131,6 +131,34 @@ struct SessionTests {
         #expect(table.partitions.map(\.name) == ["fip-a", "bootfs", "rootfs"])
     }
 
+    @Test("D lines are erased during device init, before enumeration 2; other data is kept")
+    func deleteLinesErased() async throws {
+        let rig = try BoardRig()
+        let old = SampleImages.pattern(0x40000, seed: 77)
+        try rig.board.storage.write(device: "mmc0", offset: 0x48_4400, bytes: old)
+        try rig.board.storage.write(device: "mmc0", offset: 0x100_0000, bytes: old)
+        let uboot = try #require(try await rig.bootToUBoot())
+        _ = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+        let erased = try rig.board.storage.read(device: "mmc0", offset: 0x48_4400, length: 0x40000)
+        #expect(erased.allSatisfy { $0 == 0 })
+        #expect(try rig.board.storage.read(device: "mmc0", offset: 0x100_0000, length: 0x40000) == old)
+    }
+
+    @Test("OTP and PMIC alternates: written images are applied at manifestation and read back")
+    func otpAndPMIC() async throws {
+        let rig = try BoardRig()
+        let uboot = try #require(try await rig.bootToUBoot())
+        var otp = try await uboot.upload(phase: 0xF2, length: 776)
+        otp[8] = 0x5A
+        _ = try await uboot.download(MemoryByteSource(otp), phase: 0xF2)
+        #expect(try await uboot.upload(phase: 0xF2, length: 776) == otp)
+        _ = try await uboot.download(MemoryByteSource([1, 2, 3, 4, 5, 6, 7, 8]), phase: 0xF4)
+        #expect(try await uboot.upload(phase: 0xF4, length: 8) == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(rig.board.consoleLog.contains("OTP write: 776 bytes"))
+        #expect(rig.board.consoleLog.contains("PMIC NVM write: 8 bytes"))
+        #expect(rig.board.protocolViolations.isEmpty)
+    }
+
     @Test("images are sparse: a 4 GiB device holding a few hundred KiB uses little disk")
     func sparseImages() async throws {
         let rig = try BoardRig()
