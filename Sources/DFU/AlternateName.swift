@@ -34,7 +34,8 @@ public struct DFUAlternateName: Sendable, Hashable {
 
     /// A name whose unit follows U-Boot's rule for `size` bytes.
     public init(name: String, phaseID: UInt8, byteSize: UInt64, access: Character) {
-        self.init(name: name, phaseID: phaseID, size: byteSize, unit: Self.ubootUnit(for: byteSize).unit, access: access)
+        self.init(
+            name: name, phaseID: phaseID, size: byteSize, unit: Self.ubootUnit(for: byteSize).unit, access: access)
     }
 
     /// Bytes per unit letter.
@@ -127,6 +128,8 @@ public struct DFUAlternate: Sendable, Hashable {
 extension InterfaceAltSetting {
     /// The DFU functional descriptor among this alternate's class descriptors, if any.
     public var dfuFunctionalDescriptor: DFUFunctionalDescriptor? {
-        extra.lazy.compactMap { $0.count >= 2 && $0[1] == DescriptorType.dfuFunctional ? DFUFunctionalDescriptor(bytes: $0) : nil }.first
+        extra.lazy.compactMap {
+            $0.count >= 2 && $0[1] == DescriptorType.dfuFunctional ? DFUFunctionalDescriptor(bytes: $0) : nil
+        }.first
     }
 }

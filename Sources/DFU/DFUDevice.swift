@@ -53,7 +53,9 @@ public final class DFUDevice: Sendable {
             return try? await step("string descriptor \(index)") { try await transport.string(index: index) }
         }
         let device = try await step("GET_DESCRIPTOR device") { try await transport.deviceDescriptor() }
-        let configuration = try await step("GET_DESCRIPTOR configuration") { try await transport.configurationDescriptor() }
+        let configuration = try await step("GET_DESCRIPTOR configuration") {
+            try await transport.configurationDescriptor()
+        }
         var identity = transport.identity
         identity.vendorID = device.vendorID
         identity.productID = device.productID
@@ -68,7 +70,8 @@ public final class DFUDevice: Sendable {
         var alternates: [DFUAlternate] = []
         for alt in dfuAlternates {
             let text = await optionalString(alt.interfaceStringIndex)
-            alternates.append(DFUAlternate(interface: alt.interfaceNumber, alternateSetting: alt.alternateSetting, string: text))
+            alternates.append(
+                DFUAlternate(interface: alt.interfaceNumber, alternateSetting: alt.alternateSetting, string: text))
         }
         guard let functional = dfuAlternates.lazy.compactMap(\.dfuFunctionalDescriptor).first else {
             throw DFUError(.malformed("no DFU functional descriptor"), operation: "open")
@@ -104,14 +107,18 @@ public final class DFUDevice: Sendable {
         let alt = try requireAlternate(Self.commandPhase, "GetPhase")
         try await select(alt, "GetPhase")
         let bytes = try await controlIn(
-            request: DFURequest.upload, value: 0, alt: alt, length: 512, timeout: timeouts.control, "GetPhase (DFU_UPLOAD)")
+            request: DFURequest.upload, value: 0, alt: alt, length: 512, timeout: timeouts.control,
+            "GetPhase (DFU_UPLOAD)")
         return try GetPhaseReply(bytes: bytes)
     }
 
     /// Writes the U-Boot command alternate (§4.4): phase byte then the big-endian address, then the
     /// zero-length DNLOAD that executes it.
     public func writeCommand(phase: UInt8, address: UInt32) async throws {
-        let payload: [UInt8] = [phase, UInt8(address >> 24), UInt8((address >> 16) & 0xFF), UInt8((address >> 8) & 0xFF), UInt8(address & 0xFF)]
+        let payload: [UInt8] = [
+            phase, UInt8(address >> 24), UInt8((address >> 16) & 0xFF), UInt8((address >> 8) & 0xFF),
+            UInt8(address & 0xFF),
+        ]
         _ = try await download(MemoryByteSource(payload), phase: Self.commandPhase)
     }
 
@@ -123,7 +130,9 @@ public final class DFUDevice: Sendable {
                 request: DFURequest.detach, value: functional.detachTimeoutMS, interface: alt?.interface ?? 0, data: [],
                 timeout: timeouts.control, "DFU_DETACH")
         } catch let error as DFUError {
-            guard let transfer = error.transferError, transfer.kind == .noDevice || transfer.kind == .io else { throw error }
+            guard let transfer = error.transferError, transfer.kind == .noDevice || transfer.kind == .io else {
+                throw error
+            }
         }
     }
 
@@ -135,12 +144,15 @@ public final class DFUDevice: Sendable {
     ///     lost device (no device / I/O error) after the zero-length DNLOAD is then success.
     ///   - progress: called with the number of bytes accepted so far.
     public func download(
-        _ source: any ByteSource, phase: UInt8, deviceMayLeave: Bool = false, progress: @Sendable (Int64) -> Void = { _ in }
+        _ source: any ByteSource, phase: UInt8, deviceMayLeave: Bool = false,
+        progress: @Sendable (Int64) -> Void = { _ in }
     ) async throws -> DownloadReport {
         let start = clock.now
         let startTransfers = controlTransferCount
         let label = "download of phase 0x\(hex2(phase, uppercase: true))"
         let alt = try requireAlternate(phase, label)
+        // A zero-length DNLOAD in dfuIDLE is an error for TF-A and U-Boot: refuse before asking.
+        guard source.count > 0 else { throw DFUError(.malformed("nothing to send (empty source)"), operation: label) }
         try await select(alt, label)
         try await expectIdle(alt, label)
 
@@ -155,7 +167,8 @@ public final class DFUDevice: Sendable {
             }
             let operation = "\(label): DFU_DNLOAD block \(block)"
             try await controlOut(
-                request: DFURequest.download, value: block, interface: alt.interface, data: data, timeout: timeouts.busyWrite,
+                request: DFURequest.download, value: block, interface: alt.interface, data: data,
+                timeout: timeouts.busyWrite,
                 operation)
             try await pollUntilDownloadIdle(alt, operation)
             offset += Int64(data.count)
@@ -166,14 +179,16 @@ public final class DFUDevice: Sendable {
         let finish = "\(label): zero-length DFU_DNLOAD block \(block)"
         do {
             try await controlOut(
-                request: DFURequest.download, value: block, interface: alt.interface, data: [], timeout: timeouts.busyWrite,
+                request: DFURequest.download, value: block, interface: alt.interface, data: [],
+                timeout: timeouts.busyWrite,
                 finish)
             try await pollUntilManifested(alt, finish)
         } catch let error as DFUError where deviceMayLeave && Self.isDeviceGone(error) {
             // The MP15 ROM jumped to the FSBL (reference §1.2 rule 5).
         }
         return DownloadReport(
-            bytes: offset, blocks: blocks, controlTransfers: controlTransferCount - startTransfers, duration: clock.now - start)
+            bytes: offset, blocks: blocks, controlTransfers: controlTransferCount - startTransfers,
+            duration: clock.now - start)
     }
 
     /// Reads `length` bytes of the alternate of `phase` (UPLOAD blocks 0, 1, 2, …; stops early at a
@@ -196,14 +211,17 @@ public final class DFUDevice: Sendable {
             if data.count < want { return result }
         }
         // Every block was full: the device waits in dfuUPLOAD-IDLE for more; end the transfer.
-        try await controlOut(request: DFURequest.abort, value: 0, interface: alt.interface, data: [], timeout: timeouts.control, "\(label): DFU_ABORT")
+        try await controlOut(
+            request: DFURequest.abort, value: 0, interface: alt.interface, data: [], timeout: timeouts.control,
+            "\(label): DFU_ABORT")
         return result
     }
 
     /// One GETSTATUS.
     public func getStatus(interface: UInt8 = 0, timeout: Duration? = nil) async throws -> DFUStatusReply {
         let bytes = try await controlIn(
-            request: DFURequest.getStatus, value: 0, interface: interface, length: 6, timeout: timeout ?? timeouts.control,
+            request: DFURequest.getStatus, value: 0, interface: interface, length: 6,
+            timeout: timeout ?? timeouts.control,
             "DFU_GETSTATUS")
         guard let reply = DFUStatusReply(bytes: bytes) else {
             throw DFUError(.malformed("GETSTATUS answered \(bytes)"), operation: "DFU_GETSTATUS")
@@ -214,7 +232,9 @@ public final class DFUDevice: Sendable {
     // MARK: - Steps
 
     private func requireAlternate(_ phase: UInt8, _ operation: String) throws -> DFUAlternate {
-        guard let alt = alternate(forPhase: phase) else { throw DFUError(.noAlternate(phase: phase), operation: operation) }
+        guard let alt = alternate(forPhase: phase) else {
+            throw DFUError(.noAlternate(phase: phase), operation: operation)
+        }
         return alt
     }
 
@@ -231,7 +251,8 @@ public final class DFUDevice: Sendable {
         try await honour(status)
         if status.state == .error {
             try await controlOut(
-                request: DFURequest.clearStatus, value: 0, interface: alt.interface, data: [], timeout: timeouts.control,
+                request: DFURequest.clearStatus, value: 0, interface: alt.interface, data: [],
+                timeout: timeouts.control,
                 "\(operation): DFU_CLRSTATUS")
             status = try await getStatus(interface: alt.interface)
             try await honour(status)
@@ -304,14 +325,16 @@ public final class DFUDevice: Sendable {
     private func controlIn(
         request: UInt8, value: UInt16, alt: DFUAlternate, length: UInt16, timeout: Duration, _ operation: String
     ) async throws -> [UInt8] {
-        try await controlIn(request: request, value: value, interface: alt.interface, length: length, timeout: timeout, operation)
+        try await controlIn(
+            request: request, value: value, interface: alt.interface, length: length, timeout: timeout, operation)
     }
 
     private func controlIn(
         request: UInt8, value: UInt16, interface: UInt8, length: UInt16, timeout: Duration, _ operation: String
     ) async throws -> [UInt8] {
         let setup = SetupPacket(
-            requestType: USBRequest.classInterfaceIn, request: request, value: value, index: UInt16(interface), length: length)
+            requestType: USBRequest.classInterfaceIn, request: request, value: value, index: UInt16(interface),
+            length: length)
         return try await counted(operation) { try await transport.controlIn(setup, timeout: timeout) }
     }
 

@@ -63,7 +63,8 @@ public struct DFUError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch kind {
         case .deviceError(let state, let status):
-            return "\(operation): the device reports an error (state \(state), status 0x\(hex2(status, uppercase: true)))"
+            return
+                "\(operation): the device reports an error (state \(state), status 0x\(hex2(status, uppercase: true)))"
         case .transport(let error): return "\(operation): \(error)"
         case .malformed(let text): return "\(operation): malformed answer: \(text)"
         case .noAlternate(let phase):

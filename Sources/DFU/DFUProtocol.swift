@@ -49,7 +49,9 @@ public struct DFUStatusReply: Sendable, Hashable {
     public var state: DFUState
     public var stringIndex: UInt8
 
-    public init(status: UInt8 = DFUStatusCode.ok, pollTimeout: Duration = .zero, state: DFUState, stringIndex: UInt8 = 0) {
+    public init(
+        status: UInt8 = DFUStatusCode.ok, pollTimeout: Duration = .zero, state: DFUState, stringIndex: UInt8 = 0
+    ) {
         self.status = status
         self.pollTimeout = pollTimeout
         self.state = state

@@ -32,7 +32,8 @@ public struct GetPhaseReply: Sendable, Hashable, CustomStringConvertible {
     /// - Throws: `DFUError` (`malformed`) when shorter than 9 bytes.
     public init(bytes: [UInt8]) throws {
         guard bytes.count >= 9 else {
-            throw DFUError(.malformed("GetPhase answered \(bytes.count) bytes, at least 9 expected"), operation: "GetPhase")
+            throw DFUError(
+                .malformed("GetPhase answered \(bytes.count) bytes, at least 9 expected"), operation: "GetPhase")
         }
         func u32(_ i: Int) -> UInt32 {
             UInt32(bytes[i]) | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2]) << 16 | UInt32(bytes[i + 3]) << 24
@@ -52,7 +53,9 @@ public struct GetPhaseReply: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var bytes: [UInt8] {
-        func le(_ v: UInt32) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)] }
+        func le(_ v: UInt32) -> [UInt8] {
+            [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF), UInt8((v >> 16) & 0xFF), UInt8(v >> 24)]
+        }
         var out = [phase] + le(address) + le(offset)
         if phase == 0x00, hasDetachByte || needsDetach { out.append(needsDetach ? 1 : 0) }
         if phase == 0xFF, let message { out += Array(message.utf8) }
@@ -60,7 +63,8 @@ public struct GetPhaseReply: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String {
-        var text = "phase 0x\(hex2(phase, uppercase: true)) address 0x\(String(address, radix: 16, uppercase: true)) offset \(offset)"
+        var text =
+            "phase 0x\(hex2(phase, uppercase: true)) address 0x\(String(address, radix: 16, uppercase: true)) offset \(offset)"
         if needsDetach { text += " detach requested" }
         if let message { text += " message \"\(message)\"" }
         return text

@@ -142,7 +142,9 @@ public struct StorageDeviceConfiguration: Sendable, Hashable {
     }
 
     /// An eMMC: 512 KiB erase group, two 4 MiB boot partitions.
-    public static func eMMC(_ name: String = "mmc1", size: UInt64 = 4 << 30, bootPartitionSize: UInt64 = 4 << 20) -> Self {
+    public static func eMMC(_ name: String = "mmc1", size: UInt64 = 4 << 30, bootPartitionSize: UInt64 = 4 << 20)
+        -> Self
+    {
         Self(name: name, size: size, eraseSize: 512 << 10, bootPartitionSize: bootPartitionSize)
     }
 }
@@ -185,7 +187,8 @@ public struct BoardConfiguration: Sendable {
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",
         port: PortPath = PortPath(bus: 1, ports: [2]), storageDirectory: String,
         storage: [StorageDeviceConfiguration] = [.sdCard("mmc0"), .eMMC("mmc1")], otpEnabled: Bool = true,
-        pmicEnabled: Bool = true, romDFUVersion: UInt16 = 0x0110, romTransferSize: UInt16 = 1024, romVirtualAlternate: UInt8? = nil,
+        pmicEnabled: Bool = true, romDFUVersion: UInt16 = 0x0110, romTransferSize: UInt16 = 1024,
+        romVirtualAlternate: UInt8? = nil,
         mp25ROMChangesInPlace: Bool = false, mp15ROMStatusFailsAfterFSBL: Bool = false, timing: BoardTiming = .init(),
         fault: FaultScenario = .none, transientStringFailures: Int = 3, ubootBufferSize: Int = 8 << 20,
         speed: USBSpeed = .high

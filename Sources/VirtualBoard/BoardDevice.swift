@@ -23,6 +23,12 @@ public struct BoardTraceEntry: Sendable, Hashable, CustomStringConvertible {
         return "[\(time)] #\(session) \(stage.rawValue) \(setup) data=\(dataLength) → \(outcome)"
     }
 
+    /// bRequest of the entry that records a USB bus reset of the port (not a control request).
+    public static let busResetRequest: UInt8 = 0xFF
+
+    /// True when this entry is a bus reset, not a request.
+    public var isBusReset: Bool { setup.requestType == 0 && setup.request == Self.busResetRequest }
+
     /// True for a DFU class request `request` (DFURequest constants).
     public func isDFU(_ request: UInt8) -> Bool { setup.requestType & 0x60 == 0x20 && setup.request == request }
 }
@@ -46,7 +52,8 @@ final class BoardDevice: USBDeviceModel {
         self.board = board
         self.session = session
         self.firmware = firmware
-        stringFailuresLeft = board.configuration.fault == .transientStrings ? board.configuration.transientStringFailures : 0
+        stringFailuresLeft =
+            board.configuration.fault == .transientStrings ? board.configuration.transientStringFailures : 0
     }
 
     var deviceDescriptor: DeviceDescriptor { firmware.identity.deviceDescriptor }
@@ -122,7 +129,10 @@ final class BoardDevice: USBDeviceModel {
     }
 
     func busReset() {
-        record(SetupPacket(requestType: 0, request: 0xFF, value: 0, index: 0, length: 0), dataLength: 0, reply: .ack)
+        record(
+            SetupPacket(requestType: 0, request: BoardTraceEntry.busResetRequest, value: 0, index: 0, length: 0),
+            dataLength: 0,
+            reply: .ack)
         board.portReset()
     }
 

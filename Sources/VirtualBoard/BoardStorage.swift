@@ -33,7 +33,9 @@ public final class BoardStorage {
     private func handle(_ device: String, _ hardwarePartition: Int?) throws -> FileDescriptor {
         let file = path(device: device, hardwarePartition: hardwarePartition)
         if let fd = handles[file] { return fd }
-        guard let size = size(device: device, hardwarePartition: hardwarePartition) else { throw Errno.noSuchFileOrDirectory }
+        guard let size = size(device: device, hardwarePartition: hardwarePartition) else {
+            throw Errno.noSuchFileOrDirectory
+        }
         _ = mkdir(directory, 0o755)
         let fd = try FileDescriptor.open(
             FilePath(file), .readWrite, options: [.create], permissions: [.ownerReadWrite, .groupRead, .otherRead])
@@ -53,7 +55,9 @@ public final class BoardStorage {
     /// Writes `bytes` at `offset`.
     /// - Throws: `Errno` when the file cannot be written or the range is outside the device.
     public func write(device: String, hardwarePartition: Int? = nil, offset: UInt64, bytes: [UInt8]) throws {
-        guard let size = size(device: device, hardwarePartition: hardwarePartition), offset + UInt64(bytes.count) <= size else {
+        guard let size = size(device: device, hardwarePartition: hardwarePartition),
+            offset + UInt64(bytes.count) <= size
+        else {
             throw Errno.noSpace
         }
         let fd = try handle(device, hardwarePartition)
@@ -79,13 +83,17 @@ public final class BoardStorage {
         let zeros = [UInt8](repeating: 0, count: 1 << 20)
         while position < end {
             // SEEK_DATA = 3, SEEK_HOLE = 4 on Linux; ENXIO means no data after `position`.
-            guard let dataStart = try? fd.seek(offset: position, from: FileDescriptor.SeekOrigin(rawValue: 3)), dataStart < end
+            guard let dataStart = try? fd.seek(offset: position, from: FileDescriptor.SeekOrigin(rawValue: 3)),
+                dataStart < end
             else { return }
-            let holeStart = min((try? fd.seek(offset: dataStart, from: FileDescriptor.SeekOrigin(rawValue: 4))) ?? end, end)
+            let holeStart = min(
+                (try? fd.seek(offset: dataStart, from: FileDescriptor.SeekOrigin(rawValue: 4))) ?? end, end)
             var cursor = dataStart
             while cursor < holeStart {
                 let count = Int(min(Int64(zeros.count), holeStart - cursor))
-                _ = try zeros.withUnsafeBytes { try fd.writeAll(toAbsoluteOffset: cursor, UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+                _ = try zeros.withUnsafeBytes {
+                    try fd.writeAll(toAbsoluteOffset: cursor, UnsafeRawBufferPointer(rebasing: $0[0..<count]))
+                }
                 cursor += Int64(count)
             }
             position = holeStart

@@ -110,7 +110,8 @@ final class DFUFunction {
     func handle(_ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
         if pollDeadline > now, setup.request != DFURequest.getState {
             reportViolation(
-                "\(DFURequest.name(setup.request)) sent \(Self.milliseconds(pollDeadline - now)) ms before bwPollTimeout elapsed")
+                "\(DFURequest.name(setup.request)) sent \(Self.milliseconds(pollDeadline - now)) ms before bwPollTimeout elapsed"
+            )
         }
         pollDeadline = .zero
         let latency = pendingLatency
@@ -172,7 +173,8 @@ final class DFUFunction {
             if profile == .legacyST, functional.isDfuSe, block < 2 {
                 // DfuSe: block 0 carries a command (0x21 set address, 0x41 erase), block 1 nothing.
                 expectedBlock = 2
-                guard block == 0, let command = payload.first, command == 0x21 || command == 0x41, payload.count == 5 else {
+                guard block == 0, let command = payload.first, command == 0x21 || command == 0x41, payload.count == 5
+                else {
                     fail(DFUStatusCode.errStalledPacket)
                     return .stall
                 }

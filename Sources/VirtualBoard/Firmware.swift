@@ -54,14 +54,19 @@ final class ROMFirmware: Firmware {
             // FSBL at alt 0; where `virtual` sits is UNCONFIRMED (configurable).
             let virtualIndex = Int(max(config.romVirtualAlternate, 1))
             alternates = (0...virtualIndex).map { index in
-                index == 0 ? "@FSBL /0x01/1*1Me" : "@Partition\(index) /0x\(StageIdentity.hex(UInt16(index + 1), digits: 2))/1*1Me"
+                index == 0
+                    ? "@FSBL /0x01/1*1Me"
+                    : "@Partition\(index) /0x\(StageIdentity.hex(UInt16(index + 1), digits: 2))/1*1Me"
             }
             alternates[virtualIndex] = "@virtual /0xF1/1*512Ba"
         }
         let serial = config.fault == .serialChanges ? "000000000000" : config.serial
         let identity = PublishedIdentity(
-            manufacturer: StageIdentity.manufacturer, product: StageIdentity.romProduct(config.soc, speed: config.speed),
-            serial: serial, alternates: alternates, functional: StageIdentity.romFunctional(version: config.romDFUVersion, transferSize: config.romTransferSize),
+            manufacturer: StageIdentity.manufacturer,
+            product: StageIdentity.romProduct(config.soc, speed: config.speed),
+            serial: serial, alternates: alternates,
+            functional: StageIdentity.romFunctional(
+                version: config.romDFUVersion, transferSize: config.romTransferSize),
             firstInterfaceString: 4)
         super.init(board: board, stage: .rom, identity: identity, profile: .legacyST)
     }
@@ -121,7 +126,8 @@ final class TFAFirmware: Firmware {
         let legacy = config.tfaVariant == .stLegacy
         let identity = PublishedIdentity(
             manufacturer: StageIdentity.manufacturer,
-            product: legacy ? StageIdentity.romProduct(config.soc, speed: config.speed) : StageIdentity.tfaProduct(config.soc),
+            product: legacy
+                ? StageIdentity.romProduct(config.soc, speed: config.speed) : StageIdentity.tfaProduct(config.soc),
             serial: config.serial, alternates: alternates,
             functional: legacy ? StageIdentity.romFunctional(version: 0x0110) : StageIdentity.tfaFunctional,
             firstInterfaceString: 6, extraStrings: [4: "DFU Config", 5: "DFU Interface"])
@@ -183,7 +189,8 @@ final class TFAFirmware: Firmware {
             if !accepted { error("Flashlayout header check failed") }
         default:
             let stm32Image = configuration.tfaVariant != .upstream && phase == 0x03 && hasSTM32Magic(head)
-            accepted = configuration.fault != .fipHeaderBad && (FIPHeader(decoding: head)?.isValid == true || stm32Image)
+            accepted =
+                configuration.fault != .fipHeaderBad && (FIPHeader(decoding: head)?.isValid == true || stm32Image)
             if !accepted { error("FIP Header check failed for phase \(phase)") }
         }
         guard accepted else { return .failed }

@@ -14,9 +14,11 @@ enum StageIdentity {
     static let manufacturer = "STMicroelectronics"
 
     /// TF-A: `09 21 0F FF 00 00 04 10 01`.
-    static let tfaFunctional = DFUFunctionalDescriptor(attributes: 0x0F, detachTimeoutMS: 255, transferSize: 1024, dfuVersion: 0x0110)
+    static let tfaFunctional = DFUFunctionalDescriptor(
+        attributes: 0x0F, detachTimeoutMS: 255, transferSize: 1024, dfuVersion: 0x0110)
     /// U-Boot: `09 21 0F 00 00 00 10 10 01`.
-    static let ubootFunctional = DFUFunctionalDescriptor(attributes: 0x0F, detachTimeoutMS: 0, transferSize: 4096, dfuVersion: 0x0110)
+    static let ubootFunctional = DFUFunctionalDescriptor(
+        attributes: 0x0F, detachTimeoutMS: 0, transferSize: 4096, dfuVersion: 0x0110)
     /// ROM: 1024-byte transfers, DFU version per configuration; attributes and detach timeout
     /// copied from TF-A, which republishes the ROM's layout (UNCONFIRMED, §2.2).
     static func romFunctional(version: UInt16, transferSize: UInt16 = 1024) -> DFUFunctionalDescriptor {
@@ -49,7 +51,8 @@ enum StageIdentity {
 
     static func romProduct(_ soc: VirtualSoC, speed: USBSpeed) -> String {
         let mode = speed == .full ? "FS" : "HS"
-        return "DFU in \(mode) Mode @Device ID /0x\(hex(soc.deviceID, digits: 3)), @Revision ID /0x\(hex(revision(soc, .rom), digits: 4))"
+        return
+            "DFU in \(mode) Mode @Device ID /0x\(hex(soc.deviceID, digits: 3)), @Revision ID /0x\(hex(revision(soc, .rom), digits: 4))"
     }
 
     static func tfaProduct(_ soc: VirtualSoC) -> String {

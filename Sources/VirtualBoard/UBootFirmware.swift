@@ -36,6 +36,8 @@ final class UBootFirmware: Firmware {
 
     private let alternateKinds: [Alternate]
     private let program: UBootProgram?
+    /// Enumeration 2 (after device init, successful or not): an error read there arms a reset.
+    private let afterDeviceInit: Bool
     private var phase: UInt8
     private var errorMessage: String?
     private var resetArmed = false
@@ -60,7 +62,9 @@ final class UBootFirmware: Firmware {
     /// U-Boot as TF-A starts it: enumeration 1, or straight to enumeration 2 when a valid layout
     /// is already in RAM (ST TF-A v2.4 put it there).
     static func boot(board: VirtualBoard, ramLayout: [UInt8]?) -> UBootFirmware {
-        if let ramLayout, case .success(let session) = UBootLayoutInterpreter.parse(ramLayout, fault: board.configuration.fault) {
+        if let ramLayout,
+            case .success(let session) = UBootLayoutInterpreter.parse(ramLayout, fault: board.configuration.fault)
+        {
             board.console("FlashLayout received, size = \(ramLayout.count)")
             return afterDeviceInit(board: board, result: session.initialize(board))
         }
@@ -102,6 +106,7 @@ final class UBootFirmware: Firmware {
         }
         alternateKinds = kinds
         self.program = program
+        afterDeviceInit = program != nil || initError != nil
         if let program {
             phase = program.partitions.first { $0.programmed }?.id ?? 0xFE
         } else {
@@ -109,7 +114,8 @@ final class UBootFirmware: Firmware {
         }
         let identity = PublishedIdentity(
             manufacturer: StageIdentity.manufacturer, product: StageIdentity.ubootProduct(config.soc),
-            serial: config.serial, alternates: strings, functional: StageIdentity.ubootFunctional, firstInterfaceString: 5)
+            serial: config.serial, alternates: strings, functional: StageIdentity.ubootFunctional,
+            firstInterfaceString: 5)
         super.init(board: board, stage: .uboot, identity: identity, profile: .uboot)
         if let initError { error(initError) }
         if program != nil, phase == 0xFE { board.console("Phase=END") }
@@ -130,10 +136,13 @@ final class UBootFirmware: Firmware {
     override func getPhase() -> GetPhaseReply {
         switch phase {
         case 0xFF:
-            return GetPhaseReply(phase: 0xFF, address: GetPhaseReply.undefinedAddress, offset: storedOffset, message: errorMessage ?? "Unspecified")
+            return GetPhaseReply(
+                phase: 0xFF, address: GetPhaseReply.undefinedAddress, offset: storedOffset,
+                message: errorMessage ?? "Unspecified")
         case 0x00:
             return GetPhaseReply(
-                phase: 0x00, address: loadAddress, offset: storedOffset, needsDetach: layoutSession != nil, hasDetachByte: true)
+                phase: 0x00, address: loadAddress, offset: storedOffset, needsDetach: layoutSession != nil,
+                hasDetachByte: true)
         default:
             return GetPhaseReply(phase: phase, address: GetPhaseReply.undefinedAddress, offset: storedOffset)
         }
@@ -201,7 +210,8 @@ final class UBootFirmware: Firmware {
         if let device = partition.device {
             do {
                 try board.storage.write(
-                    device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + start, bytes: bytes)
+                    device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + start,
+                    bytes: bytes)
             } catch {
                 dfuError(alternate: alternate, message: "DFU write error")
                 return .failed
@@ -273,7 +283,9 @@ final class UBootFirmware: Firmware {
     private func runCommand() -> DFUDataResult {
         guard commandBuffer.count >= 5 else { return .accepted(latency: .zero) }
         let target = commandBuffer[0]
-        let address = UInt32(commandBuffer[1]) << 24 | UInt32(commandBuffer[2]) << 16 | UInt32(commandBuffer[3]) << 8 | UInt32(commandBuffer[4])
+        let address =
+            UInt32(commandBuffer[1]) << 24 | UInt32(commandBuffer[2]) << 16 | UInt32(commandBuffer[3]) << 8
+            | UInt32(commandBuffer[4])
         if target == 0xFF {
             board.console("## Starting application at 0x\(String(address, radix: 16, uppercase: true)) ...")
             board.ubootLeaves(reset: false, message: "Download done")
@@ -307,7 +319,8 @@ final class UBootFirmware: Firmware {
             let count = Int(min(UInt64(length), partition.size - UInt64(offset)))
             guard let device = partition.device else { return [UInt8](repeating: 0, count: count) }
             return try? board.storage.read(
-                device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + UInt64(offset),
+                device: device, hardwarePartition: partition.hardwarePartition,
+                offset: partition.offset + UInt64(offset),
                 length: count)
         case nil:
             return nil
@@ -332,11 +345,13 @@ final class UBootFirmware: Firmware {
                 delay += BoardTiming.transfer(Int(clamping: program.erasedBytes), rate: timing.eraseBytesPerSecond)
                 delay += timing.gptWrite * program.gptWrites
             }
-            board.ubootReenumerates(after: delay) { [unowned board] in UBootFirmware.afterDeviceInit(board: board, result: result) }
+            board.ubootReenumerates(after: delay) { [unowned board] in
+                UBootFirmware.afterDeviceInit(board: board, result: result)
+            }
             return
         }
         // END, a rejected layout or an unread error: leave stm32prog without reset; an error read
-        // through GetPhase: reset (the §C.7 matrix).
-        board.ubootLeaves(reset: phase == 0xFF && resetArmed, message: "Download done")
+        // through GetPhase in enumeration 2: reset (the §C.7 matrix).
+        board.ubootLeaves(reset: afterDeviceInit && phase == 0xFF && resetArmed, message: "Download done")
     }
 }

@@ -12,8 +12,11 @@ enum UBootGPT {
         }
         let block = plan.geometry.blockSize
         var entries: [GPTPartitionEntry] = []
-        for partition in plan.partitions.sorted(by: { ($0.gptNumber ?? 0) < ($1.gptNumber ?? 0) }) where partition.gptNumber != nil {
-            guard let typeText = partition.gptTypeGUID, let type = GUID(typeText), let length = partition.size, length >= block else {
+        for partition in plan.partitions.sorted(by: { ($0.gptNumber ?? 0) < ($1.gptNumber ?? 0) })
+        where partition.gptNumber != nil {
+            guard let typeText = partition.gptTypeGUID, let type = GUID(typeText), let length = partition.size,
+                length >= block
+            else {
                 throw UBootFailure(message: "GPT partitionning fail: \(partition.line.name)")
             }
             let unique = partition.gptUniqueGUID.flatMap(GUID.init) ?? GUID.random()

@@ -1,4 +1,5 @@
 import FlashLayout
+import GPT
 
 /// An error U-Boot reports through GetPhase (`stm32prog_err()` text).
 struct UBootFailure: Error {
@@ -46,7 +47,8 @@ enum UBootLayoutInterpreter {
     static func geometry(_ target: LayoutTarget, board: VirtualBoard) -> DeviceGeometry? {
         if target.kind == .ram { return DeviceGeometry(size: nil, eraseSize: 1) }
         guard let device = board.storage.device(named: target.description) else { return nil }
-        return DeviceGeometry(size: device.size, eraseSize: device.eraseSize, bootPartitionSize: device.bootPartitionSize)
+        return DeviceGeometry(
+            size: device.size, eraseSize: device.eraseSize, bootPartitionSize: device.bootPartitionSize)
     }
 
     /// `stm32prog_devices_init()`: group by device, plan each, then erase `D` RawImage lines,
@@ -63,7 +65,9 @@ enum UBootLayoutInterpreter {
                 return .failure(UBootFailure(message: notFoundMessage(device.target)))
             }
             switch DevicePlanner.plan(device, geometry: geometry) {
-            case .success(let plan): plans.append(plan)
+            case .success(let plan):
+                if let mismatch = partialUpdateMismatch(plan, board: board) { return .failure(mismatch) }
+                plans.append(plan)
             case .failure(let error): return .failure(UBootFailure(message: error.message))
             }
         }
@@ -94,17 +98,53 @@ enum UBootLayoutInterpreter {
                     id: partition.line.id, name: partition.line.name, size: partition.size ?? 0,
                     programmed: partition.line.isSelected && !partition.line.isEmpty,
                     device: plan.target.kind == .ram ? nil : plan.target.description,
-                    hardwarePartition: partition.hardwarePartition, offset: partition.offset, alternateString: partition.altName)
+                    hardwarePartition: partition.hardwarePartition, offset: partition.offset,
+                    alternateString: partition.altName)
             }
         }.sorted { $0.id < $1.id }
         return .success(program)
     }
 
-    private static func erase(_ partition: PlannedPartition, plan: DevicePlan, board: VirtualBoard, program: inout UBootProgram) throws {
+    /// `init_device()` on a partial update of an MMC: partition N must match entry N of the GPT
+    /// already on the device, start and size (MTD partition tables are not modelled).
+    static func partialUpdateMismatch(_ plan: DevicePlan, board: VirtualBoard) -> UBootFailure? {
+        guard plan.target.kind == .mmc, !plan.fullUpdate else { return nil }
+        let disk = try? GPTDisk.read(from: try board.storage.prepareImage(device: plan.target.description))
+        let block = plan.geometry.blockSize
+        for partition in plan.partitions {
+            guard let number = partition.gptNumber else { continue }
+            let label = "\(partition.line.name) (0x\(String(partition.line.id, radix: 16)))"
+            guard let entries = disk?.entries, number <= entries.count, entries[number - 1].isUsed else {
+                return UBootFailure(message: "\(label):Couldn't find part \(number) on device mmc \(plan.target.index)")
+            }
+            let entry = entries[number - 1]
+            let (start, size) = (entry.firstLBA * block, entry.sectorCount * block)
+            if partition.offset != start {
+                return UBootFailure(
+                    message:
+                        "\(label): Bad address for partition \(number) (\(entry.name)) = 0x\(hex(partition.offset)) <> 0x\(hex(start)) expected"
+                )
+            }
+            if let planned = partition.size, planned != size {
+                return UBootFailure(
+                    message:
+                        "\(label): Bad size for partition \(number) (\(entry.name)) at 0x\(hex(partition.offset)) = 0x\(hex(planned)) <> 0x\(hex(size)) expected"
+                )
+            }
+        }
+        return nil
+    }
+
+    private static func hex(_ value: UInt64) -> String { String(value, radix: 16) }
+
+    private static func erase(
+        _ partition: PlannedPartition, plan: DevicePlan, board: VirtualBoard, program: inout UBootProgram
+    ) throws {
         guard plan.target.kind != .ram, let size = partition.size else { return }
         do {
             try board.storage.erase(
-                device: plan.target.description, hardwarePartition: partition.hardwarePartition, offset: partition.offset,
+                device: plan.target.description, hardwarePartition: partition.hardwarePartition,
+                offset: partition.offset,
                 length: size)
         } catch {
             let what = plan.target.isMTD ? "MTD erase commands failed (\(error))" : "MMC erase failed"

@@ -59,7 +59,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     public func advance(to time: Duration) -> [BusTransition] {
         if time > now { now = time }
         var transitions: [BusTransition] = []
-        while let index = scheduled.indices.min(by: { (scheduled[$0].time, scheduled[$0].order) < (scheduled[$1].time, scheduled[$1].order) }),
+        while let index = scheduled.indices.min(by: {
+            (scheduled[$0].time, scheduled[$0].order) < (scheduled[$1].time, scheduled[$1].order)
+        }),
             scheduled[index].time <= now
         {
             let item = scheduled.remove(at: index)
@@ -138,7 +140,13 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
             // A storage TF-A started from USB (reference §B).
             console("ERROR:   Boot interface 6 not supported")
             console("PANIC at PC : 0x2ffe4d2c")
-            if inPlace { current?.silent = true } else { disconnect(after: config.timing.detachToDisconnect) }
+            if inPlace {
+                // The ROM's session dies mid-status: an I/O error, then silence.
+                current?.silent = true
+                current?.pendingFailure = .io
+            } else {
+                disconnect(after: config.timing.detachToDisconnect)
+            }
             return
         }
         console("NOTICE:  BL2: Booting from USB (STM32CubeProgrammer)")

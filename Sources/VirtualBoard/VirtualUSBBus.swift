@@ -12,8 +12,8 @@ public import USBModel
 public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public let clock: any FlashClock
     /// Attempts of a string read through the transient state after enumeration (like USBHost).
-    public var stringAttempts = 5
-    public var stringRetryDelay: Duration = .milliseconds(20)
+    public let stringAttempts: Int
+    public let stringRetryDelay: Duration
 
     private let lock = Mutex(())
     private var boards: [VirtualBoard]
@@ -23,9 +23,14 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     private var addresses: [ObjectIdentifier: Int] = [:]
     private var nextAddress = 2
 
-    public init(clock: any FlashClock, boards: [VirtualBoard] = []) {
+    public init(
+        clock: any FlashClock, boards: [VirtualBoard] = [], stringAttempts: Int = 5,
+        stringRetryDelay: Duration = .milliseconds(20)
+    ) {
         self.clock = clock
         self.boards = boards
+        self.stringAttempts = stringAttempts
+        self.stringRetryDelay = stringRetryDelay
     }
 
     /// Plugs a board in (an add event follows if one is enumerated and the bus is watched).
@@ -115,7 +120,9 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// The identity the kernel would publish: IDs, strings where readable (a STALL leaves them out).
-    private func identity(of device: any USBDeviceModel, on board: VirtualBoard, readStrings: Bool = true) -> USBDeviceIdentity {
+    private func identity(of device: any USBDeviceModel, on board: VirtualBoard, readStrings: Bool = true)
+        -> USBDeviceIdentity
+    {
         let key = ObjectIdentifier(device)
         let address: Int
         if let known = addresses[key] {
@@ -159,11 +166,15 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// Whether `device` is still attached, and the failure it injects into the current request.
-    func state(of board: VirtualBoard, _ device: any USBDeviceModel) -> (attached: Bool, failure: USBTransferError.Kind?) {
+    func state(of board: VirtualBoard, _ device: any USBDeviceModel) -> (
+        attached: Bool, failure: USBTransferError.Kind?
+    ) {
         lock.withLock { _ in
             applyDueTransitions()
             let attached = board.attachedDevice.map { $0 === device } ?? false
-            guard let boardDevice = device as? BoardDevice, let failure = boardDevice.pendingFailure else { return (attached, nil) }
+            guard let boardDevice = device as? BoardDevice, let failure = boardDevice.pendingFailure else {
+                return (attached, nil)
+            }
             boardDevice.pendingFailure = nil
             return (attached, failure)
         }
@@ -186,7 +197,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     }
 
     func deviceDescriptor() async throws -> DeviceDescriptor {
-        let bytes = try await controlIn(standardGetDescriptor(DescriptorType.device, 0, length: 18), timeout: .seconds(1))
+        let bytes = try await controlIn(
+            standardGetDescriptor(DescriptorType.device, 0, length: 18), timeout: .seconds(1))
         guard let descriptor = DeviceDescriptor(bytes: bytes) else {
             throw USBTransferError(.io, operation: "GET_DESCRIPTOR device", detail: "short descriptor")
         }
@@ -194,7 +206,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     }
 
     func configurationDescriptor() async throws -> ConfigurationDescriptor {
-        let bytes = try await controlIn(standardGetDescriptor(DescriptorType.configuration, 0, length: 0xFFFF), timeout: .seconds(1))
+        let bytes = try await controlIn(
+            standardGetDescriptor(DescriptorType.configuration, 0, length: 0xFFFF), timeout: .seconds(1))
         guard let configuration = ConfigurationDescriptor(bytes: bytes) else {
             throw USBTransferError(.io, operation: "GET_DESCRIPTOR configuration", detail: "malformed")
         }
@@ -206,7 +219,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
         while true {
             attempt += 1
             do {
-                let bytes = try await controlIn(standardGetDescriptor(DescriptorType.string, index, length: 255), timeout: .seconds(1))
+                let bytes = try await controlIn(
+                    standardGetDescriptor(DescriptorType.string, index, length: 255), timeout: .seconds(1))
                 guard let text = StringDescriptor.decode(bytes) else {
                     throw USBTransferError(.io, operation: "GET_DESCRIPTOR string \(index)", detail: "malformed")
                 }
@@ -241,7 +255,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
 
     private func standardGetDescriptor(_ type: UInt8, _ index: UInt8, length: UInt16) -> SetupPacket {
         SetupPacket(
-            requestType: USBRequest.standardDeviceIn, request: USBRequest.getDescriptor, value: UInt16(type) << 8 | UInt16(index),
+            requestType: USBRequest.standardDeviceIn, request: USBRequest.getDescriptor,
+            value: UInt16(type) << 8 | UInt16(index),
             index: type == DescriptorType.string ? 0x0409 : 0, length: length)
     }
 
@@ -277,13 +292,17 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
 
     /// Standard requests from the descriptors (recorded in the board's trace); the rest to the model.
     private func answer(_ model: any USBDeviceModel, _ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
+        // A firmware that crashed in place answers nothing at all, standard requests included.
+        if let boardDevice = model as? BoardDevice, boardDevice.silent { return DeviceControlReply(.noAnswer) }
         guard setup.requestType & 0x60 == 0 else { return model.control(setup, data: data) }
         var reply: DeviceControlReply
         switch (setup.request, UInt8(setup.value >> 8)) {
         case (USBRequest.setInterface, _):
             return model.setInterface(UInt8(setup.index & 0xFF), alternate: UInt8(setup.value & 0xFF)) ? .ack : .stall
         case (USBRequest.getDescriptor, DescriptorType.string):
-            return model.stringDescriptor(index: UInt8(setup.value & 0xFF), languageID: setup.index).map { .data(Array($0.prefix(Int(setup.length)))) } ?? .stall
+            return model.stringDescriptor(index: UInt8(setup.value & 0xFF), languageID: setup.index).map {
+                .data(Array($0.prefix(Int(setup.length))))
+            } ?? .stall
         case (USBRequest.getDescriptor, DescriptorType.device):
             reply = .data(Array(model.deviceDescriptor.bytes.prefix(Int(setup.length))))
         case (USBRequest.getDescriptor, DescriptorType.configuration):
@@ -314,10 +333,14 @@ extension VirtualUSBBus {
 
     /// Waits (on the bus clock) until a device enumerates on `port` and opens it; nil when none
     /// did within `timeout`. Removals on the way are skipped. Call `startWatching()` first.
-    public func waitForDFU(port: PortPath, timeout: Duration, timeouts: DFUTimeouts = .init()) async throws -> DFUDevice? {
+    public func waitForDFU(port: PortPath, timeout: Duration, timeouts: DFUTimeouts = .init()) async throws
+        -> DFUDevice?
+    {
         let deadline = clock.now + timeout
         while let event = try await nextEvent(until: deadline) {
-            if event.action == .add, event.device.port == port { return try await openDFU(port: port, timeouts: timeouts) }
+            if event.action == .add, event.device.port == port {
+                return try await openDFU(port: port, timeouts: timeouts)
+            }
         }
         return nil
     }

@@ -1,4 +1,5 @@
 import DFU
+import Synchronization
 import TestSupport
 import Testing
 import Timekeeping
@@ -60,7 +61,8 @@ struct HostRuleTests {
     func romBlocksAndPollTimeout() async throws {
         let rig = try Rig()
         let device = try await rig.open()
-        let report = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true)
+        let report = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true)
         #expect(report.bytes == 3000)
         #expect(report.blocks == 3)
         #expect(rig.downloads.map(\.block) == [0, 1, 2, 3])
@@ -82,7 +84,8 @@ struct HostRuleTests {
         let rig = try Rig { $0.romDFUVersion = 0x011A }
         let device = try await rig.open()
         #expect(device.firstBlockNumber == 2)
-        _ = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 1800)), phase: 0x01, deviceMayLeave: true)
+        _ = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 1800)), phase: 0x01, deviceMayLeave: true)
         #expect(rig.downloads.map(\.block) == [2, 3, 4, 5])
         #expect(rig.downloads.map(\.length) == [1024, 1024, 8, 0])
         #expect(rig.board.protocolViolations.isEmpty)
@@ -103,7 +106,8 @@ struct HostRuleTests {
         let device = try await rig.open()
         #expect(device.functional.transferSize == 1000)
         #expect(device.chunkSize == 960)
-        _ = try await device.download(MemoryByteSource(SampleImages.fsbl(payloadSize: 2000)), phase: 0x01, deviceMayLeave: true)
+        _ = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2000)), phase: 0x01, deviceMayLeave: true)
         #expect(rig.downloads.map(\.length) == [960, 960, 336, 0])
     }
 
@@ -133,7 +137,9 @@ struct HostRuleTests {
         try await transport.setAlternate(interface: 0, alternate: 5)
         // The legacy stack answers UPLOAD block 0 only: block 1 puts it in dfuERROR.
         let badUpload = SetupPacket(requestType: 0xA1, request: DFURequest.upload, value: 1, index: 0, length: 512)
-        await #expect(throws: USBTransferError.self) { _ = try await transport.controlIn(badUpload, timeout: .seconds(1)) }
+        await #expect(throws: USBTransferError.self) {
+            _ = try await transport.controlIn(badUpload, timeout: .seconds(1))
+        }
         let device = try await rig.open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
         #expect(rig.count(DFURequest.clearStatus) == 1)
@@ -225,5 +231,64 @@ struct HostRuleTests {
         try await rom.detach()
         await #expect(throws: DFUError.self) { _ = try await rom.getPhase() }
         #expect(rom.controlTransferCount > 0)
+    }
+
+    @Test("download streams block by block, reports progress and counts every control transfer")
+    func progressAndCounts() async throws {
+        let rig = try Rig()
+        let device = try await rig.open()
+        #expect(device.controlTransferCount == rig.board.trace.count)
+        let before = rig.board.trace.count
+        let seen = Mutex<[Int64]>([])
+        let report = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(payloadSize: 2744)), phase: 0x01, deviceMayLeave: true
+        ) { bytes in seen.withLock { $0.append(bytes) } }
+        #expect(seen.withLock { $0 } == [1024, 2048, 3000])
+        // SET_INTERFACE, GETSTATUS; per block DNLOAD + dfuDNBUSY + dfuDNLOAD-IDLE; ZLP + 7 + 2.
+        #expect(report.controlTransfers == 14)
+        #expect(rig.board.trace.count - before == 14)
+        #expect(device.controlTransferCount == rig.board.trace.count)
+        #expect(report.duration == rig.clock.now - rig.board.trace[before].time)
+    }
+
+    @Test("an empty source is refused before anything is sent")
+    func emptySource() async throws {
+        let rig = try Rig()
+        let device = try await rig.open()
+        let before = rig.board.trace.count
+        await #expect(throws: DFUError.self) { _ = try await device.download(MemoryByteSource([]), phase: 0x01) }
+        #expect(rig.board.trace.count == before)
+    }
+
+    @Test("the seven host rules hold over a whole ROM → TF-A → U-Boot run, request by request")
+    func invariantsOverAWholeRun() async throws {
+        let rig = try Rig()
+        let uboot = try await rig.bootMP15ToUBoot()
+        _ = try await uboot.download(MemoryByteSource(SampleImages.pattern(10_000, seed: 3)), phase: 0x00)
+        _ = try await uboot.getPhase()
+        let requests = rig.board.trace
+        for (index, entry) in requests.enumerated() where entry.isDFU(DFURequest.download) {
+            let previous = requests[..<index].last {
+                $0.setup.requestType & 0x60 == 0x20 || $0.setup.request == USBRequest.setInterface
+            }
+            let next = requests[(index + 1)...].first { $0.setup.requestType & 0x60 == 0x20 }
+            // Rule 4/5: every DNLOAD is followed by GETSTATUS.
+            #expect(next?.isDFU(DFURequest.getStatus) == true)
+            if entry.dataLength > 0 {
+                // Rule 2: full chunks are multiples of bMaxPacketSize0.
+                let isLast = requests[(index + 1)...].first { $0.isDFU(DFURequest.download) }?.dataLength == 0
+                #expect(isLast || entry.dataLength % 64 == 0)
+            }
+            // Rule 1: a transfer starts right after SET_INTERFACE + GETSTATUS(dfuIDLE).
+            if entry.setup.value == 0, let previous {
+                #expect(previous.isDFU(DFURequest.getStatus))
+                if case .ok(let bytes) = previous.reply.outcome { #expect(bytes[4] == DFUState.dfuIdle.rawValue) }
+            }
+        }
+        // Rule 3 (numbering, ZLP numbered) is checked by the board on every DNLOAD.
+        #expect(rig.board.protocolViolations.isEmpty)
+        // Rule 6: no CLRSTATUS without an error; rule 7: no bus reset.
+        #expect(rig.count(DFURequest.clearStatus) == 0)
+        #expect(!requests.contains { $0.isBusReset })
     }
 }

@@ -3,12 +3,14 @@ import Testing
 
 @Suite("Alternate names (§3)")
 struct AlternateNameTests {
-    @Test("ROM/TF-A spelling: space before the slash, upper-case hex", arguments: [
-        ("@FSBL /0x01/1*1Me", "FSBL", UInt8(0x01), UInt64(1 << 20), Character("M"), Character("e")),
-        ("@virtual /0xF1/1*512Ba", "virtual", 0xF1, 512, "B", "a"),
-        ("@Partition3 /0x03/1*16Me", "Partition3", 0x03, 16 << 20, "M", "e"),
-        ("@DDR FIP /0x02/1*32Ke", "DDR FIP", 0x02, 32 << 10, "K", "e"),
-    ])
+    @Test(
+        "ROM/TF-A spelling: space before the slash, upper-case hex",
+        arguments: [
+            ("@FSBL /0x01/1*1Me", "FSBL", UInt8(0x01), UInt64(1 << 20), Character("M"), Character("e")),
+            ("@virtual /0xF1/1*512Ba", "virtual", 0xF1, 512, "B", "a"),
+            ("@Partition3 /0x03/1*16Me", "Partition3", 0x03, 16 << 20, "M", "e"),
+            ("@DDR FIP /0x02/1*32Ke", "DDR FIP", 0x02, 32 << 10, "K", "e"),
+        ])
     func romSpelling(text: String, name: String, id: UInt8, size: UInt64, unit: Character, access: Character) throws {
         let parsed = try #require(DFUAlternateName.parse(text))
         #expect(parsed.name == name)
@@ -19,12 +21,14 @@ struct AlternateNameTests {
         #expect(parsed.formatted(style: .romOrTFA) == text)
     }
 
-    @Test("U-Boot spelling: no space, lower-case hex", arguments: [
-        ("@fsbl1/0x04/1*256Ke", "fsbl1", UInt8(0x04), UInt64(256 << 10)),
-        ("@virtual/0xf1/1*512Be", "virtual", 0xF1, 512),
-        ("@OTP/0xf2/1*776Be", "OTP", 0xF2, 776),
-        ("@rootfs/0x11/1*3G" + "e", "rootfs", 0x11, 3 << 30),
-    ])
+    @Test(
+        "U-Boot spelling: no space, lower-case hex",
+        arguments: [
+            ("@fsbl1/0x04/1*256Ke", "fsbl1", UInt8(0x04), UInt64(256 << 10)),
+            ("@virtual/0xf1/1*512Be", "virtual", 0xF1, 512),
+            ("@OTP/0xf2/1*776Be", "OTP", 0xF2, 776),
+            ("@rootfs/0x11/1*3G" + "e", "rootfs", 0x11, 3 << 30),
+        ])
     func ubootSpelling(text: String, name: String, id: UInt8, size: UInt64) throws {
         let parsed = try #require(DFUAlternateName.parse(text))
         #expect(parsed.name == name)
@@ -42,19 +46,29 @@ struct AlternateNameTests {
 
     @Test("U-Boot's unit rule is 'strictly greater': 1 MiB is written 1024K, 1 KiB is 1024B")
     func ubootUnitRule() {
-        #expect(DFUAlternateName(name: "p", phaseID: 0x10, byteSize: 1 << 20, access: "e").formatted(style: .uboot) == "@p/0x10/1*1024Ke")
-        #expect(DFUAlternateName(name: "p", phaseID: 0x10, byteSize: 1024, access: "a").formatted(style: .uboot) == "@p/0x10/1*1024Ba")
-        #expect(DFUAlternateName(name: "p", phaseID: 0x10, byteSize: (1 << 20) + 1, access: "e").formatted(style: .uboot) == "@p/0x10/1*1Me")
+        #expect(
+            DFUAlternateName(name: "p", phaseID: 0x10, byteSize: 1 << 20, access: "e").formatted(style: .uboot)
+                == "@p/0x10/1*1024Ke")
+        #expect(
+            DFUAlternateName(name: "p", phaseID: 0x10, byteSize: 1024, access: "a").formatted(style: .uboot)
+                == "@p/0x10/1*1024Ba")
+        #expect(
+            DFUAlternateName(name: "p", phaseID: 0x10, byteSize: (1 << 20) + 1, access: "e").formatted(style: .uboot)
+                == "@p/0x10/1*1Me")
         // Truncating division, as U-Boot's u32 arithmetic.
-        #expect(DFUAlternateName(name: "p", phaseID: 0x10, byteSize: (3 << 30) - 1, access: "e").formatted(style: .uboot) == "@p/0x10/1*2Ge")
+        #expect(
+            DFUAlternateName(name: "p", phaseID: 0x10, byteSize: (3 << 30) - 1, access: "e").formatted(style: .uboot)
+                == "@p/0x10/1*2Ge")
         // The ROM spelling of the same entity keeps its written unit.
         #expect(DFUAlternateName.parse("@FSBL /0x01/1*1Me")?.formatted(style: .uboot) == "@FSBL/0x01/1*1024Ke")
     }
 
-    @Test("malformed strings are rejected", arguments: [
-        "FSBL /0x01/1*1Me", "@/0x01/1*1Me", "@FSBL /01/1*1Me", "@FSBL /0x/1*1Me", "@FSBL /0x100/1*1Me",
-        "@FSBL /0x01/1*1Xe", "@FSBL /0x01/1*1M", "@FSBL /0x01/1*Me", "@FSBL /0x01/11Me", "@FSBL /0x01/1*1Mz", "",
-    ])
+    @Test(
+        "malformed strings are rejected",
+        arguments: [
+            "FSBL /0x01/1*1Me", "@/0x01/1*1Me", "@FSBL /01/1*1Me", "@FSBL /0x/1*1Me", "@FSBL /0x100/1*1Me",
+            "@FSBL /0x01/1*1Xe", "@FSBL /0x01/1*1M", "@FSBL /0x01/1*Me", "@FSBL /0x01/11Me", "@FSBL /0x01/1*1Mz", "",
+        ])
     func malformed(text: String) {
         #expect(DFUAlternateName.parse(text) == nil)
     }
@@ -148,7 +162,8 @@ struct DescriptorTests {
 
     @Test("DfuSe version and DFU 1.0 (7 bytes)")
     func versions() throws {
-        #expect(DFUFunctionalDescriptor(bytes: [0x09, 0x21, 0x0B, 0xFF, 0x00, 0x00, 0x04, 0x1A, 0x01])?.isDfuSe == true)
+        #expect(
+            DFUFunctionalDescriptor(bytes: [0x09, 0x21, 0x0B, 0xFF, 0x00, 0x00, 0x04, 0x1A, 0x01])?.isDfuSe == true)
         let old = try #require(DFUFunctionalDescriptor(bytes: [0x07, 0x21, 0x03, 0x10, 0x00, 0x00, 0x02]))
         #expect(old.dfuVersion == 0x0100)
         #expect(old.transferSize == 512)

@@ -28,13 +28,17 @@ struct IdentityTests {
         let rom = try await rig.open()
         expectCommonDescriptor(rom)
         #expect(rom.identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
-        #expect(rom.alternates.map(\.string) == [
-            "@Partition0 /0x00/1*256Ke", "@FSBL /0x01/1*1Me", "@Partition2 /0x02/1*1Me", "@Partition3 /0x03/1*16Me",
-            "@Partition4 /0x04/1*16Me", "@virtual /0xF1/1*512Ba",
-        ])
+        #expect(
+            rom.alternates.map(\.string) == [
+                "@Partition0 /0x00/1*256Ke", "@FSBL /0x01/1*1Me", "@Partition2 /0x02/1*1Me", "@Partition3 /0x03/1*16Me",
+                "@Partition4 /0x04/1*16Me", "@virtual /0xF1/1*512Ba",
+            ])
         #expect(rom.alternate(forPhase: 0x01)?.alternateSetting == 1)
         let config = try await configuration(rom)
-        #expect(config.interfaces.allSatisfy { $0.interfaceClass == 0xFE && $0.interfaceSubClass == 0x01 && $0.interfaceProtocol == 0x02 })
+        #expect(
+            config.interfaces.allSatisfy {
+                $0.interfaceClass == 0xFE && $0.interfaceSubClass == 0x01 && $0.interfaceProtocol == 0x02
+            })
         #expect(config.interfaces.last?.extra == [[0x09, 0x21, 0x0F, 0xFF, 0x00, 0x00, 0x04, 0x10, 0x01]])
         #expect(config.interfaces.dropLast().allSatisfy { $0.extra.isEmpty })
         #expect(try await rom.getPhase().phase == 0x01)
@@ -85,7 +89,8 @@ struct IdentityTests {
         _ = try await rom.getPhase()
         try await rom.detach()
         let tfa = try #require(try await rig.next())
-        #expect(tfa.alternates.map(\.string) == ["@DDR FIP /0x02/1*32Ke", "@FIP /0x03/1*16Me", "@virtual /0xF1/1*512Ba"])
+        #expect(
+            tfa.alternates.map(\.string) == ["@DDR FIP /0x02/1*32Ke", "@FIP /0x03/1*16Me", "@virtual /0xF1/1*512Ba"])
         #expect(try await tfa.getPhase().bytes == [0x02, 0x00, 0x00, 0x00, 0x0E, 0x00, 0x00, 0x00, 0x00])
         // GetPhase's address is TF-A's write pointer.
         _ = try await tfa.download(MemoryByteSource(SampleImages.fip(payloadSize: 944)), phase: 0x02)
@@ -97,10 +102,13 @@ struct IdentityTests {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
         expectCommonDescriptor(uboot)
-        #expect(uboot.identity.product == "USB download gadget@Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,")
-        #expect(uboot.alternates.map(\.string) == [
-            "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
-        ])
+        #expect(
+            uboot.identity.product
+                == "USB download gadget@Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,")
+        #expect(
+            uboot.alternates.map(\.string) == [
+                "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+            ])
         #expect(uboot.functional.bytes == [0x09, 0x21, 0x0F, 0x00, 0x00, 0x00, 0x10, 0x10, 0x01])
         #expect(try await uboot.getPhase().bytes == [0x00, 0x00, 0x00, 0x00, 0xC2, 0, 0, 0, 0, 0x00])
         let otp = try await uboot.upload(phase: 0xF2, length: 776)

@@ -34,11 +34,14 @@ struct SessionTests {
         let storage = try #require(board.storage.device(named: device))
         return try DevicePlanner.plan(
             layoutDevice,
-            geometry: DeviceGeometry(size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
+            geometry: DeviceGeometry(
+                size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
         ).get()
     }
 
-    @Test("SD card full update: layout → DETACH → enumeration 2 → partitions by ID → END; GPT read back by sfdisk and sgdisk")
+    @Test(
+        "SD card full update: layout → DETACH → enumeration 2 → partitions by ID → END; GPT read back by sfdisk and sgdisk"
+    )
     func sdCardFullUpdate() async throws {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
@@ -47,7 +50,10 @@ struct SessionTests {
 
         // One alternate per non-none line by increasing ID, then virtual, OTP, PMIC.
         let partitionAlts = expected.partitions.sorted { $0.line.id < $1.line.id }.map(\.altName)
-        #expect(enumeration2.alternates.map(\.string) == partitionAlts + ["@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be"])
+        #expect(
+            enumeration2.alternates.map(\.string) == partitionAlts + [
+                "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+            ])
         #expect(enumeration2.alternate(forPhase: 0x07)?.string == "@u-boot-env/0x07/1*256Ka")
         #expect(try await enumeration2.getPhase().bytes == [0x04, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])
 
@@ -56,11 +62,15 @@ struct SessionTests {
         #expect(end.phase == 0xFE)
         // GetPhase asked for the P-not-E lines in increasing ID order, then END.
         let session = rig.board.enumerationCount
-        let asked = rig.board.trace.filter { $0.session == session && $0.isDFU(DFURequest.upload) }.compactMap { entry -> UInt8? in
+        let asked = rig.board.trace.filter { $0.session == session && $0.isDFU(DFURequest.upload) }.compactMap {
+            entry -> UInt8? in
             if case .ok(let bytes) = entry.reply.outcome, bytes.count >= 9 { return bytes[0] }
             return nil
         }
-        #expect(asked.reduce(into: [UInt8]()) { if $0.last != $1 { $0.append($1) } } == [0x04, 0x05, 0x06, 0x10, 0x11, 0xFE])
+        #expect(
+            asked.reduce(into: [UInt8]()) { if $0.last != $1 { $0.append($1) } } == [
+                0x04, 0x05, 0x06, 0x10, 0x11, 0xFE,
+            ])
         #expect(rig.board.consoleLog.contains("Phase=END"))
 
         // Data landed at the planned offsets.
@@ -114,9 +124,39 @@ struct SessionTests {
         #expect(rig.board.consoleLog.contains("mmc bootbus 1 0 0 0; mmc partconf 1 1 1 0"))
         #expect(rig.board.storage.path(device: "mmc1", hardwarePartition: 2).hasSuffix("/mmc1-boot2.img"))
         rig.board.storage.closeAll()
-        let sfdisk = try ExternalTool("sfdisk", package: "fdisk").run(["--json", rig.board.storage.path(device: "mmc1")])
+        let sfdisk = try ExternalTool("sfdisk", package: "fdisk").run([
+            "--json", rig.board.storage.path(device: "mmc1"),
+        ])
         let table = try JSONDecoder().decode(SfdiskTable.self, from: Data(sfdisk.standardOutput.utf8)).partitiontable
         #expect(table.partitions.map(\.name) == ["fip-a", "bootfs", "rootfs"])
+    }
+
+    @Test("D lines are erased during device init, before enumeration 2; other data is kept")
+    func deleteLinesErased() async throws {
+        let rig = try BoardRig()
+        let old = SampleImages.pattern(0x40000, seed: 77)
+        try rig.board.storage.write(device: "mmc0", offset: 0x48_4400, bytes: old)
+        try rig.board.storage.write(device: "mmc0", offset: 0x100_0000, bytes: old)
+        let uboot = try #require(try await rig.bootToUBoot())
+        _ = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+        let erased = try rig.board.storage.read(device: "mmc0", offset: 0x48_4400, length: 0x40000)
+        #expect(erased.allSatisfy { $0 == 0 })
+        #expect(try rig.board.storage.read(device: "mmc0", offset: 0x100_0000, length: 0x40000) == old)
+    }
+
+    @Test("OTP and PMIC alternates: written images are applied at manifestation and read back")
+    func otpAndPMIC() async throws {
+        let rig = try BoardRig()
+        let uboot = try #require(try await rig.bootToUBoot())
+        var otp = try await uboot.upload(phase: 0xF2, length: 776)
+        otp[8] = 0x5A
+        _ = try await uboot.download(MemoryByteSource(otp), phase: 0xF2)
+        #expect(try await uboot.upload(phase: 0xF2, length: 776) == otp)
+        _ = try await uboot.download(MemoryByteSource([1, 2, 3, 4, 5, 6, 7, 8]), phase: 0xF4)
+        #expect(try await uboot.upload(phase: 0xF4, length: 8) == [1, 2, 3, 4, 5, 6, 7, 8])
+        #expect(rig.board.consoleLog.contains("OTP write: 776 bytes"))
+        #expect(rig.board.consoleLog.contains("PMIC NVM write: 8 bytes"))
+        #expect(rig.board.protocolViolations.isEmpty)
     }
 
     @Test("images are sparse: a 4 GiB device holding a few hundred KiB uses little disk")
@@ -132,23 +172,52 @@ struct SessionTests {
         #expect(Int64(info.st_blocks) * 512 < 16 << 20)
     }
 
-    @Test("partial update writes no GPT; the command alternate sets the offset (big-endian, §4.4)")
+    @Test("partial update: the existing GPT must match; the command alternate sets the offset (big-endian, §4.4)")
     func partialUpdateAndCommand() async throws {
         let rig = try BoardRig()
         let uboot = try #require(try await rig.bootToUBoot())
-        let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
-        #expect(enumeration2.alternate(forPhase: 0x04)?.name?.access == "a")
-        #expect(try await enumeration2.getPhase().phase == 0x05)
-        try await enumeration2.writeCommand(phase: 0x05, address: 0x0000_0200)
-        let resumed = try await enumeration2.getPhase()
-        #expect(resumed.offset == 0x200)
+        let full = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+        #expect(
+            try await rig.programPartitions(full, files: try TestLayouts.files(for: TestLayouts.sdCard)).phase == 0xFE)
+        let fsbl1Before = try rig.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000)
+
+        // Reset into the ROM and flash again with the partial layout.
+        try await rig.bus.startWatching()
+        try await full.writeCommand(phase: 0xFF, address: 0xC000_0000)
+        #expect(rig.board.consoleLog.contains("## Starting application at 0xC0000000 ..."))
+        let other = try BoardRig { $0.storageDirectory = rig.directory.path }
+        let uboot2 = try #require(try await other.bootToUBoot())
+        let partial = try #require(try await other.sendLayout(TestLayouts.partial, to: uboot2))
+        #expect(partial.alternate(forPhase: 0x04)?.name?.access == "a")
+        #expect(try await partial.getPhase().phase == 0x05)
+        try await partial.writeCommand(phase: 0x05, address: 0x0000_0200)
+        #expect(try await partial.getPhase().offset == 0x200)
         let data = SampleImages.pattern(3000, seed: 9)
-        _ = try await enumeration2.download(MemoryByteSource(data), phase: 0x05)
-        #expect(try await enumeration2.getPhase().phase == 0xFE)
-        #expect(try rig.board.storage.read(device: "mmc0", offset: 0x44400 + 0x200, length: 3000) == data)
-        #expect(try rig.board.storage.read(device: "mmc0", offset: 512, length: 8) == [UInt8](repeating: 0, count: 8))
-        let command = try #require(rig.board.trace.last { $0.isDFU(DFURequest.download) && $0.dataLength == 5 })
+        _ = try await partial.download(MemoryByteSource(data), phase: 0x05)
+        #expect(try await partial.getPhase().phase == 0x06)
+        #expect(try other.board.storage.read(device: "mmc0", offset: 0x44400 + 0x200, length: 3000) == data)
+        #expect(try other.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000) == fsbl1Before)
+        let command = try #require(other.board.trace.last { $0.isDFU(DFURequest.download) && $0.dataLength == 5 })
         #expect(command.setup.value == 0)
+    }
+
+    @Test(
+        "partial update on a blank device: enumeration 2 has only FlashLayout/virtual and GetPhase says why; DETACH resets"
+    )
+    func partialUpdateWithoutGPT() async throws {
+        let rig = try BoardRig()
+        let uboot = try #require(try await rig.bootToUBoot())
+        let failed = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
+        #expect(
+            failed.alternates.map(\.string) == [
+                "@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be", "@OTP/0xf2/1*776Be", "@PMIC/0xf4/1*8Be",
+            ])
+        let reply = try await failed.getPhase()
+        #expect(reply.phase == 0xFF)
+        #expect(reply.message == "fsbl1 (0x4):Couldn't find part 1 on device mmc 0")
+        try await failed.detach()
+        let rom = try #require(try await rig.next())
+        #expect(rom.identity.product?.hasPrefix("DFU in HS Mode") == true)
     }
 
     @Test("MP25: ROM DETACH → TF-A DDR phase → reconnect → FIP → U-Boot")
@@ -163,7 +232,9 @@ struct SessionTests {
 
     @Test("MP25 option: the ROM's identity changes in place, no disconnect")
     func mp25InPlace() async throws {
-        let rig = try BoardRig { $0.soc = .mp25; $0.mp25ROMChangesInPlace = true }
+        let rig = try BoardRig {
+            $0.soc = .mp25; $0.mp25ROMChangesInPlace = true
+        }
         try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
