@@ -103,7 +103,7 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "FlashEngineTests",
-            dependencies: ["FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "TestSupport"],
+            dependencies: ["FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests", dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport"],

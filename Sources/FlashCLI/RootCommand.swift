@@ -10,8 +10,12 @@ public struct RootCommand: AsyncParsableCommand {
             CheckCommand.self,
             PlanCommand.self,
             ExamplesCommand.self,
+            FlashCommand.self,
             ListCommand.self,
             WatchCommand.self,
+            DoctorCommand.self,
+            VMFilterCommand.self,
+            UdevRulesCommand.self,
         ]
     )
 

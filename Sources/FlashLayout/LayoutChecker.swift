@@ -68,6 +68,8 @@ private struct CheckRun {
     var diagnostics: [LayoutDiagnostic] = []
     var lines: [LayoutLine] = []
     var fieldColumns: [Int: [Int]] = [:]
+    /// Features newer than some U-Boot releases, collected when no `--uboot-version` is given.
+    var versionNeeds: [(version: UBootVersion, what: String, line: Int, column: Int)] = []
 
     init(path: String, options: LayoutCheckOptions) {
         self.path = path
@@ -77,7 +79,7 @@ private struct CheckRun {
     var result: LayoutCheckResult {
         LayoutCheckResult(
             path: path,
-            diagnostics: diagnostics.sorted { ($0.line, $0.column, $0.severity) < ($1.line, $1.column, $1.severity) },
+            diagnostics: diagnostics.sorted { ($0.line, $0.column, $1.severity) < ($1.line, $1.column, $0.severity) },
             lines: lines, fieldColumns: fieldColumns)
     }
 
@@ -96,6 +98,7 @@ private struct CheckRun {
             bytes = Array(raw.dropFirst(LayoutHeader.length).prefix(Int(readLE32(raw, 76))))
         }
         lexAndValidate(bytes)
+        reportVersionNeeds()
         checkLayoutWide(bytes)
         compareWithRawParse(raw)
         let plan = checkDevices()
@@ -410,17 +413,30 @@ private struct CheckRun {
         return (.invalidOption, "invalid option '\(text)': use '-' or letters from P, E, D including P")
     }
 
-    /// A type or IP that an older U-Boot rejects: a warning, or an error against `--uboot-version`.
+    /// A type or IP that an older U-Boot rejects: one warning per file (see `reportVersionNeeds`),
+    /// or an error per line against `--uboot-version`.
     mutating func typeVersion(_ needed: UBootVersion, what: String, line: Int, column: Int) {
         guard let version = options.ubootVersion else {
-            if !diagnostics.contains(where: { $0.code == DiagnosticCode.typeTooNew.rawValue && $0.message.hasPrefix(what + " ") }) {
-                report(line, column, .warning, .typeTooNew, "\(what) needs ST U-Boot \(needed) or later; an older U-Boot rejects the whole layout (pass --uboot-version to check against yours)")
-            }
+            versionNeeds.append((needed, what, line, column))
             return
         }
         if version < needed {
             report(line, column, .error, .typeTooNew, "\(what) needs ST U-Boot \(needed) or later; U-Boot \(version) rejects the whole layout")
         }
+    }
+
+    /// One warning naming the newest U-Boot release the layout needs and why.
+    mutating func reportVersionNeeds() {
+        guard let newest = versionNeeds.map(\.version).max(), let first = versionNeeds.first(where: { $0.version == newest }) else {
+            return
+        }
+        var seen: Set<String> = []
+        let reasons = versionNeeds.sorted { $0.version > $1.version }.filter { seen.insert($0.what).inserted }
+            .map { "\($0.what) (line \($0.line)) needs \($0.version)" }
+        report(
+            first.line, first.column, .warning, .typeTooNew,
+            "this layout needs ST U-Boot \(newest) or later: " + reasons.joined(separator: ", ")
+                + "; an older U-Boot rejects the whole layout (pass --uboot-version to check against yours)")
     }
 
     // MARK: Whole-layout checks
@@ -539,10 +555,15 @@ private struct CheckRun {
             }
         }
         let directory = parentDirectory(of: path)
+        let bootChecks = BootFileChecks(lines: lines)
         for line in lines where line.binary != nil && (line.isRequested || (line.isBootStage && line.id <= 3)) {
             guard let binary = line.binary else { continue }
-            if BinaryPath.resolve(binary, layoutDirectory: directory) == nil {
+            guard let resolved = BinaryPath.resolve(binary, layoutDirectory: directory) else {
                 report(line.line, column(line, 6), .error, .missingFile, "file '\(binary)' not found (looked for it as given and relative to \(directory.isEmpty ? "." : directory))")
+                continue
+            }
+            for (severity, code, message) in bootChecks.findings(for: line, path: resolved) {
+                report(line.line, column(line, 6), severity, code, message)
             }
         }
     }

@@ -1,12 +1,12 @@
-/// How bad a finding is. Errors make `check` exit 1; warnings do not.
+/// How bad a finding is, ordered note < warning < error. Errors make `check` exit 1.
 public enum Severity: String, Sendable, Hashable, Codable, Comparable {
     case error, warning, note
 
     private var rank: Int {
         switch self {
-        case .error: 0
+        case .note: 0
         case .warning: 1
-        case .note: 2
+        case .error: 2
         }
     }
 

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 
 /// A boot stage the host sends from RAM (IP `none` lines: 0x01 FSBL, 0x02 DDR FIP, 0x03 FIP).
 public struct BootStage: Sendable, Hashable, Codable {
@@ -121,11 +122,10 @@ public enum PartitionPlanner {
                 payload: LayoutPayload.normalized(lines), notes: notes))
     }
 
-    static func fileSize(_ path: String) -> Int64? {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return nil }
-        if let size = attributes[.size] as? Int64 { return size }
-        if let size = attributes[.size] as? UInt64 { return Int64(size) }
-        if let size = attributes[.size] as? Int { return Int64(size) }
-        return nil
+    /// Size of a regular file, from `stat(2)`.
+    public static func fileSize(_ path: String) -> Int64? {
+        var info = stat()
+        guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int64(info.st_size)
     }
 }

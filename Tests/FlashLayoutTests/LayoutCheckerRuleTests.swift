@@ -44,7 +44,7 @@ let ruleCases: [RuleCase] = [
     RuleCase(code: .duplicateID, severity: .error, text: fsblLine + goodRow + "P\t0x04\tfsbl2\tBinary\tmmc0\t0x44400\tf\n", line: 3, column: 3, says: "Layout: duplicated phase 0x4 for part fsbl1 and fsbl2"),
     RuleCase(code: .tooManyDevices, severity: .error, text: fsblLine + (0..<6).map { "P\t0x1\($0)\tp\($0)\tBinary\t\(["mmc0", "mmc1", "mmc2", "nor0", "nand0", "spi-nand0"][$0])\t0x80000\tf\n" }.joined(), line: 7, column: 18, says: "Layout: too many device"),
     RuleCase(code: .noPartition, severity: .error, text: "#Opt\tId\n\n", line: 0, column: 0, says: "Layout: no partition found"),
-    RuleCase(code: .typeTooNew, severity: .warning, text: fsblLine + "P\t0x06\tmetadata1\tFWU_MDATA\tmmc0\t0x84400\tf\n", line: 2, column: 18, says: "needs ST U-Boot v2022.10"),
+    RuleCase(code: .typeTooNew, severity: .warning, text: fsblLine + "P\t0x06\tmetadata1\tFWU_MDATA\tmmc0\t0x84400\tf\n", line: 2, column: 18, says: "FWU_MDATA (line 2) needs v2022.10"),
     RuleCase(code: .typeTooNew, severity: .error, text: fsblLine + "P\t0x06\tfip-a\tFIP\tmmc0\t0x84400\tf\n", line: 2, column: 14, says: "U-Boot v2020.10 rejects", options: LayoutCheckOptions(ubootVersion: UBootVersion("v2020.10"), layoutOnly: true)),
     RuleCase(code: .unexpandedTemplate, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\t${DEPLOY}/fsbl.stm32\n", line: 2, column: 33, says: "unexpanded template variable"),
     RuleCase(code: .trailingTab, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\t\n", line: 2, column: 34, says: "merge the next line"),

@@ -1,0 +1,349 @@
+import Synchronization
+public import Timekeeping
+public import USBModel
+
+/// A DFU client for one opened STM32MP device (ROM, TF-A or U-Boot alike), following the host
+/// rules of reference §1.2 so that the same code works with all three firmwares.
+///
+/// Alternates and descriptors are read once at `open`; a re-enumerated board is a new device and
+/// needs a new `DFUDevice`. Requests are not meant to overlap: one task drives a device at a time.
+public final class DFUDevice: Sendable {
+    public let identity: USBDeviceIdentity
+    public let deviceDescriptor: DeviceDescriptor
+    public let alternates: [DFUAlternate]
+    public let functional: DFUFunctionalDescriptor
+    public let transport: any USBControlTransport
+    let clock: any FlashClock
+    let timeouts: DFUTimeouts
+    private let transfers = Atomic<Int>(0)
+
+    /// Phase ID of the command/GetPhase alternate (`virtual`).
+    public static let commandPhase: UInt8 = 0xF1
+
+    private init(
+        identity: USBDeviceIdentity, deviceDescriptor: DeviceDescriptor, alternates: [DFUAlternate],
+        functional: DFUFunctionalDescriptor, transport: any USBControlTransport, clock: any FlashClock,
+        timeouts: DFUTimeouts, transfers: Int
+    ) {
+        self.identity = identity
+        self.deviceDescriptor = deviceDescriptor
+        self.alternates = alternates
+        self.functional = functional
+        self.transport = transport
+        self.clock = clock
+        self.timeouts = timeouts
+        self.transfers.store(transfers, ordering: .relaxed)
+    }
+
+    /// Reads the device and configuration descriptors, the identity strings, every DFU
+    /// alternate's string and the functional descriptor.
+    /// - Throws: `DFUError` when a descriptor cannot be read or the device has no DFU interface.
+    public static func open(
+        _ transport: any USBControlTransport, clock: any FlashClock, timeouts: DFUTimeouts = .init()
+    ) async throws -> DFUDevice {
+        var count = 0
+        func step<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+            count += 1
+            do { return try await body() } catch let error as USBTransferError {
+                throw DFUError(.transport(error), operation: operation)
+            }
+        }
+        func optionalString(_ index: UInt8) async -> String? {
+            guard index != 0 else { return nil }
+            return try? await step("string descriptor \(index)") { try await transport.string(index: index) }
+        }
+        let device = try await step("GET_DESCRIPTOR device") { try await transport.deviceDescriptor() }
+        let configuration = try await step("GET_DESCRIPTOR configuration") {
+            try await transport.configurationDescriptor()
+        }
+        var identity = transport.identity
+        identity.vendorID = device.vendorID
+        identity.productID = device.productID
+        identity.bcdDevice = device.bcdDevice
+        if let text = await optionalString(device.manufacturerIndex) { identity.manufacturer = text }
+        if let text = await optionalString(device.productIndex) { identity.product = text }
+        if let text = await optionalString(device.serialNumberIndex) { identity.serial = text }
+        let dfuAlternates = configuration.interfaces.filter(\.isDFU)
+        guard !dfuAlternates.isEmpty else {
+            throw DFUError(.malformed("the configuration has no DFU interface"), operation: "open")
+        }
+        var alternates: [DFUAlternate] = []
+        for alt in dfuAlternates {
+            let text = await optionalString(alt.interfaceStringIndex)
+            alternates.append(
+                DFUAlternate(interface: alt.interfaceNumber, alternateSetting: alt.alternateSetting, string: text))
+        }
+        guard let functional = dfuAlternates.lazy.compactMap(\.dfuFunctionalDescriptor).first else {
+            throw DFUError(.malformed("no DFU functional descriptor"), operation: "open")
+        }
+        return DFUDevice(
+            identity: identity, deviceDescriptor: device, alternates: alternates, functional: functional,
+            transport: transport, clock: clock, timeouts: timeouts, transfers: count)
+    }
+
+    /// Every control transfer made through this device so far (descriptor reads included).
+    public var controlTransferCount: Int { transfers.load(ordering: .relaxed) }
+
+    /// The alternate whose string names phase `id` (never chosen by index, reference §3).
+    public func alternate(forPhase id: UInt8) -> DFUAlternate? {
+        alternates.first { $0.name?.phaseID == id }
+    }
+
+    /// Data stage size: wTransferSize rounded down to a multiple of bMaxPacketSize0 (rule 2).
+    public var chunkSize: Int {
+        let transfer = Int(functional.transferSize)
+        let packet = Int(deviceDescriptor.maxPacketSize0)
+        guard packet > 0, transfer >= packet else { return max(transfer, 1) }
+        return transfer / packet * packet
+    }
+
+    /// Number of the first data block: 2 for DfuSe (bcdDFUVersion 0x011A), else 0 (rule 3).
+    public var firstBlockNumber: UInt16 { functional.isDfuSe ? 2 : 0 }
+
+    // MARK: - GetPhase and commands
+
+    /// Reads GetPhase: SET_INTERFACE to the 0xF1 alternate, UPLOAD block 0 with wLength 512.
+    public func getPhase() async throws -> GetPhaseReply {
+        let alt = try requireAlternate(Self.commandPhase, "GetPhase")
+        try await select(alt, "GetPhase")
+        let bytes = try await controlIn(
+            request: DFURequest.upload, value: 0, alt: alt, length: 512, timeout: timeouts.control,
+            "GetPhase (DFU_UPLOAD)")
+        return try GetPhaseReply(bytes: bytes)
+    }
+
+    /// Writes the U-Boot command alternate (§4.4): phase byte then the big-endian address, then the
+    /// zero-length DNLOAD that executes it.
+    public func writeCommand(phase: UInt8, address: UInt32) async throws {
+        let payload: [UInt8] = [
+            phase, UInt8(address >> 24), UInt8((address >> 16) & 0xFF), UInt8((address >> 8) & 0xFF),
+            UInt8(address & 0xFF),
+        ]
+        _ = try await download(MemoryByteSource(payload), phase: Self.commandPhase)
+    }
+
+    /// DFU_DETACH. The device may vanish at once, so "no device" and I/O errors count as success.
+    public func detach() async throws {
+        let alt = alternates.first
+        do {
+            try await controlOut(
+                request: DFURequest.detach, value: functional.detachTimeoutMS, interface: alt?.interface ?? 0, data: [],
+                timeout: timeouts.control, "DFU_DETACH")
+        } catch let error as DFUError {
+            guard let transfer = error.transferError, transfer.kind == .noDevice || transfer.kind == .io else {
+                throw error
+            }
+        }
+    }
+
+    // MARK: - Download
+
+    /// Sends `source` to the alternate of `phase` following host rules 1–6 of §1.2.
+    /// - Parameters:
+    ///   - deviceMayLeave: the MP15 ROM starts TF-A on manifestation and may stop answering; a
+    ///     lost device (no device / I/O error) after the zero-length DNLOAD is then success.
+    ///   - progress: called with the number of bytes accepted so far.
+    public func download(
+        _ source: any ByteSource, phase: UInt8, deviceMayLeave: Bool = false,
+        progress: @Sendable (Int64) -> Void = { _ in }
+    ) async throws -> DownloadReport {
+        let start = clock.now
+        let startTransfers = controlTransferCount
+        let label = "download of phase 0x\(hex2(phase, uppercase: true))"
+        let alt = try requireAlternate(phase, label)
+        // A zero-length DNLOAD in dfuIDLE is an error for TF-A and U-Boot: refuse before asking.
+        guard source.count > 0 else { throw DFUError(.malformed("nothing to send (empty source)"), operation: label) }
+        try await select(alt, label)
+        try await expectIdle(alt, label)
+
+        let chunk = chunkSize
+        var block = firstBlockNumber
+        var offset: Int64 = 0
+        var blocks = 0
+        while offset < source.count {
+            let data = try source.read(offset: offset, length: Int(min(Int64(chunk), source.count - offset)))
+            guard !data.isEmpty else {
+                throw DFUError(.malformed("the source returned no bytes at offset \(offset)"), operation: label)
+            }
+            let operation = "\(label): DFU_DNLOAD block \(block)"
+            try await controlOut(
+                request: DFURequest.download, value: block, interface: alt.interface, data: data,
+                timeout: timeouts.busyWrite,
+                operation)
+            try await pollUntilDownloadIdle(alt, operation)
+            offset += Int64(data.count)
+            blocks += 1
+            block &+= 1
+            progress(offset)
+        }
+        let finish = "\(label): zero-length DFU_DNLOAD block \(block)"
+        do {
+            try await controlOut(
+                request: DFURequest.download, value: block, interface: alt.interface, data: [],
+                timeout: timeouts.busyWrite,
+                finish)
+            try await pollUntilManifested(alt, finish)
+        } catch let error as DFUError where deviceMayLeave && Self.isDeviceGone(error) {
+            // The MP15 ROM jumped to the FSBL (reference §1.2 rule 5).
+        }
+        return DownloadReport(
+            bytes: offset, blocks: blocks, controlTransfers: controlTransferCount - startTransfers,
+            duration: clock.now - start)
+    }
+
+    /// Reads `length` bytes of the alternate of `phase` (UPLOAD blocks 0, 1, 2, …; stops early at a
+    /// short block).
+    public func upload(phase: UInt8, length: Int) async throws -> [UInt8] {
+        let label = "upload of phase 0x\(hex2(phase, uppercase: true))"
+        let alt = try requireAlternate(phase, label)
+        try await select(alt, label)
+        try await expectIdle(alt, label)
+        let chunk = chunkSize
+        var result: [UInt8] = []
+        var block: UInt16 = 0
+        while result.count < length {
+            let want = min(chunk, length - result.count)
+            let data = try await controlIn(
+                request: DFURequest.upload, value: block, alt: alt, length: UInt16(want), timeout: timeouts.control,
+                "\(label): DFU_UPLOAD block \(block)")
+            result += data.prefix(want)
+            block &+= 1
+            if data.count < want { return result }
+        }
+        // Every block was full: the device waits in dfuUPLOAD-IDLE for more; end the transfer.
+        try await controlOut(
+            request: DFURequest.abort, value: 0, interface: alt.interface, data: [], timeout: timeouts.control,
+            "\(label): DFU_ABORT")
+        return result
+    }
+
+    /// One GETSTATUS.
+    public func getStatus(interface: UInt8 = 0, timeout: Duration? = nil) async throws -> DFUStatusReply {
+        let bytes = try await controlIn(
+            request: DFURequest.getStatus, value: 0, interface: interface, length: 6,
+            timeout: timeout ?? timeouts.control,
+            "DFU_GETSTATUS")
+        guard let reply = DFUStatusReply(bytes: bytes) else {
+            throw DFUError(.malformed("GETSTATUS answered \(bytes)"), operation: "DFU_GETSTATUS")
+        }
+        return reply
+    }
+
+    // MARK: - Steps
+
+    private func requireAlternate(_ phase: UInt8, _ operation: String) throws -> DFUAlternate {
+        guard let alt = alternate(forPhase: phase) else {
+            throw DFUError(.noAlternate(phase: phase), operation: operation)
+        }
+        return alt
+    }
+
+    /// Rule 1: select the alternate before each transfer.
+    private func select(_ alt: DFUAlternate, _ operation: String) async throws {
+        try await counted("\(operation): SET_INTERFACE \(alt.alternateSetting)") {
+            try await transport.setAlternate(interface: alt.interface, alternate: alt.alternateSetting)
+        }
+    }
+
+    /// Rule 1 and 6: expect dfuIDLE; from dfuERROR (and only then) one CLRSTATUS.
+    private func expectIdle(_ alt: DFUAlternate, _ operation: String) async throws {
+        var status = try await getStatus(interface: alt.interface)
+        try await honour(status)
+        if status.state == .error {
+            try await controlOut(
+                request: DFURequest.clearStatus, value: 0, interface: alt.interface, data: [],
+                timeout: timeouts.control,
+                "\(operation): DFU_CLRSTATUS")
+            status = try await getStatus(interface: alt.interface)
+            try await honour(status)
+        }
+        guard status.state == .dfuIdle else {
+            if status.state == .error {
+                throw DFUError(.deviceError(state: status.state, status: status.status), operation: operation)
+            }
+            throw DFUError(.unexpectedState(status.state), operation: operation)
+        }
+    }
+
+    /// Rule 4: after a data block, poll until dfuDNLOAD-IDLE (3 and 4 on the way), never past
+    /// dfuERROR.
+    private func pollUntilDownloadIdle(_ alt: DFUAlternate, _ operation: String) async throws {
+        let start = clock.now
+        while true {
+            let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
+            try await honour(status)
+            switch status.state {
+            case .dnloadIdle: return
+            case .dnloadSync, .dnBusy:
+                guard clock.now - start <= timeouts.busyWrite else {
+                    throw DFUError(.unexpectedState(status.state), operation: operation + " (still busy)")
+                }
+            case .error: throw DFUError(.deviceError(state: status.state, status: status.status), operation: operation)
+            default: throw DFUError(.unexpectedState(status.state), operation: operation)
+            }
+        }
+    }
+
+    /// Rule 5: after the zero-length DNLOAD, poll until dfuIDLE (6, 7 on the way; 8 means the
+    /// device resets by itself).
+    private func pollUntilManifested(_ alt: DFUAlternate, _ operation: String) async throws {
+        let start = clock.now
+        while true {
+            let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
+            try await honour(status)
+            switch status.state {
+            case .dfuIdle, .manifestWaitReset: return
+            case .manifestSync, .manifest, .dnloadSync, .dnBusy:
+                guard clock.now - start <= timeouts.busyWrite else {
+                    throw DFUError(.unexpectedState(status.state), operation: operation + " (manifestation never ends)")
+                }
+            case .error: throw DFUError(.deviceError(state: status.state, status: status.status), operation: operation)
+            default: throw DFUError(.unexpectedState(status.state), operation: operation)
+            }
+        }
+    }
+
+    /// bwPollTimeout is the least time before the next request: sleep it on the injected clock.
+    private func honour(_ status: DFUStatusReply) async throws {
+        if status.pollTimeout > .zero { try await clock.sleep(for: status.pollTimeout) }
+    }
+
+    static func isDeviceGone(_ error: DFUError) -> Bool {
+        guard let transfer = error.transferError else { return false }
+        return transfer.kind == .noDevice || transfer.kind == .io
+    }
+
+    // MARK: - Transfers
+
+    private func counted<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+        transfers.add(1, ordering: .relaxed)
+        do { return try await body() } catch let error as USBTransferError {
+            throw DFUError(.transport(error), operation: operation)
+        }
+    }
+
+    private func controlIn(
+        request: UInt8, value: UInt16, alt: DFUAlternate, length: UInt16, timeout: Duration, _ operation: String
+    ) async throws -> [UInt8] {
+        try await controlIn(
+            request: request, value: value, interface: alt.interface, length: length, timeout: timeout, operation)
+    }
+
+    private func controlIn(
+        request: UInt8, value: UInt16, interface: UInt8, length: UInt16, timeout: Duration, _ operation: String
+    ) async throws -> [UInt8] {
+        let setup = SetupPacket(
+            requestType: USBRequest.classInterfaceIn, request: request, value: value, index: UInt16(interface),
+            length: length)
+        return try await counted(operation) { try await transport.controlIn(setup, timeout: timeout) }
+    }
+
+    private func controlOut(
+        request: UInt8, value: UInt16, interface: UInt8, data: [UInt8], timeout: Duration, _ operation: String
+    ) async throws {
+        let setup = SetupPacket(
+            requestType: USBRequest.classInterfaceOut, request: request, value: value, index: UInt16(interface),
+            length: UInt16(data.count))
+        try await counted(operation) { try await transport.controlOut(setup, data: data, timeout: timeout) }
+    }
+}

@@ -1,0 +1,73 @@
+import FlashEngine
+
+/// Diagnoses about the phases the board asks for and the session's end.
+enum PhaseRules {
+    static func phaseWithoutFile(_ id: UInt8, _ context: Diagnoser.Context) -> Diagnosis {
+        var steps = [
+            "Add a FlashLayout line with phase Id \(phaseHex(id)) and a Binary file, or select it (an Opt of `-` skips it)."
+        ]
+        switch id {
+        case 0x00:
+            steps.insert(
+                "TF-A from ST's v2.4 fork (MP15) asks for the FlashLayout (phase 0x00) before the FIP; the tool sends the layout itself, so this means it had no layout to send.",
+                at: 0)
+        case 0x02:
+            steps.insert(
+                "MP2 TF-A asks for the DDR firmware FIP (phase 0x02) when built with STM32MP_DDR_FIP_IO_STORAGE: add the `fip-ddr` line of ST's MP2 layouts.",
+                at: 0)
+        case 0x03:
+            steps.insert("TF-A asks for the FIP with U-Boot (phase 0x03): add the `fip` (or older `ssbl`) line.", at: 0)
+        default: break
+        }
+        return Diagnosis(
+            code: .phaseWithoutFile,
+            cause: "The board asks for phase \(phaseHex(id)), which the FlashLayout has no file for.",
+            evidence: [
+                "the board asked for phase \(phaseHex(id)) at \(context.failure.stage?.displayName ?? "an unknown stage")"
+            ], nextSteps: steps)
+    }
+
+    static func missingAlternate(_ id: UInt8, _ context: Diagnoser.Context) -> Diagnosis {
+        var steps = [
+            "The board's DFU alternates and the FlashLayout disagree: the layout U-Boot parsed is not the one you meant, or its firmware differs."
+        ]
+        if id == 0xF2 || id == 0xF4 {
+            steps.insert(
+                "Phase \(phaseHex(id)) is \(id == 0xF2 ? "OTP" : "PMIC NVM"): this U-Boot was built without that support; remove the line or use ST's U-Boot.",
+                at: 0)
+        }
+        let alternates = context.failure.timeline.last { $0.kind == .opened }?.detail
+        return Diagnosis(
+            code: .missingAlternate,
+            cause: "The board asks for phase \(phaseHex(id)) but offers no DFU alternate setting for it.",
+            evidence: ["alternates at the last open: " + (alternates ?? "not recorded")], nextSteps: steps)
+    }
+
+    static func incomplete(_ ids: [UInt8], _ context: Diagnoser.Context) -> Diagnosis {
+        Diagnosis(
+            code: .incomplete, cause: DiagnosisCode.incomplete.summary,
+            evidence: ["never requested: " + ids.map(phaseHex).joined(separator: ", ")],
+            nextSteps: [
+                "U-Boot does not ask for lines it treats as not selected (`-`) or empty (`E`: created but not programmed); compare the Opt column of those lines with `stm32mp-flash plan`.",
+                "An older stm32prog may not support a partition type of those lines; check the U-Boot version.",
+            ])
+    }
+
+    static func protocolError(_ text: String, _ context: Diagnoser.Context) -> Diagnosis {
+        Diagnosis(
+            code: .protocolError, cause: "The board broke the protocol: \(text)", evidence: [text],
+            nextSteps: [
+                "Reset the board (boot pins on USB) and run again.",
+                "If it repeats, report it with the `--json` timeline and the firmware versions: the firmware may speak a variant this tool does not know.",
+            ])
+    }
+
+    static func cancelled(_ context: Diagnoser.Context) -> Diagnosis {
+        Diagnosis(
+            code: .cancelled, cause: DiagnosisCode.cancelled.summary,
+            evidence: [context.failure.phase.map { "cancelled during phase \(phaseHex($0))" } ?? "cancelled"],
+            nextSteps: [
+                "Reset the board with the boot pins on USB and run again; a partition that was being written is incomplete."
+            ])
+    }
+}

@@ -1,1 +1,0 @@
-// Placeholder so the target builds until its sources land; delete when adding real code.

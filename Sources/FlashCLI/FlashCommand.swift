@@ -1,0 +1,233 @@
+import ArgumentParser
+import BootImages
+import Diagnostics
+import FlashEngine
+import FlashLayout
+import FoundationEssentials
+import Timekeeping
+import USBModel
+import VirtualBoard
+
+/// `stm32mp-flash flash LAYOUT`: the whole job, on real USB or on the built-in virtual board.
+struct FlashCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flash",
+        abstract: "Flash a board from a FlashLayout: ROM code → TF-A → U-Boot stm32prog, following GetPhase.",
+        discussion: """
+            Success is printed only when the board said END and every selected partition was sent. \
+            On failure, one diagnosis code, its cause, what was seen and what to change \
+            (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
+            """)
+
+    @Argument(help: "The FlashLayout file (.tsv).")
+    var layout: String
+
+    @Flag(help: "Flash the built-in virtual board instead of real USB.")
+    var simulate = false
+
+    @Option(help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"))
+    var soc: String?
+
+    @Option(name: .customLong("sim-dir"), help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"))
+    var simulationDirectory = "virtual-board"
+
+    @Option(name: .customLong("sim-scenario"), help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"))
+    var scenario = "none"
+
+    @Flag(help: "List the virtual board's fault scenarios and exit.")
+    var listScenarios = false
+
+    @Flag(help: "Run the virtual board's timing model in real time (default: simulated time, instant).")
+    var realtime = false
+
+    @Option(help: ArgumentHelp("The board's USB port path, e.g. 1-2.3.", valueName: "path"))
+    var port: String?
+
+    @Option(help: ArgumentHelp("The board's USB serial number.", valueName: "serial"))
+    var serial: String?
+
+    @Option(help: ArgumentHelp("Seconds to wait for a board to appear.", valueName: "seconds"))
+    var waitTimeout: Double = 30
+
+    @Option(help: ArgumentHelp("Seconds to wait for U-Boot after TF-A detaches.", valueName: "seconds"))
+    var ubootTimeout: Double = 30
+
+    @Option(help: ArgumentHelp("Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
+    var reenumerationTimeout: Double = 120
+
+    @OptionGroup var geometry: DeviceGeometryOptions
+
+    @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
+    var json = false
+
+    func validate() throws {
+        if let soc, VirtualSoC(rawValue: soc) == nil { throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'") }
+        if FaultScenario(rawValue: scenario) == nil {
+            throw ValidationError("unknown --sim-scenario '\(scenario)'; known: " + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if let port, PortPath(port) == nil { throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'") }
+    }
+
+    func run() async throws {
+        if listScenarios {
+            for scenario in FaultScenario.allCases { print(scenario.rawValue) }
+            return
+        }
+        let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
+        let plan = try prepare(output)
+        let selection: BoardSelection = port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
+        let timeouts = TransitionTimeouts(
+            tfaToUBoot: .seconds(ubootTimeout), ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
+        let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+
+        let bus: any USBBus
+        var board: VirtualBoard?
+        if simulate {
+            let configuration = try simulationConfiguration(plan)
+            let virtual = VirtualBoard(configuration: configuration)
+            board = virtual
+            bus = VirtualUSBBus(clock: realtime ? SystemClock() as any FlashClock : SimulatedClock(), boards: [virtual])
+            if json {
+                output.json("start", ["layout": .string(layout), "mode": .string("simulate"), "soc": .string(configuration.soc.rawValue), "scenario": .string(scenario)])
+            } else {
+                output.line("Flashing \(layout) on the virtual \(configuration.soc.rawValue.uppercased()) board" + (scenario == "none" ? "" : " (scenario: \(scenario))") + (realtime ? "" : ", simulated time"))
+            }
+        } else {
+            bus = try SystemBus.make()
+            if json { output.json("start", ["layout": .string(layout), "mode": .string("usb")]) } else { output.line("Flashing \(layout) over USB") }
+        }
+
+        let flasher = Flasher(bus: bus, request: request, events: { output.handle($0) })
+        do {
+            let summary = try await Self.run(flasher)
+            board?.storage.closeAll()
+            report(summary, plan: plan, board: board, output: output)
+        } catch {
+            board?.storage.closeAll()
+            let evidence = Evidence(
+                failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
+                environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(), consoleLog: Self.unique(board?.consoleLog ?? []))
+            let diagnosis = Diagnoser.diagnose(evidence)
+            if json {
+                output.json("diagnosis", [
+                    "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
+                    "evidence": .array(diagnosis.evidence.map { .string($0) }), "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
+                    "alternatives": .array(diagnosis.alternatives.map { .object(["code": .string($0.code.rawValue), "cause": .string($0.cause), "howToTell": .string($0.howToTell)]) }),
+                ])
+                output.json("failed", [
+                    "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause), "error": .string(error.description),
+                    "stage": error.stage.map { .string($0.rawValue) } ?? .null, "phase": error.phase.map { .string(phaseHex($0)) } ?? .null,
+                ])
+            } else {
+                output.line("")
+                output.line(output.style(.red, "error: ") + error.description)
+                output.line(diagnosis.text)
+            }
+            throw ExitCode.failure
+        }
+    }
+
+    /// Runs the flasher with Ctrl-C turned into a clean `cancelled` failure.
+    static func run(_ flasher: Flasher) async throws(FlashFailure) -> FlashSummary {
+        do {
+            return try await Interrupts.cancellingOnInterrupt { try await flasher.run() }
+        } catch let failure as FlashFailure {
+            throw failure
+        } catch {
+            throw FlashFailure(.cancelled)
+        }
+    }
+
+    /// Checks the layout (errors stop here) and builds the plan.
+    func prepare(_ output: FlashOutput) throws -> PartitionPlan {
+        let options = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
+        let check = LayoutChecker.check(path: layout, options: LayoutCheckOptions(plan: options))
+        let blocking = check.diagnostics.filter { $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue }
+        if !blocking.isEmpty {
+            for diagnostic in blocking {
+                var shown = diagnostic
+                shown.severity = .error
+                Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
+            }
+            Terminal.error("\(layout): not flashing a layout with errors (stm32mp-flash check \(layout))")
+            throw ExitCode.failure
+        }
+        switch PartitionPlanner.plan(check.lines, options: options) {
+        case .success(let plan): return plan
+        case .failure(let error):
+            Terminal.error("\(layout)\(error.line.map { ":\($0)" } ?? ""): error: U-Boot would reject this device: \(error.message) [device-check]")
+            throw ExitCode.failure
+        }
+    }
+
+    /// The virtual board for this layout: its chip, and one storage device per layout device.
+    func simulationConfiguration(_ plan: PartitionPlan) throws -> BoardConfiguration {
+        let chip = soc.flatMap(VirtualSoC.init(rawValue:)) ?? Self.inferSoC(plan)
+        let sizes = try DeviceGeometryOptions.parse(geometry.deviceSizes, option: "--device-size")
+        var storage: [StorageDeviceConfiguration] = []
+        for device in plan.devices where device.target.kind != .ram {
+            let name = device.target.description
+            let size = sizes[name] ?? (4 << 30)
+            if device.target.kind == .mmc, device.geometry.bootPartitionSize != nil {
+                storage.append(.eMMC(name, size: size, bootPartitionSize: device.geometry.bootPartitionSize ?? (4 << 20)))
+            } else if device.target.kind == .mmc {
+                storage.append(.sdCard(name, size: size))
+            } else {
+                storage.append(StorageDeviceConfiguration(name: name, size: size, eraseSize: device.geometry.eraseSize))
+            }
+        }
+        if storage.isEmpty { storage = [.sdCard("mmc0")] }
+        return BoardConfiguration(
+            soc: chip, storageDirectory: simulationDirectory, storage: storage, timing: BoardTiming(),
+            fault: FaultScenario(rawValue: scenario) ?? .none)
+    }
+
+    /// Lines in first-seen order without repeats (a firmware retrying prints the same line twice).
+    static func unique(_ lines: [String]) -> [String] {
+        var seen: Set<String> = []
+        return lines.filter { seen.insert($0).inserted }
+    }
+
+    /// MP25 when the layout has a DDR-firmware line; else from the FSBL's STM32 header.
+    static func inferSoC(_ plan: PartitionPlan) -> VirtualSoC {
+        if plan.bootStages.contains(where: { $0.line.id == 0x02 }) { return .mp25 }
+        if let fsbl = plan.bootStages.first(where: { $0.line.id == 0x01 })?.file,
+            let report = try? BootImageInspector.inspect(path: fsbl)
+        {
+            if report.chipHint == [.mp13] { return .mp13 }
+            if report.chipHint == [.mp2] { return .mp25 }
+        }
+        return .mp15
+    }
+
+    func report(_ summary: FlashSummary, plan: PartitionPlan, board: VirtualBoard?, output: FlashOutput) {
+        let bytes = summary.phases.reduce(Int64(0)) { $0 + $1.bytes }
+        let images = board.map { board in board.storage.devices.flatMap { device -> [String] in
+            var paths = [board.storage.path(device: device.name)]
+            if device.bootPartitionSize != nil { paths += [1, 2].map { board.storage.path(device: device.name, hardwarePartition: $0) } }
+            return paths
+        } } ?? []
+        if json {
+            output.json("done", [
+                "seconds": .number(summary.duration.inSeconds), "bytes": .number(Double(bytes)),
+                "partitions": .array(summary.partitions.map { .string(phaseHex($0)) }),
+                "transfers": .number(Double(summary.controlTransfers)), "images": .array(images.map { .string($0) }),
+            ])
+            return
+        }
+        output.line("")
+        output.line(output.style(.green, "Done:") + " \(summary.partitions.count) partition(s), \(ByteSize.format(UInt64(bytes))) in \(FlashOutput.formatSeconds(summary.duration))" + (board != nil && !realtime ? " of simulated time" : ""))
+        for result in summary.phases where plan.requestOrder.contains(result.phase) {
+            output.line("  \(phaseHex(result.phase)) \(output.pad(result.name, 12)) \(output.pad(ByteSize.format(UInt64(result.bytes)), 10)) \(output.pad(FlashOutput.formatSeconds(result.duration), 8)) \(FlashOutput.formatRate(result.megabytesPerSecond))")
+        }
+        if !images.isEmpty { output.line("Virtual board storage: " + images.joined(separator: " ")) }
+    }
+}
+
+/// The real USB bus (libusb + libudev); see SystemUSBBus.
+enum SystemBus {
+    static func make() throws -> any USBBus {
+        throw ValidationError("real USB is not built into this version yet; use --simulate")
+    }
+}

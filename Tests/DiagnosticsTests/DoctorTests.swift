@@ -1,0 +1,118 @@
+import Diagnostics
+import Foundation
+import Testing
+
+@Suite("Doctor checklist")
+struct DoctorTests {
+    let user = UserIdentity(uid: getuid() &+ 4242, gid: 4242, groups: [getgid()])
+
+    func status(_ checks: [DoctorCheck], _ id: String) -> DoctorCheck.Status? {
+        checks.first { $0.id == id }?.status
+    }
+
+    /// A healthy desktop: rule, udevd, readable log, libusb, board openable.
+    func healthyRoot() throws -> FakeRoot {
+        let root = try FakeRoot()
+        try root.write("/run/udev/control", "")
+        try root.write("/dev/kmsg", "6,1,1,-;usb 1-2: New USB device found, idVendor=0483, idProduct=df11\n")
+        try root.write("/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0", "")
+        try root.write("/etc/udev/rules.d/60-stm32mp-flash.rules", try UdevRules.text())
+        try root.addUSBDevice(port: "1-2", busnum: 1, devnum: 9, nodeMode: 0o660)
+        return root
+    }
+
+    @Test func healthyHostPassesEverything() throws {
+        let root = try healthyRoot()
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        #expect(
+            checks.map(\.id) == [
+                "libusb", "boards", "device-permissions", "udev-rule", "udevd", "virtualization", "kernel-log",
+            ])
+        #expect(checks.allSatisfy { $0.status == .pass })
+        #expect(Doctor.exitCode(checks) == 0)
+        #expect(Doctor.render(checks).hasPrefix("[PASS] libusb: libusb-1.0 is available\n"))
+    }
+
+    @Test func missingRuleAndUnopenableNodeFail() throws {
+        let root = try healthyRoot()
+        try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
+        let outsider = UserIdentity(uid: getuid() &+ 4242, gid: 4242, groups: [])
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: outsider))
+        #expect(status(checks, "udev-rule") == .fail)
+        #expect(status(checks, "device-permissions") == .fail)
+        #expect(Doctor.exitCode(checks) == 1)
+        let rendered = Doctor.render(checks)
+        #expect(rendered.contains("fix: install one: `sudo stm32mp-flash udev-rules --install`"))
+    }
+
+    @Test func worldWritableAndLateUaccessRulesWarn() throws {
+        let root = try healthyRoot()
+        try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
+        try root.write(
+            "/etc/udev/rules.d/50-usb-conf.rules",
+            #"SUBSYSTEMS=="usb", ATTRS{idVendor}=="0483", ATTRS{idProduct}=="df11", GROUP="users", MODE="0666""# + "\n")
+        #expect(status(Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)), "udev-rule") == .warn)
+        try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/50-usb-conf.rules")
+        try root.write(
+            "/etc/udev/rules.d/99-late.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="df11", TAG+="uaccess""# + "\n")
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        #expect(status(checks, "udev-rule") == .warn)
+        #expect(checks.first { $0.id == "udev-rule" }?.summary.contains("99-late.rules") == true)
+    }
+
+    @Test func noBoardAndNoUdevdWarnButDoNotFail() throws {
+        let root = try FakeRoot()
+        try root.write("/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0", "")
+        try root.write("/dev/kmsg", "")
+        try root.write("/etc/udev/rules.d/60-stm32mp-flash.rules", try UdevRules.text())
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        #expect(status(checks, "boards") == .warn)
+        #expect(status(checks, "udevd") == .warn)
+        #expect(status(checks, "device-permissions") == .pass)
+        #expect(Doctor.exitCode(checks) == 0)
+    }
+
+    @Test func missingLibusbFails() throws {
+        let root = try healthyRoot()
+        try FileManager.default.removeItem(atPath: root.path + "/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0")
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        #expect(status(checks, "libusb") == .fail)
+        #expect(Doctor.exitCode(checks) == 1)
+    }
+
+    @Test func virtualBoxGuestPointsAtTheFilterRecipe() throws {
+        let root = try healthyRoot()
+        try root.write("/sys/class/dmi/id/product_name", "VirtualBox\n")
+        let check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "virtualization" })
+        #expect(check.status == .warn)
+        #expect(check.summary == "running in a VirtualBox VM")
+        #expect(check.fix?.contains("`stm32mp-flash vm-filter --for virtualbox`") == true)
+    }
+
+    @Test func wsl1FailsBecauseItHasNoUSB() throws {
+        let root = try healthyRoot()
+        try root.write("/proc/sys/kernel/osrelease", "4.4.0-19041-Microsoft\n")
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        #expect(status(checks, "virtualization") == .fail)
+    }
+
+    @Test func containerWithoutDeviceNodesExplainsTheBindMount() throws {
+        let root = try FakeRoot()
+        try root.write("/.dockerenv", "")
+        try root.addUSBDevice(port: "1-2", busnum: 1, devnum: 9, nodeMode: nil)
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        let permissions = try #require(checks.first { $0.id == "device-permissions" })
+        #expect(permissions.status == .fail)
+        #expect(permissions.fix?.contains("bind-mount /dev/bus/usb") == true)
+        #expect(status(checks, "udev-rule") == .warn)  // rules belong on the host
+        #expect(checks.first { $0.id == "virtualization" }?.summary == "running in a docker container")
+    }
+
+    @Test func fullSpeedBoardWarns() throws {
+        let root = try healthyRoot()
+        try root.addUSBDevice(port: "1-3", busnum: 1, devnum: 10, speed: "12", nodeMode: 0o660)
+        #expect(status(Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)), "boards") == .warn)
+    }
+}

@@ -1,0 +1,65 @@
+import Diagnostics
+import FlashEngine
+import FlashLayout
+import Testing
+import USBModel
+import VirtualBoard
+
+/// What each virtual-board fault must end in: a diagnosis code, or success where the host is
+/// expected to cope (a retry, following the board by port).
+let scenarioOutcomes: [(FaultScenario, String?)] = [
+    (.noUBoot, "uboot-no-usb"),
+    (.layoutRejected, "layout-rejected"),
+    (.fipHeaderBad, "fip-header-rejected"),
+    (.writeError, "board-error"),
+    (.resetAfterDetach, "rom-came-back"),
+    (.getStatusStall, "transfer-error"),
+    (.vanishMidPartition, "disconnected"),
+    (.bootInterfaceUnsupported, "fsbl-not-started"),
+    (.enumerationErrors, "enumeration-errors"),
+    (.transientStrings, nil),
+    (.serialChanges, nil),
+    (.movesPort, nil),
+    (.movesPortNewSerial, "other-port"),
+]
+
+@Suite("virtual-board faults end in their own diagnosis")
+struct FaultScenarioTests {
+    @Test("every scenario is covered")
+    func complete() {
+        let covered = Set(scenarioOutcomes.map(\.0)).union([.none])
+        #expect(Set(FaultScenario.allCases) == covered)
+    }
+
+    @Test("outcome per scenario", arguments: ["mp15-sdcard", "mp13-sdcard"], scenarioOutcomes.map { $0.0.rawValue })
+    func outcome(layout: String, scenarioName: String) async throws {
+        let scenario = try #require(FaultScenario(rawValue: scenarioName))
+        let expected = scenarioOutcomes.first { $0.0 == scenario }?.1
+        let rig = try SimulatedFlash(layout: layout, fault: scenario, timing: BoardTiming())
+        do {
+            let summary = try await rig.run()
+            #expect(expected == nil, "succeeded, but \(scenarioName) must end in \(expected ?? "")")
+            #expect(summary.partitions == rig.plan.requestOrder)
+        } catch {
+            let diagnosis = Diagnoser.diagnose(Evidence(failure: error, kernelLog: rig.board.kernelLog, consoleLog: rig.board.consoleLog))
+            #expect(diagnosis.code.rawValue == expected, "\(scenarioName): \(error) → \(diagnosis.code.rawValue)")
+            #expect(!rig.events.all.contains(.end), "END must not be reported on a failed run")
+        }
+        #expect(rig.board.protocolViolations.isEmpty, "\(rig.board.protocolViolations)")
+    }
+
+    @Test("a board that comes back on another port with its serial is followed there")
+    func followsBySerial() async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPort)
+        let summary = try await rig.run()
+        #expect(summary.board.port.description == "1-3")
+        #expect(summary.timeline.contains { $0.kind == .note && ($0.detail ?? "").contains("came back on port 1-3") })
+    }
+
+    @Test("a new device on another port with another serial is reported, not taken")
+    func otherPortReported() async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPortNewSerial)
+        await #expect(throws: FlashFailure.self) { try await rig.run() }
+        #expect(rig.events.all.contains { if case .otherPort(let device) = $0 { return device.port.description == "1-3" }; return false })
+    }
+}

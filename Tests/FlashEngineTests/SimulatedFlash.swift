@@ -1,0 +1,75 @@
+import FlashCLI
+import FlashEngine
+import FlashLayout
+import Foundation
+import TestSupport
+import Timekeeping
+import USBModel
+import VirtualBoard
+
+/// A generated example set plus a virtual board on a simulated clock: the rig every end-to-end
+/// engine test uses.
+final class SimulatedFlash: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    let layoutPath: String
+    let plan: PartitionPlan
+    let clock = SimulatedClock()
+    let board: VirtualBoard
+    let bus: VirtualUSBBus
+    let events = EventLog()
+
+    /// Shared example binaries: generating them (mke2fs) once per process keeps tests fast.
+    static let examples: String = {
+        let directory = try! TemporaryDirectory(prefix: "stm32mp-examples")
+        _ = try! ExampleSetGenerator(outputDirectory: directory.path).generate()
+        leaked.append(directory)
+        return directory.path
+    }()
+    nonisolated(unsafe) static var leaked: [TemporaryDirectory] = []
+
+    init(layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
+         configure: (inout BoardConfiguration) -> Void = { _ in }) throws {
+        directory = try TemporaryDirectory()
+        layoutPath = Self.examples + "/\(name).tsv"
+        let check = LayoutChecker.check(path: layoutPath)
+        precondition(!check.hasErrors, "\(check.diagnostics)")
+        plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: Self.examples)).get()
+        let soc: VirtualSoC = name.hasPrefix("mp13") ? .mp13 : name.hasPrefix("mp25") ? .mp25 : .mp15
+        var configuration = BoardConfiguration(
+            soc: soc, storageDirectory: directory.file("storage"),
+            storage: [.sdCard("mmc0", size: 64 << 20), .eMMC("mmc1", size: 64 << 20)], timing: timing, fault: fault)
+        configure(&configuration)
+        board = VirtualBoard(configuration: configuration)
+        bus = VirtualUSBBus(clock: clock, boards: [board])
+    }
+
+    func run(timeouts: TransitionTimeouts = .init()) async throws(FlashFailure) -> FlashSummary {
+        let events = self.events
+        let flasher = Flasher(
+            bus: bus, request: FlashRequest(plan: plan, timeouts: timeouts, layoutPath: layoutPath),
+            events: { events.append($0) })
+        return try await flasher.run()
+    }
+
+    /// The storage image holding a planned partition.
+    func image(_ device: DevicePlan, _ partition: PlannedPartition) -> String {
+        board.storage.path(device: device.target.description, hardwarePartition: partition.hardwarePartition)
+    }
+}
+
+/// Events collected from a run.
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [FlashEvent] = []
+
+    func append(_ event: FlashEvent) { lock.withLock { storage.append(event) } }
+    var all: [FlashEvent] { lock.withLock { storage } }
+}
+
+/// Reads `length` bytes at `offset` of a file.
+func readBytes(_ path: String, offset: UInt64, length: Int) throws -> [UInt8] {
+    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+    defer { try? handle.close() }
+    try handle.seek(toOffset: offset)
+    return Array(try handle.read(upToCount: length) ?? Data())
+}

@@ -1,0 +1,174 @@
+import DFU
+import FlashLayout
+import Testing
+import Timekeeping
+import USBModel
+import VirtualBoard
+
+@Suite("Fault scenarios: each one's host-observable symptom and console evidence (§E)")
+struct FaultTests {
+    func isTransfer(_ error: any Error, _ kind: USBTransferError.Kind) -> Bool {
+        (error as? DFUError)?.transferError?.kind == kind
+    }
+
+    @Test("every scenario shows its symptom", arguments: FaultScenario.allCases)
+    func symptom(_ fault: FaultScenario) async throws {
+        let rig = try BoardRig { $0.fault = fault }
+        switch fault {
+        case .none:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            #expect(
+                try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
+                    .phase == 0xFE)
+            #expect(rig.board.protocolViolations.isEmpty)
+
+        case .noUBoot:
+            #expect(try await rig.bootToUBoot() == nil)
+            #expect(rig.board.consoleLog.contains("udc_device_get_by_index failed"))
+            #expect(rig.board.stage == nil)
+
+        case .layoutRejected:
+            let uboot = try #require(try await rig.bootToUBoot())
+            #expect(try await rig.sendLayout(TestLayouts.sdCard, to: uboot) == nil)
+            let reply = try await uboot.getPhase()
+            #expect(reply.phase == 0xFF)
+            #expect(reply.message == "Layout line 2: type parsing error : 'FIP'")
+            // §C.7: a rejected layout, then DETACH: U-Boot leaves without reset, nothing returns.
+            try await uboot.detach()
+            #expect(try await rig.next() == nil)
+            #expect(rig.board.consoleLog.contains("Download done"))
+
+        case .fipHeaderBad:
+            try await rig.bus.startWatching()
+            let device = try await rig.open()
+            _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
+            await #expect { _ = try await device.download(MemoryByteSource(SampleImages.fip()), phase: 0x03) } throws: {
+                isTransfer($0, .stall)
+            }
+            let reply = try await device.getPhase()
+            #expect(reply.phase == 0xFF)
+            #expect(reply.message == "FIP Header check failed for phase 3")
+            #expect(rig.board.consoleLog.contains("ERROR:   FIP Header check failed for phase 3"))
+
+        case .writeError:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            await #expect {
+                _ = try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
+            } throws: { error in
+                (error as? DFUError)?.kind == .deviceError(state: .error, status: 0x0E)
+            }
+            let reply = try await enumeration2.getPhase()
+            #expect(reply.phase == 0xFF)
+            #expect(reply.message == "DFU write error")
+            // The error was read through GetPhase: DETACH resets the board into the ROM (§C.7).
+            try await enumeration2.detach()
+            let rom = try #require(try await rig.next())
+            #expect(rom.identity.product?.hasPrefix("DFU in HS Mode") == true)
+
+        case .resetAfterDetach:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let next = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            #expect(next.identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
+            #expect(rig.board.consoleLog.contains("resetting ..."))
+
+        case .transientStrings:
+            let listed = try await rig.bus.dfuDevices()
+            #expect(listed.count == 1)
+            #expect(listed.first?.product == nil)
+            let rom = try await rig.open()
+            #expect(rom.identity.product?.hasPrefix("DFU in HS Mode") == true)
+            let stalledStrings = rig.board.trace.filter {
+                $0.setup.request == USBRequest.getDescriptor && $0.setup.value >> 8 == 3 && $0.reply == .stall
+            }
+            #expect(stalledStrings.count == 3)
+
+        case .getStatusStall:
+            let device = try await rig.open()
+            await #expect {
+                _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+            } throws: {
+                isTransfer($0, .stall)
+            }
+
+        case .vanishMidPartition:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            await #expect {
+                _ = try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
+            } throws: {
+                isTransfer($0, .noDevice)
+            }
+            #expect(try await rig.next() == nil)
+            #expect(rig.board.stage == nil)
+
+        case .serialChanges:
+            let rom = try await rig.open()
+            let uboot = try #require(try await rig.bootToUBoot())
+            #expect(rom.identity.serial == "000000000000")
+            #expect(uboot.identity.serial == "0029002A4C4250110038344D")
+
+        case .bootInterfaceUnsupported:
+            let device = try await rig.open()
+            _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
+            await #expect { _ = try await device.getPhase() } throws: { isTransfer($0, .timeout) }
+            #expect(rig.board.consoleLog.contains("ERROR:   Boot interface 6 not supported"))
+
+        case .movesPort, .movesPortNewSerial:
+            // Nothing comes back on the original port; U-Boot is on the next port of the hub.
+            #expect(try await rig.bootToUBoot() == nil)
+            #expect(rig.board.port == PortPath(bus: 1, ports: [3]))
+            let uboot = try await rig.bus.openDFU(port: rig.board.port)
+            #expect(uboot.identity.port == PortPath(bus: 1, ports: [3]))
+            #expect(uboot.identity.serial == (fault == .movesPort ? "0029002A4C4250110038344D" : "55AA00000000000000000001"))
+
+        case .enumerationErrors:
+            #expect(try await rig.bootToUBoot() == nil)
+            #expect(rig.board.kernelLog.contains("usb 1-2: device descriptor read/64, error -71"))
+            #expect(rig.board.kernelLog.contains { $0.contains("unable to enumerate USB device") })
+        }
+    }
+
+    @Test("boot-interface-unsupported on MP13: after DETACH nothing TF-A-like enumerates")
+    func bootInterfaceMP13() async throws {
+        let rig = try BoardRig {
+            $0.soc = .mp13
+            $0.fault = .bootInterfaceUnsupported
+        }
+        try await rig.bus.startWatching()
+        let rom = try await rig.open()
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.getPhase()
+        try await rom.detach()
+        #expect(try await rig.next() == nil)
+    }
+
+    @Test("§C.7: an error not read through GetPhase, then DETACH: no reset, nothing comes back")
+    func errorNotReadThenDetach() async throws {
+        let rig = try BoardRig { $0.fault = .writeError }
+        let uboot = try #require(try await rig.bootToUBoot())
+        let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+        _ = try? await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
+        // U-Boot accepts DETACH only in dfuIDLE: SET_INTERFACE gets it there without reading GetPhase.
+        try await enumeration2.transport.setAlternate(interface: 0, alternate: 0)
+        try await enumeration2.detach()
+        #expect(try await rig.next() == nil)
+        #expect(rig.board.protocolViolations.contains("DFU_DETACH to uboot without a GetPhase read before it"))
+    }
+
+    @Test("rule 7: a port reset after DETACH to U-Boot is a violation, and the ROM comes back")
+    func portResetAfterDetach() async throws {
+        let rig = try BoardRig()
+        let uboot = try #require(try await rig.bootToUBoot())
+        let lines = try UBootLayout.parse(Array(TestLayouts.sdCard.utf8)).get()
+        _ = try await uboot.download(MemoryByteSource(LayoutPayload.normalized(lines).bytes), phase: 0x00)
+        _ = try await uboot.getPhase()
+        try await uboot.detach()
+        rig.bus.resetPort(rig.board.port)
+        #expect(rig.board.protocolViolations == ["USB port reset after DFU_DETACH to U-Boot"])
+        #expect(rig.board.trace.last?.isBusReset == true)
+        let next = try #require(try await rig.next())
+        #expect(next.identity.product?.hasPrefix("DFU in HS Mode") == true)
+    }
+}
