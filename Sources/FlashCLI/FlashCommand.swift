@@ -228,6 +228,6 @@ struct FlashCommand: AsyncParsableCommand {
 /// The real USB bus (libusb + libudev); see SystemUSBBus.
 enum SystemBus {
     static func make() throws -> any USBBus {
-        throw ValidationError("real USB is not built into this version yet; use --simulate")
+        try SystemUSBBus()
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BootImages
 import FlashEngine
 import FoundationEssentials
 import Glibc

@@ -40,7 +40,7 @@ final class BoardHost: @unchecked Sendable {
         timer.setEventHandler { [self] in lock.withLock { applyDueTransitions() } }
         timer.activate()
         lock.withLock {
-            if let device = board.attachedDevice { attach(device) }
+            if let device = board.attachedDevice { attach(device, at: board.port) }
             applyDueTransitions()
         }
         waitForTestbed()
@@ -68,9 +68,9 @@ final class BoardHost: @unchecked Sendable {
             case .detach(let port):
                 guard let device = current, device.location.port == port else { continue }
                 detach(device)
-            case .attach(_, let model):
+            case .attach(let port, let model):
                 if let device = current { detach(device) }
-                attach(model)
+                attach(model, at: port)
             }
         }
         if let next = board.nextTransitionTime {
@@ -82,8 +82,8 @@ final class BoardHost: @unchecked Sendable {
         }
     }
 
-    private func attach(_ model: any USBDeviceModel) {
-        let location = DeviceLocation(port: board.port, deviceNumber: nextDeviceNumber)
+    private func attach(_ model: any USBDeviceModel, at port: PortPath) {
+        let location = DeviceLocation(port: port, deviceNumber: nextDeviceNumber)
         nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1
         let device = EnumeratedDevice(location: location, model: model, host: self)
         current = device

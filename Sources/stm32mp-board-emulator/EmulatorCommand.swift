@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 import Timekeeping
 import USBModel
+import VirtualBoard
 
 /// `stm32mp-board-emulator`: serves a simulated board through umockdev, so that unmodified
 /// programs (libusb, libudev, dfu-util, lsusb, stm32mp-flash) see it as a real USB device, and
@@ -12,22 +13,33 @@ struct EmulatorCommand: ParsableCommand {
         commandName: "stm32mp-board-emulator",
         abstract: "Emulate an STM32MP board on USB (through umockdev) and run a command that sees it.",
         discussion: """
-            The command runs with LD_PRELOAD=libumockdev-preload.so.0 and UMOCKDEV_DIR set; any other \
-            process started with those two variables (see --env-file) sees the board too. Without a \
-            command the emulator serves until SIGINT or SIGTERM. The exit status is the command's. \
-            SIGUSR1 makes the fixed DFU device re-enumerate as after DFU_DETACH.
+            By default the board is the virtual board (ROM, TF-A, U-Boot stm32prog; see \
+            docs/virtual-board.md); --fixed-dfu serves a plain DFU 1.1 device instead. The command runs \
+            with LD_PRELOAD=libumockdev-preload.so.0 and UMOCKDEV_DIR set; any other process started \
+            with those two variables (see --env-file) sees the board too. Without a command the \
+            emulator serves until SIGINT or SIGTERM. The exit status is the command's. SIGUSR1 makes \
+            the fixed DFU device re-enumerate as after DFU_DETACH.
             """)
 
     @Flag(help: "Serve a plain DFU 1.1 device with one alternate setting instead of a board (debugging).")
     var fixedDFU = false
 
-    @Option(help: "The chip: mp15, mp13, mp21 or mp25.")
+    @Option(help: "The chip: mp15, mp13 or mp25 (--fixed-dfu: also mp21).")
     var soc: String = "mp15"
 
-    @Option(help: "The board scenario (firmware personalities and faults).")
-    var scenario: String?
+    @Option(help: "A fault to inject: \(FaultScenario.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var scenario: String = FaultScenario.none.rawValue
 
-    @Option(help: "Directory for the board's storage images (fixed DFU: the downloaded file).")
+    @Option(help: "The TF-A the board runs: \(TFAVariant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var tfa: String = TFAVariant.upstream.rawValue
+
+    @Option(help: "The chip UID as every stage reports it (24 hex digits).")
+    var serial: String?
+
+    @Option(
+        help:
+            "Directory for the board's storage images (default: a temporary one, removed at exit; --fixed-dfu: the downloaded file)."
+    )
     var storage: String?
 
     @Option(help: "The port path the board is plugged into (bus-port).")
@@ -48,7 +60,7 @@ struct EmulatorCommand: ParsableCommand {
     )
     var unreadableStrings: Int = 0
 
-    @Flag(help: "Log every request and transition to stderr.")
+    @Flag(help: "Log every request and transition to stderr; at exit, the board's console and protocol violations.")
     var trace = false
 
     @Flag(
@@ -64,32 +76,58 @@ struct EmulatorCommand: ParsableCommand {
         guard let path = PortPath(port), path.ports.count == 1 else {
             throw ValidationError("--port must be BUS-PORT, e.g. 1-1 (hubs are not emulated)")
         }
-        guard chipDeviceID != nil else { throw ValidationError("unknown --soc \(soc); use mp15, mp13, mp21 or mp25") }
-        if !fixedDFU {
-            throw ValidationError(
-                "the board personalities (VirtualBoard) are not in this build; use --fixed-dfu")
+        if fixedDFU {
+            guard fixedChipDeviceID != nil else {
+                throw ValidationError("unknown --soc \(soc); use mp15, mp13, mp21 or mp25")
+            }
+        } else {
+            guard VirtualSoC(rawValue: soc) != nil else {
+                throw ValidationError("unknown --soc \(soc); use mp15, mp13 or mp25")
+            }
+            guard FaultScenario(rawValue: scenario) != nil else {
+                throw ValidationError("unknown --scenario \(scenario)")
+            }
+            guard TFAVariant(rawValue: tfa) != nil else { throw ValidationError("unknown --tfa \(tfa)") }
+            if let serial, serial.count != 24 || !serial.allSatisfy(\.isHexDigit) {
+                throw ValidationError("--serial must be 24 hexadecimal digits")
+            }
         }
     }
 
-    private var chipDeviceID: UInt16? {
+    private var fixedChipDeviceID: UInt16? {
         ["mp15": 0x500, "mp13": 0x501, "mp21": 0x503, "mp25": 0x505][soc]
     }
 
     func run() throws {
         let testbed = Testbed()
         let clock = SystemClock()
-        let settings = FixedDFUSettings(
-            chipDeviceID: chipDeviceID!, transferSize: transferSize, storageDirectory: storage,
-            downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
-        let board = FixedDFUBoard(port: PortPath(port)!, settings: settings)
+        var temporaryStorage: String?
+        let board: any SimulatedBoard
+        var virtualBoard: VirtualBoard?
+        if fixedDFU {
+            let settings = FixedDFUSettings(
+                chipDeviceID: fixedChipDeviceID!, transferSize: transferSize, storageDirectory: storage,
+                downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
+            board = FixedDFUBoard(port: PortPath(port)!, settings: settings)
+        } else {
+            let directory = try storage ?? makeTemporaryDirectory()
+            if storage == nil { temporaryStorage = directory }
+            var configuration = BoardConfiguration(
+                soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: PortPath(port)!,
+                storageDirectory: directory, fault: FaultScenario(rawValue: scenario)!)
+            if let serial { configuration.serial = serial.uppercased() }
+            virtualBoard = VirtualBoard(configuration: configuration)
+            board = virtualBoard!
+        }
         let host = BoardHost(board: board, clock: clock, testbed: testbed, trace: trace)
         host.start()
         // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
         signal(SIGUSR1, SIG_IGN)
         let reenumerate = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
         reenumerate.setEventHandler {
+            guard let fixed = board as? FixedDFUBoard else { return }
             host.lock.withLock {
-                board.requestReenumeration()
+                fixed.requestReenumeration()
                 host.applyDueTransitions()
             }
         }
@@ -104,20 +142,52 @@ struct EmulatorCommand: ParsableCommand {
         let started = host.clock.now
         let status = command.isEmpty ? serveUntilSignalled() : try runChild(command)
         let elapsed = host.clock.now - started
-        if stats {
-            host.lock.withLock {
+        reenumerate.cancel()
+        host.stop()
+        host.lock.withLock {
+            if stats {
                 let rate = Double(host.statistics.controlTransfers) / max(elapsed.inSeconds, 1e-9)
                 printError(
                     "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)"
                 )
                 for line in host.statistics.enumerationLines { printError(line) }
             }
+            if trace, let virtualBoard {
+                for line in virtualBoard.consoleLog { printError("[console] \(line)") }
+                for line in virtualBoard.protocolViolations { printError("[violation] \(line)") }
+            }
         }
-        reenumerate.cancel()
-        host.stop()
         testbed.destroy()
         if let envFile { unlink(envFile) }
+        if let temporaryStorage { removeTree(temporaryStorage) }
         throw ExitCode(status)
+    }
+}
+
+/// A fresh folder under $TMPDIR (or /tmp) for the board's storage images.
+private func makeTemporaryDirectory() throws -> String {
+    let base = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+    var template = Array("\(base)/stm32mp-board.XXXXXX".utf8CString)
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        throw ValidationError("cannot create a storage folder in \(base): \(String(cString: strerror(errno)))")
+    }
+    return String(cString: made)
+}
+
+/// Deletes `path` and everything below it (the temporary storage folder).
+private func removeTree(_ path: String) {
+    if let directory = opendir(path) {
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            removeTree(path + "/" + name)
+        }
+        closedir(directory)
+        rmdir(path)
+    } else {
+        unlink(path)
     }
 }
 
