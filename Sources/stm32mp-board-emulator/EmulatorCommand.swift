@@ -101,7 +101,7 @@ struct EmulatorCommand: ParsableCommand {
     func run() throws {
         let testbed = Testbed()
         let clock = SystemClock()
-        var temporaryStorage: String?
+        var storageIsTemporary = false
         let board: any SimulatedBoard
         var virtualBoard: VirtualBoard?
         if fixedDFU {
@@ -111,7 +111,7 @@ struct EmulatorCommand: ParsableCommand {
             board = FixedDFUBoard(port: PortPath(port)!, settings: settings)
         } else {
             let directory = try storage ?? makeTemporaryDirectory()
-            if storage == nil { temporaryStorage = directory }
+            storageIsTemporary = storage == nil
             var configuration = BoardConfiguration(
                 soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: PortPath(port)!,
                 storageDirectory: directory, fault: FaultScenario(rawValue: scenario)!)
@@ -159,7 +159,7 @@ struct EmulatorCommand: ParsableCommand {
         }
         testbed.destroy()
         if let envFile { unlink(envFile) }
-        if let temporaryStorage { removeTree(temporaryStorage) }
+        if storageIsTemporary, let virtualBoard { removeStorage(virtualBoard.storage) }
         throw ExitCode(status)
     }
 }
@@ -174,21 +174,14 @@ private func makeTemporaryDirectory() throws -> String {
     return String(cString: made)
 }
 
-/// Deletes `path` and everything below it (the temporary storage folder).
-private func removeTree(_ path: String) {
-    if let directory = opendir(path) {
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name == "." || name == ".." { continue }
-            removeTree(path + "/" + name)
-        }
-        closedir(directory)
-        rmdir(path)
-    } else {
-        unlink(path)
+/// Deletes the images of a temporary storage folder, then the folder (left alone when something
+/// else was put there).
+private func removeStorage(_ storage: BoardStorage) {
+    storage.closeAll()
+    for device in storage.devices {
+        for partition in [nil, 1, 2] as [Int?] { unlink(storage.path(device: device.name, hardwarePartition: partition)) }
     }
+    rmdir(storage.directory)
 }
 
 let preloadLibrary = "libumockdev-preload.so.0"
