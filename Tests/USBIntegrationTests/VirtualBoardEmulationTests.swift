@@ -71,6 +71,36 @@ import Testing
     }
 }
 
+extension VirtualBoardEmulationTests {
+    /// The board vanishes in the middle of a partition: libusb's NO_DEVICE reaches the engine and
+    /// the diagnosis through the emulator's ENODEV, and the run ends instead of hanging.
+    @Test func boardVanishingMidPartitionIsDiagnosedAsDisconnected() throws {
+        let directory = try ShortTemporaryDirectory()
+        let flash = try builtExecutable("stm32mp-flash")
+        let examples = directory.file("examples")
+        try #require(try run(flash, ["make-examples", "--out", examples], in: directory).status == 0)
+        let result = try run(
+            try builtExecutable("stm32mp-board-emulator"),
+            [
+                "--soc", "mp15", "--scenario", "vanish-mid-partition", "--", flash, "flash", "--json",
+                "--wait-timeout", "5", "--uboot-timeout", "10", examples + "/mp15-sdcard.tsv",
+            ], in: directory, timeout: 180)
+        #expect(result.status != 0)
+        let last = try #require(result.lines.last)
+        let failed = try JSONDecoder().decode(FailedEvent.self, from: Data(last.utf8))
+        #expect(failed.event == "failed" && failed.code == "disconnected", "\(last)")
+        #expect(failed.error.contains("LIBUSB_ERROR_NO_DEVICE"), "\(failed.error)")
+        #expect(failed.stage == "uboot")
+    }
+}
+
+private struct FailedEvent: Decodable {
+    var event: String
+    var code: String
+    var error: String
+    var stage: String?
+}
+
 /// `alt=N, name="…"` of a dfu-util `Found DFU:` line.
 private func alternate(_ line: String) throws -> (Int, String) {
     let alt = try #require(line.range(of: "alt=")).upperBound
