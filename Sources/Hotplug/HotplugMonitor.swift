@@ -86,6 +86,27 @@ private final class MonitorSource: @unchecked Sendable {
         self.clock = clock
         self.continuation = continuation
         readSource = DispatchSource.makeReadSource(fileDescriptor: udev_monitor_get_fd(monitor), queue: queue)
+        rememberPresentDevices()
+    }
+
+    /// Caches the devices already plugged in (after the monitor is open, so none slips between),
+    /// so that their remove events carry strings: by then sysfs is gone.
+    /// The corresponding C function is `udev_enumerate_scan_devices`.
+    private func rememberPresentDevices() {
+        guard let enumerate = udev_enumerate_new(udev) else { return }
+        defer { udev_enumerate_unref(enumerate) }
+        _ = udev_enumerate_add_match_subsystem(enumerate, "usb")
+        _ = udev_enumerate_add_match_property(enumerate, "DEVTYPE", "usb_device")
+        guard udev_enumerate_scan_devices(enumerate) >= 0 else { return }
+        var entry = udev_enumerate_get_list_entry(enumerate)
+        while let current = entry {
+            entry = udev_list_entry_get_next(current)
+            guard let syspath = udev_list_entry_get_name(current),
+                let device = udev_device_new_from_syspath(udev, syspath)
+            else { continue }
+            defer { udev_device_unref(device) }
+            if let identity = UdevDeviceFields(device).identity { known[String(cString: syspath)] = identity }
+        }
     }
 
     func start() {

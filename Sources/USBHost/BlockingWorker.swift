@@ -8,8 +8,13 @@ import USBModel
 /// not annotated on Linux.
 final class BlockingWorker: @unchecked Sendable {
     private let queue: DispatchQueue
+    /// Holds the worker's label on its queue, so code can tell it runs there (tests check it).
+    static let queueKey = DispatchSpecificKey<String>()
 
-    init(label: String) { queue = DispatchQueue(label: label) }
+    init(label: String) {
+        queue = DispatchQueue(label: label)
+        queue.setSpecific(key: Self.queueKey, value: label)
+    }
 
     /// Runs `body` on the queue and suspends the caller until it returns.
     func run<T: Sendable>(_ body: @escaping @Sendable () throws(USBTransferError) -> T) async throws(USBTransferError)

@@ -1,40 +1,18 @@
-import Foundation
-import Synchronization
+import Dispatch
 import Testing
 
 @testable import USBHost
 
-/// Blocking libusb calls run on their own queues: even more of them than the cooperative pool has
-/// threads do not stop other tasks from running.
+/// Blocking libusb calls run on the worker's own serial queue, never on the caller's thread (a
+/// thread of the cooperative pool); the caller suspends meanwhile.
 @Suite struct BlockingWorkerTests {
-    @Test func blockingCallsLeaveTheCooperativePoolFree() async throws {
-        let order = CompletionOrder()
-        let blockingCalls = ProcessInfo.processInfo.activeProcessorCount * 2 + 2
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<blockingCalls {
-                group.addTask {
-                    let worker = BlockingWorker(label: "test.blocking.\(index)")
-                    try await worker.run {
-                        usleep(400_000)  // A libusb transfer waiting for its device.
-                        order.append("blocking")
-                    }
-                }
-            }
-            // Give the blocking calls time to start; a blocked pool would also block this sleep.
-            try await Task.sleep(for: .milliseconds(50))
-            group.addTask { order.append("cooperative") }
-            try await group.waitForAll()
+    @Test func blockingCallsRunOnTheWorkersOwnQueue() async throws {
+        let worker = BlockingWorker(label: "test.blocking")
+        let onWorkerQueue = try await worker.run {
+            DispatchQueue.getSpecific(key: BlockingWorker.queueKey) == "test.blocking"
         }
-        let finished = order.names
-        #expect(finished.count == blockingCalls + 1)
-        #expect(finished.first == "cooperative", "the cooperative task ran while every blocking call was still blocked")
+        #expect(onWorkerQueue)
+        // Here, on the caller's side, it is some other thread.
+        #expect(DispatchQueue.getSpecific(key: BlockingWorker.queueKey) == nil)
     }
-}
-
-/// Names in the order their tasks finished.
-private final class CompletionOrder: Sendable {
-    private let storage = Mutex<[String]>([])
-
-    func append(_ name: String) { storage.withLock { $0.append(name) } }
-    var names: [String] { storage.withLock { $0 } }
 }

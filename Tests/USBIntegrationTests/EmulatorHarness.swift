@@ -60,9 +60,9 @@ func run(
     _ executable: String, _ arguments: [String], environment: [String: String] = [:],
     in directory: ShortTemporaryDirectory,
     timeout: TimeInterval = 60
-) throws -> ProcessResult {
+) async throws -> ProcessResult {
     let process = try start(executable, arguments, environment: environment, in: directory)
-    return try process.wait(timeout: timeout)
+    return try await process.wait(timeout: timeout)
 }
 
 /// A started child process whose output goes to files.
@@ -78,9 +78,8 @@ final class ChildProcess: @unchecked Sendable {
 
     var stderrSoFar: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
 
-    func wait(timeout: TimeInterval) throws -> ProcessResult {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
+    func wait(timeout: TimeInterval) async throws -> ProcessResult {
+        await waitUntil(timeout: timeout) { !process.isRunning }
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -117,12 +116,21 @@ func start(
     return child
 }
 
+/// Polls `condition` every 10 ms until it holds or `timeout` seconds pass, suspending (never
+/// blocking a thread of the cooperative pool, which parallel tests share).
+func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) async {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !condition() && Date() < deadline {
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+}
+
 /// Runs `command` under the emulator (`--fixed-dfu` plus `options`) and returns its result.
 func runUnderEmulator(
     _ command: [String], options: [String] = [], in directory: ShortTemporaryDirectory, timeout: TimeInterval = 60
-) throws -> ProcessResult {
+) async throws -> ProcessResult {
     let emulator = try builtExecutable("stm32mp-board-emulator")
-    return try run(emulator, ["--fixed-dfu"] + options + ["--"] + command, in: directory, timeout: timeout)
+    return try await run(emulator, ["--fixed-dfu"] + options + ["--"] + command, in: directory, timeout: timeout)
 }
 
 /// An emulator serving in the background; clients get its environment from `environment`.
@@ -131,14 +139,13 @@ final class ServingEmulator: @unchecked Sendable {
     /// UMOCKDEV_DIR and LD_PRELOAD: all a client needs to see the emulated board.
     let environment: [String: String]
 
-    init(options: [String] = [], in directory: ShortTemporaryDirectory) throws {
+    init(options: [String] = [], in directory: ShortTemporaryDirectory) async throws {
         let envFile = directory.file("emulator.env")
         child = try start(
             try builtExecutable("stm32mp-board-emulator"), ["--fixed-dfu", "--env-file", envFile] + options,
             in: directory)
-        let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: envFile) && child.process.isRunning && Date() < deadline {
-            usleep(10_000)
+        await waitUntil(timeout: 20) { [child] in
+            FileManager.default.fileExists(atPath: envFile) || !child.process.isRunning
         }
         let text = try String(contentsOfFile: envFile, encoding: .utf8)
         var environment: [String: String] = [:]
@@ -152,9 +159,9 @@ final class ServingEmulator: @unchecked Sendable {
     /// As DFU_DETACH would: the fixed device disconnects and comes back with a new identity.
     func reenumerate() { kill(child.process.processIdentifier, SIGUSR1) }
 
-    func stop() throws -> ProcessResult {
+    func stop() async throws -> ProcessResult {
         child.process.terminate()
-        return try child.wait(timeout: 20)
+        return try await child.wait(timeout: 20)
     }
 }
 
@@ -177,7 +184,7 @@ func inEmulatedProcess(
     try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
     let emulator = try builtExecutable("stm32mp-board-emulator")
     let testBinary = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-    let result = try run(
+    let result = try await run(
         emulator,
         ["--fixed-dfu", "--storage", storage] + emulatorOptions + [
             "--", testBinary, "--testing-library", "swift-testing", "--filter", testName,

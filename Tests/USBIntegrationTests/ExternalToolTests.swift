@@ -7,9 +7,9 @@ import Testing
     static let romSerial = "002800423232511538303631"
     static let altName = "@fixed-dfu /0x00/1*1Me"
 
-    @Test func dfuUtilListsTheEmulatedDevice() throws {
+    @Test func dfuUtilListsTheEmulatedDevice() async throws {
         let directory = try ShortTemporaryDirectory()
-        let result = try runUnderEmulator(["dfu-util", "-l"], in: directory)
+        let result = try await runUnderEmulator(["dfu-util", "-l"], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         let found = result.lines.filter { $0.hasPrefix("Found DFU:") }
         #expect(
@@ -19,9 +19,9 @@ import Testing
     }
 
     @Test(arguments: [("mp15", "0x500"), ("mp13", "0x501"), ("mp25", "0x505")])
-    func lsusbShowsIdentityStringsAndFunctionalDescriptor(soc: String, chipID: String) throws {
+    func lsusbShowsIdentityStringsAndFunctionalDescriptor(soc: String, chipID: String) async throws {
         let directory = try ShortTemporaryDirectory()
-        let result = try runUnderEmulator(
+        let result = try await runUnderEmulator(
             ["lsusb", "-v", "-d", "0483:df11"], options: ["--soc", soc, "--transfer-size", "4096"], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         let fields = result.lines.map {
@@ -39,9 +39,9 @@ import Testing
         #expect(fields.contains("bcdDFUVersion 1.10"))
     }
 
-    @Test func listJSONAgreesWithDfuUtil() throws {
+    @Test func listJSONAgreesWithDfuUtil() async throws {
         let directory = try ShortTemporaryDirectory()
-        let list = try runUnderEmulator(
+        let list = try await runUnderEmulator(
             [try builtExecutable("stm32mp-flash"), "list", "--json"], options: ["--soc", "mp13"], in: directory)
         #expect(list.status == 0, "\(list.stderr)")
         try #require(list.lines.count == 1, "\(list.stdout)")
@@ -54,7 +54,7 @@ import Testing
         #expect(device.product == "DFU in HS Mode @Device ID /0x501, @Revision ID /0x0000")
         #expect(device.speed == "high")
         // The same facts through dfu-util, a different libusb client.
-        let dfuUtil = try runUnderEmulator(["dfu-util", "-l"], options: ["--soc", "mp13"], in: directory)
+        let dfuUtil = try await runUnderEmulator(["dfu-util", "-l"], options: ["--soc", "mp13"], in: directory)
         let found = try #require(dfuUtil.lines.first { $0.hasPrefix("Found DFU:") })
         #expect(found.contains("path=\"\(device.port)\""))
         #expect(found.contains("devnum=\(device.device)"))
@@ -63,9 +63,9 @@ import Testing
         #expect(found.contains("alt=\(device.alternates?.first?.alternate ?? 99), name=\"\(Self.altName)\""))
     }
 
-    @Test func listTextShowsStageChipAndAlternates() throws {
+    @Test func listTextShowsStageChipAndAlternates() async throws {
         let directory = try ShortTemporaryDirectory()
-        let list = try runUnderEmulator([try builtExecutable("stm32mp-flash"), "list"], in: directory)
+        let list = try await runUnderEmulator([try builtExecutable("stm32mp-flash"), "list"], in: directory)
         #expect(list.status == 0, "\(list.stderr)")
         #expect(
             list.lines == [
@@ -74,18 +74,17 @@ import Testing
             ])
     }
 
-    @Test func watchJSONShowsReenumerationAsRemoveThenAdd() throws {
+    @Test func watchJSONShowsReenumerationAsRemoveThenAdd() async throws {
         let directory = try ShortTemporaryDirectory()
-        let emulator = try ServingEmulator(in: directory)
+        let emulator = try await ServingEmulator(in: directory)
         let watch = try start(
             try builtExecutable("stm32mp-flash"), ["watch", "--json", "--count", "2", "--timeout", "20"],
             environment: emulator.environment, in: directory)
         // The monitor is open once watch says so; only then trigger the re-enumeration.
-        let deadline = Date().addingTimeInterval(20)
-        while !watch.stderrSoFar.contains("Watching") && watch.process.isRunning && Date() < deadline { usleep(10_000) }
+        await waitUntil(timeout: 20) { watch.stderrSoFar.contains("Watching") || !watch.process.isRunning }
         emulator.reenumerate()
-        let result = try watch.wait(timeout: 30)
-        let emulatorResult = try emulator.stop()
+        let result = try await watch.wait(timeout: 30)
+        let emulatorResult = try await emulator.stop()
         #expect(result.status == 0, "\(result.stderr)")
         #expect(emulatorResult.status == 0, "\(emulatorResult.stderr)")
         let events = try result.lines.map { try JSONDecoder().decode(WatchedEvent.self, from: Data($0.utf8)) }
@@ -100,9 +99,9 @@ import Testing
         #expect(removed.time <= added.time)
     }
 
-    @Test func watchWithoutEventsStopsAtTheTimeoutAndFailsTheCount() throws {
+    @Test func watchWithoutEventsStopsAtTheTimeoutAndFailsTheCount() async throws {
         let directory = try ShortTemporaryDirectory()
-        let result = try runUnderEmulator(
+        let result = try await runUnderEmulator(
             [try builtExecutable("stm32mp-flash"), "watch", "--json", "--count", "1", "--timeout", "0.5"], in: directory
         )
         #expect(result.status == 1, "exit 1: fewer events than --count; \(result.stderr)")

@@ -4,10 +4,10 @@ import Testing
 /// The virtual board (ROM, TF-A, U-Boot personalities) served by the emulator, seen through the
 /// real USB stack: dfu-util, and a whole `stm32mp-flash flash` run over libusb and libudev.
 @Suite struct VirtualBoardEmulationTests {
-    @Test func dfuUtilSeesTheMP15ROMAlternatesOfTheProtocolReference() throws {
+    @Test func dfuUtilSeesTheMP15ROMAlternatesOfTheProtocolReference() async throws {
         let directory = try ShortTemporaryDirectory()
         let emulator = try builtExecutable("stm32mp-board-emulator")
-        let result = try run(emulator, ["--soc", "mp15", "--", "dfu-util", "-l"], in: directory)
+        let result = try await run(emulator, ["--soc", "mp15", "--", "dfu-util", "-l"], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         let names = Dictionary(
             uniqueKeysWithValues: try result.lines.filter { $0.hasPrefix("Found DFU:") }.map(alternate))
@@ -20,10 +20,10 @@ import Testing
     }
 
     @Test(arguments: ["mp13", "mp25"])
-    func dfuUtilSeesTheFSBLAtAlternateZeroOnMP13AndMP2(soc: String) throws {
+    func dfuUtilSeesTheFSBLAtAlternateZeroOnMP13AndMP2(soc: String) async throws {
         let directory = try ShortTemporaryDirectory()
         let emulator = try builtExecutable("stm32mp-board-emulator")
-        let result = try run(emulator, ["--soc", soc, "--", "dfu-util", "-l"], in: directory)
+        let result = try await run(emulator, ["--soc", soc, "--", "dfu-util", "-l"], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         let names = Dictionary(
             uniqueKeysWithValues: try result.lines.filter { $0.hasPrefix("Found DFU:") }.map(alternate))
@@ -33,15 +33,15 @@ import Testing
 
     /// ROM → TF-A → U-Boot (two enumerations) → END, through libusb, libudev and the usbfs
     /// emulation; the SD card image then holds the GPT and the partitions' bytes.
-    @Test func flashOverRealUSBProgramsTheSDCard() throws {
+    @Test func flashOverRealUSBProgramsTheSDCard() async throws {
         let directory = try ShortTemporaryDirectory()
         let flash = try builtExecutable("stm32mp-flash")
         let examples = directory.file("examples")
-        let made = try run(flash, ["make-examples", "--out", examples], in: directory)
+        let made = try await run(flash, ["make-examples", "--out", examples], in: directory)
         try #require(made.status == 0, "\(made.stderr)")
         let storage = directory.file("storage")
         try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
-        let result = try run(
+        let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
             ["--soc", "mp15", "--storage", storage, "--stats", "--", flash, "flash", examples + "/mp15-sdcard.tsv"],
             in: directory, timeout: 180)
@@ -51,7 +51,7 @@ import Testing
             print("[figure] flash: \(line)")
         }
 
-        let table = try run("sfdisk", ["--json", storage + "/mmc0.img"], in: directory)
+        let table = try await run("sfdisk", ["--json", storage + "/mmc0.img"], in: directory)
         try #require(table.status == 0, "\(table.stderr)")
         let partitions = try JSONDecoder().decode(SfdiskDump.self, from: Data(table.stdout.utf8)).partitiontable
             .partitions
@@ -74,12 +74,12 @@ import Testing
 extension VirtualBoardEmulationTests {
     /// The board vanishes in the middle of a partition: libusb's NO_DEVICE reaches the engine and
     /// the diagnosis through the emulator's ENODEV, and the run ends instead of hanging.
-    @Test func boardVanishingMidPartitionIsDiagnosedAsDisconnected() throws {
+    @Test func boardVanishingMidPartitionIsDiagnosedAsDisconnected() async throws {
         let directory = try ShortTemporaryDirectory()
         let flash = try builtExecutable("stm32mp-flash")
         let examples = directory.file("examples")
-        try #require(try run(flash, ["make-examples", "--out", examples], in: directory).status == 0)
-        let result = try run(
+        try #require(try await run(flash, ["make-examples", "--out", examples], in: directory).status == 0)
+        let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
             [
                 "--soc", "mp15", "--scenario", "vanish-mid-partition", "--", flash, "flash", "--json",
