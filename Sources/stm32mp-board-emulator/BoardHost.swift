@@ -40,6 +40,7 @@ final class BoardHost: @unchecked Sendable {
         timer.setEventHandler { [self] in lock.withLock { applyDueTransitions() } }
         timer.activate()
         lock.withLock {
+            plugHubs(above: board.port)
             if let device = board.attachedDevice { attach(device, at: board.port) }
             applyDueTransitions()
         }
@@ -82,12 +83,23 @@ final class BoardHost: @unchecked Sendable {
         }
     }
 
-    private func attach(_ model: any USBDeviceModel, at port: PortPath) {
+    /// The root hub (device 1) and a hub at each level above `port`; they stay for good.
+    private func plugHubs(above port: PortPath) {
+        nextDeviceNumber = 1
+        for depth in 0..<port.ports.count {
+            let hubPort = PortPath(bus: port.bus, ports: Array(port.ports.prefix(depth)))
+            attach(HubModel(isRoot: depth == 0), at: hubPort, isBoard: false)
+        }
+    }
+
+    private func attach(_ model: any USBDeviceModel, at port: PortPath, isBoard: Bool = true) {
         let location = DeviceLocation(port: port, deviceNumber: nextDeviceNumber)
         nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1
         let device = EnumeratedDevice(location: location, model: model, host: self)
-        current = device
-        statistics.enumerations.append(device)
+        if isBoard {
+            current = device
+            statistics.enumerations.append(device)
+        }
         let record = deviceRecord(for: model, at: location)
         log(
             "attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)"

@@ -1,12 +1,20 @@
 import USBModel
 
-/// Where one enumeration of a device lives in the fake sysfs and /dev.
+/// Where one enumeration of a device lives in the fake sysfs and /dev. A port path without ports
+/// is the bus's root hub (`usb1`).
 struct DeviceLocation: Hashable {
     let port: PortPath
     let deviceNumber: Int
 
-    /// Without the `/sys` prefix, as `add_from_string` wants it (gotcha 5).
-    var devicePath: String { "/devices/pci0000:00/0000:00:14.0/usb\(port.bus)/\(port)" }
+    /// Without the `/sys` prefix, as `add_from_string` wants it (gotcha 5): nested below every hub
+    /// on the way, as the kernel does (`usb1/1-2/1-2.3`), which is how libusb finds port numbers.
+    var devicePath: String {
+        var path = "/devices/pci0000:00/0000:00:14.0/usb\(port.bus)"
+        for depth in port.ports.indices {
+            path += "/" + PortPath(bus: port.bus, ports: Array(port.ports[...depth])).description
+        }
+        return path
+    }
     /// As `uevent` and `remove_device` want it.
     var syspath: String { "/sys" + devicePath }
     var devnode: String { "/dev/bus/usb/\(threeDigits(port.bus))/\(threeDigits(deviceNumber))" }
@@ -48,7 +56,7 @@ func deviceRecord(for device: any USBDeviceModel, at location: DeviceLocation) -
         "A: dev=189:\(location.minor)",
         "A: busnum=\(location.port.bus)\\n",
         "A: devnum=\(location.deviceNumber)\\n",
-        "A: devpath=\(location.port.ports.map(String.init).joined(separator: "."))\\n",
+        "A: devpath=\(location.port.ports.isEmpty ? "0" : location.port.ports.map(String.init).joined(separator: "."))\\n",
         "A: idVendor=\(hex4(descriptor.vendorID))\\n",
         "A: idProduct=\(hex4(descriptor.productID))\\n",
         "A: bcdDevice=\(hex4(bcd))\\n",
@@ -62,8 +70,11 @@ func deviceRecord(for device: any USBDeviceModel, at location: DeviceLocation) -
         "A: bmAttributes=\(hex2(configuration.attributes))\\n",
         "A: version=\(bcdVersion(descriptor.bcdUSB))\\n",
         "A: speed=\(device.speed.sysfsMbps)\\n",
-        "A: maxchild=0\\n",
+        "A: maxchild=\(descriptor.deviceClass == 9 ? 4 : 0)\\n",
         "A: removable=removable\\n",
+        "A: configuration=\\n",
+        "A: rx_lanes=1\\n",
+        "A: tx_lanes=1\\n",
     ]
     for (name, index) in [
         ("manufacturer", descriptor.manufacturerIndex), ("product", descriptor.productIndex),

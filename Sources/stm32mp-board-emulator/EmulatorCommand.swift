@@ -42,7 +42,7 @@ struct EmulatorCommand: ParsableCommand {
     )
     var storage: String?
 
-    @Option(help: "The port path the board is plugged into (bus-port).")
+    @Option(help: "The port path the board is plugged into, e.g. 1-1 or 1-2.3 (hubs are emulated on the way).")
     var port: String = "1-1"
 
     @Option(help: "Write UMOCKDEV_DIR and LD_PRELOAD as KEY=VALUE lines here once the board is plugged in.")
@@ -73,8 +73,8 @@ struct EmulatorCommand: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
-        guard let path = PortPath(port), path.ports.count == 1 else {
-            throw ValidationError("--port must be BUS-PORT, e.g. 1-1 (hubs are not emulated)")
+        guard let path = PortPath(port), path.bus >= 1, path.ports.count <= 6 else {
+            throw ValidationError("--port must be a port path like 1-1 or 1-2.3 (at most 6 levels)")
         }
         if fixedDFU {
             guard fixedChipDeviceID != nil else {
@@ -179,7 +179,9 @@ private func makeTemporaryDirectory() throws -> String {
 private func removeStorage(_ storage: BoardStorage) {
     storage.closeAll()
     for device in storage.devices {
-        for partition in [nil, 1, 2] as [Int?] { unlink(storage.path(device: device.name, hardwarePartition: partition)) }
+        for partition in [nil, 1, 2] as [Int?] {
+            unlink(storage.path(device: device.name, hardwarePartition: partition))
+        }
     }
     rmdir(storage.directory)
 }

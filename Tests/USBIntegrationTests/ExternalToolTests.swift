@@ -63,6 +63,23 @@ import Testing
         #expect(found.contains("alt=\(device.alternates?.first?.alternate ?? 99), name=\"\(Self.altName)\""))
     }
 
+    /// A board behind a hub: the emulator adds the hubs on the way, so libusb's port numbers
+    /// (from the parent chain) give the full path.
+    @Test func nestedPortPathComesThroughTheHubs() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let dfuUtil = try await runUnderEmulator(["dfu-util", "-l"], options: ["--port", "1-2.3"], in: directory)
+        let found = try #require(dfuUtil.lines.first { $0.hasPrefix("Found DFU:") }, "\(dfuUtil.stdout)")
+        #expect(found.contains("devnum=3, cfg=1, intf=0, path=\"1-2.3\""), "root hub 1, hub 2, board 3")
+        let list = try await runUnderEmulator(
+            [try builtExecutable("stm32mp-flash"), "list", "--json"], options: ["--port", "1-2.3"], in: directory)
+        try #require(list.lines.count == 1, "\(list.stdout)")
+        let device = try JSONDecoder().decode(ListedDevice.self, from: Data(list.lines[0].utf8))
+        #expect(device.port == "1-2.3" && device.device == 3)
+        let lsusb = try await runUnderEmulator(["lsusb"], options: ["--port", "1-2.3"], in: directory)
+        #expect(lsusb.lines.contains { $0.hasPrefix("Bus 001 Device 002: ID 05e3:0608") })
+        #expect(lsusb.lines.contains { $0.hasPrefix("Bus 001 Device 001: ID 1d6b:0002") })
+    }
+
     @Test func listTextShowsStageChipAndAlternates() async throws {
         let directory = try ShortTemporaryDirectory()
         let list = try await runUnderEmulator([try builtExecutable("stm32mp-flash"), "list"], in: directory)
