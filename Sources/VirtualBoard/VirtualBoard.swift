@@ -15,6 +15,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     public private(set) var now: Duration = .zero
     /// Every request received, in order.
     public private(set) var trace: [BoardTraceEntry] = []
+    /// False keeps `trace` empty: it costs ~100 bytes per request, ~100 MB per GiB flashed (the
+    /// peak-memory benchmark turns it off). The getstatus-stall fault needs it.
+    public var recordsTrace = true
     /// What a UART console would have shown (firmware messages of the reference).
     public private(set) var consoleLog: [String] = []
     /// What the host kernel would have logged about this port (failed enumerations).
@@ -80,7 +83,7 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     func console(_ line: String) { consoleLog.append(line) }
     func kernel(_ line: String) { kernelLog.append(line) }
     func violation(_ text: String) { protocolViolations.append(text) }
-    func record(_ entry: BoardTraceEntry) { trace.append(entry) }
+    func record(_ entry: BoardTraceEntry) { if recordsTrace { trace.append(entry) } }
 
     func schedule(after delay: Duration, _ action: @escaping () -> BusTransition?) {
         scheduleCounter += 1
