@@ -100,7 +100,7 @@ struct FlashCommand: AsyncParsableCommand {
 
         let flasher = Flasher(bus: bus, request: request, events: { output.handle($0) })
         do {
-            let summary = try await flasher.run()
+            let summary = try await Self.run(flasher)
             board?.storage.closeAll()
             report(summary, plan: plan, board: board, output: output)
         } catch {
@@ -125,6 +125,17 @@ struct FlashCommand: AsyncParsableCommand {
                 output.line(diagnosis.text)
             }
             throw ExitCode.failure
+        }
+    }
+
+    /// Runs the flasher with Ctrl-C turned into a clean `cancelled` failure.
+    static func run(_ flasher: Flasher) async throws(FlashFailure) -> FlashSummary {
+        do {
+            return try await Interrupts.cancellingOnInterrupt { try await flasher.run() }
+        } catch let failure as FlashFailure {
+            throw failure
+        } catch {
+            throw FlashFailure(.cancelled)
         }
     }
 

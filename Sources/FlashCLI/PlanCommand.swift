@@ -62,6 +62,17 @@ struct PlanReport: Encodable {
         var name: String
         var file: String?
         var fileSize: Int64?
+
+        enum CodingKeys: String, CodingKey { case id, name, file, fileSize }
+
+        /// Unknown values are written as null, never left out (docs/json.md).
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(name, forKey: .name)
+            try container.encode(file, forKey: .file)
+            try container.encode(fileSize, forKey: .fileSize)
+        }
     }
 
     struct Partition: Encodable {
@@ -78,6 +89,28 @@ struct PlanReport: Encodable {
         var gptNumber: Int?
         var gptUniqueGUID: String?
         var alternate: String
+
+        enum CodingKeys: String, CodingKey {
+            case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber, gptUniqueGUID, alternate
+        }
+
+        /// Unknown values are written as null, never left out (docs/json.md).
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(name, forKey: .name)
+            try container.encode(type, forKey: .type)
+            try container.encode(option, forKey: .option)
+            try container.encode(offset, forKey: .offset)
+            try container.encode(hardwarePartition, forKey: .hardwarePartition)
+            try container.encode(size, forKey: .size)
+            try container.encode(file, forKey: .file)
+            try container.encode(fileSize, forKey: .fileSize)
+            try container.encode(gptType, forKey: .gptType)
+            try container.encode(gptNumber, forKey: .gptNumber)
+            try container.encode(gptUniqueGUID, forKey: .gptUniqueGUID)
+            try container.encode(alternate, forKey: .alternate)
+        }
     }
 
     struct Device: Encodable {
@@ -87,6 +120,18 @@ struct PlanReport: Encodable {
         var size: UInt64?
         var eraseSize: UInt64
         var partitions: [Partition]
+
+        enum CodingKeys: String, CodingKey { case ip, gpt, fullUpdate, size, eraseSize, partitions }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(ip, forKey: .ip)
+            try container.encode(gpt, forKey: .gpt)
+            try container.encode(fullUpdate, forKey: .fullUpdate)
+            try container.encode(size, forKey: .size)
+            try container.encode(eraseSize, forKey: .eraseSize)
+            try container.encode(partitions, forKey: .partitions)
+        }
     }
 
     var bootStages: [Stage]

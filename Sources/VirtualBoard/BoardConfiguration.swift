@@ -49,6 +49,11 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     case bootInterfaceUnsupported = "boot-interface-unsupported"
     /// After TF-A's DETACH only failed enumerations happen (kernel `error -71` / `-110`).
     case enumerationErrors = "enumeration-errors"
+    /// U-Boot enumerates on a neighbouring port (a hub or a VM re-mapped it), same serial.
+    case movesPort = "moves-port"
+    /// As `moves-port`, and U-Boot announces another serial (its `serial#` differs): nothing ties
+    /// the new device to the board except timing.
+    case movesPortNewSerial = "moves-port-new-serial"
 }
 
 /// Durations and throughputs of the virtual board, on the injected clock. Reference §C.9 says the

@@ -114,7 +114,8 @@ final class UBootFirmware: Firmware {
         }
         let identity = PublishedIdentity(
             manufacturer: StageIdentity.manufacturer, product: StageIdentity.ubootProduct(config.soc),
-            serial: config.serial, alternates: strings, functional: StageIdentity.ubootFunctional,
+            serial: config.fault == .movesPortNewSerial ? "55AA00000000000000000001" : config.serial,
+            alternates: strings, functional: StageIdentity.ubootFunctional,
             firstInterfaceString: 5)
         super.init(board: board, stage: .uboot, identity: identity, profile: .uboot)
         if let initError { error(initError) }

@@ -46,13 +46,22 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     /// Powers the board on with the boot pins on USB: the ROM is enumerated at once.
     public init(configuration: BoardConfiguration) {
         self.configuration = configuration
+        port = configuration.port
         storage = BoardStorage(directory: configuration.storageDirectory, devices: configuration.storage)
         current = makeDevice(ROMFirmware(board: self))
     }
 
     // MARK: - SimulatedBoard
 
-    public var port: PortPath { configuration.port }
+    /// The port the board is on now: `configuration.port`, unless a fault moved it.
+    public private(set) var port: PortPath
+
+    /// The port U-Boot enumerates on under the `moves-port` faults: the next port of the same hub.
+    var movedPort: PortPath {
+        var moved = configuration.port
+        moved.ports[moved.ports.count - 1] += 1
+        return moved
+    }
     public var attachedDevice: (any USBDeviceModel)? { current }
     public var nextTransitionTime: Duration? { scheduled.map(\.time).min() }
 
@@ -201,7 +210,11 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
             }
         default:
             let layout = configuration.tfaVariant == .stV24 ? ramLayout : nil
-            enumerate(after: timing.tfaToUBoot) { [unowned self] in UBootFirmware.boot(board: self, ramLayout: layout) }
+            let moves = configuration.fault == .movesPort || configuration.fault == .movesPortNewSerial
+            enumerate(after: timing.tfaToUBoot) { [unowned self] in
+                if moves { port = movedPort }
+                return UBootFirmware.boot(board: self, ramLayout: layout)
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import Diagnostics
 import FlashEngine
 import FlashLayout
 import Testing
+import USBModel
 import VirtualBoard
 
 /// What each virtual-board fault must end in: a diagnosis code, or success where the host is
@@ -18,6 +19,8 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.enumerationErrors, "enumeration-errors"),
     (.transientStrings, nil),
     (.serialChanges, nil),
+    (.movesPort, nil),
+    (.movesPortNewSerial, "other-port"),
 ]
 
 @Suite("virtual-board faults end in their own diagnosis")
@@ -43,5 +46,20 @@ struct FaultScenarioTests {
             #expect(!rig.events.all.contains(.end), "END must not be reported on a failed run")
         }
         #expect(rig.board.protocolViolations.isEmpty, "\(rig.board.protocolViolations)")
+    }
+
+    @Test("a board that comes back on another port with its serial is followed there")
+    func followsBySerial() async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPort)
+        let summary = try await rig.run()
+        #expect(summary.board.port.description == "1-3")
+        #expect(summary.timeline.contains { $0.kind == .note && ($0.detail ?? "").contains("came back on port 1-3") })
+    }
+
+    @Test("a new device on another port with another serial is reported, not taken")
+    func otherPortReported() async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPortNewSerial)
+        await #expect(throws: FlashFailure.self) { try await rig.run() }
+        #expect(rig.events.all.contains { if case .otherPort(let device) = $0 { return device.port.description == "1-3" }; return false })
     }
 }

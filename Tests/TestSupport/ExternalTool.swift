@@ -26,8 +26,12 @@ public struct ExternalTool: Sendable {
         executable = found
     }
 
-    public func run(_ arguments: [String]) throws -> Result {
+    /// A tool at a known path (e.g. one of our built products).
+    public init(path: String) { executable = path }
+
+    public func run(_ arguments: [String], workingDirectory: String? = nil) throws -> Result {
         let process = Process()
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let output = Pipe()

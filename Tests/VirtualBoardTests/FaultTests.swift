@@ -115,6 +115,14 @@ struct FaultTests {
             await #expect { _ = try await device.getPhase() } throws: { isTransfer($0, .timeout) }
             #expect(rig.board.consoleLog.contains("ERROR:   Boot interface 6 not supported"))
 
+        case .movesPort, .movesPortNewSerial:
+            // Nothing comes back on the original port; U-Boot is on the next port of the hub.
+            #expect(try await rig.bootToUBoot() == nil)
+            #expect(rig.board.port == PortPath(bus: 1, ports: [3]))
+            let uboot = try await rig.bus.openDFU(port: rig.board.port)
+            #expect(uboot.identity.port == PortPath(bus: 1, ports: [3]))
+            #expect(uboot.identity.serial == (fault == .movesPort ? "0029002A4C4250110038344D" : "55AA00000000000000000001"))
+
         case .enumerationErrors:
             #expect(try await rig.bootToUBoot() == nil)
             #expect(rig.board.kernelLog.contains("usb 1-2: device descriptor read/64, error -71"))
