@@ -90,6 +90,9 @@ let package = Package(
         .target(
             name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
             path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .target(
+            name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
+            path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
         .testTarget(
@@ -99,14 +102,18 @@ let package = Package(
             name: "FlashLayoutTests", dependencies: ["FlashLayout", "BootImages", "GPT", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "DFUTests", dependencies: ["DFU", "VirtualBoard", "USBModel", "Timekeeping", "TestSupport"],
+            name: "DFUTests",
+            dependencies: ["DFU", "VirtualBoard", "USBModel", "Timekeeping", "TestSupport", "VirtualBoardTestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "FlashEngineTests",
-            dependencies: ["FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport"],
+            dependencies: [
+                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport", "VirtualBoardTestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "VirtualBoardTests", dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport"],
+            name: "VirtualBoardTests",
+            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],

@@ -86,6 +86,7 @@ struct FlashCommand: AsyncParsableCommand {
         if simulate {
             let configuration = try simulationConfiguration(plan)
             let virtual = VirtualBoard(configuration: configuration)
+            virtual.recordsTrace = false
             board = virtual
             bus = VirtualUSBBus(clock: realtime ? SystemClock() as any FlashClock : SimulatedClock(), boards: [virtual])
             if json {

@@ -173,7 +173,7 @@ final class UBootFirmware: Firmware {
             pmicImage.replaceSubrange(offset..<offset + data.count, with: data)
         case .partition(let index):
             if offset == 0 {
-                pending = []
+                pending.removeAll(keepingCapacity: true)
                 drained = 0
             }
             if configuration.fault == .vanishMidPartition, offset > 0, !vanished {
@@ -193,11 +193,14 @@ final class UBootFirmware: Firmware {
     /// Writes the buffered data of partition `index` to storage (U-Boot's buffer drain).
     private func drain(alternate: UInt8, _ index: Int) -> DFUDataResult {
         guard let partition = program?.partitions[index] else { return .failed }
-        let bytes = pending
-        pending = []
-        defer { drained += UInt64(bytes.count) }
+        let count = pending.count
+        // Reuse the buffer's storage for the next fill, as U-Boot reuses its DFU buffer.
+        defer {
+            drained += UInt64(count)
+            pending.removeAll(keepingCapacity: true)
+        }
         let start = drained + (partition.id == phase ? UInt64(storedOffset) : 0)
-        guard start + UInt64(bytes.count) <= partition.size else {
+        guard start + UInt64(count) <= partition.size else {
             board.console("Request would exceed designated area!")
             dfuError(alternate: alternate, message: "DFU write error")
             return .failed
@@ -212,13 +215,13 @@ final class UBootFirmware: Firmware {
             do {
                 try board.storage.write(
                     device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + start,
-                    bytes: bytes)
+                    bytes: pending)
             } catch {
                 dfuError(alternate: alternate, message: "DFU write error")
                 return .failed
             }
         }
-        return .accepted(latency: BoardTiming.transfer(bytes.count, rate: configuration.timing.storageBytesPerSecond))
+        return .accepted(latency: BoardTiming.transfer(count, rate: configuration.timing.storageBytesPerSecond))
     }
 
     /// write-error: the first programmed user partition (ID ≥ 0x10), else the last programmed one.

@@ -3,18 +3,35 @@ import FoundationEssentials
 import Glibc
 import Timekeeping
 
-/// Benchmarks that print figures (run in release: `swift run -c release stm32mp-flash-bench`).
+/// Benchmarks that print figures (run in release: `scripts/bench`, or
+/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [rss]`; none = all).
 /// Targets are checked here and reported as PASS/MISS; tests never assert on time.
 @main
 struct Benchmarks {
     static func main() async throws {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "rss-child", let result = option("--result", in: arguments) {
+            let mib = option("--mib", in: arguments).flatMap(Int.init) ?? RSSBenchmark.rootfsMiB
+            return try await RSSBenchmark.child(recordsTrace: arguments.contains("--trace"), result: result, mib: mib)
+        }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })
+        func wanted(_ name: String) -> Bool { selected.isEmpty || selected.contains(name) }
         var report = BenchmarkReport()
-        if selected.isEmpty || selected.contains("check") {
+        if wanted("check") {
             try CheckBenchmark.run(corpus: option("--corpus", in: arguments) ?? defaultCorpus(), report: &report)
         }
-        print(report.rendered)
+        if wanted("flash") {
+            let mib = option("--flash-mib", in: arguments).flatMap(Int.init) ?? 1024
+            try await FlashBenchmark.run(rootfsMiB: mib, report: &report)
+        }
+        if wanted("time") {
+            let mib = option("--time-mib", in: arguments).flatMap(Int.init) ?? 256
+            try await TimeBenchmark.run(rootfsMiB: mib, report: &report)
+        }
+        // Last, and in a child process: nothing above counts in its peak RSS.
+        report.flush()
+        if wanted("rss") { try RSSBenchmark.run(report: &report) }
+        report.flush()
         if report.misses > 0 { exit(1) }
     }
 
@@ -37,16 +54,31 @@ struct BenchmarkReport {
     mutating func target(_ name: String, measured: Double, limit: Double, unit: String) {
         let pass = measured <= limit
         if !pass { misses += 1 }
-        lines.append("  \(pass ? "PASS" : "MISS") \(name): \(format(measured)) \(unit) (target ≤ \(format(limit)) \(unit))")
+        let digits = unit == "×" ? 4 : 3
+        lines.append(
+            "  \(pass ? "PASS" : "MISS") \(name): \(format(measured, digits: digits)) \(unit) (target ≤ \(format(limit)) \(unit))")
     }
 
     mutating func section(_ title: String) { lines.append(title) }
 
+    /// A benchmark whose run was wrong (its figures mean nothing): counted as a miss.
+    mutating func fail(_ why: String) {
+        misses += 1
+        lines.append("  MISS \(why)")
+    }
+
     var rendered: String { lines.joined(separator: "\n") }
 
-    func format(_ value: Double) -> String {
-        let rounded = (value * 1000).rounded() / 1000
-        return String(rounded)
+    /// Prints the lines so far (before a child process writes to the same stdout).
+    mutating func flush() {
+        if !lines.isEmpty { print(rendered) }
+        lines = []
+        fflush(nil)  // every output stream: stdout is not concurrency-safe to name
+    }
+
+    func format(_ value: Double, digits: Int = 3) -> String {
+        let scale = Double([1, 10, 100, 1000, 10000][min(digits, 4)])
+        return String((value * scale).rounded() / scale)
     }
 }
 

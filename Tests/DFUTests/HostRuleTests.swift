@@ -5,24 +5,12 @@ import Testing
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
-/// A virtual board on an in-memory bus with a simulated clock.
-struct Rig {
-    let clock = SimulatedClock()
-    let directory: TemporaryDirectory
-    let board: VirtualBoard
-    let bus: VirtualUSBBus
+typealias Rig = VirtualBoardBench
 
-    init(_ configure: (inout BoardConfiguration) -> Void = { _ in }) throws {
-        directory = try TemporaryDirectory()
-        var configuration = BoardConfiguration(storageDirectory: directory.path)
-        configure(&configuration)
-        board = VirtualBoard(configuration: configuration)
-        bus = VirtualUSBBus(clock: clock, boards: [board])
-    }
-
-    func open() async throws -> DFUDevice { try await bus.openDFU(port: board.port) }
-
+/// What the host-rule tests read from a run.
+extension VirtualBoardBench {
     /// Waits for the next device to appear on the board's port.
     func waitForDevice() async throws -> DFUDevice {
         try #require(try await bus.waitForDFU(port: board.port, timeout: .seconds(60)))

@@ -6,17 +6,18 @@ import TestSupport
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
 /// A generated example set plus a virtual board on a simulated clock: the rig every end-to-end
 /// engine test uses.
 final class SimulatedFlash: @unchecked Sendable {
-    let directory: TemporaryDirectory
+    let bench: VirtualBoardBench
     let layoutPath: String
     let plan: PartitionPlan
-    let clock = SimulatedClock()
-    let board: VirtualBoard
-    let bus: VirtualUSBBus
     let events = EventLog()
+
+    var board: VirtualBoard { bench.board }
+    var bus: VirtualUSBBus { bench.bus }
 
     /// Shared example binaries: generating them (mke2fs) once per process keeps tests fast.
     static let examples: String = {
@@ -29,18 +30,18 @@ final class SimulatedFlash: @unchecked Sendable {
 
     init(layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
          configure: (inout BoardConfiguration) -> Void = { _ in }) throws {
-        directory = try TemporaryDirectory()
         layoutPath = Self.examples + "/\(name).tsv"
         let check = LayoutChecker.check(path: layoutPath)
         precondition(!check.hasErrors, "\(check.diagnostics)")
         plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: Self.examples)).get()
         let soc: VirtualSoC = name.hasPrefix("mp13") ? .mp13 : name.hasPrefix("mp25") ? .mp25 : .mp15
-        var configuration = BoardConfiguration(
-            soc: soc, storageDirectory: directory.file("storage"),
-            storage: [.sdCard("mmc0", size: 64 << 20), .eMMC("mmc1", size: 64 << 20)], timing: timing, fault: fault)
-        configure(&configuration)
-        board = VirtualBoard(configuration: configuration)
-        bus = VirtualUSBBus(clock: clock, boards: [board])
+        bench = try VirtualBoardBench { configuration in
+            configuration.soc = soc
+            configuration.storage = [.sdCard("mmc0", size: 64 << 20), .eMMC("mmc1", size: 64 << 20)]
+            configuration.timing = timing
+            configuration.fault = fault
+            configure(&configuration)
+        }
     }
 
     func run(timeouts: TransitionTimeouts = .init()) async throws(FlashFailure) -> FlashSummary {

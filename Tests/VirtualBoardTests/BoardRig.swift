@@ -6,28 +6,18 @@ import Testing
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
-/// A virtual board on an in-memory bus, on a simulated clock, with helpers that walk the stages
-/// by hand the way the protocol reference describes them.
-struct BoardRig {
-    let clock = SimulatedClock()
-    let directory: TemporaryDirectory
-    let board: VirtualBoard
-    let bus: VirtualUSBBus
+/// The shared rig, with a small U-Boot buffer so that drains happen on small test images.
+typealias BoardRig = VirtualBoardBench
 
-    init(_ configure: (inout BoardConfiguration) -> Void = { _ in }) throws {
-        directory = try TemporaryDirectory()
-        var configuration = BoardConfiguration(storageDirectory: directory.path, ubootBufferSize: 64 << 10)
-        configure(&configuration)
-        board = VirtualBoard(configuration: configuration)
-        bus = VirtualUSBBus(clock: clock, boards: [board])
-    }
-
-    func open() async throws -> DFUDevice { try await bus.openDFU(port: board.port) }
-
-    /// The next device on the port within `timeout`, or nil.
-    func next(within timeout: Duration = .seconds(60)) async throws -> DFUDevice? {
-        try await bus.waitForDFU(port: board.port, timeout: timeout)
+extension VirtualBoardBench {
+    /// The default board with a 64 KiB U-Boot buffer, then `configure`.
+    static func smallBuffer(_ configure: (inout BoardConfiguration) -> Void = { _ in }) throws -> VirtualBoardBench {
+        try VirtualBoardBench { configuration in
+            configuration.ubootBufferSize = 64 << 10
+            configure(&configuration)
+        }
     }
 
     /// ROM → TF-A (however the SoC does it) → FIP → DETACH; returns the first U-Boot device.

@@ -4,6 +4,7 @@ import Testing
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
 @Suite("Fault scenarios: each one's host-observable symptom and console evidence (§E)")
 struct FaultTests {
@@ -13,7 +14,7 @@ struct FaultTests {
 
     @Test("every scenario shows its symptom", arguments: FaultScenario.allCases)
     func symptom(_ fault: FaultScenario) async throws {
-        let rig = try BoardRig { $0.fault = fault }
+        let rig = try BoardRig.smallBuffer { $0.fault = fault }
         switch fault {
         case .none:
             let uboot = try #require(try await rig.bootToUBoot())
@@ -132,7 +133,7 @@ struct FaultTests {
 
     @Test("boot-interface-unsupported on MP13: after DETACH nothing TF-A-like enumerates")
     func bootInterfaceMP13() async throws {
-        let rig = try BoardRig {
+        let rig = try BoardRig.smallBuffer {
             $0.soc = .mp13
             $0.fault = .bootInterfaceUnsupported
         }
@@ -146,7 +147,7 @@ struct FaultTests {
 
     @Test("§C.7: an error not read through GetPhase, then DETACH: no reset, nothing comes back")
     func errorNotReadThenDetach() async throws {
-        let rig = try BoardRig { $0.fault = .writeError }
+        let rig = try BoardRig.smallBuffer { $0.fault = .writeError }
         let uboot = try #require(try await rig.bootToUBoot())
         let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
         _ = try? await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
@@ -159,7 +160,7 @@ struct FaultTests {
 
     @Test("rule 7: a port reset after DETACH to U-Boot is a violation, and the ROM comes back")
     func portResetAfterDetach() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let lines = try UBootLayout.parse(Array(TestLayouts.sdCard.utf8)).get()
         _ = try await uboot.download(MemoryByteSource(LayoutPayload.normalized(lines).bytes), phase: 0x00)

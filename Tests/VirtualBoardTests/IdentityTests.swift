@@ -2,6 +2,7 @@ import DFU
 import Testing
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
 @Suite("USB identities of each stage, byte-exact (§2, §3, §A.2, §B.1, §C.3)")
 struct IdentityTests {
@@ -24,7 +25,7 @@ struct IdentityTests {
 
     @Test("MP15 ROM: six alternates, FSBL at alt 1, DFU class FE/01/02, functional descriptor after the last alt")
     func romMP15() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let rom = try await rig.open()
         expectCommonDescriptor(rom)
         #expect(rom.identity.product == "DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000")
@@ -46,9 +47,9 @@ struct IdentityTests {
 
     @Test("ROM on a full-speed link says FS Mode; MP13 ROM has FSBL at alt 0 and virtual where configured")
     func romVariants() async throws {
-        let fullSpeed = try BoardRig { $0.speed = .full }
+        let fullSpeed = try BoardRig.smallBuffer { $0.speed = .full }
         #expect(try await fullSpeed.open().identity.product == "DFU in FS Mode @Device ID /0x500, @Revision ID /0x0000")
-        let mp13 = try BoardRig {
+        let mp13 = try BoardRig.smallBuffer {
             $0.soc = .mp13
             $0.romVirtualAlternate = 3
         }
@@ -61,7 +62,7 @@ struct IdentityTests {
 
     @Test("TF-A MP13: SSBL and virtual, iInterface = 6 + alt, product with @Name")
     func tfaMP13() async throws {
-        let rig = try BoardRig { $0.soc = .mp13 }
+        let rig = try BoardRig.smallBuffer { $0.soc = .mp13 }
         try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
@@ -81,7 +82,7 @@ struct IdentityTests {
 
     @Test("TF-A MP25: DDR FIP, FIP, virtual; GetPhase 02 00 00 00 0E 00 00 00 00 before the DDR firmware")
     func tfaMP25() async throws {
-        let rig = try BoardRig { $0.soc = .mp25 }
+        let rig = try BoardRig.smallBuffer { $0.soc = .mp25 }
         try await rig.bus.startWatching()
         let rom = try await rig.open()
         #expect(rom.identity.product == "DFU in HS Mode @Device ID /0x505, @Revision ID /0x2000")
@@ -99,7 +100,7 @@ struct IdentityTests {
 
     @Test("U-Boot enumeration 1: FlashLayout, virtual, OTP, PMIC; U-Boot functional descriptor and product")
     func ubootEnumeration1() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         expectCommonDescriptor(uboot)
         #expect(
@@ -119,13 +120,13 @@ struct IdentityTests {
 
     @Test("U-Boot without OTP/PMIC; MP25 OTP is 2952 bytes and the load address 0x84000000")
     func ubootOptions() async throws {
-        let bare = try BoardRig {
+        let bare = try BoardRig.smallBuffer {
             $0.otpEnabled = false
             $0.pmicEnabled = false
         }
         let plain = try #require(try await bare.bootToUBoot())
         #expect(plain.alternates.map(\.string) == ["@FlashLayout/0x00/1*256Ke", "@virtual/0xf1/1*512Be"])
-        let mp25 = try BoardRig { $0.soc = .mp25 }
+        let mp25 = try BoardRig.smallBuffer { $0.soc = .mp25 }
         let uboot = try #require(try await mp25.bootToUBoot())
         #expect(uboot.alternate(forPhase: 0xF2)?.string == "@OTP/0xf2/1*2952Be")
         #expect(try await uboot.getPhase().address == 0x8400_0000)
@@ -134,7 +135,7 @@ struct IdentityTests {
 
     @Test("the serial is the same 24 upper-case hex digits in every stage")
     func serialStable() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let rom = try await rig.open()
         let uboot = try #require(try await rig.bootToUBoot())
         #expect(rom.identity.serial == uboot.identity.serial)

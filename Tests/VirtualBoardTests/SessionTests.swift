@@ -6,6 +6,7 @@ import Testing
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualBoardTestSupport
 
 /// `sfdisk --json` output, the parts compared with the plan.
 struct SfdiskTable: Decodable {
@@ -43,7 +44,7 @@ struct SessionTests {
         "SD card full update: layout → DETACH → enumeration 2 → partitions by ID → END; GPT read back by sfdisk and sgdisk"
     )
     func sdCardFullUpdate() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
         let expected = try plan(TestLayouts.sdCard, device: "mmc0", board: rig.board)
@@ -111,7 +112,7 @@ struct SessionTests {
 
     @Test("eMMC: boot1/boot2 go to their own image files, the user area gets a GPT without them")
     func eMMCBootPartitions() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.eMMC, to: uboot))
         #expect(enumeration2.alternate(forPhase: 0x04)?.string == "@fsbl1/0x04/1*4Me")
@@ -133,7 +134,7 @@ struct SessionTests {
 
     @Test("D lines are erased during device init, before enumeration 2; other data is kept")
     func deleteLinesErased() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let old = SampleImages.pattern(0x40000, seed: 77)
         try rig.board.storage.write(device: "mmc0", offset: 0x48_4400, bytes: old)
         try rig.board.storage.write(device: "mmc0", offset: 0x100_0000, bytes: old)
@@ -146,7 +147,7 @@ struct SessionTests {
 
     @Test("OTP and PMIC alternates: written images are applied at manifestation and read back")
     func otpAndPMIC() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         var otp = try await uboot.upload(phase: 0xF2, length: 776)
         otp[8] = 0x5A
@@ -161,7 +162,7 @@ struct SessionTests {
 
     @Test("images are sparse: a 4 GiB device holding a few hundred KiB uses little disk")
     func sparseImages() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
         _ = try await rig.programPartitions(enumeration2, files: try TestLayouts.files(for: TestLayouts.sdCard))
@@ -174,7 +175,7 @@ struct SessionTests {
 
     @Test("partial update: the existing GPT must match; the command alternate sets the offset (big-endian, §4.4)")
     func partialUpdateAndCommand() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let full = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
         #expect(
@@ -185,7 +186,7 @@ struct SessionTests {
         try await rig.bus.startWatching()
         try await full.writeCommand(phase: 0xFF, address: 0xC000_0000)
         #expect(rig.board.consoleLog.contains("## Starting application at 0xC0000000 ..."))
-        let other = try BoardRig { $0.storageDirectory = rig.directory.path }
+        let other = try BoardRig.smallBuffer { $0.storageDirectory = rig.directory.path }
         let uboot2 = try #require(try await other.bootToUBoot())
         let partial = try #require(try await other.sendLayout(TestLayouts.partial, to: uboot2))
         #expect(partial.alternate(forPhase: 0x04)?.name?.access == "a")
@@ -205,7 +206,7 @@ struct SessionTests {
         "partial update on a blank device: enumeration 2 has only FlashLayout/virtual and GetPhase says why; DETACH resets"
     )
     func partialUpdateWithoutGPT() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         let uboot = try #require(try await rig.bootToUBoot())
         let failed = try #require(try await rig.sendLayout(TestLayouts.partial, to: uboot))
         #expect(
@@ -222,7 +223,7 @@ struct SessionTests {
 
     @Test("MP25: ROM DETACH → TF-A DDR phase → reconnect → FIP → U-Boot")
     func mp25Flow() async throws {
-        let rig = try BoardRig { $0.soc = .mp25 }
+        let rig = try BoardRig.smallBuffer { $0.soc = .mp25 }
         let uboot = try #require(try await rig.bootToUBoot())
         #expect(uboot.identity.product?.hasPrefix("USB download gadget@Device ID /0x505") == true)
         // ROM, TF-A (DDR), TF-A (FIP), U-Boot.
@@ -232,7 +233,7 @@ struct SessionTests {
 
     @Test("MP25 option: the ROM's identity changes in place, no disconnect")
     func mp25InPlace() async throws {
-        let rig = try BoardRig {
+        let rig = try BoardRig.smallBuffer {
             $0.soc = .mp25; $0.mp25ROMChangesInPlace = true
         }
         try await rig.bus.startWatching()
@@ -248,7 +249,7 @@ struct SessionTests {
 
     @Test("ST TF-A v2.4: FlashLayout first on alt 0, then the SSBL; U-Boot then skips enumeration 1")
     func tfaV24LayoutFirst() async throws {
-        let rig = try BoardRig { $0.tfaVariant = .stV24 }
+        let rig = try BoardRig.smallBuffer { $0.tfaVariant = .stV24 }
         try await rig.bus.startWatching()
         let device = try await rig.open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
@@ -270,12 +271,12 @@ struct SessionTests {
 
     @Test("timing model: TF-A DETACH → U-Boot after tfaToUBoot on the simulated clock; zero preset is instant")
     func timing() async throws {
-        let rig = try BoardRig()
+        let rig = try BoardRig.smallBuffer()
         _ = try #require(try await rig.bootToUBoot())
         let detach = try #require(rig.board.trace.last { $0.isDFU(DFURequest.detach) })
         let firstUBoot = try #require(rig.board.trace.first { $0.stage == .uboot })
         #expect(firstUBoot.time - detach.time >= BoardTiming().tfaToUBoot)
-        let instant = try BoardRig { $0.timing = .zero }
+        let instant = try BoardRig.smallBuffer { $0.timing = .zero }
         _ = try #require(try await instant.bootToUBoot())
         #expect(instant.clock.now < .milliseconds(20))
     }
