@@ -23,6 +23,7 @@ let package = Package(
         .executable(name: "stm32mp-flash", targets: ["stm32mp-flash"]),
         .executable(name: "stm32mp-board-emulator", targets: ["stm32mp-board-emulator"]),
         .executable(name: "stm32mp-flash-bench", targets: ["stm32mp-flash-bench"]),
+        .executable(name: "layout-fuzzer", targets: ["layout-fuzzer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -85,6 +86,8 @@ let package = Package(
                 "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
             ],
             swiftSettings: strictSwift),
+
+        .executableTarget(name: "layout-fuzzer", dependencies: ["FlashLayout"], swiftSettings: strictSwift),
 
         // MARK: Tests (Swift Testing only).
         .target(
