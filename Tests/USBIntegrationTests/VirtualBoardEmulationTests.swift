@@ -31,44 +31,7 @@ import Testing
         #expect(names.values.contains("@virtual /0xF1/1*512Ba"))
     }
 
-    /// ROM → TF-A → U-Boot (two enumerations) → END, through libusb, libudev and the usbfs
-    /// emulation; the SD card image then holds the GPT and the partitions' bytes.
-    @Test func flashOverRealUSBProgramsTheSDCard() async throws {
-        let directory = try ShortTemporaryDirectory()
-        let flash = try builtExecutable("stm32mp-flash")
-        let examples = directory.file("examples")
-        let made = try await run(flash, ["make-examples", "--out", examples], in: directory)
-        try #require(made.status == 0, "\(made.stderr)")
-        let storage = directory.file("storage")
-        try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
-        let result = try await run(
-            try builtExecutable("stm32mp-board-emulator"),
-            ["--soc", "mp15", "--storage", storage, "--stats", "--", flash, "flash", examples + "/mp15-sdcard.tsv"],
-            in: directory, timeout: 180)
-        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        #expect(result.stdout.contains("board reports END"), "\(result.stdout)")
-        for line in result.stderr.split(separator: "\n") where line.hasPrefix("[emulator]") {
-            print("[figure] flash: \(line)")
-        }
-
-        let table = try await run("sfdisk", ["--json", storage + "/mmc0.img"], in: directory)
-        try #require(table.status == 0, "\(table.stderr)")
-        let partitions = try JSONDecoder().decode(SfdiskDump.self, from: Data(table.stdout.utf8)).partitiontable
-            .partitions
-        #expect(
-            partitions.map(\.name) == [
-                "fsbl1", "fsbl2", "metadata1", "metadata2", "fip-a", "fip-b", "u-boot-env", "bootfs", "rootfs",
-                "userfs",
-            ])
-        let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: storage + "/mmc0.img"))
-        defer { try? image.close() }
-        for (name, file) in [("fsbl1", "tf-a-sdcard.stm32"), ("fip-a", "fip.bin"), ("rootfs", "rootfs.ext4")] {
-            let expected = try Data(contentsOf: URL(fileURLWithPath: examples + "/mp15-sdcard/" + file))
-            let partition = try #require(partitions.first { $0.name == name })
-            try image.seek(toOffset: UInt64(partition.start) * 512)
-            #expect(try image.read(upToCount: expected.count) == expected, "\(name) holds \(file)")
-        }
-    }
+    // The whole flash over real USB, for every SoC: RealUSBFlashTests.
 }
 
 extension VirtualBoardEmulationTests {
@@ -102,20 +65,10 @@ private struct FailedEvent: Decodable {
 }
 
 /// `alt=N, name="…"` of a dfu-util `Found DFU:` line.
-private func alternate(_ line: String) throws -> (Int, String) {
+func alternate(_ line: String) throws -> (Int, String) {
     let alt = try #require(line.range(of: "alt=")).upperBound
     let number = try #require(Int(line[alt...].prefix { $0.isNumber }))
     let nameStart = try #require(line.range(of: "name=\"")).upperBound
     let name = line[nameStart...].prefix { $0 != "\"" }
     return (number, String(name))
-}
-
-private struct SfdiskDump: Decodable {
-    struct Table: Decodable { var partitions: [Partition] }
-    struct Partition: Decodable {
-        var start: Int
-        var size: Int
-        var name: String?
-    }
-    var partitiontable: Table
 }

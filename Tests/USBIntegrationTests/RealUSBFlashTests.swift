@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// `stm32mp-flash flash`, the built binary unmodified, against the emulated board of each SoC:
+/// libusb, libudev and the usbfs ioctls all go through umockdev, nothing else is changed.
+@Suite struct RealUSBFlashTests {
+    /// ROM → TF-A (→ TF-A again on MP25) → U-Boot (two enumerations) → END; the SD card image
+    /// then holds the GPT the plan describes and every `P` partition's file at its offset.
+    @Test(arguments: ["mp15", "mp13", "mp25"])
+    func flashOverRealUSBProgramsTheSDCardAsPlanned(soc: String) async throws {
+        let directory = try ShortTemporaryDirectory()
+        let flash = try builtExecutable("stm32mp-flash")
+        let examples = try await makeExamples(in: directory)
+        let layout = examples + "/\(soc)-sdcard.tsv"
+        let storage = directory.file("storage")
+        try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
+        let result = try await run(
+            try builtExecutable("stm32mp-board-emulator"),
+            ["--soc", soc, "--storage", storage, "--stats", "--", flash, "flash", layout],
+            in: directory, timeout: 240)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("board reports END"), "\(result.stdout)")
+        for line in result.stderr.split(separator: "\n") where line.hasPrefix("[emulator]") {
+            print("[figure] flash \(soc): \(line)")
+        }
+
+        // The board's storage: a 4 GiB SD card as mmc0 (BoardConfiguration's default).
+        let plan = try await boardPlan(layout, in: directory)
+        let device = try #require(plan.devices.first { $0.ip == "mmc0" })
+        let imagePath = storage + "/mmc0.img"
+        let table = try await run("sfdisk", ["--json", imagePath], in: directory)
+        try #require(table.status == 0, "\(table.stderr)")
+        let written = try JSONDecoder().decode(SfdiskTable.self, from: Data(table.stdout.utf8)).partitiontable
+        #expect(written.label == "gpt")
+        let planned = device.partitions.filter { $0.gptNumber != nil }.sorted { $0.gptNumber! < $1.gptNumber! }
+        try #require(!planned.isEmpty)
+        #expect(written.partitions.map(\.name) == planned.map(\.name))
+        #expect(written.partitions.map(\.start) == planned.map { $0.offset / 512 })
+        #expect(written.partitions.map { Optional($0.size) } == planned.map { $0.size.map { $0 / 512 } })
+        #expect(written.partitions.map { $0.type.uppercased() } == planned.map { $0.gptType?.uppercased() })
+
+        let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: imagePath))
+        defer { try? image.close() }
+        let programmed = device.partitions.filter { $0.option == "P" }
+        try #require(programmed.count >= 8, "the example layouts program at least 8 partitions")
+        for partition in programmed {
+            let file = try #require(partition.file, "\(partition.name) has a file")
+            let expected = try Data(contentsOf: URL(fileURLWithPath: file))
+            try image.seek(toOffset: UInt64(partition.offset))
+            #expect(
+                try image.read(upToCount: expected.count) == expected,
+                "\(partition.name) holds \(file) at \(partition.offset)")
+        }
+    }
+
+    /// `serial-changes`: the ROM says 000000000000 and the later stages the chip UID, each time
+    /// on the same port. The run follows the board by its port and the JSON events show the new
+    /// identity.
+    @Test func boardComingBackOnTheSamePortWithANewSerialIsFollowed() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let flash = try builtExecutable("stm32mp-flash")
+        let examples = try await makeExamples(in: directory)
+        let result = try await run(
+            try builtExecutable("stm32mp-board-emulator"),
+            [
+                "--soc", "mp15", "--scenario", "serial-changes", "--", flash, "flash", "--json",
+                examples + "/mp15-sdcard.tsv",
+            ], in: directory, timeout: 240)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let events = try result.lines.map { try JSONDecoder().decode(IdentityEvent.self, from: Data($0.utf8)) }
+        #expect(events.last?.event == "done", "\(result.stdout)")
+        let first = try #require(events.first { $0.event == "board" })
+        #expect(first.serial == "000000000000")
+        #expect(first.product?.hasPrefix("DFU in HS Mode") == true, "\(first)")
+        let reenumerations = events.filter { $0.event == "reenumeration" }
+        // MP15: TF-A → U-Boot, then U-Boot's second enumeration.
+        #expect(reenumerations.count == 2, "\(result.stdout)")
+        for event in reenumerations {
+            #expect(event.port == first.port)
+            #expect(event.serial != first.serial && event.serial?.count == 24, "\(event)")
+            #expect(event.product != first.product && event.product?.hasPrefix("USB download gadget@") == true)
+        }
+    }
+}
+
+/// `make-examples` into `directory/examples`; returns that folder.
+func makeExamples(in directory: ShortTemporaryDirectory) async throws -> String {
+    let examples = directory.file("examples")
+    let made = try await run(try builtExecutable("stm32mp-flash"), ["make-examples", "--out", examples], in: directory)
+    try #require(made.status == 0, "\(made.stderr)")
+    return examples
+}
+
+/// `plan --json` with the emulated board's geometry (mmc0 is a 4 GiB SD card).
+func boardPlan(_ layout: String, in directory: ShortTemporaryDirectory) async throws -> FlashPlan {
+    let result = try await run(
+        try builtExecutable("stm32mp-flash"), ["plan", "--json", "--device-size", "mmc0=4GiB", layout],
+        in: directory)
+    try #require(result.status == 0, "\(result.stderr)")
+    return try JSONDecoder().decode(FlashPlan.self, from: Data(result.stdout.utf8))
+}
+
+/// The parts of `plan --json` these tests compare with the board.
+struct FlashPlan: Decodable {
+    struct Device: Decodable {
+        var ip: String
+        var partitions: [Partition]
+    }
+    struct Partition: Decodable {
+        var id: Int
+        var name: String
+        var option: String
+        var offset: Int
+        var size: Int?
+        var file: String?
+        var gptType: String?
+        var gptNumber: Int?
+        var alternate: String
+    }
+    var devices: [Device]
+}
+
+/// `sfdisk --json` of a disk image.
+private struct SfdiskTable: Decodable {
+    struct Table: Decodable {
+        var label: String
+        var partitions: [Partition]
+    }
+    struct Partition: Decodable {
+        var start: Int
+        var size: Int
+        var type: String
+        var name: String?
+    }
+    var partitiontable: Table
+}
+
+/// The identity fields of `board` and `reenumeration` events (others decode with them nil).
+private struct IdentityEvent: Decodable {
+    var event: String
+    var port: String?
+    var product: String?
+    var serial: String?
+}
