@@ -141,7 +141,7 @@ public final class Flasher: Sendable {
                 if candidates.count > 1 { throw failure(.severalBoards(candidates)) }
                 let remaining = deadline - clock.now
                 guard remaining > .zero else { throw failure(.noBoard(waited: flasher.request.timeouts.boardArrival)) }
-                flasher.emit(.waitingForBoard(remaining: remaining))
+                flasher.emit(.waitingForBoard(expecting: nil, remaining: remaining))
                 if let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) {
                     recorder.add(event.action == .add ? .added : .removed, device: event.device)
                 }
@@ -279,7 +279,12 @@ public final class Flasher: Sendable {
             let clock = bus.clock
             let detachedAt = clock.now
             let deadline = detachedAt + timeout
-            while let event = try await bus.nextEvent(until: deadline) {
+            while clock.now < deadline {
+                // Wake at least once a second to tell the user how long is left.
+                guard let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) else {
+                    if clock.now < deadline { flasher.emit(.waitingForBoard(expecting: expecting, remaining: deadline - clock.now)) }
+                    continue
+                }
                 let identity = event.device
                 recorder.add(event.action == .add ? .added : .removed, device: identity)
                 guard event.action == .add, isSTM32MPDFU(identity) || identity.vendorID == 0x0483 else { continue }
