@@ -87,7 +87,12 @@ public final class Flasher: Sendable {
             while true {
                 switch action {
                 case .readPhase:
+                    let before = machine.stage
                     action = machine.phaseRead(try await readPhase())
+                    if machine.stage != before {
+                        recorder.add(.note, stage: machine.stage, detail: "GetPhase shows \(machine.stage.displayName), not \(before.displayName)")
+                        flasher.emit(.stageConfirmed(machine.stage))
+                    }
                 case .send(let id, let mayLeave):
                     try await send(id, deviceMayLeave: mayLeave)
                     action = machine.phaseSent()
@@ -206,9 +211,6 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
-            if machine.stage != BoardStage.classify(vendorID: device.identity.vendorID, productID: device.identity.productID, product: device.identity.product) {
-                flasher.emit(.stageConfirmed(stage))
-            }
             let source: any ByteSource
             let name: String
             if id == 0 {
