@@ -178,6 +178,16 @@ final class FlashOutput: Sendable {
         write((clear ? "\r\u{1B}[2K" : "") + text + "\n")
     }
 
+    /// A log line on stderr, after clearing the bar on a terminal.
+    func logLine(_ text: String) {
+        let clear = state.withLock { state -> Bool in
+            defer { state.barVisible = false }
+            return state.barVisible
+        }
+        if clear { write("\r\u{1B}[2K") }
+        Terminal.error(text)
+    }
+
     private func drawBar(_ text: String) {
         state.withLock { $0.barVisible = true }
         write("\r\u{1B}[2K" + text)

@@ -1,5 +1,6 @@
 public import DFU
 import FlashLayout
+public import Logging
 import Timekeeping
 public import USBModel
 
@@ -16,15 +17,18 @@ public final class Flasher: Sendable {
     private let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
 
+    /// - Parameters:
+    ///   - logger: receives every timeline entry at `debug` (what `flash --verbose` shows).
     public init(
         bus: any USBBus, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
+        logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
         events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) {
         self.bus = bus
         self.request = request
         self.emit = events
         self.dfuTimeouts = dfuTimeouts
-        recorder = TimelineRecorder(clock: bus.clock)
+        recorder = TimelineRecorder(clock: bus.clock, logger: logger)
     }
 
     /// Flashes the board.
@@ -333,16 +337,21 @@ func milliseconds(_ duration: Duration) -> Int { Int((duration.inSeconds * 1000)
 final class TimelineRecorder: Sendable {
     private let clock: any FlashClock
     private let origin: Duration
+    private let logger: Logger
     private let storage = LockedBox<[TimelineEntry]>([])
 
-    init(clock: any FlashClock) {
+    init(clock: any FlashClock, logger: Logger) {
         self.clock = clock
+        self.logger = logger
         origin = clock.now
     }
 
     func add(_ kind: TimelineEntry.Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil) {
         let time = (clock.now - origin).inSeconds
         storage.withLock { $0.append(TimelineEntry(time: time, kind: kind, stage: stage, device: device, detail: detail)) }
+        logger.debug(
+            "\(kind.rawValue)\(stage.map { " [\($0.displayName)]" } ?? "")\(device.map { " \($0.port) \($0.vendorProduct) \($0.product ?? "")" } ?? "")\(detail.map { ": \($0)" } ?? "")",
+            metadata: ["t": "\((time * 1000).rounded() / 1000)"])
     }
 
     var entries: [TimelineEntry] { storage.withLock { $0 } }
