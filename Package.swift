@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", systemPackage],
+            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", systemPackage, logging],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",

@@ -21,7 +21,9 @@ public enum Diagnoser {
     public static func diagnose(_ evidence: Evidence) -> Diagnosis {
         let context = Context(evidence)
         var diagnosis = rule(for: evidence.failure.reason, context)
-        diagnosis.evidence = context.commonEvidence(for: diagnosis.code) + diagnosis.evidence
+        // Rules and the common part may cite the same line (a console message); say it once.
+        var seen: Set<String> = []
+        diagnosis.evidence = (context.commonEvidence(for: diagnosis.code) + diagnosis.evidence).filter { seen.insert($0).inserted }
         return diagnosis
     }
 

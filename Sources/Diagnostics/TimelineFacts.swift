@@ -46,11 +46,12 @@ struct TimelineFacts {
         }
     }
 
-    /// The engine's decoded GetPhase reply for an error starts with `FF` or says `0xFF`.
+    /// The engine's decoded GetPhase reply for an error starts with `FF` (or `0xFF`). Only the
+    /// start counts: a normal reply carries addresses such as `0xFFFFFFFF` further on.
     static func isErrorReply(_ detail: String?) -> Bool {
         guard let detail else { return false }
         let upper = detail.uppercased()
-        return upper.hasPrefix("FF") || upper.contains("0XFF")
+        return upper.hasPrefix("FF") || upper.hasPrefix("0XFF ")
     }
 
     /// Whether a data transfer to this stage had completed (`sendDone`) before the failure.

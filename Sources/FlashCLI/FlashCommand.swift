@@ -4,6 +4,7 @@ import Diagnostics
 import FlashEngine
 import FlashLayout
 import FoundationEssentials
+import Logging
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -60,6 +61,9 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
+    @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
+    var verbose = false
+
     func validate() throws {
         if let soc, VirtualSoC(rawValue: soc) == nil { throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'") }
         if FaultScenario(rawValue: scenario) == nil {
@@ -99,7 +103,10 @@ struct FlashCommand: AsyncParsableCommand {
             if json { output.json("start", ["layout": .string(layout), "mode": .string("usb")]) } else { output.line("Flashing \(layout) over USB") }
         }
 
-        let flasher = Flasher(bus: bus, request: request, events: { output.handle($0) })
+        let logger = Logger(label: "stm32mp-flash") { _ in
+            TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
+        }
+        let flasher = Flasher(bus: bus, request: request, logger: logger, events: { output.handle($0) })
         do {
             let summary = try await Self.run(flasher)
             board?.storage.closeAll()

@@ -60,8 +60,8 @@ final class FlashOutput: Sendable {
 
     private func json(_ event: FlashEvent) {
         switch event {
-        case .waitingForBoard(let remaining):
-            json("waiting", ["remaining": .number(remaining.inSeconds.rounded())])
+        case .waitingForBoard(let expecting, let remaining):
+            json("waiting", ["expecting": expecting.map { .string($0.rawValue) } ?? .null, "remaining": .number(remaining.inSeconds.rounded())])
         case .board(let identity, let stage):
             json("board", identityFields(identity).merging(["stage": .string(stage.rawValue)]) { $1 })
         case .stageConfirmed(let stage):
@@ -98,12 +98,14 @@ final class FlashOutput: Sendable {
 
     private func text(_ event: FlashEvent) {
         switch event {
-        case .waitingForBoard(let remaining):
+        case .waitingForBoard(let expecting, let remaining):
             let seconds = Int(remaining.inSeconds.rounded())
+            let what = expecting.map { "waiting for \($0.displayName)" }
+                ?? "waiting for a board in USB DFU mode (boot pins on USB, cable on the OTG port)"
             if mode == .interactive {
-                drawBar("waiting for a board in USB DFU mode (boot pins on USB, cable on the OTG port)… \(seconds) s")
-            } else if seconds % 5 == 0 {
-                line("waiting for a board in USB DFU mode… \(seconds) s left")
+                drawBar("  \(what)… \(seconds) s left")
+            } else if seconds % 10 == 0 {
+                line("  \(what)… \(seconds) s left")
             }
         case .board(let identity, let stage):
             guard !state.withLock({ $0.awaitingBoard }) else { return }
@@ -176,6 +178,16 @@ final class FlashOutput: Sendable {
             return state.barVisible
         }
         write((clear ? "\r\u{1B}[2K" : "") + text + "\n")
+    }
+
+    /// A log line on stderr, after clearing the bar on a terminal.
+    func logLine(_ text: String) {
+        let clear = state.withLock { state -> Bool in
+            defer { state.barVisible = false }
+            return state.barVisible
+        }
+        if clear { write("\r\u{1B}[2K") }
+        Terminal.error(text)
     }
 
     private func drawBar(_ text: String) {

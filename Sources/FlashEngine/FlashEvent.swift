@@ -3,8 +3,9 @@ public import USBModel
 
 /// What the engine reports while it works, for progress display and JSON Lines (docs/json.md).
 public enum FlashEvent: Sendable, Hashable {
-    /// No board yet; `remaining` until `--wait-timeout` gives up.
-    case waitingForBoard(remaining: Duration)
+    /// Waiting for a board: the first one (`expecting` nil; `--wait-timeout`), or the board coming
+    /// back after a DETACH. Sent about once a second with the time left.
+    case waitingForBoard(expecting: BoardStage?, remaining: Duration)
     /// The board (re)connected and was identified.
     case board(USBDeviceIdentity, stage: BoardStage)
     /// GetPhase corrected the stage the product string suggested.

@@ -1,5 +1,6 @@
 public import DFU
 import FlashLayout
+public import Logging
 import Timekeeping
 public import USBModel
 
@@ -16,15 +17,18 @@ public final class Flasher: Sendable {
     private let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
 
+    /// - Parameters:
+    ///   - logger: receives every timeline entry at `debug` (what `flash --verbose` shows).
     public init(
         bus: any USBBus, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
+        logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
         events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) {
         self.bus = bus
         self.request = request
         self.emit = events
         self.dfuTimeouts = dfuTimeouts
-        recorder = TimelineRecorder(clock: bus.clock)
+        recorder = TimelineRecorder(clock: bus.clock, logger: logger)
     }
 
     /// Flashes the board.
@@ -83,7 +87,12 @@ public final class Flasher: Sendable {
             while true {
                 switch action {
                 case .readPhase:
+                    let before = machine.stage
                     action = machine.phaseRead(try await readPhase())
+                    if machine.stage != before {
+                        recorder.add(.note, stage: machine.stage, detail: "GetPhase shows \(machine.stage.displayName), not \(before.displayName)")
+                        flasher.emit(.stageConfirmed(machine.stage))
+                    }
                 case .send(let id, let mayLeave):
                     try await send(id, deviceMayLeave: mayLeave)
                     action = machine.phaseSent()
@@ -137,7 +146,7 @@ public final class Flasher: Sendable {
                 if candidates.count > 1 { throw failure(.severalBoards(candidates)) }
                 let remaining = deadline - clock.now
                 guard remaining > .zero else { throw failure(.noBoard(waited: flasher.request.timeouts.boardArrival)) }
-                flasher.emit(.waitingForBoard(remaining: remaining))
+                flasher.emit(.waitingForBoard(expecting: nil, remaining: remaining))
                 if let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) {
                     recorder.add(event.action == .add ? .added : .removed, device: event.device)
                 }
@@ -202,9 +211,6 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
-            if machine.stage != BoardStage.classify(vendorID: device.identity.vendorID, productID: device.identity.productID, product: device.identity.product) {
-                flasher.emit(.stageConfirmed(stage))
-            }
             let source: any ByteSource
             let name: String
             if id == 0 {
@@ -275,7 +281,12 @@ public final class Flasher: Sendable {
             let clock = bus.clock
             let detachedAt = clock.now
             let deadline = detachedAt + timeout
-            while let event = try await bus.nextEvent(until: deadline) {
+            while clock.now < deadline {
+                // Wake at least once a second to tell the user how long is left.
+                guard let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) else {
+                    if clock.now < deadline { flasher.emit(.waitingForBoard(expecting: expecting, remaining: deadline - clock.now)) }
+                    continue
+                }
                 let identity = event.device
                 recorder.add(event.action == .add ? .added : .removed, device: identity)
                 guard event.action == .add, isSTM32MPDFU(identity) || identity.vendorID == 0x0483 else { continue }
@@ -333,16 +344,21 @@ func milliseconds(_ duration: Duration) -> Int { Int((duration.inSeconds * 1000)
 final class TimelineRecorder: Sendable {
     private let clock: any FlashClock
     private let origin: Duration
+    private let logger: Logger
     private let storage = LockedBox<[TimelineEntry]>([])
 
-    init(clock: any FlashClock) {
+    init(clock: any FlashClock, logger: Logger) {
         self.clock = clock
+        self.logger = logger
         origin = clock.now
     }
 
     func add(_ kind: TimelineEntry.Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil) {
         let time = (clock.now - origin).inSeconds
         storage.withLock { $0.append(TimelineEntry(time: time, kind: kind, stage: stage, device: device, detail: detail)) }
+        logger.debug(
+            "\(kind.rawValue)\(stage.map { " [\($0.displayName)]" } ?? "")\(device.map { " \($0.port) \($0.vendorProduct) \($0.product ?? "")" } ?? "")\(detail.map { ": \($0)" } ?? "")",
+            metadata: ["t": "\((time * 1000).rounded() / 1000)"])
     }
 
     var entries: [TimelineEntry] { storage.withLock { $0 } }

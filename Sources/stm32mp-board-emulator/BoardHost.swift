@@ -5,8 +5,9 @@ import Timekeeping
 import USBModel
 
 /// Hosts a `SimulatedBoard` at the kernel interface: every device the board attaches becomes a
-/// fresh sysfs record and devnode (new device number, same port), every detach a remove uevent,
-/// and ioctls on the devnodes reach the board's device models.
+/// fresh sysfs record and devnode (new device number, on the port the board names, which can
+/// differ from where it started), every detach a remove uevent, and ioctls on the devnodes reach
+/// the board's device models.
 ///
 /// `@unchecked Sendable`: all mutable state, the board and its models are touched only with
 /// `lock` held (ioctls arrive on umockdev's worker thread, timer ticks on `timerQueue`); testbed
@@ -21,6 +22,10 @@ final class BoardHost: @unchecked Sendable {
     private let board: any SimulatedBoard
     private var current: EnumeratedDevice?
     private var nextDeviceNumber = 2
+    /// Ports where a hub is plugged in (the root hub is the port path without ports), and the
+    /// device numbers the hubs hold (never given to the board again after the numbers wrap).
+    private var hubs: Set<PortPath> = []
+    private var hubDeviceNumbers: Set<Int> = [1]
     private var stopped = false
     private let operations = DispatchQueue(label: "stm32mp-board-emulator.testbed")
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
@@ -71,6 +76,7 @@ final class BoardHost: @unchecked Sendable {
                 detach(device)
             case .attach(let port, let model):
                 if let device = current { detach(device) }
+                plugHubs(above: port)
                 attach(model, at: port)
             }
         }
@@ -83,18 +89,23 @@ final class BoardHost: @unchecked Sendable {
         }
     }
 
-    /// The root hub (device 1) and a hub at each level above `port`; they stay for good.
+    /// The root hub (device 1) and a hub at each level above `port`, those not plugged in yet;
+    /// they stay for good. Each has a port beyond the one on the way (see `HubModel`).
     private func plugHubs(above port: PortPath) {
-        nextDeviceNumber = 1
         for depth in 0..<port.ports.count {
             let hubPort = PortPath(bus: port.bus, ports: Array(port.ports.prefix(depth)))
-            attach(HubModel(isRoot: depth == 0), at: hubPort, isBoard: false)
+            guard hubs.insert(hubPort).inserted else { continue }
+            let hub = HubModel(isRoot: depth == 0, reaching: port.ports[depth])
+            attach(hub, at: hubPort, isBoard: false, deviceNumber: depth == 0 ? 1 : nil)
         }
     }
 
-    private func attach(_ model: any USBDeviceModel, at port: PortPath, isBoard: Bool = true) {
-        let location = DeviceLocation(port: port, deviceNumber: nextDeviceNumber)
-        nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1
+    /// `deviceNumber`: the root hub's fixed 1; otherwise the next free one, as the kernel gives.
+    private func attach(
+        _ model: any USBDeviceModel, at port: PortPath, isBoard: Bool = true, deviceNumber: Int? = nil
+    ) {
+        let location = DeviceLocation(port: port, deviceNumber: deviceNumber ?? takeDeviceNumber())
+        if !isBoard { hubDeviceNumbers.insert(location.deviceNumber) }
         let device = EnumeratedDevice(location: location, model: model, host: self)
         if isBoard {
             current = device
@@ -115,6 +126,15 @@ final class BoardHost: @unchecked Sendable {
             }
         }
     }
+
+    /// The next device number after the last one given, 2…127 round, skipping the hubs'.
+    private func takeDeviceNumber() -> Int {
+        while hubDeviceNumbers.contains(nextDeviceNumber) { advanceDeviceNumber() }
+        defer { advanceDeviceNumber() }
+        return nextDeviceNumber
+    }
+
+    private func advanceDeviceNumber() { nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1 }
 
     private func detach(_ device: EnumeratedDevice) {
         device.connected = false  // Open handles get ENODEV from now on (gotcha 11).

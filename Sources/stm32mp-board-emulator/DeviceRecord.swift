@@ -70,7 +70,7 @@ func deviceRecord(for device: any USBDeviceModel, at location: DeviceLocation) -
         "A: bmAttributes=\(hex2(configuration.attributes))\\n",
         "A: version=\(bcdVersion(descriptor.bcdUSB))\\n",
         "A: speed=\(device.speed.sysfsMbps)\\n",
-        "A: maxchild=\(descriptor.deviceClass == 9 ? 4 : 0)\\n",
+        "A: maxchild=\((device as? HubModel)?.portCount ?? 0)\\n",
         "A: removable=removable\\n",
         "A: configuration=\\n",
         "A: rx_lanes=1\\n",

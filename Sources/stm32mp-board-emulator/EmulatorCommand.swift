@@ -73,8 +73,13 @@ struct EmulatorCommand: ParsableCommand {
     var command: [String] = []
 
     func validate() throws {
-        guard let path = PortPath(port), path.bus >= 1, path.ports.count <= 6 else {
-            throw ValidationError("--port must be a port path like 1-1 or 1-2.3 (at most 6 levels)")
+        // Port numbers stop one short of Linux's hub limit: the moves-port faults use the next one.
+        guard let path = PortPath(port), path.bus >= 1, path.ports.count <= 6,
+            path.ports.allSatisfy({ $0 < HubModel.maximumPortCount })
+        else {
+            throw ValidationError(
+                "--port must be a port path like 1-1 or 1-2.3 (at most 6 levels, ports 1 to \(HubModel.maximumPortCount - 1))"
+            )
         }
         if fixedDFU {
             guard fixedChipDeviceID != nil else {

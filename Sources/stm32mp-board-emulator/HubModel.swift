@@ -1,12 +1,26 @@
 import USBModel
 
-/// A USB 2.0 hub with 4 ports, so that a board on a nested port (`1-2.3`) sits below the hubs the
-/// kernel would show: libusb derives port numbers from the parent chain. The root hub (`usb1`)
-/// uses Linux's own IDs, as on a real host; other hubs a common generic hub's.
+/// A USB 2.0 hub, so that a board on a nested port (`1-2.3`) sits below the hubs the kernel would
+/// show: libusb derives port numbers from the parent chain. The root hub (`usb1`) uses Linux's
+/// own IDs, as on a real host; other hubs a common generic hub's.
 final class HubModel: USBDeviceModel {
-    private let isRoot: Bool
+    /// Linux's `USB_MAXCHILDREN`: no hub the kernel accepts has more ports.
+    static let maximumPortCount = 31
 
-    init(isRoot: Bool) { self.isRoot = isRoot }
+    private let isRoot: Bool
+    /// `bNbrPorts` and sysfs `maxchild`.
+    let portCount: Int
+
+    init(isRoot: Bool, portCount: Int) {
+        self.isRoot = isRoot
+        self.portCount = portCount
+    }
+
+    /// A hub whose ports include `port` and the one after it (where the `moves-port` faults
+    /// re-enumerate the board): 4 like common hubs, more when the board sits higher up.
+    convenience init(isRoot: Bool, reaching port: Int) {
+        self.init(isRoot: isRoot, portCount: min(max(4, port + 1), Self.maximumPortCount))
+    }
 
     var deviceDescriptor: DeviceDescriptor {
         DeviceDescriptor(
@@ -41,8 +55,8 @@ final class HubModel: USBDeviceModel {
     /// Hub class requests that `lsusb -v` sends: the hub descriptor and the port status.
     func control(_ setup: SetupPacket, data: [UInt8]) -> DeviceControlReply {
         switch (setup.requestType, setup.request) {
-        case (0xA0, 6):  // GET_DESCRIPTOR (hub): 4 ports, individual power switching, 100 ms power-on.
-            return .data([9, 0x29, 4, 0x09, 0x00, 50, 100, 0x00, 0xFF])
+        case (0xA0, 6):  // GET_DESCRIPTOR (hub): individual power switching, 100 ms power-on.
+            return .data(hubDescriptor)
         case (0xA0, 0):  // GET_STATUS (hub)
             return .data([0, 0, 0, 0])
         case (0xA3, 0):  // GET_STATUS (port): powered.
@@ -53,4 +67,12 @@ final class HubModel: USBDeviceModel {
     }
 
     func busReset() {}
+
+    /// USB 2.0 §11.23.2.1: DeviceRemovable (all removable) and PortPwrCtrlMask (all ones), each
+    /// one bit per port plus bit 0, rounded up to whole bytes.
+    private var hubDescriptor: [UInt8] {
+        let bitmapLength = portCount / 8 + 1
+        let header: [UInt8] = [UInt8(7 + 2 * bitmapLength), 0x29, UInt8(portCount), 0x09, 0x00, 50, 100]
+        return header + [UInt8](repeating: 0x00, count: bitmapLength) + [UInt8](repeating: 0xFF, count: bitmapLength)
+    }
 }

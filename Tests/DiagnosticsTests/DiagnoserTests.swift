@@ -194,6 +194,15 @@ struct DiagnoserTests {
         #expect(diagnosis.evidence.contains { $0.hasPrefix("console: Can't get vdda1v1-supply regulator") })
     }
 
+    @Test func consoleEvidenceIsListedOnce() {
+        let diagnosis = diagnose(
+            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
+            console: ["No USB device found", "udc_device_get_by_index failed"])
+        #expect(diagnosis.code == .ubootNoUSB)
+        #expect(diagnosis.evidence.filter { $0.hasPrefix("console: No USB device found") }.count == 1)
+        #expect(Set(diagnosis.evidence).count == diagnosis.evidence.count)
+    }
+
     @Test func authenticationFailureOnTheConsole() {
         let diagnosis = diagnose(
             .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,

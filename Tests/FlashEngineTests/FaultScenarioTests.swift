@@ -3,6 +3,7 @@ import FlashEngine
 import FlashLayout
 import Testing
 import USBModel
+import Timekeeping
 import VirtualBoard
 
 /// What each virtual-board fault must end in: a diagnosis code, or success where the host is
@@ -61,5 +62,41 @@ struct FaultScenarioTests {
         let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPortNewSerial)
         await #expect(throws: FlashFailure.self) { try await rig.run() }
         #expect(rig.events.all.contains { if case .otherPort(let device) = $0 { return device.port.description == "1-3" }; return false })
+    }
+}
+
+@Suite("§E rows produced end to end on the in-memory bus")
+struct HostObservableFailureTests {
+    @Test("no board at all: the wait times out with no-board")
+    func noBoard() async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard")
+        let emptyBus = VirtualUSBBus(clock: SimulatedClock())
+        let flasher = Flasher(bus: emptyBus, request: FlashRequest(plan: rig.plan, timeouts: TransitionTimeouts(boardArrival: .seconds(10))))
+        do {
+            _ = try await flasher.run()
+            Issue.record("flashing without a board succeeded")
+        } catch {
+            #expect(error.reason == .noBoard(waited: .seconds(10)))
+            #expect(Diagnoser.diagnose(Evidence(failure: error)).code.rawValue == "no-board")
+        }
+    }
+
+    @Test("U-Boot's device init fails on the board's real geometry: device-init-failed, message verbatim")
+    func deviceInitFailed() async throws {
+        // The plan assumes no device size; the board's SD card is only 16 MiB, so userfs at
+        // 0x1184400 lies past its end and U-Boot refuses the device between its enumerations.
+        let rig = try SimulatedFlash(layout: "mp15-sdcard") { $0.storage = [.sdCard("mmc0", size: 16 << 20)] }
+        do {
+            _ = try await rig.run()
+            Issue.record("succeeded on a device too small for the layout")
+        } catch {
+            guard case .boardReportedError(let message) = error.reason else {
+                Issue.record("unexpected failure \(error)")
+                return
+            }
+            #expect(message.hasPrefix("userfs (0x12): invalid address 0x1184400 (max="))
+            let diagnosis = Diagnoser.diagnose(Evidence(failure: error, consoleLog: rig.board.consoleLog))
+            #expect(diagnosis.code.rawValue == "device-init-failed")
+        }
     }
 }
