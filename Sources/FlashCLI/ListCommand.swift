@@ -39,9 +39,30 @@ struct DeviceReport: Codable {
     var product: String?
     var serial: String?
     var speed: USBSpeed
-    var alternates: [DFUAlternate]?
+    var alternates: [DFUInterfaceAlternate]?
 
-    init(_ identity: USBDeviceIdentity, alternates: [DFUAlternate]?) {
+    enum CodingKeys: String, CodingKey {
+        case port, bus, device, vendorProduct, stage, stageName, chip, manufacturer, product, serial, speed, alternates
+    }
+
+    /// Unknown values are written as null, never left out (docs/json.md).
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(port, forKey: .port)
+        try container.encode(bus, forKey: .bus)
+        try container.encode(device, forKey: .device)
+        try container.encode(vendorProduct, forKey: .vendorProduct)
+        try container.encode(stage, forKey: .stage)
+        try container.encode(stageName, forKey: .stageName)
+        try container.encode(chip, forKey: .chip)
+        try container.encode(manufacturer, forKey: .manufacturer)
+        try container.encode(product, forKey: .product)
+        try container.encode(serial, forKey: .serial)
+        try container.encode(speed, forKey: .speed)
+        try container.encode(alternates, forKey: .alternates)
+    }
+
+    init(_ identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]?) {
         port = identity.port.description
         bus = identity.busNumber
         device = identity.deviceAddress

@@ -3,11 +3,21 @@ public import Timekeeping
 public import USBModel
 
 /// One alternate setting of a DFU interface and its name (`iInterface`), e.g. `@FSBL /0x01/1*1Me`.
-public struct DFUAlternate: Sendable, Hashable, Codable {
+public struct DFUInterfaceAlternate: Sendable, Hashable, Codable {
     public var interface: UInt8
     public var alternate: UInt8
     /// nil when the string could not be read.
     public var name: String?
+
+    enum CodingKeys: String, CodingKey { case interface, alternate, name }
+
+    /// An unreadable name is written as null, never left out.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(interface, forKey: .interface)
+        try container.encode(alternate, forKey: .alternate)
+        try container.encode(name, forKey: .name)
+    }
 
     public init(interface: UInt8, alternate: UInt8, name: String?) {
         self.interface = interface
@@ -19,9 +29,9 @@ public struct DFUAlternate: Sendable, Hashable, Codable {
 /// A device with a DFU interface as `list` shows it: identity plus its alternate settings.
 public struct DFUDeviceListing: Sendable, Hashable, Codable {
     public var identity: USBDeviceIdentity
-    public var alternates: [DFUAlternate]
+    public var alternates: [DFUInterfaceAlternate]
 
-    public init(identity: USBDeviceIdentity, alternates: [DFUAlternate]) {
+    public init(identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]) {
         self.identity = identity
         self.alternates = alternates
     }
@@ -74,12 +84,12 @@ public final class USBContext: @unchecked Sendable {
             let dfuAlternates = device.configuration.interfaces.filter(\.isDFU)
             do {
                 let handle = try await open(port: device.identity.port)
-                var alternates: [DFUAlternate] = []
+                var alternates: [DFUInterfaceAlternate] = []
                 for alt in dfuAlternates {
                     let name =
                         alt.interfaceStringIndex == 0 ? nil : try? await handle.string(index: alt.interfaceStringIndex)
                     alternates.append(
-                        DFUAlternate(interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
+                        DFUInterfaceAlternate(interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
                 }
                 await handle.close()
                 listings.append(DFUDeviceListing(identity: handle.identity, alternates: alternates))
@@ -90,7 +100,7 @@ public final class USBContext: @unchecked Sendable {
                     DFUDeviceListing(
                         identity: device.identity,
                         alternates: dfuAlternates.map {
-                            DFUAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
+                            DFUInterfaceAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
                         }))
             }
         }

@@ -67,7 +67,12 @@ final class ROMFirmware: Firmware {
             serial: serial, alternates: alternates,
             functional: StageIdentity.romFunctional(
                 version: config.romDFUVersion, transferSize: config.romTransferSize),
-            firstInterfaceString: 4)
+            // The ROM's string indices are UNCONFIRMED. On MP15, TF-A keeps the ROM's USB session
+            // and "keeps the configuration from ROM code" (§A.4, §B.1), so the ROM must use TF-A's
+            // indices (6 + alt; 4 and 5 configuration and interface) or the host, still holding
+            // the ROM's descriptors, would read TF-A's strings at the wrong indices.
+            firstInterfaceString: config.soc == .mp15 ? 6 : 4,
+            extraStrings: config.soc == .mp15 ? [4: "DFU Config", 5: "DFU Interface"] : [:])
         super.init(board: board, stage: .rom, identity: identity, profile: .legacyST)
     }
 
