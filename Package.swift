@@ -111,7 +111,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport", "VirtualBoardTestSupport",
+                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
         .testTarget(

@@ -36,7 +36,10 @@ extension ChipFamily {
         let bytes = Array(product.utf8)
         guard bytes.count >= marker.count else { return nil }
         for start in 0...(bytes.count - marker.count) where Array(bytes[start..<start + marker.count]) == marker {
-            let digits = bytes[(start + marker.count)...].prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20) }
+            let digits = bytes[(start + marker.count)...].prefix {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0 | 0x20)
+            }
             return UInt16(String(decoding: digits, as: UTF8.self), radix: 16).flatMap(ChipFamily.init(deviceID:))
         }
         return nil

@@ -23,7 +23,9 @@ public enum Diagnoser {
         var diagnosis = rule(for: evidence.failure.reason, context)
         // Rules and the common part may cite the same line (a console message); say it once.
         var seen: Set<String> = []
-        diagnosis.evidence = (context.commonEvidence(for: diagnosis.code) + diagnosis.evidence).filter { seen.insert($0).inserted }
+        diagnosis.evidence = (context.commonEvidence(for: diagnosis.code) + diagnosis.evidence).filter {
+            seen.insert($0).inserted
+        }
         return diagnosis
     }
 

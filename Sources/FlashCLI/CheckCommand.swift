@@ -19,7 +19,9 @@ struct CheckCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    @Option(help: ArgumentHelp("The board's ST U-Boot release (e.g. v2021.10); types it predates become errors.", valueName: "version"))
+    @Option(
+        help: ArgumentHelp(
+            "The board's ST U-Boot release (e.g. v2021.10); types it predates become errors.", valueName: "version"))
     var ubootVersion: String?
 
     @Flag(help: "Judge the layout alone, without its binary files.")

@@ -29,10 +29,14 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"))
     var soc: String?
 
-    @Option(name: .customLong("sim-dir"), help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"))
+    @Option(
+        name: .customLong("sim-dir"),
+        help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"))
     var simulationDirectory = "virtual-board"
 
-    @Option(name: .customLong("sim-scenario"), help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"))
+    @Option(
+        name: .customLong("sim-scenario"),
+        help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"))
     var scenario = "none"
 
     @Flag(help: "List the virtual board's fault scenarios and exit.")
@@ -53,7 +57,9 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for U-Boot after TF-A detaches.", valueName: "seconds"))
     var ubootTimeout: Double = 30
 
-    @Option(help: ArgumentHelp("Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
+    @Option(
+        help: ArgumentHelp(
+            "Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
     var reenumerationTimeout: Double = 120
 
     @OptionGroup var geometry: DeviceGeometryOptions
@@ -65,12 +71,18 @@ struct FlashCommand: AsyncParsableCommand {
     var verbose = false
 
     func validate() throws {
-        if let soc, VirtualSoC(rawValue: soc) == nil { throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'") }
+        if let soc, VirtualSoC(rawValue: soc) == nil {
+            throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'")
+        }
         if FaultScenario(rawValue: scenario) == nil {
-            throw ValidationError("unknown --sim-scenario '\(scenario)'; known: " + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
+            throw ValidationError(
+                "unknown --sim-scenario '\(scenario)'; known: "
+                    + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
-        if let port, PortPath(port) == nil { throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'") }
+        if let port, PortPath(port) == nil {
+            throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
+        }
     }
 
     func run() async throws {
@@ -80,9 +92,11 @@ struct FlashCommand: AsyncParsableCommand {
         }
         let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
         let plan = try prepare(output)
-        let selection: BoardSelection = port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
+        let selection: BoardSelection =
+            port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
         let timeouts = TransitionTimeouts(
-            tfaToUBoot: .seconds(ubootTimeout), ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
+            tfaToUBoot: .seconds(ubootTimeout), ubootReenumeration: .seconds(reenumerationTimeout),
+            boardArrival: .seconds(waitTimeout))
         let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
 
         let bus: any USBBus
@@ -94,13 +108,24 @@ struct FlashCommand: AsyncParsableCommand {
             board = virtual
             bus = VirtualUSBBus(clock: realtime ? SystemClock() as any FlashClock : SimulatedClock(), boards: [virtual])
             if json {
-                output.json("start", ["layout": .string(layout), "mode": .string("simulate"), "soc": .string(configuration.soc.rawValue), "scenario": .string(scenario)])
+                output.json(
+                    "start",
+                    [
+                        "layout": .string(layout), "mode": .string("simulate"),
+                        "soc": .string(configuration.soc.rawValue), "scenario": .string(scenario),
+                    ])
             } else {
-                output.line("Flashing \(layout) on the virtual \(configuration.soc.rawValue.uppercased()) board" + (scenario == "none" ? "" : " (scenario: \(scenario))") + (realtime ? "" : ", simulated time"))
+                output.line(
+                    "Flashing \(layout) on the virtual \(configuration.soc.rawValue.uppercased()) board"
+                        + (scenario == "none" ? "" : " (scenario: \(scenario))") + (realtime ? "" : ", simulated time"))
             }
         } else {
             bus = try SystemBus.make()
-            if json { output.json("start", ["layout": .string(layout), "mode": .string("usb")]) } else { output.line("Flashing \(layout) over USB") }
+            if json {
+                output.json("start", ["layout": .string(layout), "mode": .string("usb")])
+            } else {
+                output.line("Flashing \(layout) over USB")
+            }
         }
 
         let logger = Logger(label: "stm32mp-flash") { _ in
@@ -115,18 +140,32 @@ struct FlashCommand: AsyncParsableCommand {
             board?.storage.closeAll()
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
-                environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(), consoleLog: Self.unique(board?.consoleLog ?? []))
+                environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),
+                consoleLog: Self.unique(board?.consoleLog ?? []))
             let diagnosis = Diagnoser.diagnose(evidence)
             if json {
-                output.json("diagnosis", [
-                    "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
-                    "evidence": .array(diagnosis.evidence.map { .string($0) }), "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
-                    "alternatives": .array(diagnosis.alternatives.map { .object(["code": .string($0.code.rawValue), "cause": .string($0.cause), "howToTell": .string($0.howToTell)]) }),
-                ])
-                output.json("failed", [
-                    "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause), "error": .string(error.description),
-                    "stage": error.stage.map { .string($0.rawValue) } ?? .null, "phase": error.phase.map { .string(phaseHex($0)) } ?? .null,
-                ])
+                output.json(
+                    "diagnosis",
+                    [
+                        "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
+                        "evidence": .array(diagnosis.evidence.map { .string($0) }),
+                        "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
+                        "alternatives": .array(
+                            diagnosis.alternatives.map {
+                                .object([
+                                    "code": .string($0.code.rawValue), "cause": .string($0.cause),
+                                    "howToTell": .string($0.howToTell),
+                                ])
+                            }),
+                    ])
+                output.json(
+                    "failed",
+                    [
+                        "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
+                        "error": .string(error.description),
+                        "stage": error.stage.map { .string($0.rawValue) } ?? .null,
+                        "phase": error.phase.map { .string(phaseHex($0)) } ?? .null,
+                    ])
             } else {
                 output.line("")
                 output.line(output.style(.red, "error: ") + error.description)
@@ -151,7 +190,9 @@ struct FlashCommand: AsyncParsableCommand {
     func prepare(_ output: FlashOutput) throws -> PartitionPlan {
         let options = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(path: layout, options: LayoutCheckOptions(plan: options))
-        let blocking = check.diagnostics.filter { $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue }
+        let blocking = check.diagnostics.filter {
+            $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue
+        }
         if !blocking.isEmpty {
             for diagnostic in blocking {
                 var shown = diagnostic
@@ -164,7 +205,9 @@ struct FlashCommand: AsyncParsableCommand {
         switch PartitionPlanner.plan(check.lines, options: options) {
         case .success(let plan): return plan
         case .failure(let error):
-            Terminal.error("\(layout)\(error.line.map { ":\($0)" } ?? ""): error: U-Boot would reject this device: \(error.message) [device-check]")
+            Terminal.error(
+                "\(layout)\(error.line.map { ":\($0)" } ?? ""): error: U-Boot would reject this device: \(error.message) [device-check]"
+            )
             throw ExitCode.failure
         }
     }
@@ -178,7 +221,8 @@ struct FlashCommand: AsyncParsableCommand {
             let name = device.target.description
             let size = sizes[name] ?? (4 << 30)
             if device.target.kind == .mmc, device.geometry.bootPartitionSize != nil {
-                storage.append(.eMMC(name, size: size, bootPartitionSize: device.geometry.bootPartitionSize ?? (4 << 20)))
+                storage.append(
+                    .eMMC(name, size: size, bootPartitionSize: device.geometry.bootPartitionSize ?? (4 << 20)))
             } else if device.target.kind == .mmc {
                 storage.append(.sdCard(name, size: size))
             } else {
@@ -211,23 +255,36 @@ struct FlashCommand: AsyncParsableCommand {
 
     func report(_ summary: FlashSummary, plan: PartitionPlan, board: VirtualBoard?, output: FlashOutput) {
         let bytes = summary.phases.reduce(Int64(0)) { $0 + $1.bytes }
-        let images = board.map { board in board.storage.devices.flatMap { device -> [String] in
-            var paths = [board.storage.path(device: device.name)]
-            if device.bootPartitionSize != nil { paths += [1, 2].map { board.storage.path(device: device.name, hardwarePartition: $0) } }
-            return paths
-        } } ?? []
+        let images =
+            board.map { board in
+                board.storage.devices.flatMap { device -> [String] in
+                    var paths = [board.storage.path(device: device.name)]
+                    if device.bootPartitionSize != nil {
+                        paths += [1, 2].map { board.storage.path(device: device.name, hardwarePartition: $0) }
+                    }
+                    return paths
+                }
+            } ?? []
         if json {
-            output.json("done", [
-                "seconds": .number(summary.duration.inSeconds), "bytes": .number(Double(bytes)),
-                "partitions": .array(summary.partitions.map { .string(phaseHex($0)) }),
-                "transfers": .number(Double(summary.controlTransfers)), "images": .array(images.map { .string($0) }),
-            ])
+            output.json(
+                "done",
+                [
+                    "seconds": .number(summary.duration.inSeconds), "bytes": .number(Double(bytes)),
+                    "partitions": .array(summary.partitions.map { .string(phaseHex($0)) }),
+                    "transfers": .number(Double(summary.controlTransfers)),
+                    "images": .array(images.map { .string($0) }),
+                ])
             return
         }
         output.line("")
-        output.line(output.style(.green, "Done:") + " \(summary.partitions.count) partition(s), \(ByteSize.format(UInt64(bytes))) in \(FlashOutput.formatSeconds(summary.duration))" + (board != nil && !realtime ? " of simulated time" : ""))
+        output.line(
+            output.style(.green, "Done:")
+                + " \(summary.partitions.count) partition(s), \(ByteSize.format(UInt64(bytes))) in \(FlashOutput.formatSeconds(summary.duration))"
+                + (board != nil && !realtime ? " of simulated time" : ""))
         for result in summary.phases where plan.requestOrder.contains(result.phase) {
-            output.line("  \(phaseHex(result.phase)) \(output.pad(result.name, 12)) \(output.pad(ByteSize.format(UInt64(result.bytes)), 10)) \(output.pad(FlashOutput.formatSeconds(result.duration), 8)) \(FlashOutput.formatRate(result.megabytesPerSecond))")
+            output.line(
+                "  \(phaseHex(result.phase)) \(output.pad(result.name, 12)) \(output.pad(ByteSize.format(UInt64(result.bytes)), 10)) \(output.pad(FlashOutput.formatSeconds(result.duration), 8)) \(FlashOutput.formatRate(result.megabytesPerSecond))"
+            )
         }
         if !images.isEmpty { output.line("Virtual board storage: " + images.joined(separator: " ")) }
     }

@@ -61,27 +61,50 @@ final class FlashOutput: Sendable {
     private func json(_ event: FlashEvent) {
         switch event {
         case .waitingForBoard(let expecting, let remaining):
-            json("waiting", ["expecting": expecting.map { .string($0.rawValue) } ?? .null, "remaining": .number(remaining.inSeconds.rounded())])
+            json(
+                "waiting",
+                [
+                    "expecting": expecting.map { .string($0.rawValue) } ?? .null,
+                    "remaining": .number(remaining.inSeconds.rounded()),
+                ])
         case .board(let identity, let stage):
             json("board", identityFields(identity).merging(["stage": .string(stage.rawValue)]) { $1 })
         case .stageConfirmed(let stage):
             json("stage", ["stage": .string(stage.rawValue)])
         case .phaseStarted(let phase, let name, let bytes, let stage):
-            json("phase-start", ["phase": .string(phaseHex(phase)), "name": .string(name), "bytes": .number(Double(bytes)), "stage": .string(stage.rawValue)])
+            json(
+                "phase-start",
+                [
+                    "phase": .string(phaseHex(phase)), "name": .string(name), "bytes": .number(Double(bytes)),
+                    "stage": .string(stage.rawValue),
+                ])
         case .progress(let phase, let sent, let total):
-            json("progress", ["phase": .string(phaseHex(phase)), "sent": .number(Double(sent)), "total": .number(Double(total))])
+            json(
+                "progress",
+                ["phase": .string(phaseHex(phase)), "sent": .number(Double(sent)), "total": .number(Double(total))])
         case .phaseFinished(let result):
-            json("phase-done", [
-                "phase": .string(phaseHex(result.phase)), "name": .string(result.name), "stage": .string(result.stage.rawValue),
-                "bytes": .number(Double(result.bytes)), "seconds": .number(result.duration.inSeconds),
-                "mbps": .number((result.megabytesPerSecond * 100).rounded() / 100), "transfers": .number(Double(result.controlTransfers)),
-            ])
+            json(
+                "phase-done",
+                [
+                    "phase": .string(phaseHex(result.phase)), "name": .string(result.name),
+                    "stage": .string(result.stage.rawValue),
+                    "bytes": .number(Double(result.bytes)), "seconds": .number(result.duration.inSeconds),
+                    "mbps": .number((result.megabytesPerSecond * 100).rounded() / 100),
+                    "transfers": .number(Double(result.controlTransfers)),
+                ])
         case .detached(let from, let expecting, let timeout):
-            json("detach", ["from": .string(from.rawValue), "expecting": expecting.map { .string($0.rawValue) } ?? .null, "timeout": .number(timeout.inSeconds)])
+            json(
+                "detach",
+                [
+                    "from": .string(from.rawValue), "expecting": expecting.map { .string($0.rawValue) } ?? .null,
+                    "timeout": .number(timeout.inSeconds),
+                ])
         case .reenumerated(let from, let to, let device, let after):
-            json("reenumeration", identityFields(device).merging([
-                "from": .string(from.rawValue), "to": .string(to.rawValue), "seconds": .number(after.inSeconds),
-            ]) { $1 })
+            json(
+                "reenumeration",
+                identityFields(device).merging([
+                    "from": .string(from.rawValue), "to": .string(to.rawValue), "seconds": .number(after.inSeconds),
+                ]) { $1 })
         case .otherPort(let device):
             json("other-port", identityFields(device))
         case .end:
@@ -92,7 +115,8 @@ final class FlashOutput: Sendable {
     private func identityFields(_ identity: USBDeviceIdentity) -> [String: JSONValue] {
         [
             "port": .string(identity.port.description), "vidpid": .string(identity.vendorProduct),
-            "product": identity.product.map { .string($0) } ?? .null, "serial": identity.serial.map { .string($0) } ?? .null,
+            "product": identity.product.map { .string($0) } ?? .null,
+            "serial": identity.serial.map { .string($0) } ?? .null,
         ]
     }
 
@@ -100,7 +124,8 @@ final class FlashOutput: Sendable {
         switch event {
         case .waitingForBoard(let expecting, let remaining):
             let seconds = Int(remaining.inSeconds.rounded())
-            let what = expecting.map { "waiting for \($0.displayName)" }
+            let what =
+                expecting.map { "waiting for \($0.displayName)" }
                 ?? "waiting for a board in USB DFU mode (boot pins on USB, cable on the OTG port)"
             if mode == .interactive {
                 drawBar("  \(what)… \(seconds) s left")
@@ -109,7 +134,9 @@ final class FlashOutput: Sendable {
             }
         case .board(let identity, let stage):
             guard !state.withLock({ $0.awaitingBoard }) else { return }
-            line("\(style(.bold, stage.displayName)) on \(identity.port) — \(identity.product ?? "?") serial \(identity.serial ?? "none")")
+            line(
+                "\(style(.bold, stage.displayName)) on \(identity.port) — \(identity.product ?? "?") serial \(identity.serial ?? "none")"
+            )
         case .stageConfirmed(let stage):
             line("  GetPhase says this is \(stage.displayName)")
         case .phaseStarted(let phase, let name, let bytes, let stage):
@@ -128,15 +155,23 @@ final class FlashOutput: Sendable {
             }
             if due { drawBar(Self.bar(name: name, sent: sent, total: total, width: Terminal.width())) }
         case .phaseFinished(let result):
-            line("  \(style(.green, "✓")) \(phaseHex(result.phase)) \(pad(result.name, 12)) \(pad(ByteSize.format(UInt64(result.bytes)), 10)) \(Self.formatSeconds(result.duration)) \(Self.formatRate(result.megabytesPerSecond))")
+            line(
+                "  \(style(.green, "✓")) \(phaseHex(result.phase)) \(pad(result.name, 12)) \(pad(ByteSize.format(UInt64(result.bytes)), 10)) \(Self.formatSeconds(result.duration)) \(Self.formatRate(result.megabytesPerSecond))"
+            )
         case .detached(let from, let expecting, let timeout):
             state.withLock { $0.awaitingBoard = true }
-            line("  DETACH: \(from.displayName) hands over; waiting up to \(Int(timeout.inSeconds)) s for \(expecting?.displayName ?? "the board")")
+            line(
+                "  DETACH: \(from.displayName) hands over; waiting up to \(Int(timeout.inSeconds)) s for \(expecting?.displayName ?? "the board")"
+            )
         case .reenumerated(_, let to, let device, let after):
             state.withLock { $0.awaitingBoard = false }
-            line("\(style(.bold, to.displayName)) on \(device.port) after \(Self.formatSeconds(after)) — \(device.product ?? "?") serial \(device.serial ?? "none")")
+            line(
+                "\(style(.bold, to.displayName)) on \(device.port) after \(Self.formatSeconds(after)) — \(device.product ?? "?") serial \(device.serial ?? "none")"
+            )
         case .otherPort(let device):
-            line("  note: a DFU device appeared on another port (\(device.port), \(device.product ?? "?")): a hub or VM may have moved the board")
+            line(
+                "  note: a DFU device appeared on another port (\(device.port), \(device.product ?? "?")): a hub or VM may have moved the board"
+            )
         case .end:
             line("  board reports END: every selected partition is programmed")
         }
@@ -151,7 +186,9 @@ final class FlashOutput: Sendable {
         let tail = " \(percent)%  \(ByteSize.format(UInt64(sent))) / \(ByteSize.format(UInt64(total)))  \(name)"
         let barWidth = max(10, min(40, width - tail.count - 4))
         let filled = Int((Double(barWidth) * fraction).rounded(.down))
-        let text = "  [" + String(repeating: "█", count: filled) + String(repeating: "░", count: barWidth - filled) + "]" + tail
+        let text =
+            "  [" + String(repeating: "█", count: filled) + String(repeating: "░", count: barWidth - filled) + "]"
+            + tail
         return text.count > width ? String(text.prefix(width)) : text
     }
 

@@ -3,13 +3,19 @@ import FlashLayout
 
 /// `DEV=SIZE` arguments (`mmc0=8GiB`) shared by `plan` and `flash`.
 struct DeviceGeometryOptions: ParsableArguments {
-    @Option(name: .customLong("device-size"), help: ArgumentHelp("Size of a device, e.g. mmc0=8GiB.", valueName: "dev=size"))
+    @Option(
+        name: .customLong("device-size"), help: ArgumentHelp("Size of a device, e.g. mmc0=8GiB.", valueName: "dev=size")
+    )
     var deviceSizes: [String] = []
 
-    @Option(name: .customLong("erase-size"), help: ArgumentHelp("Erase unit of a device, e.g. mmc1=512KiB.", valueName: "dev=size"))
+    @Option(
+        name: .customLong("erase-size"),
+        help: ArgumentHelp("Erase unit of a device, e.g. mmc1=512KiB.", valueName: "dev=size"))
     var eraseSizes: [String] = []
 
-    @Option(name: .customLong("boot-size"), help: ArgumentHelp("eMMC boot partition size, e.g. mmc1=4MiB.", valueName: "dev=size"))
+    @Option(
+        name: .customLong("boot-size"),
+        help: ArgumentHelp("eMMC boot partition size, e.g. mmc1=4MiB.", valueName: "dev=size"))
     var bootSizes: [String] = []
 
     func validate() throws {
@@ -34,7 +40,8 @@ struct DeviceGeometryOptions: ParsableArguments {
                 throw ValidationError("\(option) takes DEV=SIZE (e.g. mmc0=8GiB), got '\(value)'")
             }
             guard let size = ByteSize.parse(parts[1]), size > 0 else {
-                throw ValidationError("\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 512KiB, 0x80000)")
+                throw ValidationError(
+                    "\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 512KiB, 0x80000)")
             }
             result[parts[0]] = size
         }
@@ -56,7 +63,8 @@ enum DiagnosticPrinter {
         let errors = result.errorCount
         let warnings = result.warningCount
         if errors == 0 && warnings == 0 { return "\(result.path): ok" }
-        return "\(result.path): \(errors) error\(errors == 1 ? "" : "s"), \(warnings) warning\(warnings == 1 ? "" : "s")"
+        return
+            "\(result.path): \(errors) error\(errors == 1 ? "" : "s"), \(warnings) warning\(warnings == 1 ? "" : "s")"
     }
 }
 

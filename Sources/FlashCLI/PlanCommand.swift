@@ -91,7 +91,8 @@ struct PlanReport: Encodable {
         var alternate: String
 
         enum CodingKeys: String, CodingKey {
-            case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber, gptUniqueGUID, alternate
+            case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber,
+                gptUniqueGUID, alternate
         }
 
         /// Unknown values are written as null, never left out (docs/json.md).
@@ -174,23 +175,35 @@ enum PlanTable {
             out += table(
                 ["Id", "Name", "File", "Size"],
                 plan.bootStages.map {
-                    [hexByte($0.line.id), $0.line.name, $0.file ?? $0.line.binary ?? "none", $0.fileSize.map { ByteSize.format(UInt64($0)) } ?? "-"]
+                    [
+                        hexByte($0.line.id), $0.line.name, $0.file ?? $0.line.binary ?? "none",
+                        $0.fileSize.map { ByteSize.format(UInt64($0)) } ?? "-",
+                    ]
                 })
             out.append("")
         }
         for device in plan.devices {
-            let gpt = device.writesGPT ? "GPT written (full update)" : device.target.kind == .mmc ? "no GPT written (partial update)" : "no GPT (\(device.target.kind.rawValue))"
+            let gpt =
+                device.writesGPT
+                ? "GPT written (full update)"
+                : device.target.kind == .mmc
+                    ? "no GPT written (partial update)" : "no GPT (\(device.target.kind.rawValue))"
             let size = device.geometry.size.map(ByteSize.format) ?? "size unknown"
-            out.append(ANSI.bold.wrap("\(device.target): \(gpt); \(size), erase unit \(ByteSize.format(device.geometry.eraseSize))", enabled: color))
+            out.append(
+                ANSI.bold.wrap(
+                    "\(device.target): \(gpt); \(size), erase unit \(ByteSize.format(device.geometry.eraseSize))",
+                    enabled: color))
             out += table(
                 ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "GPT type"],
                 device.partitions.map { p in
                     let file = plan.files[p.line.id]
                     return [
-                        p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-", hexByte(p.line.id),
+                        p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-",
+                        hexByte(p.line.id),
                         p.line.optionText, p.line.name, p.line.type.description,
                         p.hardwarePartition == nil ? "0x" + String(p.offset, radix: 16, uppercase: true) : "0x0",
-                        p.size.map(ByteSize.format) ?? "to end", file.map { shortPath($0.path) } ?? p.line.binary ?? "none",
+                        p.size.map(ByteSize.format) ?? "to end",
+                        file.map { shortPath($0.path) } ?? p.line.binary ?? "none",
                         file.map { ByteSize.format(UInt64($0.size)) } ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
                     ]
                 })
@@ -200,7 +213,9 @@ enum PlanTable {
         out.append(
             "U-Boot will ask for \(plan.requestOrder.count) partition(s) in this order: "
                 + plan.requestOrder.map(hexByte).joined(separator: " "))
-        out.append("Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))")
+        out.append(
+            "Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))"
+        )
         for note in plan.notes { out.append("note: \(note)") }
         return out.joined(separator: "\n")
     }
@@ -227,9 +242,10 @@ enum PlanTable {
         let all = [header] + rows
         let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
         return all.map { row in
-            "  " + row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
-            }.joined(separator: "  ")
+            "  "
+                + row.enumerated().map { index, cell in
+                    index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
+                }.joined(separator: "  ")
         }
     }
 }

@@ -25,7 +25,9 @@ public final class FileByteSource: ByteSource {
         var filled = 0
         while filled < wanted {
             let got = try buffer.withUnsafeMutableBytes { raw in
-                try descriptor.read(fromAbsoluteOffset: offset + Int64(filled), into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
+                try descriptor.read(
+                    fromAbsoluteOffset: offset + Int64(filled),
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
             }
             if got == 0 { break }
             filled += got

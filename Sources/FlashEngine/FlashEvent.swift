@@ -69,7 +69,10 @@ public struct FlashRequest: Sendable {
     /// The layout file's path, to name it when mapping U-Boot's layout line numbers back.
     public var layoutPath: String
 
-    public init(plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(), layoutPath: String = "layout") {
+    public init(
+        plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),
+        layoutPath: String = "layout"
+    ) {
         self.plan = plan
         self.selection = selection
         self.timeouts = timeouts

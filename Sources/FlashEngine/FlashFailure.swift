@@ -34,7 +34,9 @@ public struct TimelineEntry: Sendable, Hashable, Codable {
     public var device: USBDeviceIdentity?
     public var detail: String?
 
-    public init(time: Double, kind: Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil) {
+    public init(
+        time: Double, kind: Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil
+    ) {
         self.time = time
         self.kind = kind
         self.stage = stage
@@ -96,17 +98,25 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
             .joined(separator: ", ")
         let prefix = at.isEmpty ? "" : "[\(at)] "
         switch reason {
-        case .noBoard(let waited): return prefix + "no STM32MP board in USB DFU mode appeared within \(Int(waited.inSeconds.rounded())) s"
-        case .severalBoards(let boards): return prefix + "\(boards.count) boards are connected; choose one with --port or --serial"
+        case .noBoard(let waited):
+            return prefix + "no STM32MP board in USB DFU mode appeared within \(Int(waited.inSeconds.rounded())) s"
+        case .severalBoards(let boards):
+            return prefix + "\(boards.count) boards are connected; choose one with --port or --serial"
         case .openFailed(let error): return prefix + "cannot open the board: \(error)"
         case .boardReportedError(let message): return prefix + "the board reported: \(message)"
         case .transferFailed(let error): return prefix + "\(error)"
-        case .reconnectTimeout(let waited): return prefix + "the board did not come back within \(Int(waited.inSeconds.rounded())) s"
-        case .unexpectedIdentity(let stage): return prefix + "the board came back as \(stage.displayName), which the protocol does not expect here"
-        case .phaseWithoutFile(let id): return prefix + "the board asks for phase \(phaseHex(id)) but the layout has no file for it"
-        case .missingAlternate(let id): return prefix + "the board asks for phase \(phaseHex(id)) but offers no alternate setting for it"
-        case .phaseRepeated(let id): return prefix + "the board asked again for phase \(phaseHex(id)) right after receiving it"
-        case .incomplete(let ids): return prefix + "the board said END but never asked for " + ids.map(phaseHex).joined(separator: ", ")
+        case .reconnectTimeout(let waited):
+            return prefix + "the board did not come back within \(Int(waited.inSeconds.rounded())) s"
+        case .unexpectedIdentity(let stage):
+            return prefix + "the board came back as \(stage.displayName), which the protocol does not expect here"
+        case .phaseWithoutFile(let id):
+            return prefix + "the board asks for phase \(phaseHex(id)) but the layout has no file for it"
+        case .missingAlternate(let id):
+            return prefix + "the board asks for phase \(phaseHex(id)) but offers no alternate setting for it"
+        case .phaseRepeated(let id):
+            return prefix + "the board asked again for phase \(phaseHex(id)) right after receiving it"
+        case .incomplete(let ids):
+            return prefix + "the board said END but never asked for " + ids.map(phaseHex).joined(separator: ", ")
         case .protocolError(let text): return prefix + "protocol error: \(text)"
         case .cancelled: return prefix + "cancelled"
         }
@@ -118,4 +128,3 @@ public func phaseHex(_ id: UInt8) -> String {
     let s = String(id, radix: 16, uppercase: true)
     return "0x" + (s.count < 2 ? "0" + s : s)
 }
-

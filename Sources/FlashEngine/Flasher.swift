@@ -90,7 +90,9 @@ public final class Flasher: Sendable {
                     let before = machine.stage
                     action = machine.phaseRead(try await readPhase())
                     if machine.stage != before {
-                        recorder.add(.note, stage: machine.stage, detail: "GetPhase shows \(machine.stage.displayName), not \(before.displayName)")
+                        recorder.add(
+                            .note, stage: machine.stage,
+                            detail: "GetPhase shows \(machine.stage.displayName), not \(before.displayName)")
                         flasher.emit(.stageConfirmed(machine.stage))
                     }
                 case .send(let id, let mayLeave):
@@ -166,12 +168,15 @@ public final class Flasher: Sendable {
                 opened = try await DFUDevice.open(transport, clock: bus.clock, timeouts: flasher.dfuTimeouts)
             } catch let error as DFUError {
                 await transport.close()
-                throw failure(.openFailed(error.transferError ?? USBTransferError(.io, operation: error.operation, detail: "\(error)")))
+                throw failure(
+                    .openFailed(
+                        error.transferError ?? USBTransferError(.io, operation: error.operation, detail: "\(error)")))
             }
             device = opened
             board = opened.identity
             let stage = BoardStage.classify(
-                vendorID: opened.identity.vendorID, productID: opened.identity.productID, product: opened.identity.product)
+                vendorID: opened.identity.vendorID, productID: opened.identity.productID,
+                product: opened.identity.product)
             let alternates = opened.alternates.compactMap(\.string).joined(separator: " ")
             recorder.add(.opened, stage: stage, device: opened.identity, detail: alternates)
             flasher.emit(.board(opened.identity, stage: stage))
@@ -181,7 +186,8 @@ public final class Flasher: Sendable {
         func snapshot(_ device: DFUDevice) -> BoardSnapshot {
             BoardSnapshot(
                 stage: BoardStage.classify(
-                    vendorID: device.identity.vendorID, productID: device.identity.productID, product: device.identity.product),
+                    vendorID: device.identity.vendorID, productID: device.identity.productID,
+                    product: device.identity.product),
                 phases: Set(device.alternates.compactMap { $0.name?.phaseID }))
         }
 
@@ -222,7 +228,9 @@ public final class Flasher: Sendable {
                 } catch {
                     throw failure(.protocolError("cannot read \(file.path): \(error)"))
                 }
-                name = plan.bootStages.first { $0.line.id == id }?.line.name ?? plan.partition(id: id)?.partition.line.name ?? phaseHex(id)
+                name =
+                    plan.bootStages.first { $0.line.id == id }?.line.name ?? plan.partition(id: id)?.partition.line.name
+                    ?? phaseHex(id)
             } else {
                 throw failure(.phaseWithoutFile(id))
             }
@@ -235,7 +243,9 @@ public final class Flasher: Sendable {
             let report: DownloadReport
             do {
                 report = try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave) { sent in
-                    if lastReported.shouldReport(sent, total: total) { emit(.progress(phase: id, sent: sent, total: total)) }
+                    if lastReported.shouldReport(sent, total: total) {
+                        emit(.progress(phase: id, sent: sent, total: total))
+                    }
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
@@ -244,7 +254,9 @@ public final class Flasher: Sendable {
                 phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
                 controlTransfers: report.controlTransfers)
             results.append(result)
-            recorder.add(.sendDone, stage: stage, detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
+            recorder.add(
+                .sendDone, stage: stage,
+                detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
             flasher.emit(.phaseFinished(result))
         }
 
@@ -271,10 +283,13 @@ public final class Flasher: Sendable {
 
         // MARK: Re-enumeration
 
-        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration) async throws -> FlashStateMachine.Action {
+        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration) async throws -> FlashStateMachine.Action
+        {
             let from = machine.stage
             let previous = try current().identity
-            recorder.add(.detachSent, stage: from, detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
+            recorder.add(
+                .detachSent, stage: from,
+                detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
             flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
             try await current().detach()
             await closeCurrent()
@@ -284,27 +299,38 @@ public final class Flasher: Sendable {
             while clock.now < deadline {
                 // Wake at least once a second to tell the user how long is left.
                 guard let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) else {
-                    if clock.now < deadline { flasher.emit(.waitingForBoard(expecting: expecting, remaining: deadline - clock.now)) }
+                    if clock.now < deadline {
+                        flasher.emit(.waitingForBoard(expecting: expecting, remaining: deadline - clock.now))
+                    }
                     continue
                 }
                 let identity = event.device
                 recorder.add(event.action == .add ? .added : .removed, device: identity)
                 guard event.action == .add, isSTM32MPDFU(identity) || identity.vendorID == 0x0483 else { continue }
                 let samePort = identity.port == port
-                let sameSerial = previous.serial.map { !$0.isEmpty && !$0.allSatisfy { $0 == "0" } && $0 == identity.serial } ?? false
+                let sameSerial =
+                    previous.serial.map { !$0.isEmpty && !$0.allSatisfy { $0 == "0" } && $0 == identity.serial }
+                    ?? false
                 guard samePort || sameSerial else {
-                    recorder.add(.otherPort, device: identity, detail: "a DFU device appeared on \(identity.port) while the board on \(port.map(\.description) ?? "?") was away")
+                    recorder.add(
+                        .otherPort, device: identity,
+                        detail:
+                            "a DFU device appeared on \(identity.port) while the board on \(port.map(\.description) ?? "?") was away"
+                    )
                     flasher.emit(.otherPort(identity))
                     continue
                 }
                 if !samePort {
-                    recorder.add(.note, device: identity, detail: "the board came back on port \(identity.port) (same serial); following it")
+                    recorder.add(
+                        .note, device: identity,
+                        detail: "the board came back on port \(identity.port) (same serial); following it")
                     port = identity.port
                 }
                 do {
                     let opened = try await open(port: identity.port)
                     let to = snapshot(opened).stage
-                    flasher.emit(.reenumerated(from: from, to: to, device: opened.identity, after: clock.now - detachedAt))
+                    flasher.emit(
+                        .reenumerated(from: from, to: to, device: opened.identity, after: clock.now - detachedAt))
                     return machine.boardOpened(snapshot(opened))
                 } catch let failure as FlashFailure {
                     // A device that vanishes again while we open it (enumeration trouble): keep waiting.
@@ -323,7 +349,8 @@ public final class Flasher: Sendable {
             case 0xFE: return "FE END"
             default:
                 let address = String(reply.address, radix: 16, uppercase: true)
-                return "\(phaseHex(reply.phase)) address 0x\(address) offset \(reply.offset)" + (reply.needsDetach ? " detach requested" : "")
+                return "\(phaseHex(reply.phase)) address 0x\(address) offset \(reply.offset)"
+                    + (reply.needsDetach ? " detach requested" : "")
             }
         }
 
@@ -331,8 +358,11 @@ public final class Flasher: Sendable {
         func noteLayoutLine(_ message: String) {
             guard message.hasPrefix("Layout line ") else { return }
             let digits = message.dropFirst("Layout line ".count).prefix { $0.isNumber }
-            guard let payloadLine = Int(digits), let source = plan.payload.sourceLine(forPayloadLine: payloadLine) else { return }
-            recorder.add(.note, stage: machine.stage, detail: "U-Boot's layout line \(payloadLine) is line \(source) of \(flasher.request.layoutPath)")
+            guard let payloadLine = Int(digits), let source = plan.payload.sourceLine(forPayloadLine: payloadLine)
+            else { return }
+            recorder.add(
+                .note, stage: machine.stage,
+                detail: "U-Boot's layout line \(payloadLine) is line \(source) of \(flasher.request.layoutPath)")
         }
     }
 }
@@ -353,9 +383,13 @@ final class TimelineRecorder: Sendable {
         origin = clock.now
     }
 
-    func add(_ kind: TimelineEntry.Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil) {
+    func add(
+        _ kind: TimelineEntry.Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil
+    ) {
         let time = (clock.now - origin).inSeconds
-        storage.withLock { $0.append(TimelineEntry(time: time, kind: kind, stage: stage, device: device, detail: detail)) }
+        storage.withLock {
+            $0.append(TimelineEntry(time: time, kind: kind, stage: stage, device: device, detail: detail))
+        }
         logger.debug(
             "\(kind.rawValue)\(stage.map { " [\($0.displayName)]" } ?? "")\(device.map { " \($0.port) \($0.vendorProduct) \($0.product ?? "")" } ?? "")\(detail.map { ": \($0)" } ?? "")",
             metadata: ["t": "\((time * 1000).rounded() / 1000)"])

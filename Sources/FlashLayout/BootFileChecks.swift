@@ -36,32 +36,73 @@ struct BootFileChecks {
         let name = path.split(separator: "/").last.map(String.init) ?? path
         if Self.isFSBL(line) {
             guard case .stm32(let header) = report.kind else {
-                return [(.error, .badBootImage, "'\(name)' has no STM32 header; the ROM code only starts an STM32 image (a TF-A .stm32 file)")]
+                return [
+                    (
+                        .error, .badBootImage,
+                        "'\(name)' has no STM32 header; the ROM code only starts an STM32 image (a TF-A .stm32 file)"
+                    )
+                ]
             }
             if report.checksumMatches == false {
-                let detail = report.missingPayloadBytes > 0 ? "the file is \(report.missingPayloadBytes) bytes short of its header's length" : "the payload's checksum does not match the header"
+                let detail =
+                    report.missingPayloadBytes > 0
+                    ? "the file is \(report.missingPayloadBytes) bytes short of its header's length"
+                    : "the payload's checksum does not match the header"
                 out.append((.error, .badBootImage, "'\(name)': \(detail); the ROM code will refuse it"))
             }
             if let family, !report.chipHint.contains(family) {
-                out.append((.error, .badBootImage, "'\(name)' has an STM32 header \(header.version == .v1 ? "v1 (STM32MP15)" : "v2") but this layout is for \(family)"))
+                out.append(
+                    (
+                        .error, .badBootImage,
+                        "'\(name)' has an STM32 header \(header.version == .v1 ? "v1 (STM32MP15)" : "v2") but this layout is for \(family)"
+                    ))
             }
             let signed = header.isSigned ? "signed (authenticated by the ROM on closed chips)" : "not signed"
-            out.append((.note, .bootImageInfo, "'\(name)': STM32 header \(header.version == .v1 ? "v1" : "v2"), \(report.chipHint.map(\.description).joined(separator: "/")), \(signed), \(report.fileSize) bytes"))
+            out.append(
+                (
+                    .note, .bootImageInfo,
+                    "'\(name)': STM32 header \(header.version == .v1 ? "v1" : "v2"), \(report.chipHint.map(\.description).joined(separator: "/")), \(signed), \(report.fileSize) bytes"
+                ))
             if line.isBootStage, Self.looksLikeStorageBuild(name) {
-                out.append((.warning, .badBootImage, "'\(name)' looks like a TF-A built for a storage device; over USB the ROM needs a USB programmer build (else TF-A stops with 'Boot interface 6 not supported')"))
+                out.append(
+                    (
+                        .warning, .badBootImage,
+                        "'\(name)' looks like a TF-A built for a storage device; over USB the ROM needs a USB programmer build (else TF-A stops with 'Boot interface 6 not supported')"
+                    ))
             }
         } else if Self.isFIP(line) {
             guard case .fip(let fip) = report.kind else {
                 if case .stm32 = report.kind, line.isBootStage {
-                    return [(.warning, .badFIP, "'\(name)' is an STM32 image, not a FIP: only old ST TF-A (STM32MP_USE_STM32IMAGE) accepts it for phase 0x03; upstream TF-A answers 'FIP Header check failed for phase 3'")]
+                    return [
+                        (
+                            .warning, .badFIP,
+                            "'\(name)' is an STM32 image, not a FIP: only old ST TF-A (STM32MP_USE_STM32IMAGE) accepts it for phase 0x03; upstream TF-A answers 'FIP Header check failed for phase 3'"
+                        )
+                    ]
                 }
-                if let header = FIPHeader(decoding: Self.prefix(of: path, count: FIPHeader.length)), header.name == FIPHeader.tocName {
-                    return [(.error, .badFIP, "'\(name)' has a FIP ToC header with serial 0; TF-A rejects it: 'FIP Header check failed'")]
+                if let header = FIPHeader(decoding: Self.prefix(of: path, count: FIPHeader.length)),
+                    header.name == FIPHeader.tocName
+                {
+                    return [
+                        (
+                            .error, .badFIP,
+                            "'\(name)' has a FIP ToC header with serial 0; TF-A rejects it: 'FIP Header check failed'"
+                        )
+                    ]
                 }
-                return [(.error, .badFIP, "'\(name)' is not a FIP (no ToC header 0xAA640001); TF-A rejects it: 'FIP Header check failed'")]
+                return [
+                    (
+                        .error, .badFIP,
+                        "'\(name)' is not a FIP (no ToC header 0xAA640001); TF-A rejects it: 'FIP Header check failed'"
+                    )
+                ]
             }
             if !fip.isValid {
-                out.append((.error, .badFIP, "'\(name)' has a FIP ToC header with serial 0; TF-A rejects it: 'FIP Header check failed'"))
+                out.append(
+                    (
+                        .error, .badFIP,
+                        "'\(name)' has a FIP ToC header with serial 0; TF-A rejects it: 'FIP Header check failed'"
+                    ))
             }
         }
         return out
@@ -79,7 +120,9 @@ struct BootFileChecks {
     /// `tf-a-…-sdcard.stm32` and friends: builds for a storage boot device, not for USB.
     static func looksLikeStorageBuild(_ name: String) -> Bool {
         let lower = name.lowercased()
-        let storage = ["sdcard", "emmc", "nor", "nand", "spinand"].contains { lower.contains("-\($0)") || lower.contains("_\($0)") }
+        let storage = ["sdcard", "emmc", "nor", "nand", "spinand"].contains {
+            lower.contains("-\($0)") || lower.contains("_\($0)")
+        }
         let usb = lower.contains("usb") || lower.contains("programmer") || lower.contains("serialboot")
         return storage && !usb
     }

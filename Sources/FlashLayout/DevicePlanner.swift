@@ -45,7 +45,10 @@ public struct DeviceGeometry: Sendable, Hashable, Codable {
                 let group = eraseSize / blockSize
                 return (eraseSize, blocks.map { $0 >= group ? ($0 - group) * blockSize : 0 })
             }
-            return (Self.gptBlocks * blockSize, blocks.map { $0 >= Self.gptBlocks + 1 ? ($0 - Self.gptBlocks - 1) * blockSize : 0 })
+            return (
+                Self.gptBlocks * blockSize,
+                blocks.map { $0 >= Self.gptBlocks + 1 ? ($0 - Self.gptBlocks - 1) * blockSize : 0 }
+            )
         case .ram:
             return (0, size)
         default:
@@ -108,7 +111,8 @@ public enum DevicePlanner {
             let label = "\(line.name) (0x\(hex(line.id)))"
             if case .binary(let copies) = line.type, copies > 1 {
                 if !(kind == .nand || kind == .spiNand) || line.id >= 0x10 || !line.name.hasPrefix("fsbl") {
-                    return .failure(UBootLayoutError("\(label): multiple binary \(copies) not supported", line: line.line))
+                    return .failure(
+                        UBootLayoutError("\(label): multiple binary \(copies) not supported", line: line.line))
                 }
             }
             var planned = PlannedPartition(
@@ -120,7 +124,9 @@ public enum DevicePlanner {
             } else if line.offset == .boot1 || line.offset == .boot2 {
                 guard kind == .mmc else {
                     return .failure(
-                        UBootLayoutError("\(label): hw partition not expected : \(line.offset == .boot1 ? -1 : -2)", line: line.line))
+                        UBootLayoutError(
+                            "\(label): hw partition not expected : \(line.offset == .boot1 ? -1 : -2)", line: line.line)
+                    )
                 }
                 planned.hardwarePartition = line.offset == .boot1 ? 1 : 2
                 planned.size = geometry.bootPartitionSize
@@ -139,13 +145,15 @@ public enum DevicePlanner {
                 } else if let last {
                     guard address <= last else {
                         return .failure(
-                            UBootLayoutError("\(label): invalid address 0x\(hex(address)) (max=0x\(hex(last)))", line: line.line))
+                            UBootLayoutError(
+                                "\(label): invalid address 0x\(hex(address)) (max=0x\(hex(last)))", line: line.line))
                     }
                     planned.size = last - address
                 }
                 guard address >= first else {
                     return .failure(
-                        UBootLayoutError("\(label): invalid address 0x\(hex(address)) (min=0x\(hex(first)))", line: line.line))
+                        UBootLayoutError(
+                            "\(label): invalid address 0x\(hex(address)) (min=0x\(hex(first)))", line: line.line))
                 }
                 planned.gptNumber = gptNumber
                 gptNumber += 1
@@ -187,10 +195,12 @@ public enum DevicePlanner {
     public static func altName(_ partition: PlannedPartition, device: LayoutTarget) -> String {
         let size = partition.size ?? 0
         let (value, unit): (UInt64, String) =
-            size > 1 << 30 ? (size >> 30, "G") : size > 1 << 20 ? (size >> 20, "M") : size > 1 << 10 ? (size >> 10, "K") : (size, "B")
+            size > 1 << 30
+            ? (size >> 30, "G") : size > 1 << 20 ? (size >> 20, "M") : size > 1 << 10 ? (size >> 10, "K") : (size, "B")
         let access = partition.line.isSelected && !partition.line.isEmpty ? "e" : "a"
         let id = String(partition.line.id, radix: 16)
-        return "@\(partition.line.name)/0x\(id.count < 2 ? "0" + id : id)/1*\(UInt32(truncatingIfNeeded: value))\(unit)\(access)"
+        return
+            "@\(partition.line.name)/0x\(id.count < 2 ? "0" + id : id)/1*\(UInt32(truncatingIfNeeded: value))\(unit)\(access)"
     }
 }
 

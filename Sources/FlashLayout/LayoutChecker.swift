@@ -84,7 +84,8 @@ private struct CheckRun {
     }
 
     mutating func report(_ line: Int, _ column: Int, _ severity: Severity, _ code: DiagnosticCode, _ message: String) {
-        diagnostics.append(LayoutDiagnostic(line: line, column: column, severity: severity, code: code, message: message))
+        diagnostics.append(
+            LayoutDiagnostic(line: line, column: column, severity: severity, code: code, message: message))
     }
 
     mutating func check(_ raw: [UInt8]) {
@@ -93,7 +94,9 @@ private struct CheckRun {
         if LayoutHeader(raw) != nil {
             report(0, 0, .note, .notALayout, "the file starts with an STM32 header; checking the layout inside it")
             if case .failure(let error) = UBootLayout.parse(raw), error.message.hasPrefix("Layout: invalid checksum") {
-                report(0, 0, .error, .notALayout, "the STM32 header does not match its layout (U-Boot: \"\(error.message)\")")
+                report(
+                    0, 0, .error, .notALayout,
+                    "the STM32 header does not match its layout (U-Boot: \"\(error.message)\")")
             }
             bytes = Array(raw.dropFirst(LayoutHeader.length).prefix(Int(readLE32(raw, 76))))
         }
@@ -117,7 +120,9 @@ private struct CheckRun {
         let body = LayoutHeader(raw) != nil ? Array(raw.dropFirst(LayoutHeader.length)) : raw
         if let nul = body.firstIndex(of: 0) {
             let (line, column) = position(of: nul, in: body)
-            report(line, column, .error, .binaryInput, "the file contains a NUL byte: this is binary data, not a FlashLayout")
+            report(
+                line, column, .error, .binaryInput,
+                "the file contains a NUL byte: this is binary data, not a FlashLayout")
             return false
         }
         if String(validating: body, as: UTF8.self) == nil {
@@ -167,7 +172,9 @@ private struct CheckRun {
                 crlfLines.append(number)
             }
             if text.contains(UInt8(ascii: "\r")) {
-                report(number, 0, .warning, .crlf, "a carriage return inside the line; U-Boot drops it and everything after it in that field")
+                report(
+                    number, 0, .warning, .crlf,
+                    "a carriage return inside the line; U-Boot drops it and everything after it in that field")
                 text.removeAll { $0 == UInt8(ascii: "\r") }
             }
             if text.allSatisfy({ $0 == UInt8(ascii: "\t") }) { continue }
@@ -178,7 +185,8 @@ private struct CheckRun {
         if let first = crlfLines.first {
             report(
                 first, 0, .warning, .crlf,
-                "Windows line endings (CRLF) on \(crlfLines.count) line(s); U-Boot drops the CR, and this tool sends LF")
+                "Windows line endings (CRLF) on \(crlfLines.count) line(s); U-Boot drops the CR, and this tool sends LF"
+            )
         }
         if let first = tabRunLines.first {
             report(
@@ -221,7 +229,8 @@ private struct CheckRun {
             }
         }
         if fields.count < 6 {
-            var message = "only \(fields.count) column(s); a row needs Opt, Id, Name, Type, IP and Offset (U-Boot: \"Layout line \(line): no enought column\")"
+            var message =
+                "only \(fields.count) column(s); a row needs Opt, Id, Name, Type, IP and Offset (U-Boot: \"Layout line \(line): no enought column\")"
             if fields.count == 1, fields[0].text.contains(UInt8(ascii: " ")) {
                 message += "; the columns seem separated by spaces, but only TABs separate columns"
             }
@@ -262,10 +271,13 @@ private struct CheckRun {
             for (index, field) in fields.enumerated() where index < checks.count {
                 if index == 0, let rejection = checks[0](field.text) {
                     let (code, what) = Self.describeOption(rejection)
-                    report(line, field.column, .error, code, what + " (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
+                    report(
+                        line, field.column, .error, code, what + " (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
                 } else if let rejection = checks[index](field.text) {
                     let what = ["option", "Id", "name", "type", "IP"][index]
-                    report(line, field.column, .error, codes[index], "invalid \(what) '\(rejection.text)' (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
+                    report(
+                        line, field.column, .error, codes[index],
+                        "invalid \(what) '\(rejection.text)' (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
                 }
             }
             return
@@ -296,13 +308,16 @@ private struct CheckRun {
             } else if !isHex, value >= 10 {
                 report(
                     line, id.column, .warning, .decimalID,
-                    "Id '\(text)' is decimal for U-Boot (\(hexByte(value))) but hexadecimal for ST's tools; write it with 0x")
+                    "Id '\(text)' is decimal for U-Boot (\(hexByte(value))) but hexadecimal for ST's tools; write it with 0x"
+                )
             }
         case .failure(let rejection):
             valid = false
             let text = rejection.text
-            let hint = Int(text.dropFirst(2), radix: 16).map { $0 > 0xF0 } ?? false
-                ? "Id '\(text)' is above 0xF0, the last user partition" : "invalid Id '\(text)': write the phase as 0xNN, at most 0xF0"
+            let hint =
+                Int(text.dropFirst(2), radix: 16).map { $0 > 0xF0 } ?? false
+                ? "Id '\(text)' is above 0xF0, the last user partition"
+                : "invalid Id '\(text)': write the phase as 0xNN, at most 0xF0"
             reject(rejection, column: id.column, code: .invalidID, hint)
         }
 
@@ -311,11 +326,17 @@ private struct CheckRun {
         case .success(let value):
             partitionName = value
             if value.contains(" ") {
-                report(line, name.column, .warning, .spaceInField, "the name '\(value)' contains a space; U-Boot keeps it, but alternate names and GPT labels with spaces confuse tools")
+                report(
+                    line, name.column, .warning, .spaceInField,
+                    "the name '\(value)' contains a space; U-Boot keeps it, but alternate names and GPT labels with spaces confuse tools"
+                )
             }
         case .failure(let rejection):
             valid = false
-            reject(rejection, column: name.column, code: .nameTooLong, "name '\(rejection.text)' is \(name.text.count) bytes; U-Boot and GPT allow \(UBootField.maximumNameLength)")
+            reject(
+                rejection, column: name.column, code: .nameTooLong,
+                "name '\(rejection.text)' is \(name.text.count) bytes; U-Boot and GPT allow \(UBootField.maximumNameLength)"
+            )
         }
 
         var partitionType = PartitionType.binary(copies: 1)
@@ -323,7 +344,9 @@ private struct CheckRun {
         case .success(let value):
             partitionType = value
             if case .binary(let copies) = value, copies != 1, !(2...8).contains(copies) {
-                report(line, type.column, .warning, .binaryCount, "'\(rejection: type.text)' asks for \(copies) copies; use Binary(n) with n from 2 (NAND only)")
+                report(
+                    line, type.column, .warning, .binaryCount,
+                    "'\(rejection: type.text)' asks for \(copies) copies; use Binary(n) with n from 2 (NAND only)")
             }
             if let needed = value.minimumUBootVersion {
                 typeVersion(needed, what: "type \(value)", line: line, column: type.column)
@@ -344,15 +367,20 @@ private struct CheckRun {
         case .success(let value):
             target = value
             if value.kind == .spiNand || value.kind == .ram {
-                typeVersion(UBootVersion(year: 2020, month: 10), what: "IP \(value.kind.rawValue)", line: line, column: ip.column)
+                typeVersion(
+                    UBootVersion(year: 2020, month: 10), what: "IP \(value.kind.rawValue)", line: line,
+                    column: ip.column)
             }
         case .failure(let rejection):
             valid = false
             let text = rejection.text
             var message = "unknown IP '\(text)'; use none, mmcN, norN, nandN, spi-nandN or ram (N one digit)"
             if text.lowercased().hasPrefix("sdmmc"), let digit = text.last, digit.isNumber {
-                message = "IP '\(text)' is the SoC controller's name; U-Boot wants its MMC index: mmc0 is usually the SD card (SDMMC1), mmc1 the eMMC (SDMMC2)"
-            } else if text.lowercased() != text, ["none", "mmc", "nor", "nand", "spi-nand", "ram"].contains(where: { text.lowercased().hasPrefix($0) }) {
+                message =
+                    "IP '\(text)' is the SoC controller's name; U-Boot wants its MMC index: mmc0 is usually the SD card (SDMMC1), mmc1 the eMMC (SDMMC2)"
+            } else if text.lowercased() != text,
+                ["none", "mmc", "nor", "nand", "spi-nand", "ram"].contains(where: { text.lowercased().hasPrefix($0) })
+            {
                 message = "IP '\(text)' must be lower-case"
             }
             reject(rejection, column: ip.column, code: .invalidIP, message)
@@ -363,12 +391,16 @@ private struct CheckRun {
         case .success(let value):
             partitionOffset = value
             if (value == .boot1 || value == .boot2), valid, target.kind != .mmc {
-                report(line, offset.column, .error, .invalidOffset, "'\(value)' is an eMMC hardware boot partition, but the IP is \(target) (U-Boot: \"\(partitionName) (\(hexByte(phase))): hw partition not expected : \(value == .boot1 ? -1 : -2)\")")
+                report(
+                    line, offset.column, .error, .invalidOffset,
+                    "'\(value)' is an eMMC hardware boot partition, but the IP is \(target) (U-Boot: \"\(partitionName) (\(hexByte(phase))): hw partition not expected : \(value == .boot1 ? -1 : -2)\")"
+                )
             }
         case .failure(let rejection):
             valid = false
             let text = rejection.text
-            let message = text == "none"
+            let message =
+                text == "none"
                 ? "offset 'none' is not accepted by U-Boot; use 0x0 on '-' and none lines"
                 : "invalid offset '\(text)'; use a number (0x hex or decimal), boot1 or boot2"
             reject(rejection, column: offset.column, code: .invalidOffset, message)
@@ -379,10 +411,14 @@ private struct CheckRun {
             let text = String(decoding: fields[6].text, as: UTF8.self)
             if text != "none" { binary = text }
             if text.hasPrefix(" ") || text.hasSuffix(" ") {
-                report(line, fields[6].column, .warning, .spaceInField, "the Binary path '\(text)' starts or ends with a space")
+                report(
+                    line, fields[6].column, .warning, .spaceInField,
+                    "the Binary path '\(text)' starts or ends with a space")
             }
             if isPlaceholder(text) {
-                report(line, fields[6].column, .warning, .templatePlaceholder, "the Binary '\(text)' looks like an unsubstituted template placeholder")
+                report(
+                    line, fields[6].column, .warning, .templatePlaceholder,
+                    "the Binary '\(text)' looks like an unsubstituted template placeholder")
             }
         }
         guard valid else { return }
@@ -399,16 +435,25 @@ private struct CheckRun {
             return (.missingSelect, "option '\(text)' lacks 'P'; use '-' to skip the line, or add 'P'")
         }
         if text == "Selected" || text == "1" {
-            return (.invalidOption, "invalid option '\(text)': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads")
+            return (
+                .invalidOption,
+                "invalid option '\(text)': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads"
+            )
         }
         if text.hasPrefix(" "), text.contains("#") {
-            return (.invalidOption, "invalid option '\(text)': a comment must start with '#' as its first character; the leading space makes it a data line")
+            return (
+                .invalidOption,
+                "invalid option '\(text)': a comment must start with '#' as its first character; the leading space makes it a data line"
+            )
         }
         if text.uppercased() != text, text.allSatisfy({ "pedPED".contains($0) }) {
             return (.invalidOption, "invalid option '\(text)': options are upper-case P, E, D")
         }
         if text.contains(" ") {
-            return (.invalidOption, "invalid option '\(text)': the field contains a space, and U-Boot keeps spaces as part of the field")
+            return (
+                .invalidOption,
+                "invalid option '\(text)': the field contains a space, and U-Boot keeps spaces as part of the field"
+            )
         }
         return (.invalidOption, "invalid option '\(text)': use '-' or letters from P, E, D including P")
     }
@@ -421,13 +466,17 @@ private struct CheckRun {
             return
         }
         if version < needed {
-            report(line, column, .error, .typeTooNew, "\(what) needs ST U-Boot \(needed) or later; U-Boot \(version) rejects the whole layout")
+            report(
+                line, column, .error, .typeTooNew,
+                "\(what) needs ST U-Boot \(needed) or later; U-Boot \(version) rejects the whole layout")
         }
     }
 
     /// One warning naming the newest U-Boot release the layout needs and why.
     mutating func reportVersionNeeds() {
-        guard let newest = versionNeeds.map(\.version).max(), let first = versionNeeds.first(where: { $0.version == newest }) else {
+        guard let newest = versionNeeds.map(\.version).max(),
+            let first = versionNeeds.first(where: { $0.version == newest })
+        else {
             return
         }
         var seen: Set<String> = []
@@ -450,11 +499,17 @@ private struct CheckRun {
             return
         }
         if lines.count > Int(UBootField.lastUserPhase) {
-            report(0, 0, .error, .tooManyLines, "\(lines.count) rows; U-Boot takes at most 240 (U-Boot: \"Layout: too many partition (\(lines.count))\")")
+            report(
+                0, 0, .error, .tooManyLines,
+                "\(lines.count) rows; U-Boot takes at most 240 (U-Boot: \"Layout: too many partition (\(lines.count))\")"
+            )
         }
         let payload = LayoutPayload.normalized(lines)
         if payload.bytes.count > UBootLayout.maximumSize {
-            report(0, 0, .error, .layoutTooLarge, "the layout sent to the board would be \(payload.bytes.count) bytes; U-Boot's buffer holds \(UBootLayout.maximumSize)")
+            report(
+                0, 0, .error, .layoutTooLarge,
+                "the layout sent to the board would be \(payload.bytes.count) bytes; U-Boot's buffer holds \(UBootLayout.maximumSize)"
+            )
         }
         // treat_partition_list(), reporting every problem rather than the first.
         var devices: [LayoutTarget] = []
@@ -471,7 +526,10 @@ private struct CheckRun {
                 continue
             }
             if line.id == 0 {
-                report(line.line, column(line, 1), .error, .invalidPhase, "Id 0x00 is the FlashLayout itself and cannot be a partition (U-Boot: \"Layout: invalid phase = 0x0 for part \(line.name)\")")
+                report(
+                    line.line, column(line, 1), .error, .invalidPhase,
+                    "Id 0x00 is the FlashLayout itself and cannot be a partition (U-Boot: \"Layout: invalid phase = 0x0 for part \(line.name)\")"
+                )
             }
             if let first = firstLineOfID[line.id] {
                 report(
@@ -485,7 +543,10 @@ private struct CheckRun {
                 devices.append(line.target)
                 if devices.count > UBootLayout.maximumDevices, !reportedDevices {
                     reportedDevices = true
-                    report(line.line, column(line, 4), .error, .tooManyDevices, "a sixth device (\(line.target)); U-Boot handles at most five (U-Boot: \"Layout: too many device\")")
+                    report(
+                        line.line, column(line, 4), .error, .tooManyDevices,
+                        "a sixth device (\(line.target)); U-Boot handles at most five (U-Boot: \"Layout: too many device\")"
+                    )
                 }
             }
             if line.isRequested, line.binary == nil {
@@ -502,12 +563,16 @@ private struct CheckRun {
             )
         }
         if !devices.isEmpty, !lines.contains(where: { $0.isBootStage && $0.id == 1 }) {
-            report(0, 0, .warning, .missingBootStage, "no FSBL line (Id 0x01, IP none): a board in ROM code DFU cannot be started from this layout")
+            report(
+                0, 0, .warning, .missingBootStage,
+                "no FSBL line (Id 0x01, IP none): a board in ROM code DFU cannot be started from this layout")
         }
         var names: [String: Int] = [:]
         for line in lines where line.target.kind != .none {
             if let first = names[line.name] {
-                report(line.line, column(line, 2), .warning, .duplicateName, "name '\(line.name)' is also used on line \(first); the partitions get the same GPT label")
+                report(
+                    line.line, column(line, 2), .warning, .duplicateName,
+                    "name '\(line.name)' is also used on line \(first); the partitions get the same GPT label")
             } else {
                 names[line.name] = line.line
             }
@@ -536,7 +601,8 @@ private struct CheckRun {
         case .failure(let error):
             report(
                 error.line ?? 0, 0, .warning, .deviceCheck,
-                "with the default device geometry (docs/layout-format.md), U-Boot would reject this device: \"\(error.message)\"; check it with plan --device-size/--erase-size")
+                "with the default device geometry (docs/layout-format.md), U-Boot would reject this device: \"\(error.message)\"; check it with plan --device-size/--erase-size"
+            )
             return nil
         }
     }
@@ -547,10 +613,12 @@ private struct CheckRun {
         if let plan {
             for device in plan.devices {
                 for partition in device.partitions where partition.line.isRequested {
-                    guard let size = partition.size, let file = plan.files[partition.line.id], file.size > Int64(size) else { continue }
+                    guard let size = partition.size, let file = plan.files[partition.line.id], file.size > Int64(size)
+                    else { continue }
                     report(
                         partition.line.line, column(partition.line, 6), .error, .fileLargerThanPartition,
-                        "'\(partition.line.binary ?? "")' is \(file.size) bytes but partition '\(partition.line.name)' holds \(size) bytes")
+                        "'\(partition.line.binary ?? "")' is \(file.size) bytes but partition '\(partition.line.name)' holds \(size) bytes"
+                    )
                 }
             }
         }
@@ -559,7 +627,10 @@ private struct CheckRun {
         for line in lines where line.binary != nil && (line.isRequested || (line.isBootStage && line.id <= 3)) {
             guard let binary = line.binary else { continue }
             guard let resolved = BinaryPath.resolve(binary, layoutDirectory: directory) else {
-                report(line.line, column(line, 6), .error, .missingFile, "file '\(binary)' not found (looked for it as given and relative to \(directory.isEmpty ? "." : directory))")
+                report(
+                    line.line, column(line, 6), .error, .missingFile,
+                    "file '\(binary)' not found (looked for it as given and relative to \(directory.isEmpty ? "." : directory))"
+                )
                 continue
             }
             for (severity, code, message) in bootChecks.findings(for: line, path: resolved) {
@@ -606,7 +677,9 @@ public func hexByte(_ value: UInt8) -> String {
 public enum BinaryPath {
     public static func resolve(_ binary: String, layoutDirectory: String) -> String? {
         var candidates = [binary]
-        if !binary.hasPrefix("/") { candidates.append((layoutDirectory.isEmpty ? "." : layoutDirectory) + "/" + binary) }
+        if !binary.hasPrefix("/") {
+            candidates.append((layoutDirectory.isEmpty ? "." : layoutDirectory) + "/" + binary)
+        }
         for candidate in candidates {
             var isDirectory: Bool = false
             if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory {

@@ -68,7 +68,8 @@ public struct PlanOptions: Sendable {
     /// The geometry `plan` uses for a device: documented defaults, then the user's overrides.
     public func geometry(for device: LayoutDevice) -> DeviceGeometry {
         let key = device.target.description
-        let isEMMC = device.target.kind == .mmc
+        let isEMMC =
+            device.target.kind == .mmc
             && (device.target.index != 0 || device.lines.contains { $0.offset == .boot1 || $0.offset == .boot2 })
         var geometry = DeviceGeometry.defaults(for: device.target, eMMC: isEMMC, size: deviceSizes[key])
         if let erase = eraseSizes[key] { geometry.eraseSize = erase }
@@ -79,7 +80,9 @@ public struct PlanOptions: Sendable {
 
 /// Builds the plan with U-Boot's rules: `treat_partition_list()`, then `init_device()` per device.
 public enum PartitionPlanner {
-    public static func plan(_ lines: [LayoutLine], options: PlanOptions = .init()) -> Result<PartitionPlan, UBootLayoutError> {
+    public static func plan(_ lines: [LayoutLine], options: PlanOptions = .init()) -> Result<
+        PartitionPlan, UBootLayoutError
+    > {
         let devices: [LayoutDevice]
         switch UBootLayout.devices(lines) {
         case .success(let value): devices = value
@@ -106,13 +109,21 @@ public enum PartitionPlanner {
         var notes: [String] = []
         for plan in plans {
             if plan.target.kind == .mmc, !plan.fullUpdate {
-                notes.append("\(plan.target): partial update (a line is not P): U-Boot writes no GPT; each partition must match the one already on the device")
+                notes.append(
+                    "\(plan.target): partial update (a line is not P): U-Boot writes no GPT; each partition must match the one already on the device"
+                )
             }
             if plan.target.isMTD {
-                notes.append("\(plan.target): MTD partitions are never created; each one must match the board's device-tree partition of the same rank")
+                notes.append(
+                    "\(plan.target): MTD partitions are never created; each one must match the board's device-tree partition of the same rank"
+                )
             }
-            if plan.geometry.size == nil, plan.target.kind != .ram, let last = plan.partitions.last(where: { $0.gptNumber != nil }) {
-                notes.append("\(plan.target): size unknown, so '\(last.line.name)' runs to the device end (give --device-size \(plan.target)=SIZE)")
+            if plan.geometry.size == nil, plan.target.kind != .ram,
+                let last = plan.partitions.last(where: { $0.gptNumber != nil })
+            {
+                notes.append(
+                    "\(plan.target): size unknown, so '\(last.line.name)' runs to the device end (give --device-size \(plan.target)=SIZE)"
+                )
             }
         }
         let requested = plans.flatMap(\.partitions).filter { $0.line.isRequested }.map(\.line.id).sorted()

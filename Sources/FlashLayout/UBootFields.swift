@@ -76,7 +76,9 @@ enum UBootField {
         if field.starts(with: Array("Binary".utf8)) {
             if field.count == 6 { return .success(.binary(copies: 1)) }
             // `Binary(n)`: at least 8 bytes, '(' right after, ')' last; n read as decimal digits.
-            guard field.count >= 8, field[6] == UInt8(ascii: "("), field.last == UInt8(ascii: ")") else { return reject }
+            guard field.count >= 8, field[6] == UInt8(ascii: "("), field.last == UInt8(ascii: ")") else {
+                return reject
+            }
             let digits = UBootNumber.parse(Array(field[7...]), base: 10)
             return .success(.binary(copies: Int(truncatingIfNeeded: digits?.value ?? 0)))
         }

@@ -45,7 +45,8 @@ public enum UBootLayout {
             }
             if line.id == 0 || UInt64(line.id) > UBootField.lastUserPhase {
                 return .failure(
-                    UBootLayoutError("Layout: invalid phase = 0x\(hex(line.id)) for part \(line.name)", line: line.line))
+                    UBootLayoutError("Layout: invalid phase = 0x\(hex(line.id)) for part \(line.name)", line: line.line)
+                )
             }
             if let twin = lines[(position + 1)...].first(where: { $0.id == line.id }) {
                 return .failure(

@@ -89,7 +89,8 @@ public final class USBContext: @unchecked Sendable {
                     let name =
                         alt.interfaceStringIndex == 0 ? nil : try? await handle.string(index: alt.interfaceStringIndex)
                     alternates.append(
-                        DFUInterfaceAlternate(interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
+                        DFUInterfaceAlternate(
+                            interface: alt.interfaceNumber, alternate: alt.alternateSetting, name: name))
                 }
                 await handle.close()
                 listings.append(DFUDeviceListing(identity: handle.identity, alternates: alternates))
@@ -100,7 +101,8 @@ public final class USBContext: @unchecked Sendable {
                     DFUDeviceListing(
                         identity: device.identity,
                         alternates: dfuAlternates.map {
-                            DFUInterfaceAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
+                            DFUInterfaceAlternate(
+                                interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
                         }))
             }
         }

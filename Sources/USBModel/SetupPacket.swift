@@ -41,7 +41,8 @@ public struct SetupPacket: Sendable, Hashable, CustomStringConvertible {
             let s = String(v, radix: 16)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        return "\(hex(requestType, 2)) \(hex(request, 2)) wValue=\(hex(value, 4)) wIndex=\(hex(index, 4)) wLength=\(length)"
+        return
+            "\(hex(requestType, 2)) \(hex(request, 2)) wValue=\(hex(value, 4)) wIndex=\(hex(index, 4)) wLength=\(length)"
     }
 }
 

@@ -188,7 +188,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         disconnect(after: disconnectDelay)
         if ddrOnly {
             // The reconnection counts from the soft disconnect, so it never overtakes it.
-            enumerate(after: disconnectDelay + timing.tfaReconnect) { [unowned self] in TFAFirmware(board: self, ddrDone: true) }
+            enumerate(after: disconnectDelay + timing.tfaReconnect) { [unowned self] in
+                TFAFirmware(board: self, ddrDone: true)
+            }
             return
         }
         guard ssblLoaded else {

@@ -56,7 +56,8 @@ struct BenchmarkReport {
         if !pass { misses += 1 }
         let digits = unit == "×" ? 4 : 3
         lines.append(
-            "  \(pass ? "PASS" : "MISS") \(name): \(format(measured, digits: digits)) \(unit) (target ≤ \(format(limit)) \(unit))")
+            "  \(pass ? "PASS" : "MISS") \(name): \(format(measured, digits: digits)) \(unit) (target ≤ \(format(limit)) \(unit))"
+        )
     }
 
     mutating func section(_ title: String) { lines.append(title) }
@@ -85,7 +86,9 @@ struct BenchmarkReport {
 /// `check` of every file of the real-world corpus: reading, linting, U-Boot raw parse, planning.
 enum CheckBenchmark {
     static func run(corpus: String, report: inout BenchmarkReport) throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: corpus).filter { !$0.hasSuffix(".md") && !$0.hasPrefix(".") }.sorted()
+        let names = try FileManager.default.contentsOfDirectory(atPath: corpus).filter {
+            !$0.hasSuffix(".md") && !$0.hasPrefix(".")
+        }.sorted()
         guard !names.isEmpty else { throw CocoaError(.fileNoSuchFile) }
         let paths = names.map { corpus + "/" + $0 }
         let clock = SystemClock()
@@ -95,7 +98,8 @@ enum CheckBenchmark {
             let start = clock.now
             diagnostics = 0
             for path in paths {
-                diagnostics += LayoutChecker.check(path: path, options: LayoutCheckOptions(layoutOnly: true)).diagnostics.count
+                diagnostics +=
+                    LayoutChecker.check(path: path, options: LayoutCheckOptions(layoutOnly: true)).diagnostics.count
             }
             samples.append((clock.now - start).inSeconds * 1000)
         }
@@ -103,6 +107,7 @@ enum CheckBenchmark {
         report.section("check: \(paths.count) corpus files, \(diagnostics) diagnostics, 30 runs")
         report.figure("min", "\(report.format(samples[0])) ms")
         report.figure("median", "\(report.format(samples[samples.count / 2])) ms")
-        report.target("check of the whole corpus (median)", measured: samples[samples.count / 2], limit: 200, unit: "ms")
+        report.target(
+            "check of the whole corpus (median)", measured: samples[samples.count / 2], limit: 200, unit: "ms")
     }
 }

@@ -1,6 +1,6 @@
 import FlashEngine
-import FoundationEssentials
 import FlashLayout
+import FoundationEssentials
 import Timekeeping
 import VirtualBoard
 
@@ -40,13 +40,27 @@ enum FlashBenchmark {
         let cpu = after.cpuSeconds - before.cpuSeconds
         let board = metered.meter.seconds
         report.section("flash: \(rootfsMiB) MiB sparse rootfs, MP15 virtual board, BoardTiming.zero, SimulatedClock")
-        report.figure("sent", "\(report.format(gib)) GiB in \(summary.phases.count) phases, \(traced) board requests, \(violations) protocol violations")
+        report.figure(
+            "sent",
+            "\(report.format(gib)) GiB in \(summary.phases.count) phases, \(traced) board requests, \(violations) protocol violations"
+        )
         report.figure("wall", "\(report.format(elapsed)) s, \(report.format(gib * gibibyte / elapsed / 1e6)) MB/s")
-        report.figure("CPU, host and in-process board", "\(report.format(cpu)) s (user \(report.format(after.userSeconds - before.userSeconds)) s, sys \(report.format(after.systemSeconds - before.systemSeconds)) s) = \(report.format(cpu / gib)) s/GiB")
-        report.figure("metered run", "\(report.format(meteredCPU)) s CPU, of which \(report.format(board)) s inside the virtual bus and board (\(metered.meter.skippedCalls) calls not metered)")
-        report.figure("reading the rootfs alone (FileByteSource, 4 KiB blocks)", "\(report.format(readCPU / gib)) s/GiB")
-        report.target("host CPU per GiB flashed (metered run − board)", measured: (meteredCPU - board) / gib, limit: 1.5, unit: "s/GiB")
-        if violations > 0 || Int64(gib * gibibyte) < layout.rootfsBytes { report.fail("the flash itself was not clean") }
+        report.figure(
+            "CPU, host and in-process board",
+            "\(report.format(cpu)) s (user \(report.format(after.userSeconds - before.userSeconds)) s, sys \(report.format(after.systemSeconds - before.systemSeconds)) s) = \(report.format(cpu / gib)) s/GiB"
+        )
+        report.figure(
+            "metered run",
+            "\(report.format(meteredCPU)) s CPU, of which \(report.format(board)) s inside the virtual bus and board (\(metered.meter.skippedCalls) calls not metered)"
+        )
+        report.figure(
+            "reading the rootfs alone (FileByteSource, 4 KiB blocks)", "\(report.format(readCPU / gib)) s/GiB")
+        report.target(
+            "host CPU per GiB flashed (metered run − board)", measured: (meteredCPU - board) / gib, limit: 1.5,
+            unit: "s/GiB")
+        if violations > 0 || Int64(gib * gibibyte) < layout.rootfsBytes {
+            report.fail("the flash itself was not clean")
+        }
 
         try transfers(summary, report: &report)
     }
@@ -74,10 +88,15 @@ enum FlashBenchmark {
         let minimum = 2 * blocks + 5
         let mib = Double(rootfs.bytes) / mebibyte
         report.section("transfers: rootfs phase, \(rootfs.bytes) bytes = \(blocks) U-Boot blocks of 4096")
-        report.figure("control transfers", "\(rootfs.controlTransfers) (\(report.format(Double(rootfs.controlTransfers) / mib)) per MiB)")
+        report.figure(
+            "control transfers",
+            "\(rootfs.controlTransfers) (\(report.format(Double(rootfs.controlTransfers) / mib)) per MiB)")
         report.figure("minimum 2·blocks + 5", "\(minimum) (\(report.format(Double(minimum) / mib)) per MiB)")
-        report.figure("whole run", "\(summary.controlTransfers) control transfers (descriptors, GetPhase, DETACH included)")
-        report.target("control transfers per MiB / minimum", measured: Double(rootfs.controlTransfers) / Double(minimum), limit: 1.02, unit: "×")
+        report.figure(
+            "whole run", "\(summary.controlTransfers) control transfers (descriptors, GetPhase, DETACH included)")
+        report.target(
+            "control transfers per MiB / minimum", measured: Double(rootfs.controlTransfers) / Double(minimum),
+            limit: 1.02, unit: "×")
     }
 }
 
@@ -96,12 +115,19 @@ enum TimeBenchmark {
             let least = bound.phases.first { $0.phase == phase.phase }?.least ?? .zero
             report.figure(
                 "phase \(hexByte(phase.phase)) \(phase.name)",
-                "\(phase.bytes) bytes, \(report.format(phase.duration.inSeconds)) s (bound \(report.format(least.inSeconds)) s)")
+                "\(phase.bytes) bytes, \(report.format(phase.duration.inSeconds)) s (bound \(report.format(least.inSeconds)) s)"
+            )
         }
         for (name, value) in bound.breakdown { report.figure("bound: \(name)", "\(report.format(value.inSeconds)) s") }
-        report.figure("flash duration", "\(report.format(summary.duration.inSeconds)) s; lower bound \(report.format(bound.total.inSeconds)) s")
-        report.target("duration / timing-model lower bound", measured: summary.duration.inSeconds / bound.total.inSeconds, limit: 1.02, unit: "×")
-        if !flash.board.protocolViolations.isEmpty { report.fail("protocol violations: \(flash.board.protocolViolations)") }
+        report.figure(
+            "flash duration",
+            "\(report.format(summary.duration.inSeconds)) s; lower bound \(report.format(bound.total.inSeconds)) s")
+        report.target(
+            "duration / timing-model lower bound", measured: summary.duration.inSeconds / bound.total.inSeconds,
+            limit: 1.02, unit: "×")
+        if !flash.board.protocolViolations.isEmpty {
+            report.fail("protocol violations: \(flash.board.protocolViolations)")
+        }
     }
 }
 
@@ -116,7 +142,8 @@ enum RSSBenchmark {
         report.section("rss: \(rootfsMiB) MiB sparse rootfs flashed in a child process, BoardTiming.zero")
         report.flush()
         let withTrace = try child(trace: true)
-        report.figure("peak RSS with the board's request trace on", "\(report.format(Double(withTrace.peakKiB) / 1024)) MiB")
+        report.figure(
+            "peak RSS with the board's request trace on", "\(report.format(Double(withTrace.peakKiB) / 1024)) MiB")
         let measured = try child(trace: false)
         report.figure("child CPU", "\(report.format(measured.usage.cpuSeconds)) s")
         report.target("peak RSS (board trace off)", measured: Double(measured.peakKiB) / 1024, limit: 40, unit: "MiB")
@@ -148,7 +175,9 @@ enum RSSBenchmark {
         let sent = summary.phases.reduce(0) { $0 + $1.bytes }
         let trace = flash.board.trace
         let traceMiB = (trace.capacity * MemoryLayout<BoardTraceEntry>.stride) >> 20
-        print("  child (trace \(recordsTrace ? "on" : "off")): sent \(sent) bytes; VmRSS \(baseline / 1024) MiB before the flash, \(ProcessUsage.residentKiB() / 1024) MiB after, peak \(peak / 1024) MiB; trace \(trace.count) entries, \(traceMiB) MiB of array")
+        print(
+            "  child (trace \(recordsTrace ? "on" : "off")): sent \(sent) bytes; VmRSS \(baseline / 1024) MiB before the flash, \(ProcessUsage.residentKiB() / 1024) MiB after, peak \(peak / 1024) MiB; trace \(trace.count) entries, \(traceMiB) MiB of array"
+        )
         flash.removeStorage()
         try BenchLayout.write(Array(String(peak).utf8), to: result)
     }
@@ -185,7 +214,9 @@ struct TimingLowerBound {
     var total: Duration { breakdown.reduce(.zero) { $0 + $1.1 } }
 
     init(plan: PartitionPlan, board: BoardConfiguration) throws {
-        guard board.soc == .mp15, board.tfaVariant == .upstream else { throw BenchError("bound written for MP15 upstream TF-A") }
+        guard board.soc == .mp15, board.tfaVariant == .upstream else {
+            throw BenchError("bound written for MP15 upstream TF-A")
+        }
         let timing = board.timing
         let overhead = timing.controlOverhead
         func transfer(_ bytes: Int64, _ rate: Int64) -> Duration {
@@ -208,18 +239,29 @@ struct TimingLowerBound {
         let tfa = timing.tfaBytesPerSecond
         let uboot = timing.ubootBytesPerSecond
         let romChunk = Int64(board.romTransferSize) / 64 * 64
-        phases.append(Phase(phase: 0x01, least:
-            status(rom) + blocks(fsbl, of: romChunk) { max(request($0, rom), timing.romBlockStore) + status(rom) }
-            + overhead + max(status(rom), poll) + status(tfa)))
-        phases.append(Phase(phase: 0x03, least:
-            status(tfa) + blocks(fip, of: 1024) { request($0, tfa) + max(status(tfa), poll) }
-            + overhead + max(status(tfa), poll) + status(tfa)))
+        phases.append(
+            Phase(
+                phase: 0x01,
+                least:
+                    status(rom)
+                    + blocks(fsbl, of: romChunk) { max(request($0, rom), timing.romBlockStore) + status(rom) }
+                    + overhead + max(status(rom), poll) + status(tfa)))
+        phases.append(
+            Phase(
+                phase: 0x03,
+                least:
+                    status(tfa) + blocks(fip, of: 1024) { request($0, tfa) + max(status(tfa), poll) }
+                    + overhead + max(status(tfa), poll) + status(tfa)))
         var storage: Duration = .zero
         func ubootPhase(_ id: UInt8, _ bytes: Int64, storing: Bool) -> Phase {
-            var least = status(uboot) + blocks(bytes, of: 4096) { request($0, uboot) + status(uboot) } + overhead + status(uboot) * 2
+            var least =
+                status(uboot) + blocks(bytes, of: 4096) { request($0, uboot) + status(uboot) } + overhead + status(
+                    uboot) * 2
             if storing {
                 // Drains of `ubootBufferSize`, each charged at the storage rate.
-                let drains = blocks(bytes, of: Int64(board.ubootBufferSize)) { transfer($0, timing.storageBytesPerSecond) }
+                let drains = blocks(bytes, of: Int64(board.ubootBufferSize)) {
+                    transfer($0, timing.storageBytesPerSecond)
+                }
                 storage += drains
                 least += drains
             }
@@ -233,9 +275,12 @@ struct TimingLowerBound {
 
         let sessions = 3  // ROM (TF-A in the same session on MP15), U-Boot enumerations 1 and 2
         let getPhases = overhead * (phases.count + sessions)
-        let erased = plan.devices.flatMap(\.partitions).filter(\.line.isDelete).reduce(Int64(0)) { $0 + Int64($1.size ?? 0) }
+        let erased = plan.devices.flatMap(\.partitions).filter(\.line.isDelete).reduce(Int64(0)) {
+            $0 + Int64($1.size ?? 0)
+        }
         let gpts = plan.devices.filter(\.writesGPT).count
-        let transitions = timing.tfaToUBoot + timing.detachToDisconnect + timing.ubootReenumeration
+        let transitions =
+            timing.tfaToUBoot + timing.detachToDisconnect + timing.ubootReenumeration
             + transfer(erased, timing.eraseBytesPerSecond) + timing.gptWrite * gpts
         let phaseTotal = phases.reduce(Duration.zero) { $0 + $1.least }
         breakdown = [

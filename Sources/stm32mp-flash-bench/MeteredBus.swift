@@ -15,7 +15,9 @@ final class MeteredBus: USBBus {
 
     var clock: any FlashClock { inner.clock }
     func startWatching() async throws { try await inner.startWatching() }
-    func nextEvent(until deadline: Duration) async throws -> HotplugEvent? { try await inner.nextEvent(until: deadline) }
+    func nextEvent(until deadline: Duration) async throws -> HotplugEvent? {
+        try await inner.nextEvent(until: deadline)
+    }
     func dfuDevices() async throws -> [USBDeviceIdentity] { try await inner.dfuDevices() }
     func open(port: PortPath) async throws -> any USBControlTransport {
         MeteredTransport(inner: try await inner.open(port: port), meter: meter)
@@ -60,11 +62,15 @@ final class MeteredTransport: USBControlTransport {
     }
 
     var identity: USBDeviceIdentity { inner.identity }
-    func deviceDescriptor() async throws -> DeviceDescriptor { try await meter.measure { try await inner.deviceDescriptor() } }
+    func deviceDescriptor() async throws -> DeviceDescriptor {
+        try await meter.measure { try await inner.deviceDescriptor() }
+    }
     func configurationDescriptor() async throws -> ConfigurationDescriptor {
         try await meter.measure { try await inner.configurationDescriptor() }
     }
-    func string(index: UInt8) async throws -> String { try await meter.measure { try await inner.string(index: index) } }
+    func string(index: UInt8) async throws -> String {
+        try await meter.measure { try await inner.string(index: index) }
+    }
     func setAlternate(interface: UInt8, alternate: UInt8) async throws {
         try await meter.measure { try await inner.setAlternate(interface: interface, alternate: alternate) }
     }

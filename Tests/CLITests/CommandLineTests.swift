@@ -10,7 +10,7 @@ struct CommandLineTests {
 
     init() throws {
         tool = try BuiltProducts.tool("stm32mp-flash")
-        examples = CLIExamples.directory
+        examples = try CLIExamples.directory()
     }
 
     func json(_ text: String) throws -> Any { try JSONSerialization.jsonObject(with: Data(text.utf8)) }
@@ -30,7 +30,9 @@ struct CommandLineTests {
 
     @Test("check --json has the documented shape")
     func checkJSON() throws {
-        let result = try tool.run(["check", "--json", "--layout-only", "\(examples)/mp15-sdcard.tsv", "/nonexistent.tsv"])
+        let result = try tool.run([
+            "check", "--json", "--layout-only", "\(examples)/mp15-sdcard.tsv", "/nonexistent.tsv",
+        ])
         #expect(result.status == 1)
         let root = try #require(try json(result.standardOutput) as? [String: Any])
         let files = try #require(root["files"] as? [[String: Any]])
@@ -66,7 +68,8 @@ struct CommandLineTests {
 
         let unknown = try tool.run(["plan", "--json", "\(examples)/mp15-emmc.tsv"])
         let root2 = try #require(try json(unknown.standardOutput) as? [String: Any])
-        let lastUnknown = try #require(((root2["devices"] as? [[String: Any]])?.first?["partitions"] as? [[String: Any]])?.last)
+        let lastUnknown = try #require(
+            ((root2["devices"] as? [[String: Any]])?.first?["partitions"] as? [[String: Any]])?.last)
         #expect(lastUnknown["size"] is NSNull)
     }
 
@@ -74,10 +77,13 @@ struct CommandLineTests {
     func flashJSON() throws {
         let storage = try TemporaryDirectory()
         let result = try tool.run([
-            "flash", "\(examples)/mp13-sdcard.tsv", "--simulate", "--json", "--sim-dir", storage.path, "--device-size", "mmc0=64MiB",
+            "flash", "\(examples)/mp13-sdcard.tsv", "--simulate", "--json", "--sim-dir", storage.path, "--device-size",
+            "mmc0=64MiB",
         ])
         #expect(result.status == 0, "\(result.standardError)")
-        let events = try result.standardOutput.split(separator: "\n").map { try #require(try json(String($0)) as? [String: Any]) }
+        let events = try result.standardOutput.split(separator: "\n").map {
+            try #require(try json(String($0)) as? [String: Any])
+        }
         #expect(events.allSatisfy { $0["event"] is String })
         let names = events.compactMap { $0["event"] as? String }
         #expect(names.first == "start")
@@ -93,7 +99,8 @@ struct CommandLineTests {
     func flashFailure() throws {
         let storage = try TemporaryDirectory()
         let result = try tool.run([
-            "flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--json", "--sim-dir", storage.path, "--sim-scenario", "fip-header-bad",
+            "flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--json", "--sim-dir", storage.path, "--sim-scenario",
+            "fip-header-bad",
         ])
         #expect(result.status == 1)
         let lines = result.standardOutput.split(separator: "\n")
@@ -109,7 +116,10 @@ struct CommandLineTests {
     @Test("a text-mode failure prints the board's message verbatim and the diagnosis, exit 1")
     func flashFailureText() throws {
         let storage = try TemporaryDirectory()
-        let result = try tool.run(["flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--sim-dir", storage.path, "--sim-scenario", "layout-rejected"])
+        let result = try tool.run([
+            "flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--sim-dir", storage.path, "--sim-scenario",
+            "layout-rejected",
+        ])
         #expect(result.status == 1)
         #expect(result.standardOutput.contains("the board reported: Layout line 2: type parsing error : 'FIP'"))
         #expect(result.standardOutput.contains("layout-rejected:"))
@@ -117,13 +127,17 @@ struct CommandLineTests {
     }
 }
 
-/// The example set, generated once per test process with the built tool.
+/// The example set, generated once per test process with the built tool; the folder lives as long
+/// as the process.
 enum CLIExamples {
-    static let directory: String = {
-        let folder = try! TemporaryDirectory(prefix: "stm32mp-cli-examples")
-        keep.append(folder)
-        _ = try? BuiltProducts.tool("stm32mp-flash").run(["make-examples", "--out", folder.path])
-        return folder.path
-    }()
-    nonisolated(unsafe) static var keep: [TemporaryDirectory] = []
+    struct GenerationFailed: Error { var output: String }
+
+    static let folder: Result<TemporaryDirectory, any Error> = Result {
+        let folder = try TemporaryDirectory(prefix: "stm32mp-cli-examples")
+        let result = try BuiltProducts.tool("stm32mp-flash").run(["make-examples", "--out", folder.path])
+        guard result.status == 0 else { throw GenerationFailed(output: result.standardError) }
+        return folder
+    }
+
+    static func directory() throws -> String { try folder.get().path }
 }

@@ -8,7 +8,8 @@ import VirtualBoard
 
 @Suite("flash the example layouts on the virtual board")
 struct EndToEndTests {
-    @Test("every P partition byte-identical at its planned offset; GPT as planned; no protocol violation",
+    @Test(
+        "every P partition byte-identical at its planned offset; GPT as planned; no protocol violation",
         arguments: ["mp15-sdcard", "mp15-emmc", "mp13-sdcard", "mp25-sdcard"])
     func flash(layout: String) async throws {
         let rig = try SimulatedFlash(layout: layout)
@@ -19,12 +20,16 @@ struct EndToEndTests {
         // The board's own plan (its real geometry) decides offsets; compare each file there.
         for device in rig.plan.devices {
             let storage = try #require(rig.board.storage.device(named: device.target.description))
-            let geometry = DeviceGeometry(size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
-            let boardPlan = try DevicePlanner.plan(LayoutDevice(target: device.target, lines: device.partitions.map(\.line)), geometry: geometry).get()
+            let geometry = DeviceGeometry(
+                size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
+            let boardPlan = try DevicePlanner.plan(
+                LayoutDevice(target: device.target, lines: device.partitions.map(\.line)), geometry: geometry
+            ).get()
             for partition in boardPlan.partitions where partition.line.isRequested {
                 let file = try #require(rig.plan.files[partition.line.id])
                 let expected = Array(try Data(contentsOf: URL(fileURLWithPath: file.path)))
-                let written = try readBytes(rig.image(device, partition), offset: partition.offset, length: expected.count)
+                let written = try readBytes(
+                    rig.image(device, partition), offset: partition.offset, length: expected.count)
                 #expect(written == expected, "\(partition.line.name) differs on \(device.target)")
             }
             if boardPlan.writesGPT {

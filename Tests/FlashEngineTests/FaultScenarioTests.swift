@@ -2,8 +2,8 @@ import Diagnostics
 import FlashEngine
 import FlashLayout
 import Testing
-import USBModel
 import Timekeeping
+import USBModel
 import VirtualBoard
 
 /// What each virtual-board fault must end in: a diagnosis code, or success where the host is
@@ -42,7 +42,8 @@ struct FaultScenarioTests {
             #expect(expected == nil, "succeeded, but \(scenarioName) must end in \(expected ?? "")")
             #expect(summary.partitions == rig.plan.requestOrder)
         } catch {
-            let diagnosis = Diagnoser.diagnose(Evidence(failure: error, kernelLog: rig.board.kernelLog, consoleLog: rig.board.consoleLog))
+            let diagnosis = Diagnoser.diagnose(
+                Evidence(failure: error, kernelLog: rig.board.kernelLog, consoleLog: rig.board.consoleLog))
             #expect(diagnosis.code.rawValue == expected, "\(scenarioName): \(error) → \(diagnosis.code.rawValue)")
             #expect(!rig.events.all.contains(.end), "END must not be reported on a failed run")
         }
@@ -61,7 +62,10 @@ struct FaultScenarioTests {
     func otherPortReported() async throws {
         let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPortNewSerial)
         await #expect(throws: FlashFailure.self) { try await rig.run() }
-        #expect(rig.events.all.contains { if case .otherPort(let device) = $0 { return device.port.description == "1-3" }; return false })
+        #expect(
+            rig.events.all.contains {
+                if case .otherPort(let device) = $0 { return device.port.description == "1-3" }; return false
+            })
     }
 }
 
@@ -71,7 +75,9 @@ struct HostObservableFailureTests {
     func noBoard() async throws {
         let rig = try SimulatedFlash(layout: "mp15-sdcard")
         let emptyBus = VirtualUSBBus(clock: SimulatedClock())
-        let flasher = Flasher(bus: emptyBus, request: FlashRequest(plan: rig.plan, timeouts: TransitionTimeouts(boardArrival: .seconds(10))))
+        let flasher = Flasher(
+            bus: emptyBus,
+            request: FlashRequest(plan: rig.plan, timeouts: TransitionTimeouts(boardArrival: .seconds(10))))
         do {
             _ = try await flasher.run()
             Issue.record("flashing without a board succeeded")

@@ -26,11 +26,17 @@ struct FlashStateMachineTests {
         return try PartitionPlanner.plan(lines).get()
     }
 
-    func reply(_ phase: UInt8, address: UInt32 = 0xFFFF_FFFF, detach: Bool = false, message: String? = nil) -> GetPhaseReply {
+    func reply(_ phase: UInt8, address: UInt32 = 0xFFFF_FFFF, detach: Bool = false, message: String? = nil)
+        -> GetPhaseReply
+    {
         var bytes: [UInt8] = [phase] + withUnsafeBytes(of: address.littleEndian, Array.init) + [0, 0, 0, 0]
         if phase == 0 { bytes.append(detach ? 1 : 0) }
         if let message { bytes += Array(message.utf8) }
-        return try! GetPhaseReply(bytes: bytes)
+        do {
+            return try GetPhaseReply(bytes: bytes)
+        } catch {
+            preconditionFailure("test reply \(bytes) does not decode: \(error)")
+        }
     }
 
     let rom = BoardSnapshot(stage: .rom, phases: [0x01, 0xF1])
@@ -49,15 +55,19 @@ struct FlashStateMachineTests {
         #expect(m.boardOpened(tfa) == .readPhase)
         #expect(m.phaseRead(reply(0x02, address: 0x0E00_0000)) == .send(phase: 0x02, deviceMayLeave: false))
         #expect(m.phaseSent() == .readPhase)
-        #expect(m.phaseRead(reply(0x00, detach: true)) == .detachAndAwait(expecting: .tfa, timeout: timeouts.tfaReconnect))
+        #expect(
+            m.phaseRead(reply(0x00, detach: true)) == .detachAndAwait(expecting: .tfa, timeout: timeouts.tfaReconnect))
         #expect(m.boardOpened(tfa) == .readPhase)
         #expect(m.phaseRead(reply(0x03, address: 0x8700_0000)) == .send(phase: 0x03, deviceMayLeave: false))
         #expect(m.phaseSent() == .readPhase)
-        #expect(m.phaseRead(reply(0x00, detach: true)) == .detachAndAwait(expecting: .uboot, timeout: timeouts.tfaToUBoot))
+        #expect(
+            m.phaseRead(reply(0x00, detach: true)) == .detachAndAwait(expecting: .uboot, timeout: timeouts.tfaToUBoot))
         #expect(m.boardOpened(uboot1) == .readPhase)
         #expect(m.phaseRead(reply(0x00, address: 0xC200_0000)) == .send(phase: 0x00, deviceMayLeave: false))
         #expect(m.phaseSent() == .readPhase)
-        #expect(m.phaseRead(reply(0x00, address: 0xC200_0000, detach: true)) == .detachAndAwait(expecting: .uboot, timeout: timeouts.ubootReenumeration))
+        #expect(
+            m.phaseRead(reply(0x00, address: 0xC200_0000, detach: true))
+                == .detachAndAwait(expecting: .uboot, timeout: timeouts.ubootReenumeration))
         #expect(m.boardOpened(uboot2) == .readPhase)
         for id: UInt8 in [0x04, 0x10] {
             #expect(m.phaseRead(reply(id)) == .send(phase: id, deviceMayLeave: false))
@@ -77,7 +87,9 @@ struct FlashStateMachineTests {
         #expect(m.phaseRead(reply(0x03, address: 0xC700_0000)) == .send(phase: 0x03, deviceMayLeave: false))
         #expect(m.stage == .tfa)
         _ = m.phaseSent()
-        #expect(m.phaseRead(reply(0x00, detach: true)) == .detachAndAwait(expecting: .uboot, timeout: TransitionTimeouts().tfaToUBoot))
+        #expect(
+            m.phaseRead(reply(0x00, detach: true))
+                == .detachAndAwait(expecting: .uboot, timeout: TransitionTimeouts().tfaToUBoot))
     }
 
     @Test("ST TF-A v2.4 asks for the layout first: sent, then the FIP")
@@ -92,12 +104,17 @@ struct FlashStateMachineTests {
         #expect(m.phaseRead(reply(0x03, address: 0xC700_0000)) == .send(phase: 0x03, deviceMayLeave: false))
     }
 
-    @Test("failures", arguments: [
-        ("0xFF carries the board's message", [UInt8(0xFF)], FlashFailure.Reason.boardReportedError("Layout line 3: invalid offset 'x'")),
-        ("a phase the layout has no file for", [0x20], .phaseWithoutFile(0x20)),
-        ("a phase without an alternate", [0x03], .missingAlternate(0x03)),
-        ("the same phase asked again", [0x04, 0x04], .phaseRepeated(0x04)),
-    ])
+    @Test(
+        "failures",
+        arguments: [
+            (
+                "0xFF carries the board's message", [UInt8(0xFF)],
+                FlashFailure.Reason.boardReportedError("Layout line 3: invalid offset 'x'")
+            ),
+            ("a phase the layout has no file for", [0x20], .phaseWithoutFile(0x20)),
+            ("a phase without an alternate", [0x03], .missingAlternate(0x03)),
+            ("the same phase asked again", [0x04, 0x04], .phaseRepeated(0x04)),
+        ])
     func failures(_ name: String, phases: [UInt8], expected: FlashFailure.Reason) throws {
         var m = FlashStateMachine(plan: try Self.plan())
         _ = m.boardOpened(BoardSnapshot(stage: .uboot, phases: [0x04, 0x10, 0xF1]))

@@ -19,21 +19,23 @@ final class SimulatedFlash: @unchecked Sendable {
     var board: VirtualBoard { bench.board }
     var bus: VirtualUSBBus { bench.bus }
 
-    /// Shared example binaries: generating them (mke2fs) once per process keeps tests fast.
-    static let examples: String = {
-        let directory = try! TemporaryDirectory(prefix: "stm32mp-examples")
-        _ = try! ExampleSetGenerator(outputDirectory: directory.path).generate()
-        leaked.append(directory)
-        return directory.path
-    }()
-    nonisolated(unsafe) static var leaked: [TemporaryDirectory] = []
+    /// Shared example binaries: generating them (mke2fs) once per process keeps tests fast. The
+    /// folder lives as long as the process.
+    static let exampleSet: Result<TemporaryDirectory, any Error> = Result {
+        let directory = try TemporaryDirectory(prefix: "stm32mp-examples")
+        _ = try ExampleSetGenerator(outputDirectory: directory.path).generate()
+        return directory
+    }
 
-    init(layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
-         configure: (inout BoardConfiguration) -> Void = { _ in }) throws {
-        layoutPath = Self.examples + "/\(name).tsv"
+    init(
+        layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
+        configure: (inout BoardConfiguration) -> Void = { _ in }
+    ) throws {
+        let examples = try Self.exampleSet.get().path
+        layoutPath = examples + "/\(name).tsv"
         let check = LayoutChecker.check(path: layoutPath)
         precondition(!check.hasErrors, "\(check.diagnostics)")
-        plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: Self.examples)).get()
+        plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: examples)).get()
         let soc: VirtualSoC = name.hasPrefix("mp13") ? .mp13 : name.hasPrefix("mp25") ? .mp25 : .mp15
         bench = try VirtualBoardBench { configuration in
             configuration.soc = soc

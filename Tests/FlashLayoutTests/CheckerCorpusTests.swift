@@ -31,7 +31,8 @@ struct CheckerCorpusTests {
         case .failure(let error):
             #expect(result.hasErrors)
             // U-Boot's own first message appears inside one of our errors.
-            #expect(result.diagnostics.contains { $0.severity == .error && $0.message.contains(error.message) },
+            #expect(
+                result.diagnostics.contains { $0.severity == .error && $0.message.contains(error.message) },
                 "U-Boot says \(error.message)")
         }
     }
@@ -41,7 +42,8 @@ struct CheckerCorpusTests {
         for file in ["kubataba-learning-mp135f_flash.tsv", "sativa_emmc-4gb_final.tsv", "sativa_emmc-4gb_v1.tsv"] {
             let expected = try #require(Corpus.expectations[file])
             #expect(expected.error != nil, "SOURCES.md records a raw U-Boot failure for \(file)")
-            let result = LayoutChecker.check(bytes: try Corpus.bytes(file), path: file, options: .init(layoutOnly: true))
+            let result = LayoutChecker.check(
+                bytes: try Corpus.bytes(file), path: file, options: .init(layoutOnly: true))
             #expect(!result.hasErrors)
             let warning = result.diagnostics.first { $0.code == "raw-parse-differs" }
             #expect(warning?.message.contains(expected.error ?? "?") == true)

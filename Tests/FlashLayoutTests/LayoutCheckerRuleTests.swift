@@ -23,47 +23,135 @@ let fsblLine = "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\ttf-a.stm32\n"
 let goodRow = "P\t0x04\tfsbl1\tBinary\tmmc0\t0x00004400\tfsbl.stm32\n"
 
 let ruleCases: [RuleCase] = [
-    RuleCase(code: .invalidOption, severity: .error, text: fsblLine + "X\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 1, says: "Layout line 2: invalid option 'X' in X)"),
-    RuleCase(code: .invalidOption, severity: .error, text: fsblLine + "PE \t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 1, says: "the field contains a space"),
-    RuleCase(code: .invalidOption, severity: .error, text: " #Opt\tId\n" + fsblLine, line: 1, column: 1, says: "a comment must start with '#'"),
-    RuleCase(code: .missingSelect, severity: .error, text: fsblLine + "E\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 1, says: "Layout line 2: missing 'P' in option E"),
-    RuleCase(code: .invalidID, severity: .error, text: fsblLine + "P\t0xF1\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 3, says: "Layout line 2: invalid phase value = 0xF1"),
-    RuleCase(code: .invalidID, severity: .error, text: fsblLine + "P\t09\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 3, says: "invalid phase value = 09"),
-    RuleCase(code: .nameTooLong, severity: .error, text: fsblLine + "P\t0x04\tabcdefghijklmnopq\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 8, says: "partition name too long [17]: abcdefghijklmnopq"),
-    RuleCase(code: .invalidType, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tbinary\tmmc0\t0x4400\tf\n", line: 2, column: 14, says: "should be spelled 'Binary'"),
-    RuleCase(code: .invalidType, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary(2\tmmc0\t0x4400\tf\n", line: 2, column: 14, says: "type parsing error : 'Binary(2'"),
-    RuleCase(code: .invalidIP, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tsdmmc1\t0x4400\tf\n", line: 2, column: 21, says: "mmc0 is usually the SD card"),
-    RuleCase(code: .invalidIP, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc10\t0x4400\tf\n", line: 2, column: 21, says: "ip parsing error: 'mmc10'"),
-    RuleCase(code: .invalidOffset, severity: .error, text: fsblLine + "-\t0x04\tfsbl1\tBinary\tmmc0\tnone\tf\n", line: 2, column: 26, says: "offset 'none' is not accepted"),
-    RuleCase(code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\tboot3\tf\n", line: 2, column: 26, says: "invalid part 'boot3'"),
-    RuleCase(code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400 \tf\n", line: 2, column: 26, says: "invalid offset '0x4400 '"),
-    RuleCase(code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tnor0\tboot1\tf\n", line: 2, column: 26, says: "hw partition not expected"),
-    RuleCase(code: .missingColumns, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\n", line: 2, column: 21, says: "no enought column"),
-    RuleCase(code: .selectedNone, severity: .error, text: "P\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\n", line: 1, column: 1, says: "Layout: selected none phase = 0x1 for part fsbl-boot"),
-    RuleCase(code: .invalidPhase, severity: .error, text: fsblLine + "P\t0x00\tx\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 3, says: "Layout: invalid phase = 0x0 for part x"),
-    RuleCase(code: .duplicateID, severity: .error, text: fsblLine + goodRow + "P\t0x04\tfsbl2\tBinary\tmmc0\t0x44400\tf\n", line: 3, column: 3, says: "Layout: duplicated phase 0x4 for part fsbl1 and fsbl2"),
-    RuleCase(code: .tooManyDevices, severity: .error, text: fsblLine + (0..<6).map { "P\t0x1\($0)\tp\($0)\tBinary\t\(["mmc0", "mmc1", "mmc2", "nor0", "nand0", "spi-nand0"][$0])\t0x80000\tf\n" }.joined(), line: 7, column: 18, says: "Layout: too many device"),
-    RuleCase(code: .noPartition, severity: .error, text: "#Opt\tId\n\n", line: 0, column: 0, says: "Layout: no partition found"),
-    RuleCase(code: .typeTooNew, severity: .warning, text: fsblLine + "P\t0x06\tmetadata1\tFWU_MDATA\tmmc0\t0x84400\tf\n", line: 2, column: 18, says: "FWU_MDATA (line 2) needs v2022.10"),
-    RuleCase(code: .typeTooNew, severity: .error, text: fsblLine + "P\t0x06\tfip-a\tFIP\tmmc0\t0x84400\tf\n", line: 2, column: 14, says: "U-Boot v2020.10 rejects", options: LayoutCheckOptions(ubootVersion: UBootVersion("v2020.10"), layoutOnly: true)),
-    RuleCase(code: .unexpandedTemplate, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\t${DEPLOY}/fsbl.stm32\n", line: 2, column: 33, says: "unexpanded template variable"),
-    RuleCase(code: .trailingTab, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\t\n", line: 2, column: 34, says: "merge the next line"),
-    RuleCase(code: .tabRun, severity: .warning, text: "-\t0x01\tfsbl-boot\t\tBinary\tnone\t0x0\tf\n", line: 1, column: 0, says: "run of TABs"),
-    RuleCase(code: .crlf, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\r\n", line: 1, column: 0, says: "CRLF"),
-    RuleCase(code: .noFinalNewline, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf", line: 1, column: 0, says: "no newline at the end"),
-    RuleCase(code: .rawParseDiffers, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\t\n" + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x44400\tf\n", line: 3, column: 0, says: "Layout line 3: invalid option '0' in 0x05)"),
-    RuleCase(code: .extraColumns, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\tnone\n", line: 1, column: 36, says: "8 columns"),
-    RuleCase(code: .octalID, severity: .warning, text: fsblLine + "P\t010\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 3, says: "octal (8 = 0x08)"),
-    RuleCase(code: .decimalID, severity: .warning, text: fsblLine + "P\t16\tbootfs\tSystem\tmmc0\t0x4400\tf\n", line: 2, column: 3, says: "decimal for U-Boot (0x10)"),
-    RuleCase(code: .spaceInField, severity: .warning, text: fsblLine + "P\t0x04\tmy fsbl\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 8, says: "contains a space"),
-    RuleCase(code: .selectedWithoutFile, severity: .warning, text: fsblLine + "P\t0x10\tbootfs\tSystem\tmmc0\t0x4400\tnone\n", line: 2, column: 34, says: "use PE to create it empty"),
-    RuleCase(code: .bootStageWithoutFile, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tnone\n", line: 1, column: 34, says: "boot stage 0x01"),
+    RuleCase(
+        code: .invalidOption, severity: .error, text: fsblLine + "X\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 1, says: "Layout line 2: invalid option 'X' in X)"),
+    RuleCase(
+        code: .invalidOption, severity: .error, text: fsblLine + "PE \t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 1, says: "the field contains a space"),
+    RuleCase(
+        code: .invalidOption, severity: .error, text: " #Opt\tId\n" + fsblLine, line: 1, column: 1,
+        says: "a comment must start with '#'"),
+    RuleCase(
+        code: .missingSelect, severity: .error, text: fsblLine + "E\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 1, says: "Layout line 2: missing 'P' in option E"),
+    RuleCase(
+        code: .invalidID, severity: .error, text: fsblLine + "P\t0xF1\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 3, says: "Layout line 2: invalid phase value = 0xF1"),
+    RuleCase(
+        code: .invalidID, severity: .error, text: fsblLine + "P\t09\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 3, says: "invalid phase value = 09"),
+    RuleCase(
+        code: .nameTooLong, severity: .error, text: fsblLine + "P\t0x04\tabcdefghijklmnopq\tBinary\tmmc0\t0x4400\tf\n",
+        line: 2, column: 8, says: "partition name too long [17]: abcdefghijklmnopq"),
+    RuleCase(
+        code: .invalidType, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tbinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 14, says: "should be spelled 'Binary'"),
+    RuleCase(
+        code: .invalidType, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary(2\tmmc0\t0x4400\tf\n", line: 2,
+        column: 14, says: "type parsing error : 'Binary(2'"),
+    RuleCase(
+        code: .invalidIP, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tsdmmc1\t0x4400\tf\n", line: 2,
+        column: 21, says: "mmc0 is usually the SD card"),
+    RuleCase(
+        code: .invalidIP, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc10\t0x4400\tf\n", line: 2,
+        column: 21, says: "ip parsing error: 'mmc10'"),
+    RuleCase(
+        code: .invalidOffset, severity: .error, text: fsblLine + "-\t0x04\tfsbl1\tBinary\tmmc0\tnone\tf\n", line: 2,
+        column: 26, says: "offset 'none' is not accepted"),
+    RuleCase(
+        code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\tboot3\tf\n", line: 2,
+        column: 26, says: "invalid part 'boot3'"),
+    RuleCase(
+        code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400 \tf\n", line: 2,
+        column: 26, says: "invalid offset '0x4400 '"),
+    RuleCase(
+        code: .invalidOffset, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tnor0\tboot1\tf\n", line: 2,
+        column: 26, says: "hw partition not expected"),
+    RuleCase(
+        code: .missingColumns, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\n", line: 2, column: 21,
+        says: "no enought column"),
+    RuleCase(
+        code: .selectedNone, severity: .error, text: "P\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\n", line: 1, column: 1,
+        says: "Layout: selected none phase = 0x1 for part fsbl-boot"),
+    RuleCase(
+        code: .invalidPhase, severity: .error, text: fsblLine + "P\t0x00\tx\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 3, says: "Layout: invalid phase = 0x0 for part x"),
+    RuleCase(
+        code: .duplicateID, severity: .error, text: fsblLine + goodRow + "P\t0x04\tfsbl2\tBinary\tmmc0\t0x44400\tf\n",
+        line: 3, column: 3, says: "Layout: duplicated phase 0x4 for part fsbl1 and fsbl2"),
+    RuleCase(
+        code: .tooManyDevices, severity: .error,
+        text: fsblLine
+            + (0..<6).map {
+                "P\t0x1\($0)\tp\($0)\tBinary\t\(["mmc0", "mmc1", "mmc2", "nor0", "nand0", "spi-nand0"][$0])\t0x80000\tf\n"
+            }.joined(), line: 7, column: 18, says: "Layout: too many device"),
+    RuleCase(
+        code: .noPartition, severity: .error, text: "#Opt\tId\n\n", line: 0, column: 0,
+        says: "Layout: no partition found"),
+    RuleCase(
+        code: .typeTooNew, severity: .warning, text: fsblLine + "P\t0x06\tmetadata1\tFWU_MDATA\tmmc0\t0x84400\tf\n",
+        line: 2, column: 18, says: "FWU_MDATA (line 2) needs v2022.10"),
+    RuleCase(
+        code: .typeTooNew, severity: .error, text: fsblLine + "P\t0x06\tfip-a\tFIP\tmmc0\t0x84400\tf\n", line: 2,
+        column: 14, says: "U-Boot v2020.10 rejects",
+        options: LayoutCheckOptions(ubootVersion: UBootVersion("v2020.10"), layoutOnly: true)),
+    RuleCase(
+        code: .unexpandedTemplate, severity: .error,
+        text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\t${DEPLOY}/fsbl.stm32\n", line: 2, column: 33,
+        says: "unexpanded template variable"),
+    RuleCase(
+        code: .trailingTab, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\t\n", line: 2,
+        column: 34, says: "merge the next line"),
+    RuleCase(
+        code: .tabRun, severity: .warning, text: "-\t0x01\tfsbl-boot\t\tBinary\tnone\t0x0\tf\n", line: 1, column: 0,
+        says: "run of TABs"),
+    RuleCase(
+        code: .crlf, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\r\n", line: 1, column: 0,
+        says: "CRLF"),
+    RuleCase(
+        code: .noFinalNewline, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf", line: 1, column: 0,
+        says: "no newline at the end"),
+    RuleCase(
+        code: .rawParseDiffers, severity: .warning,
+        text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\t\n" + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x44400\tf\n",
+        line: 3, column: 0, says: "Layout line 3: invalid option '0' in 0x05)"),
+    RuleCase(
+        code: .extraColumns, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tf\tnone\n", line: 1,
+        column: 36, says: "8 columns"),
+    RuleCase(
+        code: .octalID, severity: .warning, text: fsblLine + "P\t010\tfsbl1\tBinary\tmmc0\t0x4400\tf\n", line: 2,
+        column: 3, says: "octal (8 = 0x08)"),
+    RuleCase(
+        code: .decimalID, severity: .warning, text: fsblLine + "P\t16\tbootfs\tSystem\tmmc0\t0x4400\tf\n", line: 2,
+        column: 3, says: "decimal for U-Boot (0x10)"),
+    RuleCase(
+        code: .spaceInField, severity: .warning, text: fsblLine + "P\t0x04\tmy fsbl\tBinary\tmmc0\t0x4400\tf\n",
+        line: 2, column: 8, says: "contains a space"),
+    RuleCase(
+        code: .selectedWithoutFile, severity: .warning,
+        text: fsblLine + "P\t0x10\tbootfs\tSystem\tmmc0\t0x4400\tnone\n", line: 2, column: 34,
+        says: "use PE to create it empty"),
+    RuleCase(
+        code: .bootStageWithoutFile, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tnone\n", line: 1,
+        column: 34, says: "boot stage 0x01"),
     RuleCase(code: .missingBootStage, severity: .warning, text: goodRow, line: 0, column: 0, says: "no FSBL line"),
-    RuleCase(code: .duplicateName, severity: .warning, text: fsblLine + goodRow + "P\t0x05\tfsbl1\tBinary\tmmc0\t0x44400\tf\n", line: 3, column: 8, says: "also used on line 2"),
-    RuleCase(code: .templatePlaceholder, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\t%ATFBIN%\n", line: 1, column: 34, says: "placeholder"),
-    RuleCase(code: .binaryCount, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary(0)\tnand0\t0x0\tf\n", line: 2, column: 14, says: "asks for 0 copies"),
-    RuleCase(code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x200\tf\n", line: 2, column: 0, says: "invalid address 0x200 (min=0x4400)"),
-    RuleCase(code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc1\t0x4400\tf\n", line: 2, column: 0, says: "invalid address 0x4400 (min=0x80000)"),
+    RuleCase(
+        code: .duplicateName, severity: .warning,
+        text: fsblLine + goodRow + "P\t0x05\tfsbl1\tBinary\tmmc0\t0x44400\tf\n", line: 3, column: 8,
+        says: "also used on line 2"),
+    RuleCase(
+        code: .templatePlaceholder, severity: .warning, text: "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\t%ATFBIN%\n",
+        line: 1, column: 34, says: "placeholder"),
+    RuleCase(
+        code: .binaryCount, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary(0)\tnand0\t0x0\tf\n", line: 2,
+        column: 14, says: "asks for 0 copies"),
+    RuleCase(
+        code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x200\tf\n", line: 2,
+        column: 0, says: "invalid address 0x200 (min=0x4400)"),
+    RuleCase(
+        code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc1\t0x4400\tf\n", line: 2,
+        column: 0, says: "invalid address 0x4400 (min=0x80000)"),
     RuleCase(code: .binaryInput, severity: .error, text: "-\t0x01\tfsbl\u{0}\n", line: 1, column: 12, says: "NUL byte"),
 ]
 
@@ -74,7 +162,10 @@ struct LayoutCheckerRuleTests {
         let result = LayoutChecker.check(bytes: Array(rule.text.utf8), path: "t.tsv", options: rule.options)
         let hits = result.diagnostics.filter { $0.code == rule.code.rawValue }
         let hit = hits.first { $0.line == rule.line && $0.column == rule.column }
-        #expect(hit != nil, "expected \(rule.code) at \(rule.line):\(rule.column), got \(result.diagnostics.map { $0.formatted(path: "t.tsv") })")
+        #expect(
+            hit != nil,
+            "expected \(rule.code) at \(rule.line):\(rule.column), got \(result.diagnostics.map { $0.formatted(path: "t.tsv") })"
+        )
         #expect(hit?.severity == rule.severity)
         #expect(hit?.message.contains(rule.says) == true, "message: \(hit?.message ?? "-")")
     }
@@ -124,7 +215,10 @@ struct LayoutCheckerRuleTests {
     func eMMCAlignment() {
         let text = fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc1\t0x84400\tf\n"
         let result = LayoutChecker.check(bytes: Array(text.utf8), path: "t.tsv", options: .init(layoutOnly: true))
-        #expect(result.diagnostics.contains { $0.code == "device-check" && $0.message.contains("not aligned address : 0x84400 on erase size 0x80000") })
+        #expect(
+            result.diagnostics.contains {
+                $0.code == "device-check" && $0.message.contains("not aligned address : 0x84400 on erase size 0x80000")
+            })
     }
 
     @Test("all problems of a file are reported in one run")

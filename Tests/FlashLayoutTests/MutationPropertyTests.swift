@@ -23,7 +23,9 @@ struct MutationPropertyTests {
         var out = bytes
         for _ in 0..<Int.random(in: 1...4, using: &rng) {
             let position = out.isEmpty ? 0 : Int.random(in: 0..<out.count, using: &rng)
-            let byte = Bool.random(using: &rng) ? interesting.randomElement(using: &rng)! : UInt8.random(in: 0...255, using: &rng)
+            let byte =
+                Bool.random(using: &rng)
+                ? interesting.randomElement(using: &rng)! : UInt8.random(in: 0...255, using: &rng)
             switch Int.random(in: 0..<4, using: &rng) {
             case 0 where !out.isEmpty: out[position] = byte
             case 1: out.insert(byte, at: position)
@@ -34,11 +36,13 @@ struct MutationPropertyTests {
         return out
     }
 
-    @Test("never crash; always a layout or diagnostics; what check accepts, U-Boot accepts as our payload",
+    @Test(
+        "never crash; always a layout or diagnostics; what check accepts, U-Boot accepts as our payload",
         arguments: Corpus.files)
     func mutations(file: String) throws {
         let original = try Corpus.bytes(file)
-        var rng = SeededGenerator(state: UInt64(truncatingIfNeeded: file.hashValue == 0 ? 1 : file.utf8.reduce(7) { $0 &* 31 &+ UInt64($1) }))
+        var rng = SeededGenerator(
+            state: UInt64(truncatingIfNeeded: file.hashValue == 0 ? 1 : file.utf8.reduce(7) { $0 &* 31 &+ UInt64($1) }))
         for _ in 0..<40 {
             let mutated = Self.mutate(original, using: &rng)
             let result = LayoutChecker.check(bytes: mutated, path: file, options: .init(layoutOnly: true))
@@ -46,7 +50,8 @@ struct MutationPropertyTests {
             #expect(!result.lines.isEmpty || !result.diagnostics.isEmpty)
             if !result.hasErrors {
                 let reparsed = UBootLayout.parse(LayoutPayload.normalized(result.lines).bytes)
-                #expect(reparsed.failure == nil, "payload of a clean layout rejected: \(reparsed.failure?.message ?? "")")
+                #expect(
+                    reparsed.failure == nil, "payload of a clean layout rejected: \(reparsed.failure?.message ?? "")")
                 #expect((try? reparsed.get().count) == result.lines.count)
             }
         }

@@ -27,13 +27,17 @@ func checked(_ text: String) throws -> [LayoutLine] {
 struct PayloadTests {
     @Test("six TAB-joined columns, LF, no comments, behind an STM32 header v1")
     func bytes() throws {
-        let payload = LayoutPayload.normalized(try checked("#c\n-\t1\tfsbl-boot\tBinary\tnone\t0\tf\r\nP\t0x4\tfsbl1\tBinary\t\tmmc0\t0x4400\tg\t\n"))
+        let payload = LayoutPayload.normalized(
+            try checked("#c\n-\t1\tfsbl-boot\tBinary\tnone\t0\tf\r\nP\t0x4\tfsbl1\tBinary\t\tmmc0\t0x4400\tg\t\n"))
         let expectedText = "-\t0x01\tfsbl-boot\tBinary\tnone\t0x0\nP\t0x04\tfsbl1\tBinary\tmmc0\t0x4400\n"
         #expect(payload.text == Array(expectedText.utf8))
         #expect(payload.bytes.count == 256 + expectedText.utf8.count)
         #expect(Array(payload.bytes[0..<4]) == [0x53, 0x54, 0x4D, 0x32])
         let sum = expectedText.utf8.reduce(UInt32(0)) { $0 &+ UInt32($1) }
-        #expect(Array(payload.bytes[68..<72]) == [UInt8(sum & 0xFF), UInt8(sum >> 8 & 0xFF), UInt8(sum >> 16 & 0xFF), UInt8(sum >> 24)])
+        #expect(
+            Array(payload.bytes[68..<72]) == [
+                UInt8(sum & 0xFF), UInt8(sum >> 8 & 0xFF), UInt8(sum >> 16 & 0xFF), UInt8(sum >> 24),
+            ])
         #expect(Array(payload.bytes[72..<76]) == [0x00, 0x00, 0x01, 0x00])
         #expect(Array(payload.bytes[76..<80]) == [UInt8(expectedText.utf8.count), 0, 0, 0])
         #expect(Array(payload.bytes[100..<104]) == [0x01, 0x00, 0x00, 0x00])
@@ -48,10 +52,13 @@ struct PayloadTests {
 struct PlanTests {
     @Test("sizes from the next offset, last one to (LBA − 35) × 512, GPT numbers by offset")
     func sdCard() throws {
-        let plan = try PartitionPlanner.plan(try checked(sdLayout), options: PlanOptions(deviceSizes: ["mmc0": 8 << 30])).get()
+        let plan = try PartitionPlanner.plan(
+            try checked(sdLayout), options: PlanOptions(deviceSizes: ["mmc0": 8 << 30])
+        ).get()
         let device = try #require(plan.devices.first)
         #expect(device.writesGPT)
-        #expect(device.partitions.map(\.line.name) == ["fsbl1", "fsbl2", "fip-a", "fip-b", "bootfs", "vendorfs", "rootfs"])
+        #expect(
+            device.partitions.map(\.line.name) == ["fsbl1", "fsbl2", "fip-a", "fip-b", "bootfs", "vendorfs", "rootfs"])
         #expect(device.partitions.map(\.gptNumber) == [1, 2, 3, 4, 5, 6, 7])
         #expect(device.partitions[0].size == 0x40000)
         #expect(device.partitions[5].size == 0x0200_0000)
@@ -87,7 +94,8 @@ struct PlanTests {
             P\t0x10\trootfs\tFileSystem\tmmc1\t0x00480000\tf
 
             """
-        let plan = try PartitionPlanner.plan(try checked(text), options: PlanOptions(deviceSizes: ["mmc1": 4 << 30])).get()
+        let plan = try PartitionPlanner.plan(try checked(text), options: PlanOptions(deviceSizes: ["mmc1": 4 << 30]))
+            .get()
         let device = plan.devices[0]
         #expect(device.partitions.map(\.line.name) == ["fsbl2", "fsbl1", "fip", "rootfs"])
         #expect(device.partitions.map(\.hardwarePartition) == [2, 1, nil, nil])
@@ -107,15 +115,24 @@ struct PlanTests {
         #expect(!plan.requestOrder.contains(0x12))
     }
 
-    @Test("U-Boot's device errors, in its words", arguments: [
-        ("P\t0x04\ta\tBinary\tmmc0\t0x4400\tf\nP\t0x05\tb\tBinary\tmmc0\t0x4400\tf\n", "a (0x4): same address : 0x4400 == b (0x5): 0x4400"),
-        ("P\t0x04\ta\tBinary\tmmc0\t0x4000\tf\n", "a (0x4): invalid address 0x4000 (min=0x4400)"),
-        ("P\t0x04\ta\tBinary(2)\tmmc0\t0x4400\tf\n", "a (0x4): multiple binary 2 not supported"),
-        ("P\t0x04\tfsbl1\tBinary(2)\tnand0\t0x1000\tf\n", "fsbl1 (0x4): not aligned address : 0x1000 on erase size 0x40000"),
-        ("P\t0x04\ta\tBinary\tmmc0\t0x300000000\tf\n", "a (0x4): invalid address 0x300000000 (max=0xffffba00)"),
-    ])
+    @Test(
+        "U-Boot's device errors, in its words",
+        arguments: [
+            (
+                "P\t0x04\ta\tBinary\tmmc0\t0x4400\tf\nP\t0x05\tb\tBinary\tmmc0\t0x4400\tf\n",
+                "a (0x4): same address : 0x4400 == b (0x5): 0x4400"
+            ),
+            ("P\t0x04\ta\tBinary\tmmc0\t0x4000\tf\n", "a (0x4): invalid address 0x4000 (min=0x4400)"),
+            ("P\t0x04\ta\tBinary(2)\tmmc0\t0x4400\tf\n", "a (0x4): multiple binary 2 not supported"),
+            (
+                "P\t0x04\tfsbl1\tBinary(2)\tnand0\t0x1000\tf\n",
+                "fsbl1 (0x4): not aligned address : 0x1000 on erase size 0x40000"
+            ),
+            ("P\t0x04\ta\tBinary\tmmc0\t0x300000000\tf\n", "a (0x4): invalid address 0x300000000 (max=0xffffba00)"),
+        ])
     func deviceErrors(text: String, message: String) throws {
-        let plan = PartitionPlanner.plan(try checked(fsblLine + text), options: PlanOptions(deviceSizes: ["mmc0": 4 << 30]))
+        let plan = PartitionPlanner.plan(
+            try checked(fsblLine + text), options: PlanOptions(deviceSizes: ["mmc0": 4 << 30]))
         #expect(plan.failure?.message == message)
     }
 
@@ -128,7 +145,12 @@ struct PlanTests {
 
 @Suite("byte sizes")
 struct ByteSizeTests {
-    @Test("parse", arguments: [("8GiB", UInt64(8) << 30), ("512KiB", 512 << 10), ("4G", 4 << 30), ("0x80000", 0x80000), ("1000", 1000), ("2 MiB", 2 << 20)])
+    @Test(
+        "parse",
+        arguments: [
+            ("8GiB", UInt64(8) << 30), ("512KiB", 512 << 10), ("4G", 4 << 30), ("0x80000", 0x80000), ("1000", 1000),
+            ("2 MiB", 2 << 20),
+        ])
     func parse(text: String, value: UInt64) { #expect(ByteSize.parse(text) == value) }
 
     @Test("reject", arguments: ["", "G", "12Q", "0x", "99999999999999999999"])

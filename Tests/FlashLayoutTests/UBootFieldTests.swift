@@ -4,9 +4,12 @@ import Testing
 
 @Suite("U-Boot's number and field rules")
 struct UBootFieldTests {
-    @Test("Ids are base 0: 0x hex, leading 0 octal, else decimal", arguments: [
-        ("0x10", UInt8(0x10)), ("0X0a", 0x0A), ("0x1", 1), ("16", 16), ("010", 8), ("0", 0), ("0xF0", 0xF0), ("0x", 0),
-    ])
+    @Test(
+        "Ids are base 0: 0x hex, leading 0 octal, else decimal",
+        arguments: [
+            ("0x10", UInt8(0x10)), ("0X0a", 0x0A), ("0x1", 1), ("16", 16), ("010", 8), ("0", 0), ("0xF0", 0xF0),
+            ("0x", 0),
+        ])
     func ids(text: String, value: UInt8) throws {
         #expect(try UBootField.id(Array(text.utf8)).get() == value)
     }
@@ -32,7 +35,9 @@ struct UBootFieldTests {
         #expect(try UBootField.option(Array("DP".utf8)).get() == [.select, .delete])
         #expect(UBootField.option(Array("ED".utf8)).failure?.kind == .missingSelect)
         #expect(UBootField.option(Array("-P".utf8)).failure?.kind == .invalidOption(UInt8(ascii: "-")))
-        #expect(UBootField.option(Array("p".utf8)).failure?.ubootMessage(line: 4) == "Layout line 4: invalid option 'p' in p)")
+        #expect(
+            UBootField.option(Array("p".utf8)).failure?.ubootMessage(line: 4)
+                == "Layout line 4: invalid option 'p' in p)")
     }
 
     @Test("IPs: one digit after mmc/nor/nand/spi-nand, any ram suffix")
@@ -67,7 +72,8 @@ struct UBootRawParseTests {
 
     @Test("comments after leading TABs, blank and TAB-only lines, CRLF and no final newline")
     func lexical() throws {
-        let text = "#Opt\tId\n\t#indented comment\n\n\t\t\n-\t0x01\tfsbl\tBinary\tnone\t0x0\tf\r\nP\t0x04\tfsbl1\tBinary\tmmc0\t0x4400"
+        let text =
+            "#Opt\tId\n\t#indented comment\n\n\t\t\n-\t0x01\tfsbl\tBinary\tnone\t0x0\tf\r\nP\t0x04\tfsbl1\tBinary\tmmc0\t0x4400"
         let lines = try parse(text).get()
         #expect(lines.map(\.id) == [1, 4])
         #expect(lines.map(\.line) == [5, 6])
@@ -88,7 +94,9 @@ struct UBootRawParseTests {
 
     @Test("a space before '#' is data, line numbers count comments")
     func spacedComment() {
-        #expect(parse("#c\n #Opt\tId\tName\tType\tIP\tOffset\n").failure?.message == "Layout line 2: invalid option ' ' in  #Opt)")
+        #expect(
+            parse("#c\n #Opt\tId\tName\tType\tIP\tOffset\n").failure?.message
+                == "Layout line 2: invalid option ' ' in  #Opt)")
     }
 
     @Test("an STM32 header is unwrapped and its checksum checked")

@@ -4,7 +4,8 @@ import Foundation
 /// Tests that run them fail, never skip, when one is missing: build first (`swift build`).
 public enum BuiltProducts {
     public static let directory: String = {
-        let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let bundle =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return (bundle as NSString).deletingLastPathComponent
     }()
 

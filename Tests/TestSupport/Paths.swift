@@ -13,7 +13,8 @@ public enum TestPaths {
     /// The project's shared reference folder: `$STM32MP_SHARED`, else `../shared` beside the repo.
     public static let shared: String = {
         if let env = getenv("STM32MP_SHARED") { return String(cString: env) }
-        let parent = repositoryRoot.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let parent = repositoryRoot.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+            separator: "/")
         return parent + "/shared"
     }()
 

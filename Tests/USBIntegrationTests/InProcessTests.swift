@@ -178,7 +178,9 @@ import USBModel
             #expect(identity.serial == "002800423232511538303631")
             #expect(identity.speed == .high)
             #expect(
-                listings[0].alternates == [DFUInterfaceAlternate(interface: 0, alternate: 0, name: "@fixed-dfu /0x00/1*1Me")])
+                listings[0].alternates == [
+                    DFUInterfaceAlternate(interface: 0, alternate: 0, name: "@fixed-dfu /0x00/1*1Me")
+                ])
             let missing = await #expect(throws: USBTransferError.self) {
                 _ = try await context.open(port: PortPath(bus: 1, ports: [7]))
             }

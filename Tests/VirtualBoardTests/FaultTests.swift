@@ -122,7 +122,9 @@ struct FaultTests {
             #expect(rig.board.port == PortPath(bus: 1, ports: [3]))
             let uboot = try await rig.bus.openDFU(port: rig.board.port)
             #expect(uboot.identity.port == PortPath(bus: 1, ports: [3]))
-            #expect(uboot.identity.serial == (fault == .movesPort ? "0029002A4C4250110038344D" : "55AA00000000000000000001"))
+            #expect(
+                uboot.identity.serial == (fault == .movesPort ? "0029002A4C4250110038344D" : "55AA00000000000000000001")
+            )
 
         case .enumerationErrors:
             #expect(try await rig.bootToUBoot() == nil)
