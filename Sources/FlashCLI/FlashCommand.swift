@@ -54,6 +54,12 @@ struct FlashCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for a board to appear.", valueName: "seconds"))
     var waitTimeout: Double = 30
 
+    @Option(
+        help: ArgumentHelp(
+            "Seconds to wait for TF-A after the ROM detaches (and for TF-A to reconnect after the DDR firmware on MP2).",
+            valueName: "seconds"))
+    var tfaTimeout: Double = 5
+
     @Option(help: ArgumentHelp("Seconds to wait for U-Boot after TF-A detaches.", valueName: "seconds"))
     var ubootTimeout: Double = 30
 
@@ -95,8 +101,8 @@ struct FlashCommand: AsyncParsableCommand {
         let selection: BoardSelection =
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
         let timeouts = TransitionTimeouts(
-            tfaToUBoot: .seconds(ubootTimeout), ubootReenumeration: .seconds(reenumerationTimeout),
-            boardArrival: .seconds(waitTimeout))
+            romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
+            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
         let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
 
         let bus: any USBBus

@@ -113,6 +113,20 @@ struct CommandLineTests {
         #expect(!result.standardOutput.contains("\"event\":\"end\""))
     }
 
+    @Test("--tfa-timeout bounds the wait for TF-A after the ROM's DETACH")
+    func tfaTimeout() throws {
+        let storage = try TemporaryDirectory()
+        let result = try tool.run([
+            "flash", "\(examples)/mp13-sdcard.tsv", "--simulate", "--json", "--sim-dir", storage.path,
+            "--sim-scenario", "boot-interface-unsupported", "--tfa-timeout", "2",
+        ])
+        #expect(result.status == 1)
+        #expect(result.standardOutput.contains(#""event":"detach","expecting":"tfa""#))
+        #expect(result.standardOutput.contains(#""timeout":2"#))
+        #expect(result.standardOutput.contains("the board did not come back within 2 s"))
+        #expect(result.standardOutput.contains(#""code":"fsbl-not-started""#))
+    }
+
     @Test("a text-mode failure prints the board's message verbatim and the diagnosis, exit 1")
     func flashFailureText() throws {
         let storage = try TemporaryDirectory()
