@@ -41,20 +41,21 @@ let package = Package(
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
-        .target(name: "BootImages", dependencies: [systemPackage], swiftSettings: strictSwift),
-        .target(name: "GPT", dependencies: [systemPackage], swiftSettings: strictSwift),
+        .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
+        .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(name: "GPT", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "FlashLayout", dependencies: ["BootImages", "GPT", systemPackage],
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", systemPackage, logging],
+            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
             dependencies: [
-                "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", systemPackage,
+                "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
             ],
             swiftSettings: strictSwift),
         .target(

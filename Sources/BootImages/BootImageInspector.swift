@@ -1,3 +1,4 @@
+import FileAccess
 public import SystemPackage
 
 /// What a boot file turned out to be, and whether it is intact.
@@ -122,23 +123,11 @@ private struct ChunkReader {
 
     /// Up to `count` bytes from `offset`; fewer only at end of file.
     func read(at offset: Int64, count: Int) throws(BootImageInspectionError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var filled = 0
         do {
-            while filled < count {
-                let got = try bytes.withUnsafeMutableBytes { buffer in
-                    try descriptor.read(
-                        fromAbsoluteOffset: offset + Int64(filled),
-                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
-                }
-                if got == 0 { break }
-                filled += got
-            }
+            return try descriptor.read(count: count, atAbsoluteOffset: offset)
         } catch {
             throw .cannotRead(path: path, error as? Errno ?? .ioError)
         }
-        bytes.removeLast(count - filled)
-        return bytes
     }
 
     /// Byte sum of [start, end), read in chunks.

@@ -1,4 +1,5 @@
 public import DFU
+import FileAccess
 import SystemPackage
 
 /// A file streamed in pieces by `pread`, so flashing a multi-gigabyte image costs one DFU block
@@ -20,19 +21,7 @@ public final class FileByteSource: ByteSource {
     }
 
     public func read(offset: Int64, length: Int) throws -> [UInt8] {
-        let wanted = Int(max(0, min(Int64(length), count - offset)))
-        var buffer = [UInt8](repeating: 0, count: wanted)
-        var filled = 0
-        while filled < wanted {
-            let got = try buffer.withUnsafeMutableBytes { raw in
-                try descriptor.read(
-                    fromAbsoluteOffset: offset + Int64(filled),
-                    into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
-            }
-            if got == 0 { break }
-            filled += got
-        }
-        return filled == wanted ? buffer : Array(buffer.prefix(filled))
+        try descriptor.read(count: Int(max(0, min(Int64(length), count - offset))), atAbsoluteOffset: offset)
     }
 
     deinit { try? descriptor.close() }

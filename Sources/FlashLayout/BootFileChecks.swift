@@ -1,4 +1,5 @@
 import BootImages
+import FileAccess
 import SystemPackage
 
 /// Checks of the files the boot chain executes: the FSBL the ROM starts (and its copies on the
@@ -112,9 +113,7 @@ struct BootFileChecks {
     static func prefix(of path: String, count: Int) -> [UInt8] {
         guard let descriptor = try? FileDescriptor.open(FilePath(path), .readOnly) else { return [] }
         defer { try? descriptor.close() }
-        var buffer = [UInt8](repeating: 0, count: count)
-        let read = (try? buffer.withUnsafeMutableBytes { try descriptor.read(into: $0) }) ?? 0
-        return Array(buffer.prefix(read))
+        return (try? descriptor.read(count: count, atAbsoluteOffset: 0)) ?? []
     }
 
     /// `tf-a-…-sdcard.stm32` and friends: builds for a storage boot device, not for USB.

@@ -1,3 +1,4 @@
+import FileAccess
 import SystemPackage
 
 /// A GUID partition table for a whole disk or disk image: protective MBR at LBA 0, primary header
@@ -256,28 +257,17 @@ private struct SectorFile {
     }
 
     func read(atLBA lba: UInt64, count: Int) throws(GPTError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var filled = 0
         // LBAs come from the file; one past the largest possible file is simply "not there".
         guard lba <= UInt64(Int64.max) / UInt64(sectorSize) - UInt64(count) else {
             throw .truncated(path: path, lba: lba)
         }
-        let offset = Int64(lba) * Int64(sectorSize)
+        let bytes: [UInt8]
         do {
-            while filled < count {
-                let got = try bytes.withUnsafeMutableBytes { buffer in
-                    try descriptor.read(
-                        fromAbsoluteOffset: offset + Int64(filled),
-                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]))
-                }
-                guard got > 0 else { throw GPTError.truncated(path: path, lba: lba) }
-                filled += got
-            }
-        } catch let error as GPTError {
-            throw error
+            bytes = try descriptor.read(count: count, atAbsoluteOffset: Int64(lba) * Int64(sectorSize))
         } catch {
             throw .io(path: path, operation: "read", error as? Errno ?? .ioError)
         }
+        guard bytes.count == count else { throw .truncated(path: path, lba: lba) }
         return bytes
     }
 }

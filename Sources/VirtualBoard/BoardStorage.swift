@@ -1,3 +1,4 @@
+import FileAccess
 import Glibc
 import SystemPackage
 
@@ -68,10 +69,7 @@ public final class BoardStorage {
     public func read(device: String, hardwarePartition: Int? = nil, offset: UInt64, length: Int) throws -> [UInt8] {
         guard let size = size(device: device, hardwarePartition: hardwarePartition), offset <= size else { return [] }
         let count = Int(min(UInt64(length), size - offset))
-        let fd = try handle(device, hardwarePartition)
-        var buffer = [UInt8](repeating: 0, count: count)
-        let got = try buffer.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: Int64(offset), into: $0) }
-        return Array(buffer.prefix(got))
+        return try handle(device, hardwarePartition).read(count: count, atAbsoluteOffset: Int64(offset))
     }
 
     /// Erases a range (reads as zeros afterwards). Only the parts holding data are rewritten, so
