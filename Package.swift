@@ -49,8 +49,12 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
@@ -59,7 +63,8 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            name: "Diagnostics",
+            dependencies: ["FlashEngine", "BoardTracking", "DFU", "USBModel", "Timekeeping", systemPackage],
             swiftSettings: strictSwift),
 
         // MARK: C wrappers.
@@ -72,7 +77,8 @@ let package = Package(
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
+                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
+                "Diagnostics",
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
@@ -84,7 +90,8 @@ let package = Package(
         .executableTarget(
             name: "stm32mp-flash-bench",
             dependencies: [
-                "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
+                "FlashLayout", "BoardTracking", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
             ],
             swiftSettings: strictSwift),
 
@@ -95,10 +102,18 @@ let package = Package(
             name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
             path: "Tests/TestSupport", swiftSettings: strictSwift),
         .target(
-            name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
+            name: "VirtualBoardTestSupport",
+            dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport", "USBModel"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
-        .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
+        .testTarget(name: "USBModelTests", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "BoardTrackingTests",
+            dependencies: [
+                "BoardTracking", "VirtualBoard", "DFU", "USBModel", "Timekeeping", "TestSupport",
+                "VirtualBoardTestSupport",
+            ],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "GPTTests", dependencies: ["GPT", "TestSupport"], swiftSettings: strictSwift),
@@ -112,7 +127,7 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -121,7 +136,11 @@ let package = Package(
             dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            name: "DiagnosticsTests",
+            dependencies: [
+                "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
+                "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),

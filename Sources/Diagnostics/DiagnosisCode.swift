@@ -62,6 +62,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case protocolError = "protocol-error"
     /// The user stopped the run.
     case cancelled = "cancelled"
+    /// The DFU device is not an STM32MP board (an STM32 MCU system bootloader …).
+    case unsupportedDevice = "unsupported-device"
+    /// Another job of this process is flashing the board on that port.
+    case boardBusy = "board-busy"
 
     /// Every code, in the order the troubleshooting guide lists them.
     public static var allCodes: [DiagnosisCode] { allCases }
@@ -100,6 +104,8 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .incomplete: "The board ended the session without asking for every selected partition."
         case .protocolError: "The board's answers broke the STM32MP DFU protocol."
         case .cancelled: "The run was cancelled."
+        case .unsupportedDevice: "The DFU device found is not an STM32MP board, so `flash` does not program it."
+        case .boardBusy: "Another flashing job of this process holds the board on that port."
         }
     }
 

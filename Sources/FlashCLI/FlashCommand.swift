@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import BootImages
 import Diagnostics
 import FlashEngine
@@ -68,6 +69,12 @@ struct FlashCommand: AsyncParsableCommand {
             "Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
     var reenumerationTimeout: Double = 120
 
+    @Option(
+        help: ArgumentHelp(
+            "After a wait above ran out, seconds to keep listening, only to tell whether a longer wait would have worked.",
+            valueName: "seconds"))
+    var lateGrace: Double = 10
+
     @OptionGroup var geometry: DeviceGeometryOptions
 
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
@@ -102,7 +109,8 @@ struct FlashCommand: AsyncParsableCommand {
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
-            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
+            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
+            lateArrivalGrace: .seconds(max(0, lateGrace)))
         let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
 
         let bus: any USBBus
@@ -137,7 +145,9 @@ struct FlashCommand: AsyncParsableCommand {
         let logger = Logger(label: "stm32mp-flash") { _ in
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
-        let flasher = Flasher(bus: bus, request: request, logger: logger, events: { output.handle($0) })
+        // One tracker per process; this run takes one lease from it (a station takes several).
+        let tracker = BoardTracker(bus: bus)
+        let flasher = Flasher(tracker: tracker, request: request, logger: logger, events: { output.handle($0) })
         do {
             let summary = try await Self.run(flasher)
             board?.storage.closeAll()

@@ -22,7 +22,6 @@ extension VirtualBoardBench {
 
     /// ROM → TF-A (however the SoC does it) → FIP → DETACH; returns the first U-Boot device.
     func bootToUBoot(fip: [UInt8] = SampleImages.fip()) async throws -> DFUDevice? {
-        try await bus.startWatching()
         var device = try await open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
         if board.configuration.soc != .mp15 {
