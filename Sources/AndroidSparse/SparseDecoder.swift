@@ -46,7 +46,9 @@ public struct SparseDecoder {
             }
             switch SparseFormat.ChunkType(rawValue: type) {
             case .raw:
-                guard total - chunkHeader == Int(blocks) * blockSize else { throw .malformed("raw chunk \(index) size") }
+                guard total - chunkHeader == Int(blocks) * blockSize else {
+                    throw .malformed("raw chunk \(index) size")
+                }
                 chunks.append(.raw(block: block, data: data..<data + Int(blocks) * blockSize))
             case .fill:
                 guard total - chunkHeader >= 4 else { throw .malformed("fill chunk \(index) size") }

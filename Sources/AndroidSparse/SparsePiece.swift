@@ -27,8 +27,9 @@ public struct SparsePiece: ByteSource {
     private let offsets: [Int64]
     public let count: Int64
 
-    init(source: any ByteSource, blockSize: Int, totalBlocks: Int64, chunks: [Chunk], firstBlock: Int64, endBlock: Int64)
-    {
+    init(
+        source: any ByteSource, blockSize: Int, totalBlocks: Int64, chunks: [Chunk], firstBlock: Int64, endBlock: Int64
+    ) {
         self.source = source
         self.blockSize = blockSize
         self.totalBlocks = totalBlocks

@@ -21,7 +21,8 @@ public struct HandoffScript: Sendable, Hashable {
 
     /// The script for the one MMC device a fastboot-capable layout uses.
     public init(device: DevicePlan, fallbackToDFU: Bool = true) {
-        self.init(mmcIndex: device.target.index, partitions: GPTWriteSpec.partitions(device), fallbackToDFU: fallbackToDFU)
+        self.init(
+            mmcIndex: device.target.index, partitions: GPTWriteSpec.partitions(device), fallbackToDFU: fallbackToDFU)
     }
 
     /// Env variable `getvar:gptstat` reads (`fastboot_getvar()` looks up `fastboot.<name>` first).

@@ -75,10 +75,11 @@ import Testing
         let spec = try #require(GPTWriteSpec.partitions(device))
         let entries = spec.split(separator: ";").map(String.init)
         // Boot partitions are not in the GPT; every other line is, in offset order.
-        #expect(entries.map { $0.split(separator: ",")[0] } == [
-            "name=metadata1", "name=metadata2", "name=fip-a", "name=fip-b", "name=u-boot-env", "name=bootfs",
-            "name=rootfs", "name=userfs",
-        ])
+        #expect(
+            entries.map { $0.split(separator: ",")[0] } == [
+                "name=metadata1", "name=metadata2", "name=fip-a", "name=fip-b", "name=u-boot-env", "name=bootfs",
+                "name=rootfs", "name=userfs",
+            ])
         #expect(
             entries[2]
                 == "name=fip-a,start=0x180000,size=0x200000,type=19D5DF83-11B0-457B-BE2C-7559C13142A5,uuid=4FD84C93-54EF-463F-A7EF-AE25FF887087"
