@@ -62,6 +62,9 @@ let package = Package(
         .target(
             name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
             swiftSettings: strictSwift),
+        .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
+        .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
+        .target(name: "Fastboot", dependencies: ["DFU", "USBModel"], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -125,6 +128,14 @@ let package = Package(
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
             swiftSettings: strictSwift),
+        .testTarget(
+            name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "AndroidSparseTests", dependencies: ["AndroidSparse", "DFU", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(

@@ -100,7 +100,9 @@ struct FlashCommand: AsyncParsableCommand {
         if listScenarios {
             let width = FaultScenario.allCases.map(\.rawValue.count).max() ?? 0
             for scenario in FaultScenario.allCases {
-                print(scenario.rawValue + String(repeating: " ", count: width - scenario.rawValue.count + 2) + scenario.summary)
+                print(
+                    scenario.rawValue + String(repeating: " ", count: width - scenario.rawValue.count + 2)
+                        + scenario.summary)
             }
             return
         }
@@ -217,7 +219,9 @@ struct FlashCommand: AsyncParsableCommand {
                 Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
             }
             let shown = TerminalText.escaped(layout)
-            if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }), geometry.binaryBase == nil {
+            if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }),
+                geometry.binaryBase == nil
+            {
                 Terminal.error(
                     "\(shown): a Binary exists next to the layout and in the working directory as different files; pick one with --binaries-from layout (STM32CubeProgrammer's choice) or --binaries-from cwd"
                 )

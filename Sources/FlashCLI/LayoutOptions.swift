@@ -48,11 +48,14 @@ struct DeviceGeometryOptions: ParsableArguments {
     /// A size for a device no layout line uses is a typo (`mmc9`), never silently ignored.
     func requireUsedDevices(_ lines: [LayoutLine]) throws {
         let used = Set(lines.filter { $0.target.kind != .none }.map(\.target.description))
-        for (option, values) in [("--device-size", deviceSizes), ("--erase-size", eraseSizes), ("--boot-size", bootSizes)] {
+        for (option, values) in [
+            ("--device-size", deviceSizes), ("--erase-size", eraseSizes), ("--boot-size", bootSizes),
+        ] {
             for device in try Self.parse(values, option: option).keys.sorted() where !used.contains(device) {
                 let known = used.sorted().joined(separator: ", ")
                 throw ValidationError(
-                    "\(option) \(device): the layout has no device \(device) (its devices: \(known.isEmpty ? "none" : known))")
+                    "\(option) \(device): the layout has no device \(device) (its devices: \(known.isEmpty ? "none" : known))"
+                )
             }
         }
     }
@@ -66,7 +69,8 @@ struct DeviceGeometryOptions: ParsableArguments {
             }
             guard let size = ByteSize.parse(parts[1]), size > 0 else {
                 throw ValidationError(
-                    "\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 8GB = 8×10⁹ bytes, 512KiB, 0x80000)")
+                    "\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 8GB = 8×10⁹ bytes, 512KiB, 0x80000)"
+                )
             }
             result[parts[0]] = size
         }

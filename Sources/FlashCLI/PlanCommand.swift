@@ -45,7 +45,8 @@ struct PlanCommand: AsyncParsableCommand {
         case .failure(let error):
             let location = TerminalText.escaped(error.line.map { "\(layout):\($0)" } ?? layout)
             Terminal.error(
-                "\(location): error: U-Boot would reject this device: \(TerminalText.escaped(error.message)) [device-check]")
+                "\(location): error: U-Boot would reject this device: \(TerminalText.escaped(error.message)) [device-check]"
+            )
             throw ExitCode.failure
         }
         if json {

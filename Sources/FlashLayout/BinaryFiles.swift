@@ -104,13 +104,15 @@ public enum BinaryFile {
             let reason =
                 code == ELOOP
                 ? "cannot be opened: too many levels of symbolic links (a link loop)"
-                : code == ENOENT ? "is a symbolic link to a missing file" : "cannot be opened: \(String(cString: strerror(code)))"
+                : code == ENOENT
+                    ? "is a symbolic link to a missing file" : "cannot be opened: \(String(cString: strerror(code)))"
             return .failure(UnusableBinary(path: path, reason: reason))
         }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
-            return .failure(UnusableBinary(path: path, reason: "cannot be examined: \(String(cString: strerror(errno)))"))
+            return .failure(
+                UnusableBinary(path: path, reason: "cannot be examined: \(String(cString: strerror(errno)))"))
         }
         let kind: String
         switch info.st_mode & S_IFMT {

@@ -273,12 +273,14 @@ private struct CheckRun {
                 if index == 0, let rejection = checks[0](field.text) {
                     let (code, what) = Self.describeOption(rejection)
                     report(
-                        line, field.column, .error, code, what + " (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")")
+                        line, field.column, .error, code,
+                        what + " (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")")
                 } else if let rejection = checks[index](field.text) {
                     let what = ["option", "Id", "name", "type", "IP"][index]
                     report(
                         line, field.column, .error, codes[index],
-                        "invalid \(what) '\(shown(rejection.text))' (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")")
+                        "invalid \(what) '\(shown(rejection.text))' (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")"
+                    )
                 }
             }
             return
@@ -356,7 +358,8 @@ private struct CheckRun {
             valid = false
             let known = ["Binary", "FIP", "FWU_MDATA", "ENV", "System", "ESP", "FileSystem", "RawImage"]
             let text = rejection.text
-            var message = "unknown type '\(shown(text))'; U-Boot knows " + known.joined(separator: ", ") + " and Binary(n)"
+            var message =
+                "unknown type '\(shown(text))'; U-Boot knows " + known.joined(separator: ", ") + " and Binary(n)"
             if let match = known.first(where: { $0.lowercased() == text.lowercased() }) {
                 message = "type '\(shown(text))' should be spelled '\(match)' (types are case-sensitive)"
             }
@@ -699,7 +702,9 @@ private struct CheckRun {
             }
             if let (cwd, beside) = location.shadowed {
                 let choice =
-                    options.plan.binaryBase.map { "--binaries-from \($0.rawValue) picks '\($0 == .cwd ? cwd : beside)'" }
+                    options.plan.binaryBase.map {
+                        "--binaries-from \($0.rawValue) picks '\($0 == .cwd ? cwd : beside)'"
+                    }
                     ?? "this tool uses '\(beside)' (STM32CubeProgrammer's choice) and flash refuses until --binaries-from layout|cwd picks one"
                 report(
                     line.line, column(line, 6), .warning, .shadowedBinary,

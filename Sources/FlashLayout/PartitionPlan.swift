@@ -101,7 +101,8 @@ public enum PartitionPlanner {
         var files: [UInt8: (path: String, size: Int64)] = [:]
         for line in lines {
             guard let binary = line.binary, line.isBootStage || line.isRequested,
-                let path = BinaryPath.resolve(binary, layoutDirectory: options.layoutDirectory, base: options.binaryBase),
+                let path = BinaryPath.resolve(
+                    binary, layoutDirectory: options.layoutDirectory, base: options.binaryBase),
                 let size = fileSize(path)
             else { continue }
             files[line.id] = (path, size)

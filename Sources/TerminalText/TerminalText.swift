@@ -12,7 +12,9 @@ public enum TerminalText {
         var out = ""
         for scalar in text.unicodeScalars {
             if needsEscape(scalar, keepNewlines: keepNewlines) {
-                out += scalar.value < 0x100 ? "\\x" + hex(scalar.value, width: 2) : "\\u{" + hex(scalar.value, width: 4) + "}"
+                out +=
+                    scalar.value < 0x100
+                    ? "\\x" + hex(scalar.value, width: 2) : "\\u{" + hex(scalar.value, width: 4) + "}"
             } else {
                 out.unicodeScalars.append(scalar)
             }

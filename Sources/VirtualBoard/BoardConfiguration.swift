@@ -54,6 +54,9 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// As `moves-port`, and U-Boot announces another serial (its `serial#` differs): nothing ties
     /// the new device to the board except timing.
     case movesPortNewSerial = "moves-port-new-serial"
+    /// U-Boot's storage keeps a wrong byte every 64 KiB of user partitions (ID ≥ 0x10) while
+    /// every DFU request succeeds: only a readback can tell.
+    case storesWrongBytes = "stores-wrong-bytes"
 
     /// One line for `flash --list-scenarios`: what the virtual board does wrong.
     public var summary: String {
@@ -72,6 +75,7 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
         case .enumerationErrors: "after TF-A's DETACH only failed enumerations happen (kernel error -71 / -110)"
         case .movesPort: "U-Boot enumerates on a neighbouring port (hub or VM re-mapping), same serial"
         case .movesPortNewSerial: "as moves-port, and U-Boot announces another serial"
+        case .storesWrongBytes: "U-Boot stores a wrong byte every 64 KiB of user partitions; only a readback tells"
         }
     }
 }

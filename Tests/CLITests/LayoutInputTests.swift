@@ -39,7 +39,8 @@ struct LayoutInputTests {
     func decimalUnits() throws {
         let result = try tool.run(["plan", "--json", "\(examples)/mp15-sdcard.tsv", "--device-size", "mmc0=8GB"])
         #expect(result.status == 0, "\(result.standardError)")
-        let root = try #require(try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
+        let root = try #require(
+            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
         let device = try #require((root["devices"] as? [[String: Any]])?.first)
         #expect(device["size"] as? Int == 8_000_000_000)
     }

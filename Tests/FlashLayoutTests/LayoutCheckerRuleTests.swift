@@ -235,7 +235,9 @@ struct LayoutCheckerRuleTests {
 
     @Test("the same-offset error shows even when another line has a parse error")
     func sameOffsetBesideParseErrors() {
-        let text = fsblLine + goodRow + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x4400\tf\n" + "X\t0x06\tssbl\tBinary\tmmc0\t0x84400\tf\n"
+        let text =
+            fsblLine + goodRow + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x4400\tf\n"
+            + "X\t0x06\tssbl\tBinary\tmmc0\t0x84400\tf\n"
         let result = LayoutChecker.check(bytes: Array(text.utf8), path: "t.tsv", options: .init(layoutOnly: true))
         #expect(result.diagnostics.contains { $0.code == "invalid-option" && $0.line == 4 })
         #expect(result.diagnostics.contains { $0.code == "same-offset" && $0.severity == .error && $0.line == 2 })
@@ -244,7 +246,8 @@ struct LayoutCheckerRuleTests {
     @Test("Binary(n) on NAND FSBL partitions stays allowed; geometry warnings become errors only with stated geometry")
     func geometryDependence() {
         let nand = fsblLine + "P\t0x04\tfsbl1\tBinary(2)\tnand0\t0x0\tf\n"
-        #expect(!LayoutChecker.check(bytes: Array(nand.utf8), path: "t.tsv", options: .init(layoutOnly: true)).hasErrors)
+        #expect(
+            !LayoutChecker.check(bytes: Array(nand.utf8), path: "t.tsv", options: .init(layoutOnly: true)).hasErrors)
         let unaligned = fsblLine + "P\t0x04\tfsbl1\tBinary\tnor0\t0x1000\tf\n"
         let assumed = LayoutChecker.check(bytes: Array(unaligned.utf8), path: "t.tsv", options: .init(layoutOnly: true))
         #expect(assumed.diagnostics.first { $0.code == "device-check" }?.severity == .warning)
