@@ -65,6 +65,9 @@ let package = Package(
         .target(
             name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
             swiftSettings: strictSwift),
+        .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
+        .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
+        .target(name: "Fastboot", dependencies: ["DFU", "USBModel"], swiftSettings: strictSwift),
 
         .target(
             name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
@@ -134,6 +137,14 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "AndroidSparseTests", dependencies: ["AndroidSparse", "DFU", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
