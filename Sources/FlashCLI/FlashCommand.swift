@@ -6,6 +6,8 @@ import FlashEngine
 import FlashLayout
 import FoundationEssentials
 import Logging
+import StationRecords
+import TerminalText
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -21,8 +23,11 @@ struct FlashCommand: AsyncParsableCommand {
             (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
             """)
 
-    @Argument(help: "The FlashLayout file (.tsv).")
-    var layout: String
+    @Argument(help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"))
+    var layoutArgument: String?
+
+    /// The layout; `validate()` guarantees it outside `--list-scenarios`.
+    var layout: String { layoutArgument ?? "" }
 
     @Flag(help: "Flash the built-in virtual board instead of real USB.")
     var simulate = false
@@ -80,10 +85,17 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Store the attempt in this SQLite database (see `station report`).", valueName: "file"),
+        completion: .file(extensions: ["sqlite", "db"]))
+    var db: String?
+
     @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
     var verbose = false
 
     func validate() throws {
+        if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
             throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'")
         }
@@ -100,7 +112,12 @@ struct FlashCommand: AsyncParsableCommand {
 
     func run() async throws {
         if listScenarios {
-            for scenario in FaultScenario.allCases { print(scenario.rawValue) }
+            let width = FaultScenario.allCases.map(\.rawValue.count).max() ?? 0
+            for scenario in FaultScenario.allCases {
+                print(
+                    scenario.rawValue + String(repeating: " ", count: width - scenario.rawValue.count + 2)
+                        + scenario.summary)
+            }
             return
         }
         let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
@@ -145,20 +162,38 @@ struct FlashCommand: AsyncParsableCommand {
         let logger = Logger(label: "stm32mp-flash") { _ in
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
+        let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
         // One tracker per process; this run takes one lease from it (a station takes several).
         let tracker = BoardTracker(bus: bus)
-        let flasher = Flasher(tracker: tracker, request: request, logger: logger, events: { output.handle($0) })
+        let flasher = Flasher(
+            tracker: tracker, request: request, logger: logger,
+            events: {
+                recording?.observe($0)
+                output.handle($0)
+            })
+        let outcome: Result<FlashSummary, FlashFailure>
         do {
-            let summary = try await Self.run(flasher)
-            board?.storage.closeAll()
-            report(summary, plan: plan, board: board, output: output)
+            outcome = .success(try await Self.run(flasher))
         } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case .success(let summary):
+            board?.storage.closeAll()
+            try await finishRecording(recording, .done)
+            report(summary, plan: plan, board: board, output: output)
+        case .failure(let error):
             board?.storage.closeAll()
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),
                 consoleLog: Self.unique(board?.consoleLog ?? []))
             let diagnosis = Diagnoser.diagnose(evidence)
+            if case .cancelled = error.reason {
+                try await finishRecording(recording, .cancelled, diagnosis)
+            } else {
+                try await finishRecording(recording, .failed, diagnosis)
+            }
             if json {
                 output.json(
                     "diagnosis",
@@ -191,6 +226,31 @@ struct FlashCommand: AsyncParsableCommand {
         }
     }
 
+    /// The attempt row for `--db`, written before the first byte goes out.
+    func beginRecording(plan: PartitionPlan, port: PortPath?) async throws -> AttemptRecording? {
+        guard let db else { return nil }
+        do {
+            let store = try RecordLocation.open(db)
+            return try await AttemptRecording.begin(
+                store: store, layout: try LayoutFingerprint(path: layout), plan: plan, port: port, serial: serial,
+                soc: simulate ? (soc ?? Self.inferSoC(plan).rawValue) : nil)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    func finishRecording(
+        _ recording: AttemptRecording?, _ result: AttemptResult, _ diagnosis: Diagnosis? = nil
+    ) async throws {
+        do {
+            try await recording?.finish(result: result, diagnosis: diagnosis)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
     /// Runs the flasher with Ctrl-C turned into a clean `cancelled` failure.
     static func run(_ flasher: Flasher) async throws(FlashFailure) -> FlashSummary {
         do {
@@ -206,8 +266,11 @@ struct FlashCommand: AsyncParsableCommand {
     func prepare(_ output: FlashOutput) throws -> PartitionPlan {
         let options = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(path: layout, options: LayoutCheckOptions(plan: options))
+        try geometry.requireUsedDevices(check.lines)
+        // A Binary that exists both ways as different files: flashing the wrong one is silent
+        // and permanent, so flash needs --binaries-from to pick (check only warns).
         let blocking = check.diagnostics.filter {
-            $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue
+            $0.severity == .error || ($0.code == DiagnosticCode.shadowedBinary.rawValue && geometry.binaryBase == nil)
         }
         if !blocking.isEmpty {
             for diagnostic in blocking {
@@ -215,7 +278,15 @@ struct FlashCommand: AsyncParsableCommand {
                 shown.severity = .error
                 Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
             }
-            Terminal.error("\(layout): not flashing a layout with errors (stm32mp-flash check \(layout))")
+            let shown = TerminalText.escaped(layout)
+            if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }),
+                geometry.binaryBase == nil
+            {
+                Terminal.error(
+                    "\(shown): a Binary exists next to the layout and in the working directory as different files; pick one with --binaries-from layout (STM32CubeProgrammer's choice) or --binaries-from cwd"
+                )
+            }
+            Terminal.error("\(shown): not flashing a layout with errors (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
         switch PartitionPlanner.plan(check.lines, options: options) {

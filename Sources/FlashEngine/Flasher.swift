@@ -37,17 +37,12 @@ public final class Flasher: Sendable {
     /// Flashes the board `lease` is for (the caller releases the lease).
     /// - Parameters:
     ///   - logger: receives every timeline entry at `debug` (what `flash --verbose` shows).
-    public init(
+    public convenience init(
         lease: BoardLease, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
         logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
         events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) {
-        source = .lease(lease)
-        self.request = request
-        emit = events
-        self.dfuTimeouts = dfuTimeouts
-        clock = lease.tracker.bus.clock
-        recorder = TimelineRecorder(clock: clock, logger: logger)
+        self.init(source: .lease(lease), request: request, dfuTimeouts: dfuTimeouts, logger: logger, events: events)
     }
 
     /// Flashes the board `request.selection` names on `bus`, with a tracker of its own (one board
@@ -62,16 +57,26 @@ public final class Flasher: Sendable {
     }
 
     /// Flashes the board `request.selection` names, leased from `tracker` for the run.
-    public init(
+    public convenience init(
         tracker: BoardTracker, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
         logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
         events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) {
-        source = .tracker(tracker)
+        self.init(source: .tracker(tracker), request: request, dfuTimeouts: dfuTimeouts, logger: logger, events: events)
+    }
+
+    private init(
+        source: LeaseSource, request: FlashRequest, dfuTimeouts: DFUTimeouts, logger: Logger,
+        events: @escaping @Sendable (FlashEvent) -> Void
+    ) {
+        self.source = source
         self.request = request
         emit = events
         self.dfuTimeouts = dfuTimeouts
-        clock = tracker.bus.clock
+        switch source {
+        case .lease(let lease): clock = lease.tracker.bus.clock
+        case .tracker(let tracker): clock = tracker.bus.clock
+        }
         recorder = TimelineRecorder(clock: clock, logger: logger)
     }
 

@@ -48,14 +48,14 @@ public final class USBContext: @unchecked Sendable {
         var listings: [DFUDeviceListing] = []
         for device in found {
             let dfuAlternates = device.configuration.interfaces.filter(\.isDFU)
+            // From the cache alone: names unknown.
+            let unread = DFUDeviceListing(
+                identity: device.identity,
+                alternates: dfuAlternates.map {
+                    DFUInterfaceAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
+                })
             if skipping.contains(device.identity.port) {
-                listings.append(
-                    DFUDeviceListing(
-                        identity: device.identity,
-                        alternates: dfuAlternates.map {
-                            DFUInterfaceAlternate(
-                                interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
-                        }))
+                listings.append(unread)
                 continue
             }
             do {
@@ -73,13 +73,7 @@ public final class USBContext: @unchecked Sendable {
             } catch let error as USBTransferError where error.kind == .noDevice {
                 continue  // Gone between scan and open: it will show up as a hot-plug event instead.
             } catch {
-                listings.append(
-                    DFUDeviceListing(
-                        identity: device.identity,
-                        alternates: dfuAlternates.map {
-                            DFUInterfaceAlternate(
-                                interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
-                        }))
+                listings.append(unread)
             }
         }
         return listings

@@ -25,7 +25,8 @@ public final class EventHub: Sendable {
             state.queues[state.nextID] = []
             return state.nextID
         }
-        return HubSubscription(hub: self, id: id)
+        return HotplugSubscriber(
+            next: { [self] deadline in try await next(id, until: deadline) }, onEnd: { [self] in unsubscribe(id) })
     }
 
     /// Queues `event` for every subscriber and wakes those waiting.
@@ -48,7 +49,7 @@ public final class EventHub: Sendable {
         for waiter in woken { waiter.resume() }
     }
 
-    fileprivate func unsubscribe(_ id: Int) {
+    private func unsubscribe(_ id: Int) {
         let waiter = state.withLock { state in
             state.queues[id] = nil
             return state.waiters.removeValue(forKey: id)
@@ -56,7 +57,7 @@ public final class EventHub: Sendable {
         waiter?.resume()
     }
 
-    fileprivate func next(_ id: Int, until deadline: Duration) async throws -> HotplugEvent? {
+    private func next(_ id: Int, until deadline: Duration) async throws -> HotplugEvent? {
         while true {
             let (event, finished) = state.withLock { state -> (HotplugEvent?, Bool) in
                 if let first = state.queues[id]?.first {
@@ -99,19 +100,20 @@ public final class EventHub: Sendable {
     }
 }
 
-/// One subscriber of an `EventHub`; unsubscribes when dropped.
-private final class HubSubscription: HotplugSubscription {
-    let hub: EventHub
-    let id: Int
+/// A subscription made of two closures: how to read the subscriber's next event, and what to do
+/// when the subscription is dropped (unsubscribe). Buses build theirs from it.
+public final class HotplugSubscriber: HotplugSubscription {
+    private let read: @Sendable (Duration) async throws -> HotplugEvent?
+    private let end: @Sendable () -> Void
 
-    init(hub: EventHub, id: Int) {
-        self.hub = hub
-        self.id = id
+    public init(
+        next: @escaping @Sendable (Duration) async throws -> HotplugEvent?, onEnd: @escaping @Sendable () -> Void
+    ) {
+        read = next
+        end = onEnd
     }
 
-    deinit { hub.unsubscribe(id) }
+    deinit { end() }
 
-    func next(until deadline: Duration) async throws -> HotplugEvent? {
-        try await hub.next(id, until: deadline)
-    }
+    public func next(until deadline: Duration) async throws -> HotplugEvent? { try await read(deadline) }
 }

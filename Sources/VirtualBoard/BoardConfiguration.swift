@@ -54,6 +54,30 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// As `moves-port`, and U-Boot announces another serial (its `serial#` differs): nothing ties
     /// the new device to the board except timing.
     case movesPortNewSerial = "moves-port-new-serial"
+    /// U-Boot's storage keeps a wrong byte every 64 KiB of user partitions (ID ≥ 0x10) while
+    /// every DFU request succeeds: only a readback can tell.
+    case storesWrongBytes = "stores-wrong-bytes"
+
+    /// One line for `flash --list-scenarios`: what the virtual board does wrong.
+    public var summary: String {
+        switch self {
+        case .none: "no fault: the board flashes normally"
+        case .noUBoot: "TF-A detaches after the FIP and nothing enumerates (U-Boot never starts USB)"
+        case .layoutRejected: "U-Boot rejects the FlashLayout with a 'Layout line …' message"
+        case .fipHeaderBad: "TF-A's FIP header check fails on the SSBL phase"
+        case .writeError: "a partition write fails in U-Boot (DFU write error)"
+        case .resetAfterDetach: "the ROM comes back after the DETACH to U-Boot (port reset or brown-out)"
+        case .transientStrings: "string descriptors STALL for the first requests after each enumeration"
+        case .getStatusStall: "one GETSTATUS during a download STALLs"
+        case .vanishMidPartition: "the board disappears in the middle of a partition download"
+        case .serialChanges: "the serial string differs between stages"
+        case .bootInterfaceUnsupported: "a storage TF-A was sent over USB: nothing TF-A-like appears after the FSBL"
+        case .enumerationErrors: "after TF-A's DETACH only failed enumerations happen (kernel error -71 / -110)"
+        case .movesPort: "U-Boot enumerates on a neighbouring port (hub or VM re-mapping), same serial"
+        case .movesPortNewSerial: "as moves-port, and U-Boot announces another serial"
+        case .storesWrongBytes: "U-Boot stores a wrong byte every 64 KiB of user partitions; only a readback tells"
+        }
+    }
 }
 
 /// Durations and throughputs of the virtual board, on the injected clock. Reference §C.9 says the

@@ -61,7 +61,8 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
             queues[nextSubscription] = []
             return nextSubscription
         }
-        return VirtualSubscription(bus: self, id: id)
+        return HotplugSubscriber(
+            next: { [self] deadline in try await nextEvent(id, until: deadline) }, onEnd: { [self] in unsubscribe(id) })
     }
 
     func unsubscribe(_ id: Int) {
@@ -230,23 +231,6 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
             boardDevice.pendingFailure = nil
             return (attached, failure)
         }
-    }
-}
-
-/// One subscriber's queue on the virtual bus; unsubscribes when dropped.
-final class VirtualSubscription: HotplugSubscription {
-    let bus: VirtualUSBBus
-    let id: Int
-
-    init(bus: VirtualUSBBus, id: Int) {
-        self.bus = bus
-        self.id = id
-    }
-
-    deinit { bus.unsubscribe(id) }
-
-    func next(until deadline: Duration) async throws -> HotplugEvent? {
-        try await bus.nextEvent(id, until: deadline)
     }
 }
 
