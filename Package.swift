@@ -49,6 +49,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
             dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
             swiftSettings: strictSwift),
@@ -122,6 +126,9 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "MCUTests", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
