@@ -63,7 +63,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
+        .target(
+            name: "Diagnostics", dependencies: ["FlashEngine", "MCUEngine", "DfuSe", "DFU", "USBModel", systemPackage],
             swiftSettings: strictSwift),
 
         // MARK: C wrappers.
@@ -77,13 +82,16 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
-            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            dependencies: [
+                "CUMockdev", "VirtualBoard", "VirtualMCU", "DfuSe", "USBModel", "Timekeeping", argumentParser,
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-flash-bench",

@@ -312,7 +312,20 @@ package final class DfuSeDevice: Sendable {
         let setup = SetupPacket(
             requestType: USBRequest.classInterfaceIn, request: request, value: value, index: UInt16(alt.interface),
             length: length)
-        return try await counted(operation) { try await dfu.transport.controlIn(setup, timeout: .seconds(5)) }
+        do {
+            return try await counted(operation) { try await dfu.transport.controlIn(setup, timeout: .seconds(5)) }
+        } catch let error as DFUError {
+            throw await statusAfterStall(error, alt)
+        }
+    }
+
+    /// A bootloader refuses a request by STALLing it and entering dfuERROR: GETSTATUS says why
+    /// (errVENDOR under RDP level 1, errADDRESS …), which is the fact worth keeping.
+    private func statusAfterStall(_ error: DFUError, _ alt: DFUAlternate) async -> DFUError {
+        guard error.transferError?.kind == .stall,
+            let status = try? await dfu.getStatus(interface: alt.interface), status.state == .error
+        else { return error }
+        return DFUError(.deviceError(state: status.state, status: status.status), operation: error.operation + " (STALL)")
     }
 
     private func controlOut(
@@ -321,7 +334,11 @@ package final class DfuSeDevice: Sendable {
         let setup = SetupPacket(
             requestType: USBRequest.classInterfaceOut, request: request, value: value, index: UInt16(alt.interface),
             length: UInt16(data.count))
-        try await counted(operation) { try await dfu.transport.controlOut(setup, data: data, timeout: .seconds(30)) }
+        do {
+            try await counted(operation) { try await dfu.transport.controlOut(setup, data: data, timeout: .seconds(30)) }
+        } catch let error as DFUError {
+            throw await statusAfterStall(error, alt)
+        }
     }
 }
 

@@ -212,7 +212,7 @@ extension MCUFamily {
     package static let h562 = MCUFamily(
         id: "h562", name: "STM32H562/563", deviceID: 0x484,
         alternates: ["@Internal Flash   /0x08000000/256*08Kg", "@Option Bytes   /0x40022050/01*088 e"],
-        uidAddress: 0x08FF_F800, bcdDevice: 0x0300, product: "DFU in FS Mode",
+        uidAddress: 0x08FF_F800, bcdDevice: 0x3000, product: "DFU in FS Mode",
         commands: [0x00, 0x21, 0x41], serialRule: .usbdLibrary,
         optionBytes: [
             OptionByteField(name: "USER", offset: 0),
@@ -227,7 +227,7 @@ extension MCUFamily {
     package static let g0 = MCUFamily(
         id: "g0", name: "STM32G0B1/G0C1", deviceID: 0x467,
         alternates: ["@Internal Flash   /0x08000000/256*02Kg", "@Option Bytes   /0x1FFF7800/01*128 e"],
-        uidAddress: 0x1FFF_7590, bcdDevice: 0x0300, product: "DFU in FS Mode",
+        uidAddress: 0x1FFF_7590, bcdDevice: 0x3000, product: "DFU in FS Mode",
         commands: [0x00, 0x21, 0x41, 0x92], serialRule: .usbdLibrary,
         optionBytes: [
             OptionByteField(name: "RDP", offset: 0, meaning: .readProtection(level0: 0xAA, level2: 0xCC)),

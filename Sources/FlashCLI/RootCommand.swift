@@ -16,6 +16,7 @@ public struct RootCommand: AsyncParsableCommand {
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
+            MCUCommand.self,
         ]
     )
 
