@@ -136,7 +136,11 @@ let package = Package(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "MCUTests", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "TestSupport"],
+            name: "MCUTests",
+            dependencies: [
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "Timekeeping", "TestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),

@@ -325,7 +325,8 @@ package final class DfuSeDevice: Sendable {
         guard error.transferError?.kind == .stall,
             let status = try? await dfu.getStatus(interface: alt.interface), status.state == .error
         else { return error }
-        return DFUError(.deviceError(state: status.state, status: status.status), operation: error.operation + " (STALL)")
+        return DFUError(
+            .deviceError(state: status.state, status: status.status), operation: error.operation + " (STALL)")
     }
 
     private func controlOut(
@@ -335,7 +336,9 @@ package final class DfuSeDevice: Sendable {
             requestType: USBRequest.classInterfaceOut, request: request, value: value, index: UInt16(alt.interface),
             length: UInt16(data.count))
         do {
-            try await counted(operation) { try await dfu.transport.controlOut(setup, data: data, timeout: .seconds(30)) }
+            try await counted(operation) {
+                try await dfu.transport.controlOut(setup, data: data, timeout: .seconds(30))
+            }
         } catch let error as DFUError {
             throw await statusAfterStall(error, alt)
         }

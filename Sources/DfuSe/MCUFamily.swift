@@ -219,8 +219,7 @@ extension MCUFamily {
             OptionByteField(name: "PRODUCT_STATE", offset: 1, meaning: .productState),
         ],
         notes: [
-            "STM32H5: no RDP; the product state decides. OBK provisioning (PRODUCT_STATE 0x17 → 0x72) is reported to fail while USB is connected: provision over SWD with USB unplugged (docs/troubleshooting.md#h5-obk-with-usb).",
-            "STM32H7-class supplies: a wrong SMPS/LDO setting locks the core; see docs/troubleshooting.md#h7-smps-ldo.",
+            "STM32H5: no RDP; the product state decides. OBK provisioning (PRODUCT_STATE 0x17 → 0x72) is reported to fail while USB is connected: provision over SWD with USB unplugged (docs/troubleshooting.md#h5-obk-with-usb)."
         ])
 
     /// STM32G0B1: 512 KiB in 2 KiB pages, option block at 0x1FFF7800 (FLASH_OPTR first, RM0444).
@@ -246,7 +245,18 @@ extension MCUFamily {
         ("04*016Kg,01*064Kg,07*128Kg", "STM32F405/407/415/417"),
         ("04*016Kg,01*064Kg,03*128Kg", "STM32F72x/73x"),
         ("04*016Kg,01*064Kg,01*128Kg", "STM32F401/411"),
+        ("16*128Kg", "STM32H74x/75x"),
+        ("08*128Kg", "STM32H72x/73x/H750"),
     ]
+
+    /// What the user should know about a series the tool cannot see over DFU (H7 supply lock-up),
+    /// from the flash string of a family it does not model.
+    package static func seriesNotes(flashString: String) -> [String] {
+        guard let name = seriesName(flashString: flashString), name.hasPrefix("STM32H7") else { return [] }
+        return [
+            "\(name): a firmware that selects the wrong SMPS/LDO supply locks the core up so that neither SWD nor DFU connects; recovery needs BOOT0 high and a full power cycle (docs/troubleshooting.md#h7-smps-ldo)."
+        ]
+    }
 
     /// Recognises a family from the alternates' strings (the flash map first, then the option-byte
     /// address); nil when nothing matches.

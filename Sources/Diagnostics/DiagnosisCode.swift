@@ -112,8 +112,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .cancelled: "The run was cancelled."
         case .mcuAppDFU:
             "This DFU device is your application's DFU class, not ST's system bootloader: it accepts writes without storing them."
-        case .mcuReadProtected: "The MCU is read-protected (RDP level 1): the bootloader refuses reads, writes and erases."
-        case .mcuWriteProtected: "Part of the flash is write-protected: those sectors kept their old content, without an error."
+        case .mcuReadProtected:
+            "The MCU is read-protected (RDP level 1): the bootloader refuses reads, writes and erases."
+        case .mcuWriteProtected:
+            "Part of the flash is write-protected: those sectors kept their old content, without an error."
         case .mcuUSBClock:
             "The MCU bootloader runs USB on a mis-measured HSE clock: transfers and strings fail now and then."
         case .mcuVerifyMismatch: "The MCU's flash does not read back what was written."

@@ -13,12 +13,16 @@ package enum MCUDiagnoser {
         case .cancelled:
             return Diagnosis(
                 code: .cancelled, cause: DiagnosisCode.cancelled.summary, evidence: evidence,
-                nextSteps: ["Run the command again; an interrupted write leaves the touched sectors erased or half written."])
+                nextSteps: [
+                    "Run the command again; an interrupted write leaves the touched sectors erased or half written."
+                ])
         case .noDevice(let seen):
             let others = seen.map { "\($0.port): \($0.vendorProduct) \($0.product.map { "\"\($0)\"" } ?? "")" }
             return Diagnosis(
                 code: .noBoard, cause: "No STM32 MCU in DFU mode (system bootloader or application DFU) is visible.",
-                evidence: others.isEmpty ? ["no DFU device at all"] : ["DFU devices that are not an STM32 MCU: " + others.joined(separator: "; ")],
+                evidence: others.isEmpty
+                    ? ["no DFU device at all"]
+                    : ["DFU devices that are not an STM32 MCU: " + others.joined(separator: "; ")],
                 nextSteps: [
                     "Start the system bootloader: BOOT0 high (on some parts an option bit, nBOOT0/nSWBOOT0) and reset, with USB connected to the MCU's DFU-capable USB port.",
                     "Run `stm32mp-flash doctor` for permissions and udev rules.",
@@ -82,7 +86,8 @@ package enum MCUDiagnoser {
         if facts.kind?.isApplication == true {
             return appDFU(facts, seen)
         }
-        if let family = facts.family, let sectorIndex = family.flash.sectors.firstIndex(where: { $0.contains(address) }),
+        if let family = facts.family,
+            let sectorIndex = family.flash.sectors.firstIndex(where: { $0.contains(address) }),
             facts.writeProtectedSectors.contains(sectorIndex)
         {
             let sector = family.flash.sectors[sectorIndex]
@@ -90,7 +95,9 @@ package enum MCUDiagnoser {
                 code: .mcuWriteProtected,
                 cause:
                     "Writes to \(DfuSe.address(address)) did not take: sector \(sectorIndex) (\(DfuSe.address(UInt64(sector.address)))–\(DfuSe.address(sector.end - 1))) is write-protected, and the bootloader does not report an error for that (AN3156 §5.3).",
-                evidence: seen + ["the option bytes mark sector(s) \(facts.writeProtectedSectors.map(String.init).joined(separator: ", ")) write-protected"],
+                evidence: seen + [
+                    "the option bytes mark sector(s) \(facts.writeProtectedSectors.map(String.init).joined(separator: ", ")) write-protected"
+                ],
                 nextSteps: [
                     "Clear the write protection in the option bytes: `stm32mp-flash mcu option-bytes` shows the fields; `--set \(wrpFieldName(family))=…` writes them (the chip resets).",
                     "Then write again: `stm32mp-flash mcu write FILE`.",
@@ -98,7 +105,9 @@ package enum MCUDiagnoser {
                 alternatives: [
                     AlternativeCause(
                         code: .mcuVerifyMismatch, cause: DiagnosisCode.mcuVerifyMismatch.summary,
-                        howToTell: "If the sector is not marked in the option bytes, the flash itself or the file's overlap is to blame.")
+                        howToTell:
+                            "If the sector is not marked in the option bytes, the flash itself or the file's overlap is to blame."
+                    )
                 ])
         }
         return Diagnosis(
@@ -113,10 +122,13 @@ package enum MCUDiagnoser {
             alternatives: [
                 AlternativeCause(
                     code: .mcuWriteProtected, cause: DiagnosisCode.mcuWriteProtected.summary,
-                    howToTell: "Write-protected sectors keep their old content exactly; the option bytes show the protection."),
+                    howToTell:
+                        "Write-protected sectors keep their old content exactly; the option bytes show the protection."),
                 AlternativeCause(
                     code: .mcuAppDFU, cause: DiagnosisCode.mcuAppDFU.summary,
-                    howToTell: "An application's DFU shows its own product string (not STM32 BOOTLOADER) and one flash alternate with read-only (`a`) sectors."),
+                    howToTell:
+                        "An application's DFU shows its own product string (not STM32 BOOTLOADER) and one flash alternate with read-only (`a`) sectors."
+                ),
             ])
     }
 
@@ -138,7 +150,9 @@ package enum MCUDiagnoser {
             alternatives: [
                 AlternativeCause(
                     code: .mcuWriteProtected, cause: DiagnosisCode.mcuWriteProtected.summary,
-                    howToTell: "Under ST's bootloader (product STM32 BOOTLOADER) only the protected sectors keep their content.")
+                    howToTell:
+                        "Under ST's bootloader (product STM32 BOOTLOADER) only the protected sectors keep their content."
+                )
             ])
     }
 
@@ -146,8 +160,12 @@ package enum MCUDiagnoser {
         let seen = evidence + ["\(stepName(failure.step)) failed: \(failure.description)"]
         if failure.isVendorError, facts.kind?.isApplication != true {
             let flash = facts.family?.flash
-            let erased = flash.map { "all \($0.totalSize / 1024) KiB of flash (\(DfuSe.address(UInt64($0.start)))–\(DfuSe.address($0.end - 1)))" } ?? "the whole flash"
-            let hasUnprotect = facts.commands?.contains(DfuSeCommand.readUnprotect) ?? facts.family?.hasReadUnprotect ?? true
+            let erased =
+                flash.map {
+                    "all \($0.totalSize / 1024) KiB of flash (\(DfuSe.address(UInt64($0.start)))–\(DfuSe.address($0.end - 1)))"
+                } ?? "the whole flash"
+            let hasUnprotect =
+                facts.commands?.contains(DfuSeCommand.readUnprotect) ?? facts.family?.hasReadUnprotect ?? true
             return Diagnosis(
                 code: .mcuReadProtected,
                 cause:
@@ -164,13 +182,16 @@ package enum MCUDiagnoser {
                 alternatives: [
                     AlternativeCause(
                         code: .mcuUSBClock, cause: DiagnosisCode.mcuUSBClock.summary,
-                        howToTell: "A clock problem fails with STALLs or timeouts and varies between tries; RDP refuses every read with errVENDOR (status 0x0B) every time.")
+                        howToTell:
+                            "A clock problem fails with STALLs or timeouts and varies between tries; RDP refuses every read with errVENDOR (status 0x0B) every time."
+                    )
                 ])
         }
         if facts.kind?.isApplication == true {
             return appDFU(facts, seen)
         }
-        let clockSuspect = facts.serialMismatch || (failure.step == .read(facts.family?.optionByteMap?.start ?? 0))
+        let clockSuspect =
+            facts.serialMismatch || (failure.step == .read(facts.family?.optionByteMap?.start ?? 0))
             || facts.optionBytesFailure != nil
         if clockSuspect {
             return usbClock(facts, seen)
@@ -191,7 +212,9 @@ package enum MCUDiagnoser {
             alternatives: [
                 AlternativeCause(
                     code: .mcuUSBClock, cause: DiagnosisCode.mcuUSBClock.summary,
-                    howToTell: "With a mis-measured HSE the serial does not follow the UID rule and option-byte reads fail now and then.")
+                    howToTell:
+                        "With a mis-measured HSE the serial does not follow the UID rule and option-byte reads fail now and then."
+                )
             ])
     }
 
@@ -199,12 +222,15 @@ package enum MCUDiagnoser {
         var seen = evidence
         if facts.serialMismatch, let expected = facts.expectedSerial {
             seen.append(
-                "the serial \"\(facts.identity?.serial ?? "")\" does not follow the UID rule (expected \"\(expected)\" from the UID)")
+                "the serial \"\(facts.identity?.serial ?? "")\" does not follow the UID rule (expected \"\(expected)\" from the UID)"
+            )
         }
         if let failure = facts.optionBytesFailure {
             seen.append("uploading the option bytes failed: \(failure.description)")
         }
-        let note = facts.family?.notes.first ?? "The bootloader measures the HSE crystal against its internal RC oscillator to set up the 48 MHz USB clock (AN2606)."
+        let note =
+            facts.family?.notes.first
+            ?? "The bootloader measures the HSE crystal against its internal RC oscillator to set up the 48 MHz USB clock (AN2606)."
         return Diagnosis(
             code: .mcuUSBClock,
             cause:
@@ -219,7 +245,9 @@ package enum MCUDiagnoser {
             alternatives: [
                 AlternativeCause(
                     code: .mcuReadProtected, cause: DiagnosisCode.mcuReadProtected.summary,
-                    howToTell: "RDP refuses every option-byte and flash read with errVENDOR, every time, and the serial follows the UID rule.")
+                    howToTell:
+                        "RDP refuses every option-byte and flash read with errVENDOR, every time, and the serial follows the UID rule."
+                )
             ])
     }
 
@@ -230,12 +258,14 @@ package enum MCUDiagnoser {
         var lines: [String] = []
         if let identity = facts.identity {
             lines.append(
-                "\(identity.port): \(identity.vendorProduct) bcdDevice 0x\(hex4(identity.bcdDevice)) \"\(identity.product ?? "?")\" serial \"\(identity.serial ?? "?")\"")
+                "\(identity.port): \(identity.vendorProduct) bcdDevice 0x\(hex4(identity.bcdDevice)) \"\(identity.product ?? "?")\" serial \"\(identity.serial ?? "?")\""
+            )
         }
         if let kind = facts.kind {
             switch kind {
             case .systemBootloader(let family, let version):
-                lines.append("ST system bootloader v\(MCUKind.versionText(version))" + (family.map { ", \($0.name)" } ?? ""))
+                lines.append(
+                    "ST system bootloader v\(MCUKind.versionText(version))" + (family.map { ", \($0.name)" } ?? ""))
             case .applicationDFU(let family):
                 lines.append("an application's DFU interface" + (family.map { " on an \($0.name)" } ?? ""))
             }

@@ -31,7 +31,10 @@ struct MCUOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The MCU's USB port path, e.g. 1-2.3.", valueName: "path"))
     var port: String?
 
-    @Option(help: ArgumentHelp("The MCU's USB serial number (many bootloaders report one constant serial: prefer --port).", valueName: "serial"))
+    @Option(
+        help: ArgumentHelp(
+            "The MCU's USB serial number (many bootloaders report one constant serial: prefer --port).",
+            valueName: "serial"))
     var serial: String?
 
     @Option(help: ArgumentHelp("Seconds to wait for an MCU to appear.", valueName: "seconds"))
@@ -40,7 +43,9 @@ struct MCUOptions: ParsableArguments {
     @Flag(help: "Use a built-in virtual MCU instead of real USB.")
     var simulate = false
 
-    @Option(help: ArgumentHelp("Virtual MCU family: \(MCUFamily.all.map(\.id).joined(separator: ", ")).", valueName: "family"))
+    @Option(
+        help: ArgumentHelp(
+            "Virtual MCU family: \(MCUFamily.all.map(\.id).joined(separator: ", ")).", valueName: "family"))
     var mcu = "f746"
 
     @Option(
@@ -68,7 +73,8 @@ struct MCUOptions: ParsableArguments {
         }
         if MCUScenario(rawValue: scenario) == nil {
             throw ValidationError(
-                "unknown --sim-scenario '\(scenario)'; known: \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))")
+                "unknown --sim-scenario '\(scenario)'; known: \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
     }
 
@@ -128,7 +134,8 @@ struct MCURunner {
             output.json("start", fields)
         } else if options.simulate {
             output.line(
-                "Virtual \(MCUFamily.named(options.mcu)!.name)" + (options.scenario == "none" ? "" : " (scenario: \(options.scenario))")
+                "Virtual \(MCUFamily.named(options.mcu)!.name)"
+                    + (options.scenario == "none" ? "" : " (scenario: \(options.scenario))")
                     + ", memory in \(options.simulationDirectory)")
         }
         let session = session()
@@ -155,6 +162,24 @@ struct MCURunner {
     }
 
     func report(_ failure: MCUFailure) {
+        // The input is at fault (a file that does not fit, an address outside the memories): an
+        // error naming the addresses, no device diagnosis; JSON `failed` has `code: null`.
+        switch failure.kind {
+        case .plan, .unsupported:
+            if options.json {
+                output.json(
+                    "failed",
+                    [
+                        "code": .null, "cause": .string(failure.description), "error": .string(failure.description),
+                        "operation": .string(failure.operation),
+                    ])
+            } else {
+                Terminal.error("error: \(failure.description)")
+                if let advice = MCUDiagnoser.advisory(failure.facts) { output.line(advice.text) }
+            }
+            return
+        default: break
+        }
         let diagnosis = MCUDiagnoser.diagnose(failure)
         if options.json {
             output.json("diagnosis", Self.fields(diagnosis))
@@ -179,7 +204,8 @@ struct MCURunner {
             "alternatives": .array(
                 diagnosis.alternatives.map {
                     .object([
-                        "code": .string($0.code.rawValue), "cause": .string($0.cause), "howToTell": .string($0.howToTell),
+                        "code": .string($0.code.rawValue), "cause": .string($0.cause),
+                        "howToTell": .string($0.howToTell),
                     ])
                 }),
         ]
@@ -194,11 +220,15 @@ struct MCURunner {
             if json {
                 output.json("found", deviceFields(identity, kind))
             } else {
-                output.line("\(identity.port): \(describe(kind)) \"\(identity.product ?? "?")\" serial \(identity.serial ?? "?")")
+                output.line(
+                    "\(identity.port): \(describe(kind)) \"\(identity.product ?? "?")\" serial \(identity.serial ?? "?")"
+                )
             }
         case .erasing(let sector, let index, let count):
             if json {
-                output.json("erase", ["address": .string(address(UInt64(sector.address))), "size": .number(Double(sector.size))])
+                output.json(
+                    "erase",
+                    ["address": .string(address(UInt64(sector.address))), "size": .number(Double(sector.size))])
             } else if index == 0 {
                 output.line("Erasing \(count) sector(s) from \(address(UInt64(sector.address)))")
             }
@@ -214,12 +244,18 @@ struct MCURunner {
             }
             guard due else { return }
             if json {
-                output.json("progress", ["phase": .string(phase), "bytes": .number(Double(bytes)), "total": .number(Double(total))])
+                output.json(
+                    "progress",
+                    ["phase": .string(phase), "bytes": .number(Double(bytes)), "total": .number(Double(total))])
             } else if bytes == total {
                 output.line("  \(phase): \(bytes) bytes")
             }
         case .verified(let bytes):
-            if json { output.json("verified", ["bytes": .number(Double(bytes))]) } else { output.line("Verified \(bytes) bytes") }
+            if json {
+                output.json("verified", ["bytes": .number(Double(bytes))])
+            } else {
+                output.line("Verified \(bytes) bytes")
+            }
         case .waitingForReset(let step):
             if json {
                 output.json("reset", ["after": .string(step)])
@@ -230,8 +266,11 @@ struct MCURunner {
             if json {
                 output.json(
                     "reenumeration",
-                    ["port": .string(identity.port.description), "product": identity.product.map { .string($0) } ?? .null,
-                     "serial": identity.serial.map { .string($0) } ?? .null])
+                    [
+                        "port": .string(identity.port.description),
+                        "product": identity.product.map { .string($0) } ?? .null,
+                        "serial": identity.serial.map { .string($0) } ?? .null,
+                    ])
             } else {
                 output.line("\(identity.port): back as \"\(identity.product ?? "?")\"")
             }
@@ -250,7 +289,8 @@ struct MCURunner {
     static func deviceFields(_ identity: USBDeviceIdentity, _ kind: MCUKind?) -> [String: JSONValue] {
         [
             "port": .string(identity.port.description), "vidpid": .string(identity.vendorProduct),
-            "product": identity.product.map { .string($0) } ?? .null, "serial": identity.serial.map { .string($0) } ?? .null,
+            "product": identity.product.map { .string($0) } ?? .null,
+            "serial": identity.serial.map { .string($0) } ?? .null,
             "kind": kind.map { .string($0.name) } ?? .null, "family": kind?.family.map { .string($0.id) } ?? .null,
             "bootloaderVersion": kind.flatMap { kind -> JSONValue? in
                 if case .systemBootloader(_, let version) = kind { return .string(MCUKind.versionText(version)) }
@@ -308,7 +348,9 @@ struct MCUInfoCommand: AsyncParsableCommand {
         fields["commands"] = facts.commands.map { .array($0.map { .string(String(format2: $0)) }) } ?? .null
         fields["alternates"] = .array(
             facts.alternates.enumerated().map { index, name in
-                var object: [String: JSONValue] = ["alternate": .number(Double(index)), "name": name.map { .string($0) } ?? .null]
+                var object: [String: JSONValue] = [
+                    "alternate": .number(Double(index)), "name": name.map { .string($0) } ?? .null,
+                ]
                 if let map = name.flatMap(DfuSeMemoryMap.init) {
                     object["start"] = .string(address(UInt64(map.start)))
                     object["size"] = .number(Double(map.totalSize))
@@ -331,7 +373,9 @@ struct MCUInfoCommand: AsyncParsableCommand {
             return [:]
         }
         if let commands = facts.commands {
-            output.line("  DfuSe commands (Get): \(hexString(commands))" + (commands.contains(0x92) ? "" : "  (no Read Unprotect)"))
+            output.line(
+                "  DfuSe commands (Get): \(hexString(commands))"
+                    + (commands.contains(0x92) ? "" : "  (no Read Unprotect)"))
         }
         for (index, name) in facts.alternates.enumerated() {
             var line = "  alt \(index): \(name ?? "(unreadable)")"
@@ -350,7 +394,8 @@ struct MCUInfoCommand: AsyncParsableCommand {
             output.line("  UID: \(hexString(uid))")
             if let expected = facts.expectedSerial {
                 output.line(
-                    "  serial: \(facts.serialMismatch ? "does NOT follow the UID rule (expected \(expected))" : "follows the UID rule")")
+                    "  serial: \(facts.serialMismatch ? "does NOT follow the UID rule (expected \(expected))" : "follows the UID rule")"
+                )
             }
         }
         for note in notes(facts) { output.line("  note: \(note)") }
@@ -364,8 +409,12 @@ struct MCUInfoCommand: AsyncParsableCommand {
     /// Family notes (H5 OBK, H7 SMPS/LDO), and a constant serial.
     static func notes(_ facts: MCUFacts) -> [String] {
         var notes = facts.family?.notes ?? []
+        if let flash = facts.alternates.compactMap({ $0 }).first(where: { $0.contains("Internal Flash") }) {
+            notes += MCUFamily.seriesNotes(flashString: flash)
+        }
         if facts.identity?.serial == "STM32FxSTM32" {
-            notes.append("This bootloader reports the constant serial STM32FxSTM32: tell boards apart by --port, not --serial.")
+            notes.append(
+                "This bootloader reports the constant serial STM32FxSTM32: tell boards apart by --port, not --serial.")
         }
         return notes
     }
@@ -377,7 +426,9 @@ struct MCUInfoCommand: AsyncParsableCommand {
 struct MCUWriteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "write",
-        abstract: "Write a .bin (needs --address), Intel HEX, DfuSe .dfu or ELF file; erase only the sectors written; verify.")
+        abstract:
+            "Write a .bin (needs --address), Intel HEX, DfuSe .dfu or ELF file; erase only the sectors written; verify."
+    )
 
     @Argument(help: "The firmware file.")
     var file: String
@@ -405,7 +456,8 @@ struct MCUWriteCommand: AsyncParsableCommand {
             let report = try await session.write(image, verify: verify)
             output.line(
                 output.style(.green, "Done:")
-                    + " \(report.bytes) bytes written\(report.verified ? " and verified" : ""), \(report.erased.count) sector(s) erased, \(report.controlTransfers) control transfers")
+                    + " \(report.bytes) bytes written\(report.verified ? " and verified" : ""), \(report.erased.count) sector(s) erased, \(report.controlTransfers) control transfers"
+            )
             return [
                 "bytes": .number(Double(report.bytes)), "verified": .bool(report.verified),
                 "erased": .array(report.erased.map { .string(DfuSe.address(UInt64($0.address))) }),
@@ -441,8 +493,12 @@ struct MCUReadCommand: AsyncParsableCommand {
             do { try FileTree.write(bytes, to: path) } catch {
                 throw MCUFailure(.unsupported("\(error)"), facts: MCUFacts(), operation: "read")
             }
-            out.line(out.style(.green, "Done:") + " \(bytes.count) bytes from \(DfuSe.address(start)) written to \(path)")
-            return ["bytes": .number(Double(bytes.count)), "output": .string(path), "address": .string(DfuSe.address(start))]
+            out.line(
+                out.style(.green, "Done:") + " \(bytes.count) bytes from \(DfuSe.address(start)) written to \(path)")
+            return [
+                "bytes": .number(Double(bytes.count)), "output": .string(path),
+                "address": .string(DfuSe.address(start)),
+            ]
         }
     }
 }
@@ -469,13 +525,18 @@ struct MCUEraseCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let range = try address.map { (try parseNumber($0, option: "--address"), try parseNumber(length ?? "0", option: "--length")) }
+        let range = try address.map {
+            (try parseNumber($0, option: "--address"), try parseNumber(length ?? "0", option: "--length"))
+        }
         let runner = try MCURunner(options, command: "erase")
         let out = runner.output
         try await runner.run { session throws(MCUFailure) in
             let sectors = try await session.erase(range: range.map { (address: $0.0, length: $0.1) })
             out.line(out.style(.green, "Done:") + (range == nil ? " mass erase" : " \(sectors.count) sector(s) erased"))
-            return ["mass": .bool(range == nil), "erased": .array(sectors.map { .string(DfuSe.address(UInt64($0.address))) })]
+            return [
+                "mass": .bool(range == nil),
+                "erased": .array(sectors.map { .string(DfuSe.address(UInt64($0.address))) }),
+            ]
         }
     }
 }
@@ -500,7 +561,8 @@ struct MCUOptionBytesCommand: AsyncParsableCommand {
     func run() async throws {
         let changes = try set.map { item -> (name: String, value: UInt32) in
             let parts = item.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let value = UInt32(exactly: try parseNumber(String(parts[1]), option: "--set")) else {
+            guard parts.count == 2, let value = UInt32(exactly: try parseNumber(String(parts[1]), option: "--set"))
+            else {
                 throw ValidationError("--set takes NAME=VALUE, e.g. RDP=0xAA, got '\(item)'")
             }
             return (String(parts[0]), value)
@@ -525,8 +587,11 @@ struct MCUOptionBytesCommand: AsyncParsableCommand {
             out.line("Before: \(hexString(before))")
             out.line("After:  \(hexString(after.optionBytes ?? []))")
             return [
-                "before": .string(hexString(before)), "after": after.optionBytes.map { .string(hexString($0)) } ?? .null,
-                "decoded": .object(Dictionary(uniqueKeysWithValues: after.decodedOptionBytes.map { ($0.name, JSONValue.string($0.meaning)) })),
+                "before": .string(hexString(before)),
+                "after": after.optionBytes.map { .string(hexString($0)) } ?? .null,
+                "decoded": .object(
+                    Dictionary(
+                        uniqueKeysWithValues: after.decodedOptionBytes.map { ($0.name, JSONValue.string($0.meaning)) })),
             ]
         }
     }
@@ -544,7 +609,9 @@ struct MCUUnprotectCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard yes else {
-            Terminal.error("error: Read Unprotect erases the whole flash, the RAM and the option bytes; run again with --yes to do it")
+            Terminal.error(
+                "error: Read Unprotect erases the whole flash, the RAM and the option bytes; run again with --yes to do it"
+            )
             throw ExitCode.failure
         }
         let runner = try MCURunner(options, command: "unprotect")

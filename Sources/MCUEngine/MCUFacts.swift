@@ -56,7 +56,9 @@ package struct MCUFacts: Sendable, Hashable {
         switch family.id {
         case "f105":
             for (byteIndex, name) in ["WRP0", "WRP1", "WRP2", "WRP3"].enumerated() {
-                guard let value = family.optionBytes.first(where: { $0.name == name })?.value(in: block) else { continue }
+                guard let value = family.optionBytes.first(where: { $0.name == name })?.value(in: block) else {
+                    continue
+                }
                 for bit in 0..<8 where value & (1 << bit) == 0 {
                     let group = byteIndex * 8 + bit
                     sectors += [group * 2, group * 2 + 1]
@@ -115,7 +117,8 @@ package struct MCUFailure: Error, Sendable, CustomStringConvertible {
         switch kind {
         case .noDevice: return "no STM32 MCU in DFU mode found"
         case .severalDevices(let list):
-            return "\(list.count) STM32 MCUs in DFU mode: choose one with --port (\(list.map(\.port.description).joined(separator: ", ")))"
+            return
+                "\(list.count) STM32 MCUs in DFU mode: choose one with --port (\(list.map(\.port.description).joined(separator: ", ")))"
         case .open(let error): return "cannot open the device: \(error)"
         case .dfuse(let failure): return failure.description
         case .verifyMismatch(let address, let expected, let actual, _):

@@ -60,7 +60,11 @@ package struct MCUSession: Sendable {
                 var matches: [(DfuSeDevice, MCUKind)] = []
                 for identity in identities where matchesSelection(identity) {
                     guard let device = try? await open(identity.port) else { continue }
-                    if let kind = Self.kind(of: device) { matches.append((device, kind)) } else { await device.dfu.transport.close() }
+                    if let kind = Self.kind(of: device) {
+                        matches.append((device, kind))
+                    } else {
+                        await device.dfu.transport.close()
+                    }
                 }
                 if matches.count == 1, let (device, kind) = matches.first {
                     facts.identity = device.identity
@@ -144,6 +148,7 @@ package struct MCUSession: Sendable {
                 facts.optionBytes = try await device.read(at: map.start, length: Int(map.totalSize), on: alt)
                 facts.optionBytesFailure = nil
             } catch {
+                facts.optionBytes = nil
                 facts.optionBytesFailure = error
             }
         }
@@ -196,7 +201,10 @@ package struct MCUSession: Sendable {
                     let back = try await device.read(
                         at: UInt32(run.segment.address), length: run.segment.bytes.count, on: alt
                     ) { bytes in events(.progress(phase: "verify", bytes: before + bytes, total: total)) }
-                    if let offset = zip(run.segment.bytes, back + [UInt8](repeating: 0, count: max(0, run.segment.bytes.count - back.count))).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+                    if let offset = zip(
+                        run.segment.bytes,
+                        back + [UInt8](repeating: 0, count: max(0, run.segment.bytes.count - back.count))
+                    ).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
                         var failureFacts = facts
                         await gather(device, into: &failureFacts)
                         throw MCUFailure(
@@ -225,10 +233,16 @@ package struct MCUSession: Sendable {
         let (device, facts) = try await connect("read")
         defer { Task { await device.dfu.transport.close() } }
         guard let (alt, map) = device.alternate(covering: address) else {
-            throw MCUFailure(.unsupported("\(DfuSe.address(address)) is in no memory the device offers (\(device.maps.compactMap { $0.map { "\($0.name) \(DfuSe.address(UInt64($0.start)))–\(DfuSe.address($0.end - 1))" } }.joined(separator: "; ")))"), facts: facts, operation: "read")
+            throw MCUFailure(
+                .unsupported(
+                    "\(DfuSe.address(address)) is in no memory the device offers (\(device.maps.compactMap { $0.map { "\($0.name) \(DfuSe.address(UInt64($0.start)))–\(DfuSe.address($0.end - 1))" } }.joined(separator: "; ")))"
+                ), facts: facts, operation: "read")
         }
         if let uncovered = map.firstUncovered(address, length: UInt64(length)) {
-            throw MCUFailure(.unsupported("\(DfuSe.address(uncovered)) is past the end of \(map.name) (\(DfuSe.address(map.end - 1)))"), facts: facts, operation: "read")
+            throw MCUFailure(
+                .unsupported(
+                    "\(DfuSe.address(uncovered)) is past the end of \(map.name) (\(DfuSe.address(map.end - 1)))"),
+                facts: facts, operation: "read")
         }
         do {
             return try await device.read(at: UInt32(address), length: length, on: alt) { bytes in
@@ -244,15 +258,21 @@ package struct MCUSession: Sendable {
         let (device, facts) = try await connect("erase")
         defer { Task { await device.dfu.transport.close() } }
         guard let (flashAlt, flash) = device.alternate(named: "Internal Flash") else {
-            throw MCUFailure(.unsupported("the device offers no Internal Flash alternate"), facts: facts, operation: "erase")
+            throw MCUFailure(
+                .unsupported("the device offers no Internal Flash alternate"), facts: facts, operation: "erase")
         }
         do {
             guard let range else {
                 try await device.massErase(on: flashAlt)
                 return flash.sectors
             }
-            guard let (alt, map) = device.alternate(covering: range.address), map.firstUncovered(range.address, length: range.length) == nil else {
-                throw MCUFailure(.unsupported("\(DfuSe.address(range.address))+\(range.length) is not inside one memory of the device"), facts: facts, operation: "erase")
+            guard let (alt, map) = device.alternate(covering: range.address),
+                map.firstUncovered(range.address, length: range.length) == nil
+            else {
+                throw MCUFailure(
+                    .unsupported(
+                        "\(DfuSe.address(range.address))+\(range.length) is not inside one memory of the device"),
+                    facts: facts, operation: "erase")
             }
             let sectors = map.sectors(overlapping: range.address, length: range.length).filter(\.erasable)
             for (index, sector) in sectors.enumerated() {
@@ -279,7 +299,8 @@ package struct MCUSession: Sendable {
             throw MCUFailure(.dfuse(failure), facts: facts, operation: "option-bytes")
         }
         guard facts.optionBytes != nil else {
-            throw MCUFailure(.unsupported("the device offers no Option Bytes alternate"), facts: facts, operation: "option-bytes")
+            throw MCUFailure(
+                .unsupported("the device offers no Option Bytes alternate"), facts: facts, operation: "option-bytes")
         }
         return facts
     }
@@ -292,21 +313,36 @@ package struct MCUSession: Sendable {
         let (device, found) = try await connect("option-bytes")
         var facts = found
         guard let (alt, map) = device.alternate(named: "Option Bytes") else {
-            throw MCUFailure(.unsupported("the device offers no Option Bytes alternate"), facts: facts, operation: "option-bytes")
+            throw MCUFailure(
+                .unsupported("the device offers no Option Bytes alternate"), facts: facts, operation: "option-bytes")
         }
         await gather(device, into: &facts)
-        if let failure = facts.optionBytesFailure {
+        // A whole block needs no read first (under RDP level 1 the bootloader refuses it).
+        if let failure = facts.optionBytesFailure, newBlock == nil {
+            if failure.isVendorError {
+                throw MCUFailure(
+                    .unsupported(
+                        "the option bytes cannot be read (RDP level 1), so --set has nothing to change; write a whole block with --write FILE, or remove the protection with `mcu unprotect --yes`"
+                    ), facts: facts, operation: "option-bytes")
+            }
             throw MCUFailure(.dfuse(failure), facts: facts, operation: "option-bytes")
         }
         let before = facts.optionBytes ?? []
         var block = newBlock ?? before
         guard block.count == Int(map.totalSize) else {
-            throw MCUFailure(.unsupported("the option-byte block of this device is \(map.totalSize) bytes, the file has \(block.count)"), facts: facts, operation: "option-bytes")
+            throw MCUFailure(
+                .unsupported(
+                    "the option-byte block of this device is \(map.totalSize) bytes, the file has \(block.count)"),
+                facts: facts, operation: "option-bytes")
         }
         for change in changes {
-            guard let field = facts.family?.optionBytes.first(where: { $0.name.uppercased() == change.name.uppercased() }) else {
+            guard
+                let field = facts.family?.optionBytes.first(where: { $0.name.uppercased() == change.name.uppercased() })
+            else {
                 let known = facts.family?.optionBytes.map(\.name).joined(separator: ", ") ?? "none (family unknown)"
-                throw MCUFailure(.unsupported("no option-byte field \(change.name) on this device; known: \(known)"), facts: facts, operation: "option-bytes")
+                throw MCUFailure(
+                    .unsupported("no option-byte field \(change.name) on this device; known: \(known)"), facts: facts,
+                    operation: "option-bytes")
             }
             block = field.setting(change.value, in: block)
         }
@@ -317,7 +353,8 @@ package struct MCUSession: Sendable {
             throw await failed(error, device: device, facts: facts, operation: "option-bytes")
         }
         await device.dfu.transport.close()
-        let again = try await followReset(port, after: "the option-byte write", facts: &facts, operation: "option-bytes")
+        let again = try await followReset(
+            port, after: "the option-byte write", facts: &facts, operation: "option-bytes")
         facts.kind = Self.kind(of: again) ?? facts.kind
         await gather(again, into: &facts)
         await again.dfu.transport.close()
@@ -331,7 +368,9 @@ package struct MCUSession: Sendable {
         facts.commands = try? await device.commands(on: device.alternates[0])
         guard facts.commands?.contains(DfuSeCommand.readUnprotect) ?? true else {
             throw MCUFailure(
-                .unsupported("this bootloader has no Read Unprotect (its Get list is \(facts.commands!.map { String(format2: $0) }.joined(separator: " ")))"),
+                .unsupported(
+                    "this bootloader has no Read Unprotect (its Get list is \(facts.commands!.map { String(format2: $0) }.joined(separator: " ")))"
+                ),
                 facts: facts, operation: "unprotect")
         }
         let port = device.identity.port
@@ -350,7 +389,10 @@ package struct MCUSession: Sendable {
     /// Leaves DFU and starts the application (at `address`'s vector table when given).
     package func leave(address: UInt32?) async throws(MCUFailure) {
         let (device, facts) = try await connect("leave")
-        guard let (alt, _) = device.alternate(named: "Internal Flash") ?? device.alternates.first.map({ ($0, DfuSeMemoryMap(name: "", sectors: [])) }) else {
+        guard
+            let (alt, _) = device.alternate(named: "Internal Flash")
+                ?? device.alternates.first.map({ ($0, DfuSeMemoryMap(name: "", sectors: [])) })
+        else {
             throw MCUFailure(.unsupported("the device has no alternate"), facts: facts, operation: "leave")
         }
         do {
@@ -362,7 +404,9 @@ package struct MCUSession: Sendable {
     }
 
     /// A DfuSe failure with the facts gathered after it (the option bytes tell RDP and WRP).
-    private func failed(_ failure: DfuSeFailure, device: DfuSeDevice, facts: MCUFacts, operation: String) async -> MCUFailure {
+    private func failed(_ failure: DfuSeFailure, device: DfuSeDevice, facts: MCUFacts, operation: String) async
+        -> MCUFailure
+    {
         var facts = facts
         if failure.cancelled { return MCUFailure(.cancelled, facts: facts, operation: operation) }
         await gather(device, into: &facts)

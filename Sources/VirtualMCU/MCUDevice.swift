@@ -141,7 +141,9 @@ final class MCUDevice: USBDeviceModel {
         let address = UInt64(pointer) + UInt64(setup.value - 2) * UInt64(Self.transferSize)
         let length = Int(setup.length)
         if !isApplication && mcu.readProtected { return fail(DFUStatusCode.errVendor) }
-        if configurationValues.scenario == .hseMisdetect, mcu.memory.index(named: "Option Bytes") == locate(address)?.index {
+        if configurationValues.scenario == .hseMisdetect,
+            mcu.memory.index(named: "Option Bytes") == locate(address)?.index
+        {
             optionUploads += 1
             if optionUploads % 3 != 0 { return fail(DFUStatusCode.errStalledPacket) }
         }

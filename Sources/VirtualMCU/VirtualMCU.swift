@@ -1,5 +1,5 @@
-import DfuSe
 import DFU
+import DfuSe
 package import USBModel
 
 /// A simulated STM32 MCU in its system bootloader (or, under `app-dfu`, running a CubeMX DFU
@@ -145,15 +145,21 @@ package final class VirtualMCU: SimulatedBoard, @unchecked Sendable {
         let family = configuration.family
         switch configuration.scenario {
         case .rdp1:
-            if let rdp = family.optionBytes.first(where: { if case .readProtection = $0.meaning { true } else { false } }) {
+            if let rdp = family.optionBytes.first(where: {
+                if case .readProtection = $0.meaning { true } else { false }
+            }) {
                 block = rdp.setting(0x00, in: block)
             } else if let state = family.optionBytes.first(where: { $0.meaning == .productState }) {
                 block = state.setting(0x72, in: block)
             }
         case .writeProtected:
             // Sectors 2 and 3: F1 WRP0 bit 1 (pages 2–3), F7 nWRP bits 2 and 3, G0 WRP1A pages 2–3.
-            if let field = family.optionBytes.first(where: { $0.name == "WRP0" }) { block = field.setting(0xFD, in: block) }
-            if let field = family.optionBytes.first(where: { $0.name == "nWRP" }) { block = field.setting(0xF3, in: block) }
+            if let field = family.optionBytes.first(where: { $0.name == "WRP0" }) {
+                block = field.setting(0xFD, in: block)
+            }
+            if let field = family.optionBytes.first(where: { $0.name == "nWRP" }) {
+                block = field.setting(0xF3, in: block)
+            }
             if let field = family.optionBytes.first(where: { $0.name == "WRP1A" }) {
                 block = field.setting(0x0003_0002, in: block)
             }

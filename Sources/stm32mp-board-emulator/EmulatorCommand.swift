@@ -1,8 +1,8 @@
 import ArgumentParser
+import DfuSe
 import Dispatch
 import Glibc
 import Timekeeping
-import DfuSe
 import USBModel
 import VirtualBoard
 import VirtualMCU
@@ -95,7 +95,8 @@ struct EmulatorCommand: ParsableCommand {
             }
             guard MCUScenario(rawValue: scenario) != nil else {
                 throw ValidationError(
-                    "unknown --scenario \(scenario) for an MCU; use \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))")
+                    "unknown --scenario \(scenario) for an MCU; use \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
             }
         } else if fixedDFU {
             guard fixedChipDeviceID != nil else {
