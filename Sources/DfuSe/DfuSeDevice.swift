@@ -1,5 +1,4 @@
 package import DFU
-import Synchronization
 package import Timekeeping
 package import USBModel
 
@@ -50,7 +49,6 @@ package final class DfuSeDevice: Sendable {
     /// Each alternate's memory map (nil where the string does not parse), by alternate index.
     package let maps: [DfuSeMemoryMap?]
     package let clock: any FlashClock
-    private let transfers = Atomic<Int>(0)
 
     private init(dfu: DFUDevice, clock: any FlashClock) {
         self.dfu = dfu
@@ -68,7 +66,7 @@ package final class DfuSeDevice: Sendable {
     package var identity: USBDeviceIdentity { dfu.identity }
     package var alternates: [DFUAlternate] { dfu.alternates }
     /// Every control transfer so far, the opening descriptor reads included.
-    package var controlTransferCount: Int { dfu.controlTransferCount + transfers.load(ordering: .relaxed) }
+    package var controlTransferCount: Int { dfu.controlTransferCount }
     /// wTransferSize: the unit of the block-number address formula.
     package var transferSize: Int { max(Int(dfu.functional.transferSize), 1) }
 
@@ -246,9 +244,7 @@ package final class DfuSeDevice: Sendable {
     }
 
     private func select(_ alt: DFUAlternate) async throws {
-        try await counted("SET_INTERFACE \(alt.alternateSetting)") {
-            try await dfu.transport.setAlternate(interface: alt.interface, alternate: alt.alternateSetting)
-        }
+        try await dfu.select(alt, "DfuSe")
     }
 
     /// dfuIDLE expected; from dfuERROR one CLRSTATUS, from dfuDNLOAD-IDLE / dfuUPLOAD-IDLE one ABORT.
@@ -299,21 +295,24 @@ package final class DfuSeDevice: Sendable {
         return transfer.kind == .noDevice || transfer.kind == .io
     }
 
-    private func counted<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
-        transfers.add(1, ordering: .relaxed)
-        do { return try await body() } catch let error as USBTransferError {
-            throw DFUError(.transport(error), operation: operation)
-        }
-    }
-
     private func controlIn(
         _ request: UInt8, value: UInt16, alt: DFUAlternate, length: UInt16, _ operation: String
     ) async throws -> [UInt8] {
-        let setup = SetupPacket(
-            requestType: USBRequest.classInterfaceIn, request: request, value: value, index: UInt16(alt.interface),
-            length: length)
         do {
-            return try await counted(operation) { try await dfu.transport.controlIn(setup, timeout: .seconds(5)) }
+            return try await dfu.controlIn(
+                request: request, value: value, interface: alt.interface, length: length, timeout: .seconds(5),
+                operation)
+        } catch let error as DFUError {
+            throw await statusAfterStall(error, alt)
+        }
+    }
+
+    private func controlOut(
+        _ request: UInt8, value: UInt16, alt: DFUAlternate, data: [UInt8], _ operation: String
+    ) async throws {
+        do {
+            try await dfu.controlOut(
+                request: request, value: value, interface: alt.interface, data: data, timeout: .seconds(30), operation)
         } catch let error as DFUError {
             throw await statusAfterStall(error, alt)
         }
@@ -327,21 +326,6 @@ package final class DfuSeDevice: Sendable {
         else { return error }
         return DFUError(
             .deviceError(state: status.state, status: status.status), operation: error.operation + " (STALL)")
-    }
-
-    private func controlOut(
-        _ request: UInt8, value: UInt16, alt: DFUAlternate, data: [UInt8], _ operation: String
-    ) async throws {
-        let setup = SetupPacket(
-            requestType: USBRequest.classInterfaceOut, request: request, value: value, index: UInt16(alt.interface),
-            length: UInt16(data.count))
-        do {
-            try await counted(operation) {
-                try await dfu.transport.controlOut(setup, data: data, timeout: .seconds(30))
-            }
-        } catch let error as DFUError {
-            throw await statusAfterStall(error, alt)
-        }
     }
 }
 

@@ -175,20 +175,7 @@ struct FlashCommand: AsyncParsableCommand {
                 try await finishRecording(recording, .failed, diagnosis)
             }
             if json {
-                output.json(
-                    "diagnosis",
-                    [
-                        "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
-                        "evidence": .array(diagnosis.evidence.map { .string($0) }),
-                        "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
-                        "alternatives": .array(
-                            diagnosis.alternatives.map {
-                                .object([
-                                    "code": .string($0.code.rawValue), "cause": .string($0.cause),
-                                    "howToTell": .string($0.howToTell),
-                                ])
-                            }),
-                    ])
+                output.json("diagnosis", diagnosis.jsonFields)
                 output.json(
                     "failed",
                     [

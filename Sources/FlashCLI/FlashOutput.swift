@@ -243,6 +243,24 @@ final class FlashOutput: Sendable {
     }
 }
 
+extension Diagnosis {
+    /// The `diagnosis` event's fields (docs/json.md), shared by `flash` and `mcu`.
+    var jsonFields: [String: JSONValue] {
+        [
+            "code": .string(code.rawValue), "cause": .string(cause),
+            "evidence": .array(evidence.map { .string($0) }),
+            "nextSteps": .array(nextSteps.map { .string($0) }),
+            "alternatives": .array(
+                alternatives.map {
+                    .object([
+                        "code": .string($0.code.rawValue), "cause": .string($0.cause),
+                        "howToTell": .string($0.howToTell),
+                    ])
+                }),
+        ]
+    }
+}
+
 /// A small JSON value type: lets JSON Lines keep `"event"` first and numbers as numbers.
 enum JSONValue: Sendable {
     case string(String)

@@ -182,7 +182,7 @@ struct MCURunner {
         }
         let diagnosis = MCUDiagnoser.diagnose(failure)
         if options.json {
-            output.json("diagnosis", Self.fields(diagnosis))
+            output.json("diagnosis", diagnosis.jsonFields)
             output.json(
                 "failed",
                 [
@@ -194,21 +194,6 @@ struct MCURunner {
             output.line(output.style(.red, "error: ") + failure.description)
             output.line(diagnosis.text)
         }
-    }
-
-    static func fields(_ diagnosis: Diagnosis) -> [String: JSONValue] {
-        [
-            "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
-            "evidence": .array(diagnosis.evidence.map { .string($0) }),
-            "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
-            "alternatives": .array(
-                diagnosis.alternatives.map {
-                    .object([
-                        "code": .string($0.code.rawValue), "cause": .string($0.cause),
-                        "howToTell": .string($0.howToTell),
-                    ])
-                }),
-        ]
     }
 
     private static let lastProgress = Mutex<[String: Int]>([:])
@@ -369,7 +354,7 @@ struct MCUInfoCommand: AsyncParsableCommand {
         let warning = MCUInfoCommand.warning(facts)
         if output.mode == .json {
             output.json("info", fields)
-            if let warning { output.json("diagnosis", MCURunner.fields(warning)) }
+            if let warning { output.json("diagnosis", warning.jsonFields) }
             return [:]
         }
         if let commands = facts.commands {
