@@ -54,6 +54,14 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// As `moves-port`, and U-Boot announces another serial (its `serial#` differs): nothing ties
     /// the new device to the board except timing.
     case movesPortNewSerial = "moves-port-new-serial"
+    /// U-Boot without `LEGACY_IMAGE_FORMAT`: a script image on the FlashLayout alternate is
+    /// parsed as a layout and rejected (`Layout: invalid FlashLayout`).
+    case scriptRejected = "script-rejected"
+    /// U-Boot without fastboot: `fastboot usb 0` is an unknown command (the script falls back
+    /// to `stm32prog usb 0`).
+    case noFastboot = "no-fastboot"
+    /// U-Boot's fastboot flashes the other MMC (`getvar:mmcdev` names it).
+    case fastbootOtherMMC = "fastboot-other-mmc"
 }
 
 /// Durations and throughputs of the virtual board, on the injected clock. Reference §C.9 says the
@@ -187,6 +195,8 @@ public struct BoardConfiguration: Sendable {
     public var ubootBufferSize: Int
     /// Link speed of the port.
     public var speed: USBSpeed
+    /// U-Boot's fastboot (the fast path of `flash --transport fastboot`).
+    public var fastboot = FastbootSettings()
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",

@@ -1,4 +1,5 @@
 import DFU
+import UBootScript
 import USBModel
 
 /// One partition alternate of U-Boot's enumeration 2 (reference §C.5).
@@ -44,6 +45,8 @@ final class UBootFirmware: Firmware {
     private var storedOffset: UInt32 = 0
     private var layoutBuffer: [UInt8] = []
     private var layoutSession: UBootLayoutSession?
+    /// A legacy script image received instead of a layout (run at the DETACH).
+    private var script: [UInt8]?
     private var commandBuffer: [UInt8] = []
     private var otpImage: [UInt8]
     private var pmicImage: [UInt8] = [UInt8](repeating: 0, count: 8)
@@ -233,6 +236,13 @@ final class UBootFirmware: Firmware {
     override func dfuManifest(alternate: UInt8, length: Int) -> DFUDataResult {
         switch kind(alternate) {
         case .flashLayout:
+            // `stm32prog_end_phase()` with LEGACY_IMAGE_FORMAT: a legacy image is a script (END).
+            if LegacyScriptImage.isLegacyImage(layoutBuffer), configuration.fault != .scriptRejected {
+                script = layoutBuffer
+                phase = 0xFE
+                board.console("U-Boot script received")
+                return .accepted(latency: .zero)
+            }
             board.console("FlashLayout received, size = \(length)")
             switch UBootLayoutInterpreter.parse(layoutBuffer, fault: configuration.fault) {
             case .success(let session): layoutSession = session
@@ -352,6 +362,11 @@ final class UBootFirmware: Firmware {
             board.ubootReenumerates(after: delay) { [unowned board] in
                 UBootFirmware.afterDeviceInit(board: board, result: result)
             }
+            return
+        }
+        if let script, program == nil {
+            board.ubootLeaves(reset: false, message: "Download done")
+            board.runScript(script)
             return
         }
         // END, a rejected layout or an unread error: leave stm32prog without reset; an error read
