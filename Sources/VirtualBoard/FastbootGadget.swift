@@ -14,7 +14,10 @@ public struct FastbootSettings: Sendable, Hashable {
     /// Bulk throughput of the gadget (USB → DDR buffer), bytes per second; 0 = instantaneous.
     public var bytesPerSecond: Int64
 
-    public init(builtIn: Bool = true, mmcDevice: Int? = nil, maxDownloadSize: Int = 0x0200_0000, bytesPerSecond: Int64 = 25_000_000) {
+    public init(
+        builtIn: Bool = true, mmcDevice: Int? = nil, maxDownloadSize: Int = 0x0200_0000,
+        bytesPerSecond: Int64 = 25_000_000
+    ) {
         self.builtIn = builtIn
         self.mmcDevice = mmcDevice
         self.maxDownloadSize = maxDownloadSize
@@ -118,7 +121,8 @@ final class FastbootGadget: USBBulkDeviceModel {
             endAfterReply = nil
             board.fastbootEnds(reboot: ending == .reboot)
         }
-        return DeviceControlReply(.ok(Array(next.bytes.prefix(maxLength))), latency: max(.zero, next.readyAt - board.now))
+        return DeviceControlReply(
+            .ok(Array(next.bytes.prefix(maxLength))), latency: max(.zero, next.readyAt - board.now))
     }
 
     private func reply(_ text: String, after delay: Duration = .zero) {
@@ -221,7 +225,8 @@ final class FastbootGadget: USBBulkDeviceModel {
         else { return nil }
         let sector = UInt64(disk.sectorSize)
         return Target(
-            hardwarePartition: nil, offset: entry.firstLBA * sector, size: (entry.lastLBA - entry.firstLBA + 1) * sector)
+            hardwarePartition: nil, offset: entry.firstLBA * sector, size: (entry.lastLBA - entry.firstLBA + 1) * sector
+        )
     }
 
     private func flash(_ name: String) {
@@ -274,7 +279,9 @@ final class FastbootGadget: USBBulkDeviceModel {
         var written = 0
         func place(_ block: Int64, _ count: UInt64) throws -> UInt64 {
             let start = UInt64(block) * blockSize
-            guard start + count <= target.size else { throw FlashFault(message: "Request would exceed partition size!") }
+            guard start + count <= target.size else {
+                throw FlashFault(message: "Request would exceed partition size!")
+            }
             return target.offset + start
         }
         for chunk in sparse.chunks {
@@ -325,7 +332,8 @@ final class FastbootGadget: USBBulkDeviceModel {
         board.console("........ erased \(target.size) bytes from '\(name)'")
         reply(
             "OKAY",
-            after: BoardTiming.transfer(Int(clamping: target.size), rate: board.configuration.timing.eraseBytesPerSecond))
+            after: BoardTiming.transfer(
+                Int(clamping: target.size), rate: board.configuration.timing.eraseBytesPerSecond))
     }
 
     private func oemFormat() {
@@ -343,7 +351,8 @@ final class FastbootGadget: USBBulkDeviceModel {
     private func oemMMC(_ verb: String, _ parameter: String) {
         // `mmc partconf %x %s 0` (access back to the user area) and `mmc bootbus %x %s`.
         let arguments =
-            [verb, String(mmcDevice)] + parameter.split(separator: " ").map(String.init) + (verb == "partconf" ? ["0"] : [])
+            [verb, String(mmcDevice)] + parameter.split(separator: " ").map(String.init)
+            + (verb == "partconf" ? ["0"] : [])
         reply(board.mmcCommand(["mmc"] + arguments) ? "OKAY" : "FAILCannot \(verb)")
     }
 

@@ -209,8 +209,9 @@ struct UBootShell {
                     guard next < characters.count else { throw SyntaxError(description: "unterminated ${") }
                     next += 1
                 } else {
-                    while next < characters.count, characters[next].isLetter || characters[next].isNumber
-                        || characters[next] == "_"
+                    while next < characters.count,
+                        characters[next].isLetter || characters[next].isNumber
+                            || characters[next] == "_"
                     {
                         name.append(characters[next])
                         next += 1

@@ -112,7 +112,8 @@ extension VirtualBoard {
             entries.append(entry)
             next = start + length
         }
-        let disk = GPTDisk(totalSectors: size / block, diskGUID: GUID.random(), entries: entries, sectorSize: Int(block))
+        let disk = GPTDisk(
+            totalSectors: size / block, diskGUID: GUID.random(), entries: entries, sectorSize: Int(block))
         do {
             try disk.write(to: try storage.prepareImage(device: name))
         } catch {

@@ -1,11 +1,11 @@
 import DFU
 import Fastboot
-import UBootScript
 import FlashLayout
 import Foundation
 import TestSupport
 import Testing
 import Timekeeping
+import UBootScript
 import USBModel
 import VirtualBoard
 import VirtualBoardTestSupport

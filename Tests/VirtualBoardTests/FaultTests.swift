@@ -1,9 +1,9 @@
 import DFU
 import Fastboot
-import UBootScript
 import FlashLayout
 import Testing
 import Timekeeping
+import UBootScript
 import USBModel
 import VirtualBoard
 import VirtualBoardTestSupport
@@ -106,6 +106,20 @@ struct FaultTests {
             #expect(try await rig.next() == nil)
             #expect(rig.board.stage == nil)
 
+        case .storesWrongBytes:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            let files = try TestLayouts.files(for: TestLayouts.sdCard)
+            // Every request succeeds; only reading back shows it.
+            #expect(try await rig.programPartitions(enumeration2, files: files).phase == 0xFE)
+            let bootfs = try #require(files[0x10])
+            let readBack = try await enumeration2.upload(phase: 0x10, length: bootfs.count)
+            #expect(readBack.count == bootfs.count)
+            #expect(readBack != bootfs)
+            #expect(
+                try await enumeration2.upload(phase: 0x06, length: 4096)
+                    == Array(try #require(files[0x06]).prefix(4096)))
+
         case .serialChanges:
             let rom = try await rig.open()
             let uboot = try #require(try await rig.bootToUBoot())
@@ -131,7 +145,8 @@ struct FaultTests {
         case .scriptRejected:
             // U-Boot without LEGACY_IMAGE_FORMAT parses the script image as a layout.
             let uboot = try #require(try await rig.bootToUBoot())
-            _ = try await uboot.download(MemoryByteSource(LegacyScriptImage(script: "fastboot usb 0").bytes), phase: 0x00)
+            _ = try await uboot.download(
+                MemoryByteSource(LegacyScriptImage(script: "fastboot usb 0").bytes), phase: 0x00)
             let reply = try await uboot.getPhase()
             #expect(reply.phase == 0xFF)
             #expect(!rig.board.consoleLog.contains("U-Boot script received"))
