@@ -16,6 +16,8 @@ let strictSwift: [SwiftSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
     name: "stm32mp-flash",
@@ -29,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -66,6 +70,10 @@ let package = Package(
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
         .target(name: "Fastboot", dependencies: ["DFU", "USBModel"], swiftSettings: strictSwift),
 
+        .target(
+            name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
+            swiftSettings: strictSwift),
+
         // MARK: C wrappers.
         .target(
             name: "USBHost", dependencies: ["CLibUSB", "USBModel", "Timekeeping"],
@@ -77,7 +85,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", argumentParser, logging,
+                systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -131,6 +140,8 @@ let package = Package(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
+            name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
             name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
@@ -139,7 +150,7 @@ let package = Package(
         .testTarget(
             name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
         .testTarget(
-            name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
+            name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "USBIntegrationTests", dependencies: ["USBHost", "Hotplug", "TestSupport"],
             swiftSettings: strictSwift),
