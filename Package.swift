@@ -44,12 +44,13 @@ let package = Package(
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
+        .target(name: "TerminalText", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
         .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(name: "GPT", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", systemPackage],
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", "TerminalText", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
@@ -85,8 +86,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", argumentParser, logging,
-                systemPackage,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
+                logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -111,6 +112,7 @@ let package = Package(
             name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
         .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
