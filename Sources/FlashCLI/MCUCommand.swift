@@ -6,6 +6,7 @@ import Glibc
 import MCUEngine
 import MCUImages
 import Synchronization
+import TerminalText
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -175,7 +176,9 @@ struct MCURunner {
                     ])
             } else {
                 Terminal.error("error: \(failure.description)")
-                if let advice = MCUDiagnoser.advisory(failure.facts) { output.line(advice.text) }
+                if let advice = MCUDiagnoser.advisory(failure.facts) {
+                    output.line(TerminalText.escaped(advice.text, keepNewlines: true))
+                }
             }
             return
         default: break
@@ -192,7 +195,7 @@ struct MCURunner {
         } else {
             output.line("")
             output.line(output.style(.red, "error: ") + failure.description)
-            output.line(diagnosis.text)
+            output.line(TerminalText.escaped(diagnosis.text, keepNewlines: true))
         }
     }
 
@@ -206,7 +209,7 @@ struct MCURunner {
                 output.json("found", deviceFields(identity, kind))
             } else {
                 output.line(
-                    "\(identity.port): \(describe(kind)) \"\(identity.product ?? "?")\" serial \(identity.serial ?? "?")"
+                    "\(identity.port): \(describe(kind)) \"\(shown(identity.product))\" serial \(shown(identity.serial))"
                 )
             }
         case .erasing(let sector, let index, let count):
@@ -257,7 +260,7 @@ struct MCURunner {
                         "serial": identity.serial.map { .string($0) } ?? .null,
                     ])
             } else {
-                output.line("\(identity.port): back as \"\(identity.product ?? "?")\"")
+                output.line("\(identity.port): back as \"\(shown(identity.product))\"")
             }
         }
     }
@@ -284,6 +287,9 @@ struct MCURunner {
         ]
     }
 }
+
+/// A USB string for a terminal: control characters escaped, long ones shortened.
+func shown(_ text: String?) -> String { text.map { TerminalText.field($0) } ?? "?" }
 
 /// `0x08000000`, decimal, or with a K/M suffix (`512K`).
 func parseNumber(_ text: String, option: String) throws -> UInt64 {
@@ -363,7 +369,7 @@ struct MCUInfoCommand: AsyncParsableCommand {
                     + (commands.contains(0x92) ? "" : "  (no Read Unprotect)"))
         }
         for (index, name) in facts.alternates.enumerated() {
-            var line = "  alt \(index): \(name ?? "(unreadable)")"
+            var line = "  alt \(index): \(name.map { TerminalText.field($0) } ?? "(unreadable)")"
             if let map = name.flatMap(DfuSeMemoryMap.init) {
                 line += "  → \(address(UInt64(map.start)))–\(address(map.end - 1)), \(map.sectors.count) sector(s)"
             }
@@ -386,7 +392,7 @@ struct MCUInfoCommand: AsyncParsableCommand {
         for note in notes(facts) { output.line("  note: \(note)") }
         if let warning {
             output.line("")
-            output.line(warning.text)
+            output.line(TerminalText.escaped(warning.text, keepNewlines: true))
         }
         return [:]
     }
