@@ -61,6 +61,7 @@ let package = Package(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
+                "UBootScript", "AndroidSparse",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -132,7 +133,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests",
-            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
+            dependencies: [
+                "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
+                "AndroidSparse", "FlashLayout", "USBModel",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
