@@ -1,7 +1,7 @@
 import ArgumentParser
 import Diagnostics
-import TerminalText
 import FoundationEssentials
+import TerminalText
 
 /// `stm32mp-flash doctor`: checks what flashing needs on this host and says how to fix it.
 struct DoctorCommand: AsyncParsableCommand {

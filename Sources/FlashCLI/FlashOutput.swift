@@ -227,7 +227,9 @@ final class FlashOutput: Sendable {
                 $0.throttle.start(at: now)
             }
             if mode == .plain {
-                line("  sending \(phaseHex(phase)) \(TerminalText.field(name, limit: 32)) (\(ByteSize.format(UInt64(bytes))))")
+                line(
+                    "  sending \(phaseHex(phase)) \(TerminalText.field(name, limit: 32)) (\(ByteSize.format(UInt64(bytes))))"
+                )
             }
         case .progress(_, let sent, let total) where mode == .plain:
             let now = clock.now

@@ -1,9 +1,9 @@
 import ArgumentParser
-import TerminalText
 import BootImages
 import FlashEngine
 import FoundationEssentials
 import Glibc
+import TerminalText
 import USBHost
 import USBModel
 

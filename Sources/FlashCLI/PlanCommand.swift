@@ -192,7 +192,8 @@ struct PlanReport: Encodable {
                 partitions: device.partitions.map { partition in
                     let file = plan.files[partition.line.id]
                     return Partition(
-                        id: hexByte(partition.line.id), name: partition.line.name, type: partition.line.type.description,
+                        id: hexByte(partition.line.id), name: partition.line.name,
+                        type: partition.line.type.description,
                         option: partition.line.optionText, offset: partition.offset,
                         hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
                         file: file?.path ?? partition.line.binary, fileSize: file?.size,

@@ -76,7 +76,8 @@ struct LayoutInputTests {
         let directory = try TemporaryDirectory()
         let layout = directory.file("evil\u{1B}]0;title\u{07}.tsv")
         let source = try String(contentsOfFile: "\(examples)/mp15-sdcard.tsv", encoding: .utf8)
-        let text = source.replacingOccurrences(of: "mp15-sdcard/", with: "\(examples)/mp15-sdcard/")
+        let text =
+            source.replacingOccurrences(of: "mp15-sdcard/", with: "\(examples)/mp15-sdcard/")
             .replacingOccurrences(of: "\tuserfs\t", with: "\tuser\u{1B}[2Jfs\t")
             + "P\t0x13\tbad\u{1B}[31m\tFileSystem\tmmc0\t0x4400\tnone\n"
         try text.write(toFile: layout, atomically: true, encoding: .utf8)

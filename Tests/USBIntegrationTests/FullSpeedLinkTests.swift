@@ -13,7 +13,8 @@ struct FullSpeedLinkTests {
         let examples = try await makeExamples(in: directory)
         let emulator = try builtExecutable("stm32mp-board-emulator")
         let json = try await run(
-            emulator, ["--soc", "mp15", "--speed", "full", "--", flash, "flash", "--json", examples + "/mp15-sdcard.tsv"],
+            emulator,
+            ["--soc", "mp15", "--speed", "full", "--", flash, "flash", "--json", examples + "/mp15-sdcard.tsv"],
             in: directory, timeout: 240)
         #expect(json.status == 0, "\(json.stdout)\n\(json.stderr)")
         #expect(try JSONContract().flashRunProblems(json.stdout) == [], "\(json.stdout)")
@@ -41,7 +42,8 @@ struct FullSpeedLinkTests {
         let directory = try ShortTemporaryDirectory()
         let flash = try builtExecutable("stm32mp-flash")
         let emulator = try builtExecutable("stm32mp-board-emulator")
-        let listed = try await run(emulator, ["--soc", "mp15", "--speed", "full", "--", flash, "list", "--json"], in: directory)
+        let listed = try await run(
+            emulator, ["--soc", "mp15", "--speed", "full", "--", flash, "list", "--json"], in: directory)
         #expect(listed.status == 0, "\(listed.stderr)")
         let device = try #require(
             try JSONSerialization.jsonObject(with: Data((listed.lines.first ?? "").utf8)) as? [String: Any])
