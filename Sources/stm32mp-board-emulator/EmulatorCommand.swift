@@ -53,6 +53,9 @@ struct EmulatorCommand: ParsableCommand {
     @Option(help: "The port path the board is plugged into, e.g. 1-1 or 1-2.3 (hubs are emulated on the way).")
     var port: String = "1-1"
 
+    @Option(help: "The link speed: high (480 Mbit/s) or full (12 Mbit/s: the ROM says 'DFU in FS Mode').")
+    var speed: String = "high"
+
     @Option(help: "Write UMOCKDEV_DIR and LD_PRELOAD as KEY=VALUE lines here once the board is plugged in.")
     var envFile: String?
 
@@ -110,6 +113,7 @@ struct EmulatorCommand: ParsableCommand {
                 throw ValidationError("unknown --scenario \(scenario)")
             }
             guard TFAVariant(rawValue: tfa) != nil else { throw ValidationError("unknown --tfa \(tfa)") }
+            guard speed == "high" || speed == "full" else { throw ValidationError("--speed takes high or full") }
             if let serial, serial.count != 24 || !serial.allSatisfy(\.isHexDigit) {
                 throw ValidationError("--serial must be 24 hexadecimal digits")
             }
@@ -147,6 +151,7 @@ struct EmulatorCommand: ParsableCommand {
                 soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: PortPath(port)!,
                 storageDirectory: directory, fault: FaultScenario(rawValue: scenario)!)
             if let serial { configuration.serial = serial.uppercased() }
+            configuration.speed = speed == "full" ? .full : .high
             virtualBoard = VirtualBoard(configuration: configuration)
             board = virtualBoard!
         }
