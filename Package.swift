@@ -56,6 +56,10 @@ let package = Package(
         .target(
             name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
@@ -65,11 +69,19 @@ let package = Package(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
+                "UBootScript", "AndroidSparse",
             ],
             swiftSettings: strictSwift),
         .target(
+            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "Diagnostics",
-            dependencies: ["FlashEngine", "BoardTracking", "DFU", "USBModel", "Timekeeping", systemPackage],
+            dependencies: [
+                "FlashEngine", "BoardTracking", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping", systemPackage,
+            ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -90,14 +102,16 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
-                "Diagnostics", "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText",
-                argumentParser, logging, systemPackage,
+                "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug", "USBModel",
+                "Timekeeping", "StationRecords", "TerminalText", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
-            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            dependencies: [
+                "CUMockdev", "VirtualBoard", "VirtualMCU", "DfuSe", "USBModel", "Timekeeping", argumentParser,
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-flash-bench",
@@ -146,13 +160,23 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests",
-            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
+            dependencies: [
+                "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
+                "AndroidSparse", "FlashLayout", "USBModel",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests",
             dependencies: [
                 "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
                 "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "MCUTests",
+            dependencies: [
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "Timekeeping", "TestSupport",
             ],
             swiftSettings: strictSwift),
         .testTarget(

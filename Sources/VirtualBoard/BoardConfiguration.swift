@@ -57,6 +57,14 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// U-Boot's storage keeps a wrong byte every 64 KiB of user partitions (ID ≥ 0x10) while
     /// every DFU request succeeds: only a readback can tell.
     case storesWrongBytes = "stores-wrong-bytes"
+    /// U-Boot without `LEGACY_IMAGE_FORMAT`: a script image on the FlashLayout alternate is
+    /// parsed as a layout and rejected (`Layout: invalid FlashLayout`).
+    case scriptRejected = "script-rejected"
+    /// U-Boot without fastboot: `fastboot usb 0` is an unknown command (the script falls back
+    /// to `stm32prog usb 0`).
+    case noFastboot = "no-fastboot"
+    /// U-Boot's fastboot flashes the other MMC (`getvar:mmcdev` names it).
+    case fastbootOtherMMC = "fastboot-other-mmc"
 
     /// One line for `flash --list-scenarios`: what the virtual board does wrong.
     public var summary: String {
@@ -76,6 +84,10 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
         case .movesPort: "U-Boot enumerates on a neighbouring port (hub or VM re-mapping), same serial"
         case .movesPortNewSerial: "as moves-port, and U-Boot announces another serial"
         case .storesWrongBytes: "U-Boot stores a wrong byte every 64 KiB of user partitions; only a readback tells"
+        case .scriptRejected:
+            "U-Boot without legacy images parses the fastboot hand-off script as a layout and rejects it"
+        case .noFastboot: "U-Boot has no fastboot: the hand-off script falls back to stm32prog (DFU)"
+        case .fastbootOtherMMC: "U-Boot's fastboot flashes the other MMC device (getvar:mmcdev names it)"
         }
     }
 }
@@ -211,6 +223,8 @@ public struct BoardConfiguration: Sendable {
     public var ubootBufferSize: Int
     /// Link speed of the port.
     public var speed: USBSpeed
+    /// U-Boot's fastboot (the fast path of `flash --transport fastboot`).
+    public var fastboot = FastbootSettings()
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",

@@ -3,7 +3,7 @@ import Synchronization
 public import Timekeeping
 public import USBModel
 
-/// An in-memory USB bus hosting virtual boards, for tests, benchmarks and the simulator mode of
+/// An in-memory USB bus hosting virtual boards (any `SimulatedBoard`: STM32MP boards, virtual MCUs), for tests, benchmarks and the simulator mode of
 /// the CLI. Deterministic on a `SimulatedClock`: time only moves when the host sleeps (a
 /// transfer's latency, a poll timeout, waiting for an event).
 ///
@@ -20,7 +20,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public let listLag: Duration
 
     private let lock = Mutex(())
-    private var boards: [VirtualBoard]
+    private var boards: [any SimulatedBoard]
     /// One queue per live subscription (events are multicast).
     private var queues: [Int: [HotplugEvent]] = [:]
     private var nextSubscription = 0
@@ -31,7 +31,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     private var nextAddress = 2
 
     public init(
-        clock: any FlashClock, boards: [VirtualBoard] = [], stringAttempts: Int = 5,
+        clock: any FlashClock, boards: [any SimulatedBoard] = [], stringAttempts: Int = 5,
         stringRetryDelay: Duration = .milliseconds(20), listLag: Duration = .zero
     ) {
         self.listLag = listLag
@@ -42,7 +42,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// Plugs a board in (an add event follows if one is enumerated and the bus is watched).
-    public func plug(_ board: VirtualBoard) {
+    public func plug(_ board: any SimulatedBoard) {
         lock.withLock { _ in
             boards.append(board)
             if let device = board.attachedDevice {
@@ -173,7 +173,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// The identity the kernel would publish: IDs, strings where readable (a STALL leaves them out).
-    private func identity(of device: any USBDeviceModel, on board: VirtualBoard, readStrings: Bool = true)
+    private func identity(of device: any USBDeviceModel, on board: any SimulatedBoard, readStrings: Bool = true)
         -> USBDeviceIdentity
     {
         let key = ObjectIdentifier(device)
@@ -204,7 +204,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
 
     /// Runs one request on `device` if it is still the one attached to `board`.
     func withDevice(
-        _ board: VirtualBoard, _ device: any USBDeviceModel, operation: String,
+        _ board: any SimulatedBoard, _ device: any USBDeviceModel, operation: String,
         _ body: (any USBDeviceModel) -> DeviceControlReply
     ) throws -> DeviceControlReply {
         try lock.withLock { _ in
@@ -219,7 +219,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// Whether `device` is still attached, and the failure it injects into the current request.
-    func state(of board: VirtualBoard, _ device: any USBDeviceModel) -> (
+    func state(of board: any SimulatedBoard, _ device: any USBDeviceModel) -> (
         attached: Bool, failure: USBTransferError.Kind?
     ) {
         lock.withLock { _ in
@@ -238,11 +238,13 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
 /// descriptors; DFU requests go to the model. Latency is slept on the bus clock.
 final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     let bus: VirtualUSBBus
-    let board: VirtualBoard
+    let board: any SimulatedBoard
     let device: any USBDeviceModel
     let identity: USBDeviceIdentity
+    /// OUT and IN endpoints claimed for bulk transfers.
+    let bulkEndpoints = Mutex<(out: UInt8, input: UInt8)?>(nil)
 
-    init(bus: VirtualUSBBus, board: VirtualBoard, device: any USBDeviceModel, identity: USBDeviceIdentity) {
+    init(bus: VirtualUSBBus, board: any SimulatedBoard, device: any USBDeviceModel, identity: USBDeviceIdentity) {
         self.bus = bus
         self.board = board
         self.device = device
@@ -323,6 +325,12 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
         let reply = try bus.withDevice(board, device, operation: operation) { model in
             answer(model, setup, data: data)
         }
+        return try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    /// Completes a transfer the model answered: injected failures, a vanished device, then the
+    /// reply's latency on the bus clock (a timeout when it exceeds `timeout`).
+    func finish(_ reply: DeviceControlReply, operation: String, timeout: Duration) async throws -> [UInt8] {
         let (attached, failure) = bus.state(of: board, device)
         if let failure { throw USBTransferError(failure, operation: operation) }
         guard attached else { throw USBTransferError(.noDevice, operation: operation) }
@@ -366,7 +374,7 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
         default:
             reply = .stall
         }
-        if let boardDevice = model as? BoardDevice {
+        if let boardDevice = model as? BoardDevice, let board = board as? VirtualBoard {
             let length: Int
             if case .ok(let bytes) = reply.outcome { length = bytes.count } else { length = 0 }
             board.record(
@@ -397,5 +405,40 @@ extension VirtualUSBBus {
             }
         }
         return nil
+    }
+}
+
+/// Bulk transfers on the virtual bus go to a `USBBulkDeviceModel` (the fastboot gadget).
+extension VirtualControlTransport: USBBulkTransport {
+    func claimBulk(interface: UInt8, outEndpoint: UInt8, inEndpoint: UInt8) async throws {
+        guard device is any USBBulkDeviceModel else {
+            throw USBTransferError(.notFound, operation: "claim interface \(interface)", detail: "no bulk endpoints")
+        }
+        bulkEndpoints.withLock { $0 = (outEndpoint, inEndpoint) }
+    }
+
+    func bulkOut(_ data: [UInt8], timeout: Duration) async throws {
+        let endpoint = try endpoints().out
+        let operation = "bulk OUT 0x\(String(endpoint, radix: 16))"
+        let reply = try bus.withDevice(board, device, operation: operation) { model in
+            (model as? any USBBulkDeviceModel)?.bulkOut(endpoint: endpoint, data: data) ?? .stall
+        }
+        _ = try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    func bulkIn(maxLength: Int, timeout: Duration) async throws -> [UInt8] {
+        let endpoint = try endpoints().input
+        let operation = "bulk IN 0x\(String(endpoint, radix: 16))"
+        let reply = try bus.withDevice(board, device, operation: operation) { model in
+            (model as? any USBBulkDeviceModel)?.bulkIn(endpoint: endpoint, maxLength: maxLength) ?? .stall
+        }
+        return try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    private func endpoints() throws -> (out: UInt8, input: UInt8) {
+        guard let endpoints = bulkEndpoints.withLock({ $0 }) else {
+            throw USBTransferError(.other, operation: "bulk transfer", detail: "no interface claimed")
+        }
+        return endpoints
     }
 }
