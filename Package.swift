@@ -154,7 +154,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "BoardTracking", "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "VirtualMCU", "DfuSe", "VirtualBoard", "FlashLayout", "DFU", "GPT",
+                "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
