@@ -21,23 +21,27 @@ struct FlashCommand: AsyncParsableCommand {
             (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
             """)
 
-    @Argument(help: "The FlashLayout file (.tsv).")
+    @Argument(help: "The FlashLayout file (.tsv).", completion: .file(extensions: ["tsv"]))
     var layout: String
 
     @Flag(help: "Flash the built-in virtual board instead of real USB.")
     var simulate = false
 
-    @Option(help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"))
+    @Option(
+        help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"),
+        completion: .list(VirtualSoC.allCases.map(\.rawValue)))
     var soc: String?
 
     @Option(
         name: .customLong("sim-dir"),
-        help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"))
+        help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"),
+        completion: .directory)
     var simulationDirectory = "virtual-board"
 
     @Option(
         name: .customLong("sim-scenario"),
-        help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"))
+        help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"),
+        completion: .list(FaultScenario.allCases.map(\.rawValue)))
     var scenario = "none"
 
     @Flag(help: "List the virtual board's fault scenarios and exit.")

@@ -59,31 +59,39 @@ final class FlashOutput: Sendable {
     }
 
     private func json(_ event: FlashEvent) {
+        let (name, fields) = Self.jsonEvent(event)
+        json(name, fields)
+    }
+
+    /// The JSON Lines name and fields of an engine event (docs/json.md), shared with the
+    /// several-boards output, which adds `port` and `serial` to each.
+    static func jsonEvent(_ event: FlashEvent) -> (String, [String: JSONValue]) {
+        func json(_ name: String, _ fields: [String: JSONValue]) -> (String, [String: JSONValue]) { (name, fields) }
         switch event {
         case .waitingForBoard(let expecting, let remaining):
-            json(
+            return json(
                 "waiting",
                 [
                     "expecting": expecting.map { .string($0.rawValue) } ?? .null,
                     "remaining": .number(remaining.inSeconds.rounded()),
                 ])
         case .board(let identity, let stage):
-            json("board", identityFields(identity).merging(["stage": .string(stage.rawValue)]) { $1 })
+            return json("board", identityFields(identity).merging(["stage": .string(stage.rawValue)]) { $1 })
         case .stageConfirmed(let stage):
-            json("stage", ["stage": .string(stage.rawValue)])
+            return json("stage", ["stage": .string(stage.rawValue)])
         case .phaseStarted(let phase, let name, let bytes, let stage):
-            json(
+            return json(
                 "phase-start",
                 [
                     "phase": .string(phaseHex(phase)), "name": .string(name), "bytes": .number(Double(bytes)),
                     "stage": .string(stage.rawValue),
                 ])
         case .progress(let phase, let sent, let total):
-            json(
+            return json(
                 "progress",
                 ["phase": .string(phaseHex(phase)), "sent": .number(Double(sent)), "total": .number(Double(total))])
         case .phaseFinished(let result):
-            json(
+            return json(
                 "phase-done",
                 [
                     "phase": .string(phaseHex(result.phase)), "name": .string(result.name),
@@ -93,26 +101,26 @@ final class FlashOutput: Sendable {
                     "transfers": .number(Double(result.controlTransfers)),
                 ])
         case .detached(let from, let expecting, let timeout):
-            json(
+            return json(
                 "detach",
                 [
                     "from": .string(from.rawValue), "expecting": expecting.map { .string($0.rawValue) } ?? .null,
                     "timeout": .number(timeout.inSeconds),
                 ])
         case .reenumerated(let from, let to, let device, let after):
-            json(
+            return json(
                 "reenumeration",
                 identityFields(device).merging([
                     "from": .string(from.rawValue), "to": .string(to.rawValue), "seconds": .number(after.inSeconds),
                 ]) { $1 })
         case .otherPort(let device):
-            json("other-port", identityFields(device))
+            return json("other-port", identityFields(device))
         case .end:
-            json("end", [:])
+            return json("end", [:])
         }
     }
 
-    private func identityFields(_ identity: USBDeviceIdentity) -> [String: JSONValue] {
+    private static func identityFields(_ identity: USBDeviceIdentity) -> [String: JSONValue] {
         [
             "port": .string(identity.port.description), "vidpid": .string(identity.vendorProduct),
             "product": identity.product.map { .string($0) } ?? .null,
