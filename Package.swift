@@ -48,12 +48,13 @@ let package = Package(
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
+        .target(name: "TerminalText", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
         .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(name: "GPT", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", systemPackage],
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", "TerminalText", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
@@ -64,6 +65,7 @@ let package = Package(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
+                "UBootScript", "AndroidSparse",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -91,8 +93,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "StationMonitor", "StatusServer", argumentParser, logging,
-                systemPackage,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "StationMonitor", "StatusServer",
+                "TerminalText", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -117,6 +119,7 @@ let package = Package(
             name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
         .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
@@ -137,7 +140,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests",
-            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
+            dependencies: [
+                "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
+                "AndroidSparse", "FlashLayout", "USBModel",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
