@@ -29,12 +29,20 @@ package struct PortTile: Sendable, Hashable, Codable {
     package init(port: String) { self.port = port }
 }
 
+/// One tile's change with the station's counts at that moment (what `/events` sends).
+package struct StatusUpdate: Sendable, Hashable, Codable {
+    package var done: Int
+    package var failed: Int
+    package var flashing: Int
+    package var tile: PortTile
+}
+
 /// What the station is doing, per port: fed by the station (board taken, engine events, result),
 /// read by the status page (a snapshot, then each change as it happens) and by `/metrics`.
 package final class StationStatus: Sendable {
     private struct State {
         var tiles: [String: PortTile] = [:]
-        var subscribers: [Int: AsyncStream<PortTile>.Continuation] = [:]
+        var subscribers: [Int: AsyncStream<StatusUpdate>.Continuation] = [:]
         var nextSubscriber = 0
         /// Last time a progress change was published per port (nanoseconds), to send at most
         /// ten progress updates a second per board.
@@ -58,17 +66,20 @@ package final class StationStatus: Sendable {
 
     /// Counts over all ports: attempts done, failed, and boards being flashed now.
     package func counts() -> (done: Int, failed: Int, flashing: Int) {
-        let tiles = snapshot()
-        return (
+        Self.counts(snapshot())
+    }
+
+    private static func counts(_ tiles: some Collection<PortTile>) -> (done: Int, failed: Int, flashing: Int) {
+        (
             tiles.reduce(0) { $0 + $1.done }, tiles.reduce(0) { $0 + $1.failed },
             tiles.filter { $0.state == .flashing }.count
         )
     }
 
     /// Each change of a tile, after the current snapshot; ends when the consumer stops.
-    package func updates() -> AsyncStream<PortTile> {
+    package func updates() -> AsyncStream<StatusUpdate> {
         let (stream, continuation) = AsyncStream.makeStream(
-            of: PortTile.self, bufferingPolicy: .bufferingNewest(256))
+            of: StatusUpdate.self, bufferingPolicy: .bufferingNewest(256))
         let id = state.withLock { state in
             let id = state.nextSubscriber
             state.nextSubscriber += 1
@@ -156,8 +167,10 @@ package final class StationStatus: Sendable {
             var tile = state.tiles[port.description] ?? PortTile(port: port.description)
             body(&tile)
             state.tiles[port.description] = tile
-            guard publish else { return }
-            for subscriber in state.subscribers.values { subscriber.yield(tile) }
+            guard publish, !state.subscribers.isEmpty else { return }
+            let counts = Self.counts(state.tiles.values)
+            let update = StatusUpdate(done: counts.done, failed: counts.failed, flashing: counts.flashing, tile: tile)
+            for subscriber in state.subscribers.values { subscriber.yield(update) }
         }
     }
 }

@@ -44,10 +44,10 @@ package struct StatusServer: Sendable {
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
                 body: .init { writer in
-                    try await writer.write(ByteBuffer(string: "event: snapshot\ndata: \(try StatusJSON.snapshot(status))\n\n"))
-                    for await tile in updates {
-                        let counts = status.counts()
-                        let data = try StatusJSON.update(tile, counts: counts)
+                    try await writer.write(
+                        ByteBuffer(string: "event: snapshot\ndata: \(try StatusJSON.snapshot(status))\n\n"))
+                    for await update in updates {
+                        let data = try StatusJSON.update(update)
                         try await writer.write(ByteBuffer(string: "event: tile\ndata: \(data)\n\n"))
                     }
                     try await writer.finish(nil)
@@ -69,22 +69,13 @@ enum StatusJSON {
         var tiles: [PortTile]
     }
 
-    struct Update: Encodable {
-        var done: Int
-        var failed: Int
-        var flashing: Int
-        var tile: PortTile
-    }
-
     static func snapshot(_ status: StationStatus) throws -> String {
         let counts = status.counts()
         return try encode(
             Snapshot(done: counts.done, failed: counts.failed, flashing: counts.flashing, tiles: status.snapshot()))
     }
 
-    static func update(_ tile: PortTile, counts: (done: Int, failed: Int, flashing: Int)) throws -> String {
-        try encode(Update(done: counts.done, failed: counts.failed, flashing: counts.flashing, tile: tile))
-    }
+    static func update(_ update: StatusUpdate) throws -> String { try encode(update) }
 
     private static func encode(_ value: some Encodable) throws -> String {
         let encoder = JSONEncoder()

@@ -56,7 +56,8 @@ struct EmulatorCommand: ParsableCommand {
 
     @Option(
         name: .customLong("board-scenario"),
-        help: ArgumentHelp("With --boards: a fault for one board only, e.g. 1-1.3=vanish-mid-partition.", valueName: "port=name"))
+        help: ArgumentHelp(
+            "With --boards: a fault for one board only, e.g. 1-1.3=vanish-mid-partition.", valueName: "port=name"))
     var boardScenarios: [String] = []
 
     @Option(
@@ -121,7 +122,8 @@ struct EmulatorCommand: ParsableCommand {
             guard !fixedDFU, (1...(HubModel.maximumPortCount - 1)).contains(boards), PortPath(port)!.ports.count <= 5
             else {
                 throw ValidationError(
-                    "--boards takes 1 to \(HubModel.maximumPortCount - 1) virtual boards below a --port of at most 5 levels")
+                    "--boards takes 1 to \(HubModel.maximumPortCount - 1) virtual boards below a --port of at most 5 levels"
+                )
             }
         }
         let ports = Set(boardPorts.map(\.description))
@@ -129,7 +131,8 @@ struct EmulatorCommand: ParsableCommand {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, ports.contains(parts[0]), FaultScenario(rawValue: parts[1]) != nil else {
                 throw ValidationError(
-                    "--board-scenario takes PORT=SCENARIO with one of the boards' ports (\(boardPorts.map(\.description).joined(separator: ", "))), got '\(entry)'")
+                    "--board-scenario takes PORT=SCENARIO with one of the boards' ports (\(boardPorts.map(\.description).joined(separator: ", "))), got '\(entry)'"
+                )
             }
         }
         if let storageRate, storageRate <= 0 { throw ValidationError("--storage-rate must be positive") }
@@ -176,7 +179,8 @@ struct EmulatorCommand: ParsableCommand {
                     fault: faults[boardPort.description] ?? FaultScenario(rawValue: scenario)!)
                 if let serial { configuration.serial = serial.uppercased() }
                 if boards != nil, !sameSerial {
-                    configuration.serial = String(configuration.serial.prefix(20)) + hex4(UInt16(index + 1)).uppercased()
+                    configuration.serial =
+                        String(configuration.serial.prefix(20)) + hex4(UInt16(index + 1)).uppercased()
                 }
                 if let storageRate { configuration.timing.storageBytesPerSecond = storageRate }
                 virtualBoards.append(VirtualBoard(configuration: configuration))

@@ -15,6 +15,22 @@ struct StatusServerTests {
 
     init() throws { curl = try ExternalTool("curl", package: "curl") }
 
+    /// Runs curl without blocking a cooperative thread (the server's handlers need them).
+    func fetch(_ arguments: [String]) async throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: curl.executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        return try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { _ in
+                continuation.resume(
+                    returning: String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+    }
+
     /// Runs a server on a free loopback port for `body`.
     func serving(_ status: StationStatus, _ body: (String) async throws -> Void) async throws {
         let bound = Mutex<Int?>(nil)
@@ -45,17 +61,16 @@ struct StatusServerTests {
         let status = StationStatus(ports: [port("1-1.1"), port("1-1.2")])
         status.started(port: port("1-1.1"), serial: "A")
         status.started(port: port("1-1.2"), serial: "B")
-        status.observe(
-            port: port("1-1.1"),
-            .phaseFinished(
-                PhaseResult(
-                    phase: 0x11, name: "rootfs", stage: .uboot, bytes: 1_048_576, duration: .seconds(1),
-                    controlTransfers: 1024)), now: 0)
+        let rootfs = try JSONDecoder().decode(
+            PhaseResult.self,
+            from: Data(
+                #"{"phase":17,"name":"rootfs","stage":"uboot","bytes":1048576,"duration":[1,0],"controlTransfers":1024}"#
+                    .utf8))
+        status.observe(port: port("1-1.1"), .phaseFinished(rootfs), now: 0)
         status.finished(port: port("1-1.1"), result: "done", code: nil, seconds: 21.5)
         try await serving(status) { base in
-            let result = try curl.run(["-s", "-i", base + "/metrics"])
-            #expect(result.standardOutput.contains("Content-Type: text/plain; version=0.0.4"))
-            let text = result.standardOutput
+            let text = try await fetch(["-s", "-i", base + "/metrics"])
+            #expect(text.contains("Content-Type: text/plain; version=0.0.4"))
             #expect(text.contains("stm32mp_flash_runs_total{result=\"done\",port=\"1-1.1\"} 1"))
             #expect(text.contains("stm32mp_flash_sent_bytes{port=\"1-1.1\"} 1048576"))
             #expect(text.contains("stm32mp_flash_boards_in_progress 1"))
@@ -69,27 +84,24 @@ struct StatusServerTests {
     func tilesAndEvents() async throws {
         let status = StationStatus(ports: [port("1-1.2"), port("1-1.10")])
         try await serving(status) { base in
-            let json = try curl.run(["-s", base + "/status.json"])
-            let root = try #require(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any])
+            let json = try await fetch(["-s", base + "/status.json"])
+            let root = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
             let tiles = try #require(root["tiles"] as? [[String: Any]])
             #expect(tiles.map { $0["port"] as? String } == ["1-1.2", "1-1.10"])
             #expect(tiles.allSatisfy { $0["state"] as? String == "empty" })
 
-            // curl reads the event stream for a second while the station changes.
-            let events = Process()
-            events.executableURL = URL(fileURLWithPath: curl.executable)
-            events.arguments = ["-s", "-N", "--max-time", "2", base + "/events"]
-            let pipe = Pipe()
-            events.standardOutput = pipe
-            try events.run()
-            try await Task.sleep(for: .milliseconds(500))
+            // curl reads the event stream for two seconds while the station changes.
+            let events = Task { try await fetch(["-s", "-N", "--max-time", "2", base + "/events"]) }
+            try await Task.sleep(for: .milliseconds(700))
             status.started(port: port("1-1.10"), serial: "0029002A4C4250110038344D")
-            status.observe(port: port("1-1.10"), .board(identity("1-1.10", serial: "0029002A4C4250110038344D"), stage: .rom), now: 0)
-            status.observe(port: port("1-1.10"), .phaseStarted(phase: 0x01, name: "fsbl-boot", bytes: 1000, stage: .rom), now: 0)
+            status.observe(
+                port: port("1-1.10"), .board(identity("1-1.10", serial: "0029002A4C4250110038344D"), stage: .rom),
+                now: 0)
+            status.observe(
+                port: port("1-1.10"), .phaseStarted(phase: 0x01, name: "fsbl-boot", bytes: 1000, stage: .rom), now: 0)
             status.observe(port: port("1-1.10"), .progress(phase: 0x01, sent: 500, total: 1000), now: 200_000_000)
             status.finished(port: port("1-1.10"), result: "failed", code: "write-error", seconds: 3)
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            events.waitUntilExit()
+            let output = try await events.value
             let blocks = output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
             #expect(blocks.first?.hasPrefix("event: snapshot\ndata: {") == true)
             let updates = blocks.dropFirst().compactMap { block -> [String: Any]? in
@@ -97,11 +109,12 @@ struct StatusServerTests {
                 return try? JSONSerialization.jsonObject(with: Data(block.dropFirst(18).utf8)) as? [String: Any]
             }
             #expect(updates.count == 5)
-            let tiles = updates.compactMap { $0["tile"] as? [String: Any] }
-            #expect(tiles.map { $0["state"] as? String } == ["flashing", "flashing", "flashing", "flashing", "failed"])
-            #expect(tiles[2]["partition"] as? String == "0x01 fsbl-boot")
-            #expect(tiles[3]["sent"] as? Int == 500)
-            #expect(tiles[4]["lastCode"] as? String == "write-error")
+            let changed = updates.compactMap { $0["tile"] as? [String: Any] }
+            #expect(
+                changed.map { $0["state"] as? String } == ["flashing", "flashing", "flashing", "flashing", "failed"])
+            #expect(changed[2]["partition"] as? String == "0x01 fsbl-boot")
+            #expect(changed[3]["sent"] as? Int == 500)
+            #expect(changed[4]["lastCode"] as? String == "write-error")
             #expect(updates.last?["failed"] as? Int == 1)
             #expect(updates.first?["flashing"] as? Int == 1)
         }
@@ -112,11 +125,11 @@ struct StatusServerTests {
         let status = StationStatus(ports: [port("1-1.1")])
         try await serving(status) { base in
             for (method, path) in [("POST", "/"), ("PUT", "/metrics"), ("DELETE", "/status.json"), ("GET", "/flash")] {
-                let result = try curl.run(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, base + path])
-                #expect(["404", "405"].contains(result.standardOutput), "\(method) \(path) → \(result.standardOutput)")
+                let code = try await fetch(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, base + path])
+                #expect(["404", "405"].contains(code), "\(method) \(path) → \(code)")
             }
-            let page = try curl.run(["-s", base + "/"])
-            #expect(page.standardOutput.contains("new EventSource(\"/events\")"))
+            let page = try await fetch(["-s", base + "/"])
+            #expect(page.contains("new EventSource(\"/events\")"))
         }
     }
 }
