@@ -1,9 +1,11 @@
 import ArgumentParser
+import DfuSe
 import Dispatch
 import Glibc
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualMCU
 
 /// `stm32mp-board-emulator`: serves a simulated board through umockdev, so that unmodified
 /// programs (libusb, libudev, dfu-util, lsusb, stm32mp-flash) see it as a real USB device, and
@@ -23,6 +25,12 @@ struct EmulatorCommand: ParsableCommand {
 
     @Flag(help: "Serve a plain DFU 1.1 device with one alternate setting instead of a board (debugging).")
     var fixedDFU = false
+
+    @Option(
+        help:
+            "Serve a virtual STM32 MCU in its DFU system bootloader instead of an STM32MP board: \(MCUFamily.all.map(\.id).joined(separator: ", ")) (--scenario then takes \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", ")); --storage keeps its flash and option bytes)."
+    )
+    var mcu: String?
 
     @Option(help: "The chip: mp15, mp13 or mp25 (--fixed-dfu: also mp21).")
     var soc: String = "mp15"
@@ -46,9 +54,9 @@ struct EmulatorCommand: ParsableCommand {
     var port: String = "1-1"
 
     @Option(
-        help: """
-            Serve this many boards at once, behind a hub on --port: on PORT.1 … PORT.N (1-1.1 … 1-1.N by             default). Each has its own serial (the last four digits are its number) and storage             (STORAGE/PORT.K).
-            """)
+        help: ArgumentHelp(
+            "Serve this many boards at once, behind a hub on --port: on PORT.1 … PORT.N (1-1.1 … 1-1.N by default), each with its own serial (the last four digits are its number) and storage (STORAGE/PORT.K)."
+        ))
     var boards: Int?
 
     @Flag(help: "With --boards: every board reports the same serial (as some MCU bootloaders do).")
@@ -65,6 +73,9 @@ struct EmulatorCommand: ParsableCommand {
             "U-Boot's storage write speed in bytes per second (default 20000000), to model slow media.",
             valueName: "bytes"))
     var storageRate: Int64?
+
+    @Option(help: "The link speed: high (480 Mbit/s) or full (12 Mbit/s: the ROM says 'DFU in FS Mode').")
+    var speed: String = "high"
 
     @Option(help: "Write UMOCKDEV_DIR and LD_PRELOAD as KEY=VALUE lines here once the board is plugged in.")
     var envFile: String?
@@ -102,7 +113,16 @@ struct EmulatorCommand: ParsableCommand {
                 "--port must be a port path like 1-1 or 1-2.3 (at most 6 levels, ports 1 to \(HubModel.maximumPortCount - 1))"
             )
         }
-        if fixedDFU {
+        if let mcu {
+            guard MCUFamily.named(mcu) != nil else {
+                throw ValidationError("unknown --mcu \(mcu); use \(MCUFamily.all.map(\.id).joined(separator: ", "))")
+            }
+            guard MCUScenario(rawValue: scenario) != nil else {
+                throw ValidationError(
+                    "unknown --scenario \(scenario) for an MCU; use \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+        } else if fixedDFU {
             guard fixedChipDeviceID != nil else {
                 throw ValidationError("unknown --soc \(soc); use mp15, mp13, mp21 or mp25")
             }
@@ -114,12 +134,13 @@ struct EmulatorCommand: ParsableCommand {
                 throw ValidationError("unknown --scenario \(scenario)")
             }
             guard TFAVariant(rawValue: tfa) != nil else { throw ValidationError("unknown --tfa \(tfa)") }
+            guard speed == "high" || speed == "full" else { throw ValidationError("--speed takes high or full") }
             if let serial, serial.count != 24 || !serial.allSatisfy(\.isHexDigit) {
                 throw ValidationError("--serial must be 24 hexadecimal digits")
             }
         }
         if let boards {
-            guard !fixedDFU, (1...(HubModel.maximumPortCount - 1)).contains(boards), PortPath(port)!.ports.count <= 5
+            guard !fixedDFU, mcu == nil, (1...(HubModel.maximumPortCount - 1)).contains(boards), PortPath(port)!.ports.count <= 5
             else {
                 throw ValidationError(
                     "--boards takes 1 to \(HubModel.maximumPortCount - 1) virtual boards below a --port of at most 5 levels"
@@ -155,7 +176,18 @@ struct EmulatorCommand: ParsableCommand {
         var storageIsTemporary = false
         var hosted: [any SimulatedBoard] = []
         var virtualBoards: [VirtualBoard] = []
-        if fixedDFU {
+        var virtualMCU: VirtualMCU?
+        if let mcu {
+            let directory = try storage ?? makeTemporaryDirectory()
+            storageIsTemporary = storage == nil
+            let configuration = MCUConfiguration(
+                family: MCUFamily.named(mcu)!, scenario: MCUScenario(rawValue: scenario)!, port: PortPath(port)!,
+                memoryDirectory: directory)
+            do { virtualMCU = try VirtualMCU(configuration: configuration) } catch {
+                throw ValidationError("\(error)")
+            }
+            hosted = [virtualMCU!]
+        } else if fixedDFU {
             let settings = FixedDFUSettings(
                 chipDeviceID: fixedChipDeviceID!, transferSize: transferSize, storageDirectory: storage,
                 downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
@@ -183,6 +215,7 @@ struct EmulatorCommand: ParsableCommand {
                         String(configuration.serial.prefix(20)) + hex4(UInt16(index + 1)).uppercased()
                 }
                 if let storageRate { configuration.timing.storageBytesPerSecond = storageRate }
+                configuration.speed = speed == "full" ? .full : .high
                 virtualBoards.append(VirtualBoard(configuration: configuration))
             }
             hosted = virtualBoards
@@ -233,6 +266,7 @@ struct EmulatorCommand: ParsableCommand {
         if storageIsTemporary {
             for virtualBoard in virtualBoards { removeStorage(virtualBoard.storage) }
         }
+        if storageIsTemporary, let virtualMCU { removeMCUMemory(virtualMCU) }
         throw ExitCode(status)
     }
 }
@@ -245,6 +279,12 @@ private func makeTemporaryDirectory() throws -> String {
         throw ValidationError("cannot create a storage folder in \(base): \(String(cString: strerror(errno)))")
     }
     return String(cString: made)
+}
+
+/// Deletes a temporary folder's MCU memory files, then the folder.
+private func removeMCUMemory(_ mcu: VirtualMCU) {
+    for path in mcu.memoryFiles { unlink(path) }
+    rmdir(mcu.configuration.memoryDirectory)
 }
 
 /// Deletes the images of a temporary storage folder, then the folder (left alone when something
