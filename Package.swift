@@ -95,7 +95,8 @@ let package = Package(
             name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
             swiftSettings: strictSwift),
         .target(
-            name: "StationMonitor", dependencies: ["FlashEngine", "USBModel", prometheus], swiftSettings: strictSwift),
+            name: "StationMonitor", dependencies: ["BoardTracking", "FlashEngine", "USBModel", prometheus],
+            swiftSettings: strictSwift),
         .target(name: "StatusServer", dependencies: ["StationMonitor", hummingbird], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
@@ -110,7 +111,8 @@ let package = Package(
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
                 "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug", "USBModel",
-                "Timekeeping", "StationRecords", "StationMonitor", "StatusServer", "TerminalText", argumentParser, logging, systemPackage,
+                "Timekeeping", "StationRecords", "StationMonitor", "StatusServer", "TerminalText", argumentParser,
+                logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -188,7 +190,9 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationMonitorTests",
-            dependencies: ["StationMonitor", "StatusServer", "FlashEngine", "USBModel", "TestSupport"],
+            dependencies: [
+                "StationMonitor", "StatusServer", "FlashEngine", "BoardTracking", "USBModel", "TestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),

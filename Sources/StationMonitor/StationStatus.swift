@@ -1,3 +1,4 @@
+import BoardTracking
 package import FlashEngine
 import Synchronization
 package import USBModel

@@ -140,7 +140,8 @@ struct EmulatorCommand: ParsableCommand {
             }
         }
         if let boards {
-            guard !fixedDFU, mcu == nil, (1...(HubModel.maximumPortCount - 1)).contains(boards), PortPath(port)!.ports.count <= 5
+            guard !fixedDFU, mcu == nil, (1...(HubModel.maximumPortCount - 1)).contains(boards),
+                PortPath(port)!.ports.count <= 5
             else {
                 throw ValidationError(
                     "--boards takes 1 to \(HubModel.maximumPortCount - 1) virtual boards below a --port of at most 5 levels"
