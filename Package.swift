@@ -16,6 +16,7 @@ let strictSwift: [SwiftSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
     name: "stm32mp-flash",
@@ -29,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -50,7 +52,9 @@ let package = Package(
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging, crypto,
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",

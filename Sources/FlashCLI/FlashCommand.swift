@@ -5,6 +5,7 @@ import FlashEngine
 import FlashLayout
 import FoundationEssentials
 import Logging
+import Synchronization
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -17,7 +18,10 @@ struct FlashCommand: AsyncParsableCommand {
         discussion: """
             Success is printed only when the board said END and every selected partition was sent. \
             On failure, one diagnosis code, its cause, what was seen and what to change \
-            (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
+            (docs/troubleshooting.md). Each partition is read back after it is written (--verify). A board \
+            already in U-Boot stm32prog from an interrupted run continues where its content stops \
+            matching (--no-resume starts over). Exit status: 0 done, 1 failed, 2 usage errors, \
+            130 Ctrl-C, 143 SIGTERM.
             """)
 
     @Argument(help: "The FlashLayout file (.tsv).")
@@ -70,6 +74,21 @@ struct FlashCommand: AsyncParsableCommand {
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
+    @Option(
+        help: ArgumentHelp(
+            "Read each partition back after writing it: full, sampled (first and last MiB and 1 MiB in every 16 MiB) or none.",
+            valueName: "mode"))
+    var verify: String = "sampled"
+
+    @Flag(help: "On a board already in U-Boot stm32prog, start from the first partition instead of resuming.")
+    var noResume = false
+
+    @Option(
+        help: ArgumentHelp(
+            "U-Boot's DFU buffer in MiB (CONFIG_SYS_DFU_DATA_BUF_SIZE or dfu_bufsiz) for readback and resume.",
+            valueName: "MiB"))
+    var ubootBufferMib: Int = 8
+
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
@@ -86,6 +105,10 @@ struct FlashCommand: AsyncParsableCommand {
                     + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if VerifyMode(rawValue: verify) == nil {
+            throw ValidationError("--verify takes full, sampled or none, got '\(verify)'")
+        }
+        if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
         }
@@ -103,7 +126,10 @@ struct FlashCommand: AsyncParsableCommand {
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
             ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
-        let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+        let request = FlashRequest(
+            plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
+            verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
+            ubootBufferSize: Int64(ubootBufferMib) << 20)
 
         let bus: any USBBus
         var board: VirtualBoard?
@@ -137,9 +163,28 @@ struct FlashCommand: AsyncParsableCommand {
         let logger = Logger(label: "stm32mp-flash") { _ in
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
-        let flasher = Flasher(bus: bus, request: request, logger: logger, events: { output.handle($0) })
+        let tracker = PositionTracker()
+        let flasher = Flasher(
+            bus: bus, request: request, logger: logger,
+            events: {
+                tracker.observe($0)
+                output.handle($0)
+            })
+        let json = json
+        let arguments = CommandLine.arguments
+        let forcedExit: @Sendable (Int32) -> Void = { _ in
+            let position = tracker.current
+            let sentence = WhereLeft.sentence(
+                position, command: WhereLeft.command(arguments: arguments, port: position.port))
+            if json {
+                output.json(
+                    "failed", Self.cancelledFields(position, sentence: sentence, error: "cancelled (second signal)"))
+            } else {
+                Terminal.error(sentence)
+            }
+        }
         do {
-            let summary = try await Self.run(flasher)
+            let summary = try await Self.run(flasher, onForcedExit: forcedExit)
             board?.storage.closeAll()
             report(summary, plan: plan, board: board, output: output)
         } catch {
@@ -149,6 +194,18 @@ struct FlashCommand: AsyncParsableCommand {
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),
                 consoleLog: Self.unique(board?.consoleLog ?? []))
             let diagnosis = Diagnoser.diagnose(evidence)
+            if case .cancelled = error.reason {
+                let position = error.position ?? tracker.current
+                let sentence = WhereLeft.sentence(
+                    position, command: WhereLeft.command(arguments: arguments, port: position.port))
+                if json {
+                    output.json("failed", Self.cancelledFields(position, sentence: sentence, error: error.description))
+                } else {
+                    output.line("")
+                    output.line(output.style(.red, "cancelled: ") + sentence)
+                }
+                throw ExitCode(Interrupts.exitStatus(for: Interrupts.received.load(ordering: .sequentiallyConsistent)))
+            }
             if json {
                 output.json(
                     "diagnosis",
@@ -181,15 +238,35 @@ struct FlashCommand: AsyncParsableCommand {
         }
     }
 
-    /// Runs the flasher with Ctrl-C turned into a clean `cancelled` failure.
-    static func run(_ flasher: Flasher) async throws(FlashFailure) -> FlashSummary {
+    /// Runs the flasher with SIGINT/SIGTERM turned into a clean `cancelled` failure. A run that got
+    /// a signal never succeeds, even when the engine had just finished.
+    static func run(_ flasher: Flasher, onForcedExit: @escaping @Sendable (Int32) -> Void = { _ in })
+        async throws(FlashFailure) -> FlashSummary
+    {
+        let summary: FlashSummary
         do {
-            return try await Interrupts.cancellingOnInterrupt { try await flasher.run() }
+            summary = try await Interrupts.cancellingOnInterrupt(onForcedExit: onForcedExit) { try await flasher.run() }
         } catch let failure as FlashFailure {
             throw failure
         } catch {
             throw FlashFailure(.cancelled)
         }
+        if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
+            throw FlashFailure(
+                .cancelled, stage: .uboot, timeline: summary.timeline,
+                position: BoardPosition(stage: .uboot, port: summary.board.port))
+        }
+        return summary
+    }
+
+    /// The `failed` event of a cancelled run: code, where the board was left, the command that
+    /// continues.
+    static func cancelledFields(_ position: BoardPosition, sentence: String, error: String) -> [String: JSONValue] {
+        [
+            "code": .string("cancelled"), "cause": .string(DiagnosisCode.cancelled.summary), "error": .string(error),
+            "stage": .string(position.stage.rawValue), "phase": position.phase.map { .string(phaseHex($0)) } ?? .null,
+            "offset": .number(Double(position.offset)), "where": .string(sentence),
+        ]
     }
 
     /// Checks the layout (errors stop here) and builds the plan.
@@ -279,6 +356,9 @@ struct FlashCommand: AsyncParsableCommand {
                     "partitions": .array(summary.partitions.map { .string(phaseHex($0)) }),
                     "transfers": .number(Double(summary.controlTransfers)),
                     "images": .array(images.map { .string($0) }),
+                    "checks": .array(summary.checks.map { .object(FlashOutput.checkFields($0)) }),
+                    "skipped": .array((summary.resume?.skipped ?? []).map { .string(phaseHex($0)) }),
+                    "skippedBytes": .number(Double(summary.resume?.skippedBytes ?? 0)),
                 ])
             return
         }
@@ -291,6 +371,17 @@ struct FlashCommand: AsyncParsableCommand {
             output.line(
                 "  \(phaseHex(result.phase)) \(output.pad(result.name, 12)) \(output.pad(ByteSize.format(UInt64(result.bytes)), 10)) \(output.pad(FlashOutput.formatSeconds(result.duration), 8)) \(FlashOutput.formatRate(result.megabytesPerSecond))"
             )
+        }
+        if let resume = summary.resume, !resume.skipped.isEmpty {
+            output.line(
+                "  resumed: skipped \(resume.skipped.map(phaseHex).joined(separator: ", ")) "
+                    + "(\(ByteSize.format(UInt64(resume.skippedBytes))) already on the board, checked by readback)")
+        }
+        let verified = summary.checks.filter { $0.method == .full || $0.method == .sampled }
+        if !verified.isEmpty {
+            output.line(
+                "  verified by readback: "
+                    + verified.map { "\(phaseHex($0.phase)) (\($0.method.rawValue))" }.joined(separator: ", "))
         }
         if !images.isEmpty { output.line("Virtual board storage: " + images.joined(separator: " ")) }
     }
