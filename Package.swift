@@ -16,6 +16,7 @@ let strictSwift: [SwiftSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
@@ -31,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -42,12 +44,13 @@ let package = Package(
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
+        .target(name: "TerminalText", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
         .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(name: "GPT", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", systemPackage],
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", "TerminalText", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
@@ -60,6 +63,7 @@ let package = Package(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
+                "UBootScript", "AndroidSparse",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -68,6 +72,10 @@ let package = Package(
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
         .target(name: "Fastboot", dependencies: ["DFU", "USBModel"], swiftSettings: strictSwift),
+
+        .target(
+            name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
+            swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -80,7 +88,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
+                logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -105,6 +114,7 @@ let package = Package(
             name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
         .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
@@ -125,11 +135,16 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests",
-            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
+            dependencies: [
+                "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
+                "AndroidSparse", "FlashLayout", "USBModel",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
             swiftSettings: strictSwift),
+        .testTarget(
+            name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],
             swiftSettings: strictSwift),
@@ -139,7 +154,7 @@ let package = Package(
         .testTarget(
             name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
         .testTarget(
-            name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
+            name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "USBIntegrationTests", dependencies: ["USBHost", "Hotplug", "TestSupport"],
             swiftSettings: strictSwift),

@@ -27,6 +27,8 @@ struct CheckCommand: AsyncParsableCommand {
     @Flag(help: "Judge the layout alone, without its binary files.")
     var layoutOnly = false
 
+    @OptionGroup var geometry: DeviceGeometryOptions
+
     func validate() throws {
         if let ubootVersion, UBootVersion(ubootVersion) == nil {
             throw ValidationError("--uboot-version takes a release like v2022.10, got '\(ubootVersion)'")
@@ -34,8 +36,13 @@ struct CheckCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let options = LayoutCheckOptions(ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly)
-        let results = layouts.map { LayoutChecker.check(path: $0, options: options) }
+        let results = try layouts.map { layout in
+            let options = LayoutCheckOptions(
+                ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly,
+                plan: try geometry.planOptions(layoutDirectory: parentDirectory(of: layout)))
+            return LayoutChecker.check(path: layout, options: options)
+        }
+        try geometry.requireUsedDevices(results.flatMap(\.lines))
         if json {
             print(try CheckReport(results: results).jsonString())
         } else {

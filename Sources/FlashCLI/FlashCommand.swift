@@ -5,7 +5,9 @@ import FlashEngine
 import FlashLayout
 import FoundationEssentials
 import Logging
+import StationRecords
 import Synchronization
+import TerminalText
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -24,8 +26,11 @@ struct FlashCommand: AsyncParsableCommand {
             130 Ctrl-C, 143 SIGTERM.
             """)
 
-    @Argument(help: "The FlashLayout file (.tsv).")
-    var layout: String
+    @Argument(help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"))
+    var layoutArgument: String?
+
+    /// The layout; `validate()` guarantees it outside `--list-scenarios`.
+    var layout: String { layoutArgument ?? "" }
 
     @Flag(help: "Flash the built-in virtual board instead of real USB.")
     var simulate = false
@@ -92,10 +97,17 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Store the attempt in this SQLite database (see `station report`).", valueName: "file"),
+        completion: .file(extensions: ["sqlite", "db"]))
+    var db: String?
+
     @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
     var verbose = false
 
     func validate() throws {
+        if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
             throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'")
         }
@@ -116,7 +128,12 @@ struct FlashCommand: AsyncParsableCommand {
 
     func run() async throws {
         if listScenarios {
-            for scenario in FaultScenario.allCases { print(scenario.rawValue) }
+            let width = FaultScenario.allCases.map(\.rawValue.count).max() ?? 0
+            for scenario in FaultScenario.allCases {
+                print(
+                    scenario.rawValue + String(repeating: " ", count: width - scenario.rawValue.count + 2)
+                        + scenario.summary)
+            }
             return
         }
         let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
@@ -163,11 +180,13 @@ struct FlashCommand: AsyncParsableCommand {
         let logger = Logger(label: "stm32mp-flash") { _ in
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
+        let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
         let tracker = PositionTracker()
         let flasher = Flasher(
             bus: bus, request: request, logger: logger,
             events: {
                 tracker.observe($0)
+                recording?.observe($0)
                 output.handle($0)
             })
         let json = json
@@ -183,11 +202,18 @@ struct FlashCommand: AsyncParsableCommand {
                 Terminal.error(sentence)
             }
         }
+        let outcome: Result<FlashSummary, FlashFailure>
         do {
-            let summary = try await Self.run(flasher, onForcedExit: forcedExit)
-            board?.storage.closeAll()
-            report(summary, plan: plan, board: board, output: output)
+            outcome = .success(try await Self.run(flasher, onForcedExit: forcedExit))
         } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case .success(let summary):
+            board?.storage.closeAll()
+            try await finishRecording(recording, .done)
+            report(summary, plan: plan, board: board, output: output)
+        case .failure(let error):
             board?.storage.closeAll()
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
@@ -195,6 +221,7 @@ struct FlashCommand: AsyncParsableCommand {
                 consoleLog: Self.unique(board?.consoleLog ?? []))
             let diagnosis = Diagnoser.diagnose(evidence)
             if case .cancelled = error.reason {
+                try await finishRecording(recording, .cancelled, diagnosis)
                 let position = error.position ?? tracker.current
                 let sentence = WhereLeft.sentence(
                     position, command: WhereLeft.command(arguments: arguments, port: position.port))
@@ -205,6 +232,8 @@ struct FlashCommand: AsyncParsableCommand {
                     output.line(output.style(.red, "cancelled: ") + sentence)
                 }
                 throw ExitCode(Interrupts.exitStatus(for: Interrupts.received.load(ordering: .sequentiallyConsistent)))
+            } else {
+                try await finishRecording(recording, .failed, diagnosis)
             }
             if json {
                 output.json(
@@ -234,6 +263,31 @@ struct FlashCommand: AsyncParsableCommand {
                 output.line(output.style(.red, "error: ") + error.description)
                 output.line(diagnosis.text)
             }
+            throw ExitCode.failure
+        }
+    }
+
+    /// The attempt row for `--db`, written before the first byte goes out.
+    func beginRecording(plan: PartitionPlan, port: PortPath?) async throws -> AttemptRecording? {
+        guard let db else { return nil }
+        do {
+            let store = try RecordLocation.open(db)
+            return try await AttemptRecording.begin(
+                store: store, layout: try LayoutFingerprint(path: layout), plan: plan, port: port, serial: serial,
+                soc: simulate ? (soc ?? Self.inferSoC(plan).rawValue) : nil)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    func finishRecording(
+        _ recording: AttemptRecording?, _ result: AttemptResult, _ diagnosis: Diagnosis? = nil
+    ) async throws {
+        do {
+            try await recording?.finish(result: result, diagnosis: diagnosis)
+        } catch {
+            Terminal.error("error: \(error)")
             throw ExitCode.failure
         }
     }
@@ -273,8 +327,11 @@ struct FlashCommand: AsyncParsableCommand {
     func prepare(_ output: FlashOutput) throws -> PartitionPlan {
         let options = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(path: layout, options: LayoutCheckOptions(plan: options))
+        try geometry.requireUsedDevices(check.lines)
+        // A Binary that exists both ways as different files: flashing the wrong one is silent
+        // and permanent, so flash needs --binaries-from to pick (check only warns).
         let blocking = check.diagnostics.filter {
-            $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue
+            $0.severity == .error || ($0.code == DiagnosticCode.shadowedBinary.rawValue && geometry.binaryBase == nil)
         }
         if !blocking.isEmpty {
             for diagnostic in blocking {
@@ -282,7 +339,15 @@ struct FlashCommand: AsyncParsableCommand {
                 shown.severity = .error
                 Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
             }
-            Terminal.error("\(layout): not flashing a layout with errors (stm32mp-flash check \(layout))")
+            let shown = TerminalText.escaped(layout)
+            if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }),
+                geometry.binaryBase == nil
+            {
+                Terminal.error(
+                    "\(shown): a Binary exists next to the layout and in the working directory as different files; pick one with --binaries-from layout (STM32CubeProgrammer's choice) or --binaries-from cwd"
+                )
+            }
+            Terminal.error("\(shown): not flashing a layout with errors (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
         switch PartitionPlanner.plan(check.lines, options: options) {

@@ -1,11 +1,12 @@
 public import ArgumentParser
+import TerminalText
 
 /// `stm32mp-flash`: the command tree. Each subcommand lives in its own file of this target.
 public struct RootCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "stm32mp-flash",
         abstract: "Flash STM32MP1/MP13/MP2 boards over USB from a FlashLayout TSV, and explain failures.",
-        version: "0.1.0",
+        version: toolVersion,
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
@@ -16,8 +17,12 @@ public struct RootCommand: AsyncParsableCommand {
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
+            StationCommand.self,
         ]
     )
+
+    /// The version `--version` prints and every attempt record carries.
+    static let toolVersion = "0.1.0"
 
     public init() {}
 
@@ -39,7 +44,8 @@ public struct RootCommand: AsyncParsableCommand {
                 if !message.isEmpty { print(message) }
                 return 0
             }
-            if !message.isEmpty { Terminal.error(message) }
+            // Usage errors quote the user's arguments: shown escaped, never raw.
+            if !message.isEmpty { Terminal.error(TerminalText.escaped(message, keepNewlines: true)) }
             return code == .validationFailure ? 2 : code.rawValue
         }
     }
