@@ -70,6 +70,16 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case hostFile = "host-file"
     /// The board is in U-Boot enumeration 2 of another FlashLayout.
     case otherSession = "other-session"
+    /// MCU: the DFU device is an application's DFU class (CubeMX template), not ST's bootloader.
+    case mcuAppDFU = "mcu-app-dfu"
+    /// MCU: RDP level 1 refuses reads, writes and erases (errVENDOR).
+    case mcuReadProtected = "mcu-read-protected"
+    /// MCU: write-protected sectors kept their old content without an error.
+    case mcuWriteProtected = "mcu-write-protected"
+    /// MCU: the bootloader mis-measured the HSE and USB runs on a wrong clock.
+    case mcuUSBClock = "mcu-usb-clock"
+    /// MCU: the readback differs from what was written.
+    case mcuVerifyMismatch = "mcu-verify-mismatch"
 
     /// Every code, in the order the troubleshooting guide lists them.
     public static var allCodes: [DiagnosisCode] { allCases }
@@ -114,6 +124,15 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .hostFile: "A file or folder on this computer could not be used."
         case .otherSession:
             "The board is in U-Boot stm32prog with another FlashLayout's partitions, so this layout cannot continue there."
+        case .mcuAppDFU:
+            "This DFU device is your application's DFU class, not ST's system bootloader: it accepts writes without storing them."
+        case .mcuReadProtected:
+            "The MCU is read-protected (RDP level 1): the bootloader refuses reads, writes and erases."
+        case .mcuWriteProtected:
+            "Part of the flash is write-protected: those sectors kept their old content, without an error."
+        case .mcuUSBClock:
+            "The MCU bootloader runs USB on a mis-measured HSE clock: transfers and strings fail now and then."
+        case .mcuVerifyMismatch: "The MCU's flash does not read back what was written."
         }
     }
 
