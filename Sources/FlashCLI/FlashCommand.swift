@@ -236,8 +236,15 @@ struct FlashCommand: AsyncParsableCommand {
             let sentence = WhereLeft.sentence(
                 position, command: WhereLeft.command(arguments: arguments, port: position.port))
             if json {
+                output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
                 output.json(
-                    "failed", Self.cancelledFields(position, sentence: sentence, error: "cancelled (second signal)"))
+                    "failed",
+                    [
+                        "code": .string("cancelled"), "cause": .string(DiagnosisCode.cancelled.summary),
+                        "error": .string("cancelled (second signal: exit at once)"),
+                        "stage": .string(position.stage.rawValue),
+                        "phase": position.phase.map { .string(phaseHex($0)) } ?? .null,
+                    ])
             } else {
                 Terminal.error(sentence)
             }
@@ -266,12 +273,11 @@ struct FlashCommand: AsyncParsableCommand {
                 let sentence = WhereLeft.sentence(
                     position, command: WhereLeft.command(arguments: arguments, port: position.port))
                 if json {
-                    output.json("failed", Self.cancelledFields(position, sentence: sentence, error: error.description))
+                    output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
                 } else {
                     output.line("")
                     output.line(output.style(.red, "cancelled: ") + sentence)
                 }
-                throw ExitCode(Interrupts.exitStatus(for: Interrupts.received.load(ordering: .sequentiallyConsistent)))
             } else {
                 try await finishRecording(recording, .failed, diagnosis)
             }
@@ -289,6 +295,9 @@ struct FlashCommand: AsyncParsableCommand {
                 output.important("")
                 output.important(output.style(.red, "error: ") + TerminalText.escaped(error.description))
                 output.important(TerminalText.escaped(diagnosis.text, keepNewlines: true))
+            }
+            if case .cancelled = error.reason {
+                throw ExitCode(Interrupts.exitStatus(for: Interrupts.received.load(ordering: .sequentiallyConsistent)))
             }
             throw ExitCode.failure
         }
@@ -340,13 +349,16 @@ struct FlashCommand: AsyncParsableCommand {
         return summary
     }
 
-    /// The `failed` event of a cancelled run: code, where the board was left, the command that
-    /// continues.
-    static func cancelledFields(_ position: BoardPosition, sentence: String, error: String) -> [String: JSONValue] {
+    /// The `stopped` event of a cancelled run: where the board was left and the command that
+    /// continues (before its `failed` line).
+    static func stoppedFields(_ position: BoardPosition, sentence: String, arguments: [String]) -> [String: JSONValue] {
         [
-            "code": .string("cancelled"), "cause": .string(DiagnosisCode.cancelled.summary), "error": .string(error),
             "stage": .string(position.stage.rawValue), "phase": position.phase.map { .string(phaseHex($0)) } ?? .null,
-            "offset": .number(Double(position.offset)), "where": .string(sentence),
+            "name": position.name.map { .string($0) } ?? .null, "offset": .number(Double(position.offset)),
+            "total": position.total.map { .number(Double($0)) } ?? .null,
+            "port": position.port.map { .string($0.description) } ?? .null,
+            "command": .string(WhereLeft.command(arguments: arguments, port: position.port)),
+            "message": .string(sentence),
         ]
     }
 
