@@ -70,6 +70,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case hostFile = "host-file"
     /// The board is in U-Boot enumeration 2 of another FlashLayout.
     case otherSession = "other-session"
+    /// The DFU device is not an STM32MP board (an STM32 MCU system bootloader …).
+    case unsupportedDevice = "unsupported-device"
+    /// Another job of this process is flashing the board on that port.
+    case boardBusy = "board-busy"
     /// MCU: the DFU device is an application's DFU class (CubeMX template), not ST's bootloader.
     case mcuAppDFU = "mcu-app-dfu"
     /// MCU: RDP level 1 refuses reads, writes and erases (errVENDOR).
@@ -124,6 +128,8 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .hostFile: "A file or folder on this computer could not be used."
         case .otherSession:
             "The board is in U-Boot stm32prog with another FlashLayout's partitions, so this layout cannot continue there."
+        case .unsupportedDevice: "The DFU device found is not an STM32MP board, so `flash` does not program it."
+        case .boardBusy: "Another flashing job of this process holds the board on that port."
         case .mcuAppDFU:
             "This DFU device is your application's DFU class, not ST's system bootloader: it accepts writes without storing them."
         case .mcuReadProtected:

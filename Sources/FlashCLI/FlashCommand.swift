@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import BootImages
 import Diagnostics
 import FlashEngine
@@ -76,6 +77,12 @@ struct FlashCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
     var reenumerationTimeout: Double = 120
+
+    @Option(
+        help: ArgumentHelp(
+            "After a wait above ran out, seconds to keep listening, only to tell whether a longer wait would have worked.",
+            valueName: "seconds"))
+    var lateGrace: Double = 10
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
@@ -187,7 +194,8 @@ struct FlashCommand: AsyncParsableCommand {
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
-            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
+            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
+            lateArrivalGrace: .seconds(max(0, lateGrace)))
         let request = FlashRequest(
             plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
             verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
@@ -221,18 +229,20 @@ struct FlashCommand: AsyncParsableCommand {
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
         let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
-        let tracker = PositionTracker()
+        // One tracker per process; this run takes one lease from it (a station takes several).
+        let tracker = BoardTracker(bus: bus)
+        let position = PositionTracker()
         let flasher = Flasher(
-            bus: bus, request: request, logger: logger,
+            tracker: tracker, request: request, logger: logger,
             events: {
-                tracker.observe($0)
+                position.observe($0)
                 recording?.observe($0)
                 output.handle($0)
             })
         let json = json
         let arguments = CommandLine.arguments
         let forcedExit: @Sendable (Int32) -> Void = { _ in
-            let position = tracker.current
+            let position = position.current
             let sentence = WhereLeft.sentence(
                 position, command: WhereLeft.command(arguments: arguments, port: position.port))
             if json {
@@ -269,7 +279,7 @@ struct FlashCommand: AsyncParsableCommand {
             let diagnosis = Diagnoser.diagnose(evidence)
             if case .cancelled = error.reason {
                 try await finishRecording(recording, .cancelled, diagnosis)
-                let position = error.position ?? tracker.current
+                let position = error.position ?? position.current
                 let sentence = WhereLeft.sentence(
                     position, command: WhereLeft.command(arguments: arguments, port: position.port))
                 if json {

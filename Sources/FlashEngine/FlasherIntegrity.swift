@@ -1,3 +1,4 @@
+import BoardTracking
 import DFU
 import FlashLayout
 import USBModel
@@ -52,7 +53,8 @@ extension Flasher.Run {
     var position: BoardPosition {
         BoardPosition(
             stage: machine.stage, phase: sending?.id, name: sending?.name,
-            offset: sending == nil ? 0 : accepted.withLock { $0 }, total: sending?.total, port: port)
+            offset: sending == nil ? 0 : accepted.withLock { $0 }, total: sending?.total,
+            port: board?.port ?? lease.port)
     }
 
     // MARK: Input integrity
@@ -123,7 +125,7 @@ extension Flasher.Run {
         guard partition else { return }
         let device = try current()
         let next = try await device.getPhase()
-        recorder.add(.phase, stage: stage, detail: describe(next))
+        recorder.add(.phase(next, stage: stage))
         guard next.phase != 0xFF else { return }  // the state machine reads and reports it
         let reader = readback(device)
         if mode == .none || input.path == nil {
@@ -138,9 +140,10 @@ extension Flasher.Run {
         try await restore(reader, to: next.phase)
         try verifyUnchanged(input)
         recorder.add(
-            .note, stage: stage,
-            detail: "\(phaseHex(id)) read back \(outcome.bytesRead) bytes (\(mode.rawValue)): "
-                + (outcome.firstDifference == nil ? "equal" : "differs at byte \(outcome.firstDifference ?? 0)"))
+            .note(
+                "\(phaseHex(id)) read back \(outcome.bytesRead) bytes (\(mode.rawValue)): "
+                    + (outcome.firstDifference == nil ? "equal" : "differs at byte \(outcome.firstDifference ?? 0)"),
+                stage: stage))
         if let offset = outcome.firstDifference {
             throw failure(
                 .verifyMismatch(
@@ -207,7 +210,7 @@ extension Flasher.Run {
                 return "could not close U-Boot's open transaction on phase \(phaseHex(id)): \(error)"
             }
         }.value
-        recorder.add(.note, stage: machine.stage, detail: outcome)
+        recorder.add(.note(outcome, stage: machine.stage))
     }
 
     /// The first board found is already in U-Boot enumeration 2 (an earlier run was interrupted,
@@ -215,7 +218,7 @@ extension Flasher.Run {
     /// the Binaries (unless `--no-resume`), with the command alternate (reference §4.4).
     mutating func startInEnumeration2(_ device: DFUDevice) async throws {
         let reply = try await device.getPhase()
-        recorder.add(.phase, stage: .uboot, detail: describe(reply))
+        recorder.add(.phase(reply, stage: .uboot))
         try checkSessionMatchesPlan(device)
         let stale = try await BoardRecovery.closeStaleTransactions(device)
         if !stale.isEmpty || reply.phase == 0xFF {
@@ -224,7 +227,7 @@ extension Flasher.Run {
                     ? "" : "closed U-Boot's half-done transfer on " + stale.map(phaseHex).joined(separator: ", "))
                 + (reply.phase == 0xFF
                     ? (stale.isEmpty ? "" : "; ") + "cleared the error \"\(reply.message ?? "")\"" : "")
-            recorder.add(.note, stage: .uboot, detail: detail)
+            recorder.add(.note(detail, stage: .uboot))
             flasher.emit(.recovered(detail: detail))
         }
         let reader = readback(device)
@@ -267,10 +270,11 @@ extension Flasher.Run {
         )
         resumeReport = report
         recorder.add(
-            .note, stage: .uboot,
-            detail: "resume: \(skipped.count) partition(s) already on the board"
-                + (restart.map { ", continuing with \(phaseHex($0.id)) at byte \($0.offset)" }
-                    ?? ", nothing left to send"))
+            .note(
+                "resume: \(skipped.count) partition(s) already on the board"
+                    + (restart.map { ", continuing with \(phaseHex($0.id)) at byte \($0.offset)" }
+                        ?? ", nothing left to send"),
+                stage: .uboot))
         flasher.emit(.resumed(report))
     }
 
