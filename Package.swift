@@ -67,6 +67,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+                crypto,
             ],
             swiftSettings: strictSwift),
         .target(
