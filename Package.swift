@@ -54,8 +54,16 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
@@ -65,7 +73,15 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
+        .target(
+            name: "Diagnostics",
+            dependencies: [
+                "FlashEngine", "BoardTracking", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping", systemPackage,
+            ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -85,20 +101,23 @@ let package = Package(
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
-                logging, systemPackage,
+                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
+                "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug", "USBModel",
+                "Timekeeping", "StationRecords", "TerminalText", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
-            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            dependencies: [
+                "CUMockdev", "VirtualBoard", "VirtualMCU", "DfuSe", "USBModel", "Timekeeping", argumentParser,
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-flash-bench",
             dependencies: [
-                "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
+                "FlashLayout", "BoardTracking", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
             ],
             swiftSettings: strictSwift),
 
@@ -109,11 +128,19 @@ let package = Package(
             name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
             path: "Tests/TestSupport", swiftSettings: strictSwift),
         .target(
-            name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
+            name: "VirtualBoardTestSupport",
+            dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport", "USBModel"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
-        .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
+        .testTarget(name: "USBModelTests", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "BoardTrackingTests",
+            dependencies: [
+                "BoardTracking", "VirtualBoard", "DFU", "USBModel", "Timekeeping", "TestSupport",
+                "VirtualBoardTestSupport",
+            ],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "GPTTests", dependencies: ["GPT", "TestSupport"], swiftSettings: strictSwift),
@@ -127,7 +154,7 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -139,7 +166,18 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            name: "DiagnosticsTests",
+            dependencies: [
+                "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
+                "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "MCUTests",
+            dependencies: [
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "Timekeeping", "TestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),

@@ -1,3 +1,4 @@
+import BoardTracking
 import Diagnostics
 import FlashEngine
 import FlashLayout
@@ -351,6 +352,24 @@ final class FlashOutput: Sendable {
             if result <= 0 { break }
             written += result
         }
+    }
+}
+
+extension Diagnosis {
+    /// The `diagnosis` event's fields (docs/json.md), shared by `flash` and `mcu`.
+    var jsonFields: [String: JSONValue] {
+        [
+            "code": .string(code.rawValue), "cause": .string(cause),
+            "evidence": .array(evidence.map { .string($0) }),
+            "nextSteps": .array(nextSteps.map { .string($0) }),
+            "alternatives": .array(
+                alternatives.map {
+                    .object([
+                        "code": .string($0.code.rawValue), "cause": .string($0.cause),
+                        "howToTell": .string($0.howToTell),
+                    ])
+                }),
+        ]
     }
 }
 

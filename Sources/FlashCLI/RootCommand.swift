@@ -18,6 +18,7 @@ public struct RootCommand: AsyncParsableCommand {
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
+            MCUCommand.self,
             StationCommand.self,
         ]
     )
