@@ -193,7 +193,8 @@ struct FlashCommand: AsyncParsableCommand {
             } catch let error as StorageError {
                 Terminal.error("error: " + TerminalText.escaped(error.description))
                 throw FlashPreflightError(
-                    code: "host-error", cause: "the virtual board's storage folder cannot be used", message: error.description)
+                    code: "host-error", cause: "the virtual board's storage folder cannot be used",
+                    message: error.description)
             }
             board = virtual
             bus = VirtualUSBBus(clock: clock, boards: [virtual])

@@ -66,7 +66,9 @@ public final class BoardStorage {
         } catch Errno.tooManySymbolicLinkLevels {
             throw StorageError(
                 path: file,
-                reason: "is a symbolic link; the virtual board never writes through links (it would overwrite the link's target). Remove the link or choose another --sim-dir")
+                reason:
+                    "is a symbolic link; the virtual board never writes through links (it would overwrite the link's target). Remove the link or choose another --sim-dir"
+            )
         }
         var info = stat()
         guard fstat(fd.rawValue, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
@@ -79,7 +81,9 @@ public final class BoardStorage {
                 try? fd.close()
                 throw StorageError(
                     path: file,
-                    reason: "holds \(current) bytes but \(device)\(hardwarePartition.map { " boot\($0)" } ?? "") is \(size) bytes; it is another board's image. Remove it, choose another --sim-dir, or pass --sim-replace-images to recreate it")
+                    reason:
+                        "holds \(current) bytes but \(device)\(hardwarePartition.map { " boot\($0)" } ?? "") is \(size) bytes; it is another board's image. Remove it, choose another --sim-dir, or pass --sim-replace-images to recreate it"
+                )
             }
             try fd.resize(to: 0)
             try fd.resize(to: Int64(size))
@@ -107,7 +111,8 @@ public final class BoardStorage {
             let pid = holder?.split(separator: "\n").first.map { " (process \($0))" } ?? ""
             throw StorageError(
                 path: directory,
-                reason: "another run is using this virtual board\(pid); wait for it to finish or choose another --sim-dir")
+                reason:
+                    "another run is using this virtual board\(pid); wait for it to finish or choose another --sim-dir")
         }
         let text = Array("\(getpid())\n".utf8)
         try? fd.resize(to: 0)
@@ -147,13 +152,17 @@ public final class BoardStorage {
             var start = 0
             for run in Self.zeroRuns(buffer, fileOffset: offset) {
                 if run.lowerBound > start {
-                    try fd.writeAll(toAbsoluteOffset: Int64(offset) + Int64(start), UnsafeRawBufferPointer(rebasing: buffer[start..<run.lowerBound]))
+                    try fd.writeAll(
+                        toAbsoluteOffset: Int64(offset) + Int64(start),
+                        UnsafeRawBufferPointer(rebasing: buffer[start..<run.lowerBound]))
                 }
-                try writeZeros(fd, at: Int64(offset) + Int64(run.lowerBound), count: run.count, buffer: buffer, run: run)
+                try writeZeros(
+                    fd, at: Int64(offset) + Int64(run.lowerBound), count: run.count, buffer: buffer, run: run)
                 start = run.upperBound
             }
             if start < buffer.count {
-                try fd.writeAll(toAbsoluteOffset: Int64(offset) + Int64(start), UnsafeRawBufferPointer(rebasing: buffer[start...]))
+                try fd.writeAll(
+                    toAbsoluteOffset: Int64(offset) + Int64(start), UnsafeRawBufferPointer(rebasing: buffer[start...]))
             }
         }
     }

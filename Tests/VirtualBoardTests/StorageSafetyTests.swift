@@ -65,10 +65,13 @@ struct StorageSafetyTests {
         var chunk = [UInt8](repeating: 0, count: 8 << 20)
         chunk[0] = 1
         chunk[chunk.count - 1] = 2
-        for index in 0..<16 { try board.write(device: "mmc0", offset: UInt64(index) * UInt64(chunk.count) + 4096 * 3 + 17, bytes: chunk) }
+        for index in 0..<16 {
+            try board.write(device: "mmc0", offset: UInt64(index) * UInt64(chunk.count) + 4096 * 3 + 17, bytes: chunk)
+        }
         var info = stat()
         #expect(stat(directory.file("mmc0.img"), &info) == 0)
-        #expect(Int64(info.st_blocks) * 512 < 1 << 20, "128 MiB of mostly zeros use \(Int64(info.st_blocks) * 512) bytes")
+        #expect(
+            Int64(info.st_blocks) * 512 < 1 << 20, "128 MiB of mostly zeros use \(Int64(info.st_blocks) * 512) bytes")
         #expect(try board.read(device: "mmc0", offset: 4096 * 3 + 17, length: 2) == [1, 0])
 
         // Overwriting data with zeros must really clear it.
