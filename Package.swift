@@ -63,6 +63,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+                crypto,
             ],
             swiftSettings: strictSwift),
         .target(
