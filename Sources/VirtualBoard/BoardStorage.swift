@@ -176,8 +176,7 @@ public final class BoardStorage {
         let misalignment = Int(fileOffset % UInt64(block))
         var position = misalignment == 0 ? 0 : block - misalignment
         while position + block <= buffer.count {
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[position..<position + block])
-            if chunk.allSatisfy({ $0 == 0 }) {
+            if isZero(buffer, from: position) {
                 if let last = runs.last, last.upperBound == position {
                     runs[runs.count - 1] = last.lowerBound..<position + block
                 } else {
@@ -187,6 +186,16 @@ public final class BoardStorage {
             position += block
         }
         return runs
+    }
+
+    /// True when the `block` bytes at `start` are all zero (read 8 bytes at a time).
+    static func isZero(_ buffer: UnsafeRawBufferPointer, from start: Int) -> Bool {
+        var index = start
+        while index < start + block {
+            if buffer.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
+        }
+        return true
     }
 
     /// Zeros at `offset`: nothing when the range is a hole already (it reads as zeros), written
