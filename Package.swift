@@ -55,7 +55,10 @@ let package = Package(
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging, "Fastboot",
+                "AndroidSparse", "UBootScript",
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
@@ -127,7 +130,7 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "FlashEngine", "UBootScript", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),

@@ -17,6 +17,7 @@ import USBModel
 /// | `unexpectedIdentity(other)` | — | `unexpected-stage` |
 /// | `phaseRepeated(0x01)` at the ROM | — | `fsbl-not-started`; other phases `phase-repeated` |
 /// | `phaseWithoutFile`, `missingAlternate`, `incomplete`, `protocolError`, `cancelled` | — | the code of the same name |
+/// | fast path: `scriptRejected`, `noFastboot`, `storageMismatch`, `serialChanged`, `fastbootFailed`, `fastbootPartitions`, `fastbootUnsuitable` | — | `script-rejected`, `no-fastboot`, `storage-mismatch`, `serial-changed`, `fastboot-failed`, `fastboot-partitions`, `fastboot-unsuitable` (FastbootRules) |
 public enum Diagnoser {
     public static func diagnose(_ evidence: Evidence) -> Diagnosis {
         let context = Context(evidence)
@@ -44,6 +45,13 @@ public enum Diagnoser {
         case .incomplete(let ids): return PhaseRules.incomplete(ids, context)
         case .protocolError(let text): return PhaseRules.protocolError(text, context)
         case .cancelled: return PhaseRules.cancelled(context)
+        case .scriptRejected(let message): return FastbootRules.scriptRejected(message, context)
+        case .noFastboot(let waited): return FastbootRules.noFastboot(waited: waited, context)
+        case .storageMismatch(let board, let layout): return FastbootRules.storageMismatch(board, layout, context)
+        case .serialChanged(let expected, let found): return FastbootRules.serialChanged(expected, found, context)
+        case .fastbootFailed(let command, let reason): return FastbootRules.failed(command, reason, context)
+        case .fastbootPartitions(let text): return FastbootRules.partitions(text, context)
+        case .fastbootUnsuitable(let text): return FastbootRules.unsuitable(text, context)
         }
     }
 

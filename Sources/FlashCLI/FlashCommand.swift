@@ -87,6 +87,12 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
     var verbose = false
 
+    @Option(
+        help: ArgumentHelp(
+            "How partitions reach the storage once U-Boot runs: dfu (default), fastboot (hand U-Boot a script that starts fastboot; UNCONFIRMED on hardware) or auto (fastboot when the layout allows it, else DFU).",
+            valueName: "dfu|fastboot|auto"))
+    var transport = "dfu"
+
     func validate() throws {
         if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
@@ -98,6 +104,9 @@ struct FlashCommand: AsyncParsableCommand {
                     + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if FlashTransport(rawValue: transport) == nil {
+            throw ValidationError("--transport takes dfu, fastboot or auto, got '\(transport)'")
+        }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
         }
@@ -120,7 +129,9 @@ struct FlashCommand: AsyncParsableCommand {
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
             ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
-        let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+        let request = FlashRequest(
+            plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
+            transport: FlashTransport(rawValue: transport) ?? .dfu)
 
         let bus: any USBBus
         var board: VirtualBoard?
@@ -307,9 +318,16 @@ struct FlashCommand: AsyncParsableCommand {
             }
         }
         if storage.isEmpty { storage = [.sdCard("mmc0")] }
-        return BoardConfiguration(
+        var configuration = BoardConfiguration(
             soc: chip, storageDirectory: simulationDirectory, storage: storage, timing: BoardTiming(),
             fault: FaultScenario(rawValue: scenario) ?? .none)
+        // The simulated U-Boot's fastboot flashes the layout's MMC (as a FIP built for it would).
+        if let mmc = plan.devices.first(where: {
+            $0.target.kind == .mmc && $0.partitions.contains { $0.line.isRequested }
+        }) {
+            configuration.fastboot.mmcDevice = mmc.target.index
+        }
+        return configuration
     }
 
     /// Lines in first-seen order without repeats (a firmware retrying prints the same line twice).

@@ -109,6 +109,8 @@ final class FlashOutput: Sendable {
             json("other-port", identityFields(device))
         case .end:
             json("end", [:])
+        case .message(let text):
+            json("message", ["text": .string(text)])
         }
     }
 
@@ -174,6 +176,8 @@ final class FlashOutput: Sendable {
             )
         case .end:
             line("  board reports END: every selected partition is programmed")
+        case .message(let text):
+            line("  \(text)")
         }
     }
 

@@ -24,6 +24,8 @@ public enum FlashEvent: Sendable, Hashable {
     case otherPort(USBDeviceIdentity)
     /// The board said END.
     case end
+    /// A line worth showing as it happens (fastboot INFO lines, a fallback to DFU).
+    case message(String)
 }
 
 /// One phase sent.
@@ -68,14 +70,17 @@ public struct FlashRequest: Sendable {
     public var timeouts: TransitionTimeouts
     /// The layout file's path, to name it when mapping U-Boot's layout line numbers back.
     public var layoutPath: String
+    /// How partitions reach the storage once U-Boot runs.
+    public var transport: FlashTransport
 
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),
-        layoutPath: String = "layout"
+        layoutPath: String = "layout", transport: FlashTransport = .dfu
     ) {
         self.plan = plan
         self.selection = selection
         self.timeouts = timeouts
         self.layoutPath = layoutPath
+        self.transport = transport
     }
 }

@@ -1,7 +1,9 @@
 public import DFU
+import Fastboot
 import FlashLayout
 public import Logging
 import Timekeeping
+import UBootScript
 public import USBModel
 
 /// Runs `FlashStateMachine`'s actions against a `USBBus` (real USB or the virtual board): finds
@@ -63,10 +65,29 @@ public final class Flasher: Sendable {
         var results: [PhaseResult] = []
         var transfers = 0
         let started: Duration
+        /// The fast path's plan (nil: DFU only) and why the layout cannot take it.
+        let fastbootPlan: FastbootPlan?
+        let fastbootUnsuitable: String?
+        /// The opened fastboot gadget while the fast path runs.
+        var fastbootTransport: (any USBControlTransport)?
+        /// The serial of the stage before the last DETACH (fastboot must show the same).
+        var previousSerial: String?
 
         init(flasher: Flasher) {
             self.flasher = flasher
-            machine = FlashStateMachine(plan: flasher.request.plan, timeouts: flasher.request.timeouts)
+            var fastbootPlan: FastbootPlan?
+            var unsuitable: String?
+            if flasher.request.transport != .dfu {
+                do {
+                    fastbootPlan = try FastbootPlan(flasher.request.plan)
+                } catch {
+                    unsuitable = error.reason
+                }
+            }
+            self.fastbootPlan = fastbootPlan
+            fastbootUnsuitable = unsuitable
+            machine = FlashStateMachine(
+                plan: flasher.request.plan, timeouts: flasher.request.timeouts, handOff: fastbootPlan != nil)
             started = flasher.bus.clock.now
         }
 
@@ -79,6 +100,11 @@ public final class Flasher: Sendable {
         }
 
         mutating func execute() async throws -> FlashSummary {
+            if let fastbootUnsuitable {
+                if flasher.request.transport == .fastboot { throw failure(.fastbootUnsuitable(fastbootUnsuitable)) }
+                recorder.add(.note, detail: "transport auto: DFU, because \(fastbootUnsuitable)")
+                flasher.emit(.message("fastboot not used: \(fastbootUnsuitable); flashing over DFU"))
+            }
             try await bus.startWatching()
             let found = try await findBoard()
             port = found
@@ -106,6 +132,17 @@ public final class Flasher: Sendable {
                     try await current().detach()
                     await closeCurrent()
                     action = machine.endDetached()
+                case .sendScript:
+                    try await sendScript()
+                    action = machine.phaseSent()
+                case .runFastboot:
+                    if let flashed = try await runFastboot() {
+                        action = machine.fastbootFinished(flashed: flashed)
+                    } else {
+                        action = machine.fastbootDeclined()
+                    }
+                case .awaitBoard(let expecting, let timeout):
+                    action = try await detachAndAwait(expecting: expecting, timeout: timeout, sendDetach: false)
                 case .fail(let reason):
                     if case .boardReportedError(let message) = reason { noteLayoutLine(message) }
                     throw failure(reason)
@@ -281,17 +318,101 @@ public final class Flasher: Sendable {
             return .protocolError("\(error)")
         }
 
+        // MARK: The fast path
+
+        /// Phase 0x00 of U-Boot's first enumeration: the hand-off script instead of the layout.
+        mutating func sendScript() async throws {
+            guard let fastbootPlan else { throw failure(.protocolError("no fastboot plan")) }
+            phase = 0
+            let device = try current()
+            let image = fastbootPlan.script.image.bytes
+            let stage = machine.stage
+            flasher.emit(
+                .phaseStarted(phase: 0, name: "fastboot hand-off script", bytes: Int64(image.count), stage: stage))
+            recorder.add(.sendStarted, stage: stage, detail: "0x00 hand-off script \(image.count) bytes")
+            recorder.add(.note, stage: stage, detail: "script: \(fastbootPlan.script.text)")
+            let report: DownloadReport
+            do {
+                report = try await device.download(MemoryByteSource(image), phase: 0)
+            } catch let error as DFUError {
+                throw failure(await explainSendFailure(error))
+            }
+            let result = PhaseResult(
+                phase: 0, name: "fastboot hand-off script", stage: stage, bytes: report.bytes,
+                duration: report.duration, controlTransfers: report.controlTransfers)
+            results.append(result)
+            recorder.add(.sendDone, stage: stage, detail: "0x00 hand-off script \(report.bytes) bytes")
+            flasher.emit(.phaseFinished(result))
+        }
+
+        /// The fastboot session on the opened gadget; returns the line Ids flashed, or nil when
+        /// `--transport auto` declined the fast path after the probe (nothing written; the board
+        /// was told `continue` and comes back in stm32prog).
+        mutating func runFastboot() async throws -> [UInt8]? {
+            guard let fastbootPlan, let transport = fastbootTransport else {
+                throw failure(.protocolError("fastboot without an opened gadget"))
+            }
+            defer { fastbootTransport = nil }
+            guard let bulk = transport as? any USBBulkTransport,
+                let interface = FastbootInterface.find(in: try await transport.configurationDescriptor())
+            else {
+                await transport.close()
+                throw failure(.protocolError("the fastboot device has no FF/42/03 interface with bulk endpoints"))
+            }
+            try await bulk.claimBulk(
+                interface: interface.interface, outEndpoint: interface.outEndpoint, inEndpoint: interface.inEndpoint)
+            let recorder = self.recorder
+            let emit = flasher.emit
+            let stage = FastbootStage(
+                client: FastbootClient(transport: bulk), plan: plan, fastboot: fastbootPlan,
+                expectedSerial: previousSerial, clock: bus.clock, emit: emit,
+                note: { text in
+                    recorder.add(.note, stage: .fastboot, detail: text)
+                    emit(.message(text))
+                })
+            do {
+                let maxDownload: Int
+                do {
+                    maxDownload = try await stage.probe()
+                } catch let declined as FastbootStage.Failure {
+                    // Nothing is written yet: `continue` lets the script's `stm32prog usb 0` run.
+                    _ = try? await stage.command(.continueBoot, phase: nil)
+                    guard flasher.request.transport == .auto else { throw declined }
+                    await transport.close()
+                    let why = FlashFailure(declined.reason).description
+                    recorder.add(.note, stage: .fastboot, detail: "transport auto: back to DFU: \(why)")
+                    flasher.emit(.message("fastboot cannot flash this layout here (\(why)); continuing over DFU"))
+                    return nil
+                }
+                results += try await stage.run(maxDownload: maxDownload)
+            } catch let stageFailure as FastbootStage.Failure {
+                await transport.close()
+                phase = stageFailure.phase
+                throw failure(stageFailure.reason)
+            } catch let error as USBTransferError {
+                await transport.close()
+                recorder.add(.transferError, stage: .fastboot, detail: "\(error)")
+                throw failure(.transferFailed(error))
+            }
+            await transport.close()
+            return fastbootPlan.flashedIDs
+        }
+
         // MARK: Re-enumeration
 
-        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration) async throws -> FlashStateMachine.Action
+        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration, sendDetach: Bool = true) async throws
+            -> FlashStateMachine.Action
         {
             let from = machine.stage
-            let previous = try current().identity
-            recorder.add(
-                .detachSent, stage: from,
-                detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
-            flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
-            try await current().detach()
+            guard let previous = board else { throw failure(.protocolError("no board to follow")) }
+            if sendDetach {
+                previousSerial = previous.serial
+                recorder.add(
+                    .detachSent, stage: from,
+                    detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
+                flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
+                try await current().detach()
+            }
             await closeCurrent()
             let clock = bus.clock
             let detachedAt = clock.now
@@ -326,9 +447,34 @@ public final class Flasher: Sendable {
                         detail: "the board came back on port \(identity.port) (same serial); following it")
                     port = identity.port
                 }
+                if identity.productID == 0x0AFB, machine.handOff == .awaitingFastboot {
+                    let transport: any USBControlTransport
+                    do {
+                        transport = try await bus.open(port: identity.port)
+                    } catch let error as USBTransferError {
+                        recorder.add(.transferError, device: identity, detail: "\(error)")
+                        if error.kind == .access { throw failure(.openFailed(error)) }
+                        continue
+                    }
+                    fastbootTransport = transport
+                    board = transport.identity
+                    recorder.add(.opened, stage: .fastboot, device: transport.identity, detail: "fastboot")
+                    flasher.emit(.board(transport.identity, stage: .fastboot))
+                    flasher.emit(
+                        .reenumerated(
+                            from: from, to: .fastboot, device: transport.identity, after: clock.now - detachedAt))
+                    return machine.boardOpened(BoardSnapshot(stage: .fastboot, phases: []))
+                }
                 do {
                     let opened = try await open(port: identity.port)
                     let to = snapshot(opened).stage
+                    if machine.handOff == .awaitingFastboot, to == .uboot {
+                        recorder.add(.note, stage: .uboot, detail: "stm32prog came back instead of fastboot")
+                        flasher.emit(
+                            .message(
+                                "U-Boot did not start fastboot (not built in, or no cable detected) and went back to stm32prog: continuing over DFU"
+                            ))
+                    }
                     flasher.emit(
                         .reenumerated(from: from, to: to, device: opened.identity, after: clock.now - detachedAt))
                     return machine.boardOpened(snapshot(opened))

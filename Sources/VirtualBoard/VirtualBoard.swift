@@ -32,6 +32,8 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     var current: BoardDevice?
     /// The fastboot gadget, when U-Boot runs `fastboot usb 0` (then `current` is nil).
     var gadget: FastbootGadget?
+    /// The script that started the fastboot gadget (it goes on after `continue`).
+    var runningScript: UBootShell?
     /// U-Boot's environment as the hand-off script and fastboot see it.
     public internal(set) var ubootEnv: [String: String] = [:]
     /// Fastboot commands received, in order (`getvar:…`, `flash:rootfs`, …).
@@ -227,7 +229,8 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         default:
             let layout = configuration.tfaVariant == .stV24 ? ramLayout : nil
             let moves = configuration.fault == .movesPort || configuration.fault == .movesPortNewSerial
-            enumerate(after: timing.tfaToUBoot) { [unowned self] in
+            // Counted from the soft disconnect, so that U-Boot never enumerates before it.
+            enumerate(after: disconnectDelay + timing.tfaToUBoot) { [unowned self] in
                 if moves { port = movedPort }
                 return UBootFirmware.boot(board: self, ramLayout: layout)
             }

@@ -29,13 +29,15 @@ final class SimulatedFlash: @unchecked Sendable {
 
     init(
         layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
-        configure: (inout BoardConfiguration) -> Void = { _ in }
+        deviceSizes: [String: UInt64] = [:], configure: (inout BoardConfiguration) -> Void = { _ in }
     ) throws {
         let examples = try Self.exampleSet.get().path
         layoutPath = examples + "/\(name).tsv"
         let check = LayoutChecker.check(path: layoutPath)
         precondition(!check.hasErrors, "\(check.diagnostics)")
-        plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: examples)).get()
+        plan = try PartitionPlanner.plan(
+            check.lines, options: PlanOptions(deviceSizes: deviceSizes, layoutDirectory: examples)
+        ).get()
         let soc: VirtualSoC = name.hasPrefix("mp13") ? .mp13 : name.hasPrefix("mp25") ? .mp25 : .mp15
         bench = try VirtualBoardBench { configuration in
             configuration.soc = soc
@@ -46,10 +48,13 @@ final class SimulatedFlash: @unchecked Sendable {
         }
     }
 
-    func run(timeouts: TransitionTimeouts = .init()) async throws(FlashFailure) -> FlashSummary {
+    func run(timeouts: TransitionTimeouts = .init(), transport: FlashTransport = .dfu) async throws(FlashFailure)
+        -> FlashSummary
+    {
         let events = self.events
         let flasher = Flasher(
-            bus: bus, request: FlashRequest(plan: plan, timeouts: timeouts, layoutPath: layoutPath),
+            bus: bus,
+            request: FlashRequest(plan: plan, timeouts: timeouts, layoutPath: layoutPath, transport: transport),
             events: { events.append($0) })
         return try await flasher.run()
     }
