@@ -54,6 +54,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
             dependencies: [
                 "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging, "Fastboot",
@@ -68,7 +72,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
+        .target(
+            name: "Diagnostics", dependencies: ["FlashEngine", "MCUEngine", "DfuSe", "DFU", "USBModel", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -89,6 +98,7 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
                 logging, systemPackage,
             ],
@@ -96,7 +106,9 @@ let package = Package(
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
-            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            dependencies: [
+                "CUMockdev", "VirtualBoard", "VirtualMCU", "DfuSe", "USBModel", "Timekeeping", argumentParser,
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-flash-bench",
@@ -143,6 +155,13 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "MCUTests",
+            dependencies: [
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "Timekeeping", "TestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),

@@ -30,6 +30,27 @@ struct PlanCommand: AsyncParsableCommand {
         let check = LayoutChecker.check(
             path: layout, options: LayoutCheckOptions(layoutOnly: layoutOnly, plan: planOptions))
         try geometry.requireUsedDevices(check.lines)
+        var diagnostics = check.diagnostics
+        var plan: PartitionPlan?
+        if !check.hasErrors {
+            switch PartitionPlanner.plan(check.lines, options: planOptions) {
+            case .success(let value): plan = value
+            case .failure(let error):
+                diagnostics.append(
+                    LayoutDiagnostic(
+                        line: error.line ?? 0, column: 0, severity: .error, code: .deviceCheck,
+                        message: "U-Boot would reject this device: \(error.message)"))
+            }
+        }
+        // --json prints the same object whatever happened: the diagnostics, and the plan or
+        // nulls (docs/json.md).
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(PlanReport(plan, diagnostics: diagnostics)), as: UTF8.self))
+            if plan == nil { throw ExitCode.failure }
+            return
+        }
         if check.hasErrors {
             let color = Terminal.useColor(2)
             for diagnostic in check.diagnostics where diagnostic.severity == .error {
@@ -39,23 +60,13 @@ struct PlanCommand: AsyncParsableCommand {
             Terminal.error("\(shown): fix the errors above first (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
-        let plan: PartitionPlan
-        switch PartitionPlanner.plan(check.lines, options: planOptions) {
-        case .success(let value): plan = value
-        case .failure(let error):
-            let location = TerminalText.escaped(error.line.map { "\(layout):\($0)" } ?? layout)
-            Terminal.error(
-                "\(location): error: U-Boot would reject this device: \(TerminalText.escaped(error.message)) [device-check]"
-            )
+        guard let plan else {
+            for diagnostic in diagnostics where diagnostic.code == DiagnosticCode.deviceCheck.rawValue {
+                Terminal.error(DiagnosticPrinter.render(diagnostic, path: layout, color: Terminal.useColor(2)))
+            }
             throw ExitCode.failure
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(PlanReport(plan)), as: UTF8.self))
-        } else {
-            print(PlanTable.render(plan, layout: layout, color: Terminal.useColor(1)))
-        }
+        print(PlanTable.render(plan, layout: layout, color: Terminal.useColor(1)))
     }
 }
 
@@ -63,7 +74,7 @@ struct PlanCommand: AsyncParsableCommand {
 /// is null when it is unknown.
 struct PlanReport: Encodable {
     struct Stage: Encodable {
-        var id: Int
+        var id: String
         var name: String
         var file: String?
         var fileSize: Int64?
@@ -81,7 +92,7 @@ struct PlanReport: Encodable {
     }
 
     struct Partition: Encodable {
-        var id: Int
+        var id: String
         var name: String
         var type: String
         var option: String
@@ -140,15 +151,39 @@ struct PlanReport: Encodable {
         }
     }
 
-    var bootStages: [Stage]
-    var devices: [Device]
-    var requestOrder: [Int]
-    var layoutPayloadBytes: Int
+    /// Every `check` finding, and the device check's verdict when U-Boot would reject a device.
+    var diagnostics: [LayoutDiagnostic]
+    /// Null (with the rest of the plan) when the layout has errors.
+    var bootStages: [Stage]?
+    var devices: [Device]?
+    /// Partition Ids as the layout writes them (`"0x10"`), as in every other output.
+    var requestOrder: [String]?
+    var layoutPayloadBytes: Int?
     var notes: [String]
 
-    init(_ plan: PartitionPlan) {
+    enum CodingKeys: String, CodingKey {
+        case diagnostics, bootStages, devices, requestOrder, layoutPayloadBytes, notes
+    }
+
+    /// Unknown values are written as null, never left out (docs/json.md).
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(diagnostics, forKey: .diagnostics)
+        try container.encode(bootStages, forKey: .bootStages)
+        try container.encode(devices, forKey: .devices)
+        try container.encode(requestOrder, forKey: .requestOrder)
+        try container.encode(layoutPayloadBytes, forKey: .layoutPayloadBytes)
+        try container.encode(notes, forKey: .notes)
+    }
+
+    init(_ plan: PartitionPlan?, diagnostics: [LayoutDiagnostic]) {
+        self.diagnostics = diagnostics
+        guard let plan else {
+            notes = []
+            return
+        }
         bootStages = plan.bootStages.map {
-            Stage(id: Int($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
+            Stage(id: hexByte($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
         }
         devices = plan.devices.map { device in
             Device(
@@ -157,7 +192,8 @@ struct PlanReport: Encodable {
                 partitions: device.partitions.map { partition in
                     let file = plan.files[partition.line.id]
                     return Partition(
-                        id: Int(partition.line.id), name: partition.line.name, type: partition.line.type.description,
+                        id: hexByte(partition.line.id), name: partition.line.name,
+                        type: partition.line.type.description,
                         option: partition.line.optionText, offset: partition.offset,
                         hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
                         file: file?.path ?? partition.line.binary, fileSize: file?.size,
@@ -165,7 +201,7 @@ struct PlanReport: Encodable {
                         gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName)
                 })
         }
-        requestOrder = plan.requestOrder.map(Int.init)
+        requestOrder = plan.requestOrder.map(hexByte)
         layoutPayloadBytes = plan.payload.bytes.count
         notes = plan.notes
     }
@@ -222,7 +258,7 @@ enum PlanTable {
         out.append(
             "Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))"
         )
-        for note in plan.notes { out.append("note: \(note)") }
+        for note in plan.notes { out.append("note: \(TerminalText.escaped(note))") }
         return out.joined(separator: "\n")
     }
 
