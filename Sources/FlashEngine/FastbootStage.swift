@@ -1,4 +1,5 @@
 import AndroidSparse
+import BoardTracking
 import DFU
 import Fastboot
 import FlashLayout

@@ -1,3 +1,4 @@
+public import BoardTracking
 public import DFU
 public import FlashLayout
 
@@ -87,6 +88,9 @@ public struct FlashStateMachine: Sendable {
     private var lastSentInStage: UInt8?
     private let timeouts: TransitionTimeouts
     public private(set) var handOff: HandOff
+    /// A device with the ROM's product string came back where TF-A was expected: only GetPhase
+    /// tells an ST TF-A that reuses the ROM's string (MP13/MP25) from the ROM restarting.
+    private var romLookingAfterDetach = false
 
     /// - Parameters:
     ///   - plan: the layout's plan (what exists to send, what must be sent).
@@ -127,8 +131,11 @@ public struct FlashStateMachine: Sendable {
             // something else did (a host port reset, an error path, a brown-out), or the FSBL
             // did not start.
             if board.stage == .rom {
-                state = .finished
-                return .fail(.unexpectedIdentity(.rom))
+                guard case .awaitingBoard(.tfa) = state else {
+                    state = .finished
+                    return .fail(.unexpectedIdentity(.rom))
+                }
+                romLookingAfterDetach = true
             }
             if board.stage == .fastboot || board.stage == .ubootPlainDFU || board.stage == .unknown {
                 state = .finished
@@ -143,6 +150,14 @@ public struct FlashStateMachine: Sendable {
     public mutating func phaseRead(_ reply: GetPhaseReply) -> Action {
         guard case .awaitingPhase = state else { preconditionFailure("GetPhase read in state \(state)") }
         confirmStage(reply)
+        if romLookingAfterDetach {
+            romLookingAfterDetach = false
+            // TF-A answers 0x02/0x03 (or 0x00 on ST's v2.4); the ROM asks for the FSBL again.
+            if stage == .rom {
+                state = .finished
+                return .fail(.unexpectedIdentity(.rom))
+            }
+        }
         switch reply.phase {
         case 0xFF:
             state = .finished

@@ -1,3 +1,4 @@
+import BoardTracking
 import Diagnostics
 import FlashEngine
 import FlashLayout
@@ -32,7 +33,7 @@ struct FastbootEndToEndTests {
             summary = try await rig.run(transport: .fastboot)
         } catch {
             Issue.record(
-                "\(error) \(rig.board.consoleLog.suffix(8)) \(rig.board.fastbootCommands.suffix(4)) \(error.timeline.suffix(4).map { "\($0.kind) \($0.detail ?? "")" })"
+                "\(error) \(rig.board.consoleLog.suffix(8)) \(rig.board.fastbootCommands.suffix(4)) \(error.timeline.suffix(4).map(\.description))"
             )
             return
         }
