@@ -19,22 +19,10 @@ extension BoardLease {
         observe: (TrackingObservation) -> Void = { _ in }
     ) async throws -> HandOffReturn? {
         let clock = bus.clock
-        while clock.now < deadline {
-            try Task.checkCancellation()
-            let returned: USBDeviceIdentity?
-            if let event = try await events.next(until: min(deadline, clock.now + timing.rescanInterval)) {
-                observe(.hotplug(event))
-                guard event.action == .add else { continue }
-                returned = await claimIfOurs(event.device, previous: previous, observe: observe)
-            } else {
-                if clock.now < deadline { observe(.waiting(remaining: deadline - clock.now)) }
-                returned = try await rescan(for: previous, observe: observe)
-            }
-            guard let returned else { continue }
+        while let returned = try await awaitReturn(of: previous, until: deadline, observe: observe) {
             if families.classify(returned).stage == .fastboot {
-                if let transport = try await openPlain(
-                    returned.port, until: max(deadline, clock.now + timing.openWindow), observe: observe)
-                {
+                let openDeadline = max(deadline, clock.now + timing.openWindow)
+                if let transport = try await openPlain(returned.port, until: openDeadline, observe: observe) {
                     return .fastboot(transport)
                 }
                 continue

@@ -12,7 +12,7 @@ public final class BoardLease: Sendable {
     public let tracker: BoardTracker
     public let timing: LeaseTiming
     let id: Int
-    let events: any HotplugSubscription
+    private let events: any HotplugSubscription
     private let held = Mutex<PortPath?>(nil)
 
     init(tracker: BoardTracker, id: Int, match: BoardMatch, events: any HotplugSubscription, timing: LeaseTiming) {
@@ -158,6 +158,23 @@ public final class BoardLease: Sendable {
         observe: (TrackingObservation) -> Void = { _ in }
     ) async throws -> OpenedBoard? {
         let clock = bus.clock
+        while try await awaitReturn(of: previous, until: deadline, observe: observe) != nil {
+            do {
+                return try await open(
+                    until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
+            } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
+                // It vanished again while we opened it (enumeration trouble): keep waiting.
+            }
+        }
+        return nil
+    }
+
+    /// Waits until `deadline` for the board to enumerate again (an add event on its port or with
+    /// its serial, or a rescan that finds it) and holds its port; nil when nothing came back.
+    func awaitReturn(
+        of previous: USBDeviceIdentity, until deadline: Duration, observe: (TrackingObservation) -> Void
+    ) async throws -> USBDeviceIdentity? {
+        let clock = bus.clock
         while clock.now < deadline {
             try Task.checkCancellation()
             let returned: USBDeviceIdentity?
@@ -169,14 +186,7 @@ public final class BoardLease: Sendable {
                 if clock.now < deadline { observe(.waiting(remaining: deadline - clock.now)) }
                 returned = try await rescan(for: previous, observe: observe)
             }
-            guard let returned else { continue }
-            do {
-                return try await open(
-                    until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
-            } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
-                // It vanished again while we opened it (enumeration trouble): keep waiting.
-                _ = returned
-            }
+            if let returned { return returned }
         }
         return nil
     }
@@ -209,7 +219,7 @@ public final class BoardLease: Sendable {
 
     /// Holds the device's port when it is this board (following it to a new port by serial);
     /// reports a board of a known family elsewhere.
-    func claimIfOurs(
+    private func claimIfOurs(
         _ identity: USBDeviceIdentity, previous: USBDeviceIdentity, observe: (TrackingObservation) -> Void
     ) async -> USBDeviceIdentity? {
         let known = families.classify(identity).family != .unknown
@@ -227,7 +237,7 @@ public final class BoardLease: Sendable {
 
     /// A rescan for a board whose add event never reached this lease: a new device (another
     /// address) on our port, or our serial on a free port.
-    func rescan(for previous: USBDeviceIdentity, observe: (TrackingObservation) -> Void) async throws
+    private func rescan(for previous: USBDeviceIdentity, observe: (TrackingObservation) -> Void) async throws
         -> USBDeviceIdentity?
     {
         let listings = try await tracker.scan(for: id)

@@ -48,33 +48,10 @@ struct FastbootEndToEndTests {
         #expect(commands.last == "reboot")
         #expect(
             commands.filter { $0.hasPrefix("download:") }.count > commands.filter { $0.hasPrefix("flash:") }.count / 2)
-        for device in rig.plan.devices where device.partitions.contains(where: { $0.line.isRequested }) {
-            let storage = try #require(rig.board.storage.device(named: device.target.description))
-            let geometry = DeviceGeometry(
-                size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
-            let boardPlan = try DevicePlanner.plan(
-                LayoutDevice(target: device.target, lines: device.partitions.map(\.line)), geometry: geometry
-            ).get()
-            for partition in boardPlan.partitions where partition.line.isRequested {
-                let file = try #require(rig.plan.files[partition.line.id])
-                let expected = Array(try Data(contentsOf: URL(fileURLWithPath: file.path)))
-                let written = try readBytes(
-                    rig.image(device, partition), offset: partition.offset, length: expected.count)
-                #expect(written == expected, "\(partition.line.name) differs on \(device.target)")
-            }
-            // The GPT is the one stm32prog would write: same names, offsets, sizes, types, GUIDs.
-            let table = try Sfdisk.read(rig.board.storage.path(device: device.target.description))
-            let inGPT = boardPlan.partitions.filter { $0.gptNumber != nil }
-            #expect(table.partitions.count == inGPT.count)
-            for (entry, planned) in zip(table.partitions, inGPT) {
-                #expect(entry.name == planned.line.name)
-                #expect(entry.start * 512 == planned.offset)
-                #expect(entry.size * 512 == planned.size)
-                #expect(entry.type == planned.gptTypeGUID)
-                if let fixed = planned.gptUniqueGUID { #expect(entry.uuid == fixed) }
-            }
+        // Byte-exact, and the GPT stm32prog would write: same names, offsets, sizes, types, GUIDs.
+        for device in try rig.checkWrittenAsPlanned() {
             // PED lines without a file are erased by name.
-            for partition in boardPlan.partitions where partition.line.isDelete && partition.line.binary == nil {
+            for partition in device.partitions where partition.line.isDelete && partition.line.binary == nil {
                 #expect(commands.contains("erase:\(partition.line.name)"))
             }
             // eMMC boot partitions after every user-area write, each followed by bootbus + partconf.
