@@ -63,7 +63,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
-                "Fastboot", "AndroidSparse", "UBootScript",
+                crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(

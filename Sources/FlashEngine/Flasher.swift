@@ -16,8 +16,8 @@ public import USBModel
 /// tracker (a station).
 public final class Flasher: Sendable {
     private let source: LeaseSource
-    private let request: FlashRequest
-    private let emit: @Sendable (FlashEvent) -> Void
+    let request: FlashRequest
+    let emit: @Sendable (FlashEvent) -> Void
     private let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
     private let clock: any FlashClock
@@ -104,8 +104,10 @@ public final class Flasher: Sendable {
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
+            if case .cancelled = failure.reason { await run.leaveUsable() }
             throw failure
         } catch is CancellationError {
+            await run.leaveUsable()
             throw run.failure(.cancelled)
         } catch let error as TrackingError {
             throw run.failure(run.reason(for: error))
@@ -119,7 +121,7 @@ public final class Flasher: Sendable {
     }
 
     /// The mutable state of one run; lives on the calling task only.
-    private struct Run {
+    struct Run {
         let flasher: Flasher
         let lease: BoardLease
         var machine: FlashStateMachine
@@ -130,6 +132,18 @@ public final class Flasher: Sendable {
         var results: [PhaseResult] = []
         var transfers = 0
         let started: Duration
+        /// The phase being sent (nil between phases), its name and size, and the bytes the board
+        /// accepted so far: where a cancelled run leaves the board.
+        var sending: (id: UInt8, name: String, total: Int64)?
+        let accepted = LockedBox<Int64>(0)
+        /// Per partition: what was sent and how it was checked.
+        var checks: [PartitionCheck] = []
+        /// Set when the run started on a board already in enumeration 2.
+        var resumeReport: ResumeReport?
+        /// Partition → offset a resumed run restarts it at.
+        var restartOffsets: [UInt8: Int64] = [:]
+        /// Phase → identity of its Binary when it was sent (checked again before success).
+        var identities: [UInt8: FileIdentity] = [:]
         /// The fast path's plan (nil: DFU only) and why the layout cannot take it.
         let fastbootPlan: FastbootPlan?
         let fastbootUnsuitable: String?
@@ -162,7 +176,7 @@ public final class Flasher: Sendable {
         var recorder: TimelineRecorder { flasher.recorder }
 
         func failure(_ reason: FlashFailure.Reason) -> FlashFailure {
-            FlashFailure(reason, stage: machine.stage, phase: phase, timeline: recorder.entries)
+            FlashFailure(reason, stage: machine.stage, phase: phase, timeline: recorder.entries, position: position)
         }
 
         mutating func execute() async throws -> FlashSummary {
@@ -179,7 +193,11 @@ public final class Flasher: Sendable {
             }
             let opened = try await open(until: max(arrivalDeadline, clock.now + lease.timing.openWindow))
             var action = machine.boardOpened(snapshot(opened))
+            if snapshot(opened).stage == .uboot, !BoardRecovery.partitionIDs(opened).isEmpty {
+                try await startInEnumeration2(opened)
+            }
             while true {
+                try Task.checkCancellation()
                 switch action {
                 case .readPhase:
                     let before = machine.stage
@@ -215,9 +233,11 @@ public final class Flasher: Sendable {
                     throw failure(reason)
                 case .succeed:
                     guard let board else { throw failure(.protocolError("no board at END")) }
+                    try checkFilesUnchanged()
                     return FlashSummary(
                         board: board, phases: results, duration: clock.now - started, controlTransfers: transfers,
-                        timeline: recorder.entries, partitions: machine.sent.filter { plan.requestOrder.contains($0) })
+                        timeline: recorder.entries, partitions: machine.sent.filter { plan.requestOrder.contains($0) },
+                        checks: checks, resume: resumeReport)
                 }
             }
         }
@@ -323,45 +343,41 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
-            let source: any ByteSource
-            let name: String
-            if id == 0 {
-                source = MemoryByteSource(plan.payload.bytes)
-                name = "flashlayout"
-            } else if let file = plan.files[id] {
-                do {
-                    source = try FileByteSource(path: file.path)
-                } catch {
-                    throw failure(.protocolError("cannot read \(file.path): \(error)"))
-                }
-                name =
-                    plan.bootStages.first { $0.line.id == id }?.line.name ?? plan.partition(id: id)?.partition.line.name
-                    ?? phaseHex(id)
-            } else {
-                throw failure(.phaseWithoutFile(id))
-            }
-            let total = source.count
-            flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
-            recorder.add(.sendStarted(phase: id, name: name, bytes: total, stage: stage))
+            let input = try openInput(id)
+            let restart = restartOffsets.removeValue(forKey: id) ?? 0
+            let total = input.source.count
+            sending = (id, input.name, total)
+            accepted.withLock { $0 = restart }
+            flasher.emit(.phaseStarted(phase: id, name: input.name, bytes: total, stage: stage))
+            recorder.add(.sendStarted(phase: id, name: input.name, bytes: total, stage: stage))
+            if restart > 0 { recorder.add(.note("\(phaseHex(id)) continues from byte \(restart)", stage: stage)) }
             let step = max(total / 100, 64 * 1024)
             let emit = flasher.emit
             let lastReported = ProgressGate(step: step)
+            let accepted = self.accepted
             let report: DownloadReport
             do {
-                report = try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave) { sent in
-                    if lastReported.shouldReport(sent, total: total) {
-                        emit(.progress(phase: id, sent: sent, total: total))
+                try input.source.hashPrefix(upTo: restart)
+                let range: any ByteSource = restart > 0 ? SliceByteSource(input.source, from: restart) : input.source
+                report = try await device.download(range, phase: id, deviceMayLeave: deviceMayLeave) { sent in
+                    accepted.withLock { $0 = restart + sent }
+                    if lastReported.shouldReport(restart + sent, total: total) {
+                        emit(.progress(phase: id, sent: restart + sent, total: total))
                     }
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
+            } catch let error as FileReadError {
+                throw failure(.hostFile(path: error.path, reason: error.reason))
             }
+            sending = nil
             let result = PhaseResult(
-                phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                phase: id, name: input.name, stage: stage, bytes: report.bytes, duration: report.duration,
                 controlTransfers: report.controlTransfers)
             results.append(result)
             recorder.add(.sendDone(phase: id, bytes: report.bytes, duration: report.duration, stage: stage))
             flasher.emit(.phaseFinished(result))
+            try await check(id, input: input, stage: stage)
         }
 
         /// A failed download: ask the board why (GetPhase 0xFF carries U-Boot's or TF-A's first
@@ -451,7 +467,18 @@ public final class Flasher: Sendable {
                     flasher.emit(.message("fastboot cannot flash this layout here (\(why)); continuing over DFU"))
                     return nil
                 }
-                results += try await stage.run(maxDownload: maxDownload)
+                let sent = try await stage.run(maxDownload: maxDownload)
+                results += sent
+                // U-Boot's fastboot on ST's configs cannot read back (docs/flashing.md).
+                checks += sent.map {
+                    PartitionCheck(
+                        phase: $0.phase, name: $0.name, bytes: $0.bytes, sha256: nil, method: .none, bytesRead: 0)
+                }
+                if flasher.request.verify != .none {
+                    let text = "not read back: U-Boot's fastboot has no readback, so --verify applies to DFU only"
+                    recorder.add(.note(text, stage: .fastboot))
+                    flasher.emit(.message(text))
+                }
             } catch let stageFailure as FastbootStage.Failure {
                 await transport.close()
                 phase = stageFailure.phase

@@ -30,9 +30,10 @@ final class SimulatedFlash: @unchecked Sendable {
 
     init(
         layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero, listLag: Duration = .zero,
-        deviceSizes: [String: UInt64] = [:], configure: (inout BoardConfiguration) -> Void = { _ in }
+        examples folder: String? = nil, deviceSizes: [String: UInt64] = [:],
+        configure: (inout BoardConfiguration) -> Void = { _ in }
     ) throws {
-        let examples = try Self.exampleSet.get().path
+        let examples = try folder ?? Self.exampleSet.get().path
         layoutPath = examples + "/\(name).tsv"
         let check = LayoutChecker.check(path: layoutPath)
         precondition(!check.hasErrors, "\(check.diagnostics)")
@@ -49,14 +50,21 @@ final class SimulatedFlash: @unchecked Sendable {
         }
     }
 
-    func run(timeouts: TransitionTimeouts = .init(), transport: FlashTransport = .dfu) async throws(FlashFailure)
-        -> FlashSummary
-    {
+    func run(
+        timeouts: TransitionTimeouts = .init(), verify: VerifyMode = .sampled, resume: Bool = true,
+        ubootBuffer: Int64 = 8 << 20, transport: FlashTransport = .dfu,
+        onEvent: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+    ) async throws(FlashFailure) -> FlashSummary {
         let events = self.events
         let flasher = Flasher(
             bus: bus,
-            request: FlashRequest(plan: plan, timeouts: timeouts, layoutPath: layoutPath, transport: transport),
-            events: { events.append($0) })
+            request: FlashRequest(
+                plan: plan, timeouts: timeouts, layoutPath: layoutPath, verify: verify, resume: resume,
+                ubootBufferSize: ubootBuffer, transport: transport),
+            events: {
+                events.append($0)
+                onEvent($0)
+            })
         return try await flasher.run()
     }
 
