@@ -67,7 +67,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
-                crypto,
+                crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -164,8 +164,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "BoardTracking", "FlashEngine", "VirtualMCU", "DfuSe", "VirtualBoard", "FlashLayout", "DFU", "GPT",
-                "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "UBootScript", "VirtualMCU", "DfuSe", "VirtualBoard", "FlashLayout",
+                "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
