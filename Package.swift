@@ -18,6 +18,8 @@ let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 
 let package = Package(
     name: "stm32mp-flash",
@@ -33,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -56,10 +60,15 @@ let package = Package(
         .target(
             name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "BoardTracking", dependencies: ["DfuSe", "DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
             name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+                crypto,
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
@@ -74,7 +83,10 @@ let package = Package(
         .target(
             name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "MCUEngine", "DfuSe", "DFU", "USBModel", systemPackage],
+            name: "Diagnostics",
+            dependencies: [
+                "FlashEngine", "BoardTracking", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping", systemPackage,
+            ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -83,6 +95,10 @@ let package = Package(
         .target(
             name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
             swiftSettings: strictSwift),
+        .target(
+            name: "StationMonitor", dependencies: ["BoardTracking", "FlashEngine", "USBModel", prometheus],
+            swiftSettings: strictSwift),
+        .target(name: "StatusServer", dependencies: ["StationMonitor", hummingbird], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -94,9 +110,9 @@ let package = Package(
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
+                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
+                "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug", "USBModel",
+                "Timekeeping", "StationRecords", "StationMonitor", "StatusServer", "TerminalText", argumentParser,
                 logging, systemPackage,
             ],
             swiftSettings: strictSwift),
@@ -110,7 +126,8 @@ let package = Package(
         .executableTarget(
             name: "stm32mp-flash-bench",
             dependencies: [
-                "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
+                "FlashLayout", "BoardTracking", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
             ],
             swiftSettings: strictSwift),
 
@@ -121,11 +138,19 @@ let package = Package(
             name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
             path: "Tests/TestSupport", swiftSettings: strictSwift),
         .target(
-            name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
+            name: "VirtualBoardTestSupport",
+            dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport", "USBModel"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
-        .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
+        .testTarget(name: "USBModelTests", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "BoardTrackingTests",
+            dependencies: [
+                "BoardTracking", "VirtualBoard", "DFU", "USBModel", "Timekeeping", "TestSupport",
+                "VirtualBoardTestSupport",
+            ],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "GPTTests", dependencies: ["GPT", "TestSupport"], swiftSettings: strictSwift),
@@ -139,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -151,13 +176,23 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            name: "DiagnosticsTests",
+            dependencies: [
+                "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
+                "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "MCUTests",
             dependencies: [
                 "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
                 "Timekeeping", "TestSupport",
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "StationMonitorTests",
+            dependencies: [
+                "StationMonitor", "StatusServer", "FlashEngine", "BoardTracking", "USBModel", "TestSupport",
             ],
             swiftSettings: strictSwift),
         .testTarget(

@@ -1,3 +1,5 @@
+package import USBModel
+
 /// What an `0483:df11` device with DfuSe memory maps is: ST's MCU system bootloader, or an
 /// application's DFU class (CubeMX's "STM32 DownLoad Firmware Update" template). Told from the
 /// product string and the alternates' maps; the STM32MP stages (`@Device ID /0x…` in the product,
@@ -33,6 +35,19 @@ package enum MCUKind: Sendable, Hashable {
             return .systemBootloader(family: family, version: bcdDevice)
         }
         return .applicationDFU(family: family)
+    }
+
+    /// With the alternates' names when known (a listing), from the identity alone otherwise (a
+    /// hot-plug event).
+    package static func of(_ identity: USBDeviceIdentity, alternates: [String]) -> MCUKind? {
+        if alternates.isEmpty {
+            return fromIdentity(
+                vendorID: identity.vendorID, productID: identity.productID, bcdDevice: identity.bcdDevice,
+                product: identity.product)
+        }
+        return classify(
+            vendorID: identity.vendorID, productID: identity.productID, bcdDevice: identity.bcdDevice,
+            product: identity.product, alternates: alternates)
     }
 
     /// From the identity alone, for `watch` (which opens no device): ST's bootloader product

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import BootImages
 import DfuSe
 import FlashEngine
@@ -19,7 +20,7 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let bus = try SystemUSBBus()
-        let listings = try await bus.dfuListings()
+        let listings = try await bus.dfuDevices()
         for listing in listings {
             let report = DeviceReport(listing.identity, alternates: listing.alternates)
             writeLine(json ? try jsonLine(report) : report.text)
@@ -34,7 +35,10 @@ struct DeviceReport: Codable {
     var bus: Int
     var device: Int
     var vendorProduct: String
-    var stage: BoardStage
+    /// `stm32mp`, `stm32-mcu`, `unknown`: which board family recognised the device.
+    var family: String
+    /// The family's code: `rom`, `tfa`, `uboot`, `uboot-dfu`, `fastboot`, `mcu-bootloader`, `unknown`.
+    var stage: String
     var stageName: String
     var chip: ChipFamily?
     var manufacturer: String?
@@ -46,8 +50,8 @@ struct DeviceReport: Codable {
     var mcu: MCUDeviceReport?
 
     enum CodingKeys: String, CodingKey {
-        case port, bus, device, vendorProduct, stage, stageName, chip, manufacturer, product, serial, speed, alternates,
-            mcu
+        case port, bus, device, vendorProduct, family, stage, stageName, chip, manufacturer, product, serial, speed,
+            alternates, mcu
     }
 
     /// Unknown values are written as null, never left out (docs/json.md).
@@ -57,6 +61,7 @@ struct DeviceReport: Codable {
         try container.encode(bus, forKey: .bus)
         try container.encode(device, forKey: .device)
         try container.encode(vendorProduct, forKey: .vendorProduct)
+        try container.encode(family, forKey: .family)
         try container.encode(stage, forKey: .stage)
         try container.encode(stageName, forKey: .stageName)
         try container.encode(chip, forKey: .chip)
@@ -73,34 +78,22 @@ struct DeviceReport: Codable {
         bus = identity.busNumber
         device = identity.deviceAddress
         vendorProduct = identity.vendorProduct
-        stage = BoardStage.classify(
-            vendorID: identity.vendorID, productID: identity.productID, product: identity.product)
-        stageName = stage.displayName
-        chip = ChipFamily.fromProduct(identity.product)
+        let kind = BoardFamilies.standard.classify(identity, alternates: alternates?.compactMap(\.name) ?? [])
+        family = kind.family.rawValue
+        stage = kind.code
+        stageName = kind.displayName
+        chip = kind.family == .stm32mp ? ChipFamily.fromProduct(identity.product) : nil
         manufacturer = identity.manufacturer
         product = identity.product
         serial = identity.serial
         speed = identity.speed
         self.alternates = alternates
-        // An MCU bootloader also enumerates as 0483:df11 (H5/H7/G0 even as "DFU in FS Mode"):
-        // with the alternates' memory maps it is told apart from an STM32MP stage.
+        // An MCU's DFU (the stm32-mcu family): what DfuSe knows of it, for people and scripts.
         let names = alternates?.compactMap(\.name)
-        let kind =
-            names.flatMap {
-                MCUKind.classify(
-                    vendorID: identity.vendorID, productID: identity.productID, bcdDevice: identity.bcdDevice,
-                    product: identity.product, alternates: $0)
-            }
-            ?? MCUKind.fromIdentity(
-                vendorID: identity.vendorID, productID: identity.productID, bcdDevice: identity.bcdDevice,
-                product: identity.product)
-        if let kind {
-            let flash = names?.first { $0.contains("Internal Flash") }
-            let report = MCUDeviceReport(kind, flashString: flash)
+        if kind.family == .stm32MCU, let mcuKind = MCUKind.of(identity, alternates: names ?? []) {
+            let report = MCUDeviceReport(mcuKind, flashString: names?.first { $0.contains("Internal Flash") })
             mcu = report
-            stage = .unknown
-            stageName = kind.displayName(series: report.series)
-            chip = nil
+            stageName = mcuKind.displayName(series: report.series)
         }
     }
 
@@ -110,7 +103,7 @@ struct DeviceReport: Codable {
         if let chip { line += " (\(chip.rawValue))" }
         // The strings are the device's choice: shown escaped and shortened, never raw.
         line += "  serial \(TerminalText.field(serial ?? "?", limit: 40))  \(speed.rawValue) speed"
-        if stage == .unknown, let product { line += "  \"\(TerminalText.field(product))\"" }
+        if family != BoardFamilyName.stm32mp.rawValue, let product { line += "  \"\(TerminalText.field(product))\"" }
         for note in mcu?.notes ?? [] { line += "\n    note: \(note)" }
         for alt in alternates ?? [] {
             line += "\n    alt \(alt.alternate): \(alt.name.map { TerminalText.field($0) } ?? "(name unreadable)")"

@@ -22,8 +22,8 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.serialChanges, nil),
     (.movesPort, nil),
     (.movesPortNewSerial, "other-port"),
-    // Every request succeeds: only readback verification (flash --verify) can catch it.
-    (.storesWrongBytes, nil),
+    // Every request succeeds: only the readback (flash --verify, sampled by default) catches it.
+    (.storesWrongBytes, "verify-mismatch"),
     // Faults of the fast path only: the DFU transport never sends a script.
     (.scriptRejected, nil),
     (.noFastboot, nil),
@@ -61,7 +61,13 @@ struct FaultScenarioTests {
         let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPort)
         let summary = try await rig.run()
         #expect(summary.board.port.description == "1-3")
-        #expect(summary.timeline.contains { $0.kind == .note && ($0.detail ?? "").contains("came back on port 1-3") })
+        #expect(
+            summary.timeline.contains {
+                if case .followed(let device, let from) = $0.event {
+                    return device.port.description == "1-3" && from.description == "1-2"
+                }
+                return false
+            })
     }
 
     @Test("a new device on another port with another serial is reported, not taken")
