@@ -60,7 +60,8 @@ let package = Package(
         .target(
             name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
-            name: "BoardTracking", dependencies: ["DfuSe", "DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+            name: "BoardTracking", dependencies: ["DfuSe", "DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift
+        ),
         .target(
             name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(

@@ -54,7 +54,7 @@ import Testing
         // `list` tells the MCU bootloader from an STM32MP stage (same 0483:df11).
         let listLine = try #require(sections["tool-list"]?.split(separator: "\n").first)
         let device = try #require(try JSONSerialization.jsonObject(with: Data(listLine.utf8)) as? [String: Any])
-        #expect(device["stage"] as? String == "unknown")
+        #expect(device["stage"] as? String == "mcu-bootloader" && device["family"] as? String == "stm32-mcu")
         let mcu = try #require(device["mcu"] as? [String: Any])
         #expect(mcu["kind"] as? String == "system-bootloader" && mcu["family"] as? String == "f746")
         #expect(mcu["bootloaderVersion"] as? String == "2.2")
