@@ -68,7 +68,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
-                crypto,
+                crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -165,7 +165,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "BoardTracking", "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "UBootScript", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI",
+                "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
