@@ -58,9 +58,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
-            name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
-        .target(
             name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "BoardTracking", dependencies: ["DfuSe", "DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift
+        ),
         .target(
             name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
