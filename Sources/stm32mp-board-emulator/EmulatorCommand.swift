@@ -218,6 +218,7 @@ struct EmulatorCommand: ParsableCommand {
             for (index, boardPort) in boardPorts.enumerated() {
                 var directory = try storage ?? makeTemporaryDirectory()
                 if boards != nil, storage != nil {
+                    mkdir(directory, 0o755)
                     directory += "/\(boardPort)"
                     mkdir(directory, 0o755)
                 }
