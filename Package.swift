@@ -16,6 +16,7 @@ let strictSwift: [SwiftSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
     name: "stm32mp-flash",
@@ -29,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -37,6 +39,9 @@ let package = Package(
         .systemLibrary(name: "CLibUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
         .systemLibrary(
             name: "CUMockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
@@ -67,6 +72,14 @@ let package = Package(
             name: "USBHost", dependencies: ["CLibUSB", "USBModel", "Timekeeping"],
             swiftSettings: strictSwift),
         .target(name: "Hotplug", dependencies: ["CLibUdev", "USBModel"], swiftSettings: strictSwift),
+        .target(
+            name: "Decompression", dependencies: ["CZlib", "CLzma", "CZstd", "FileAccess", systemPackage],
+            swiftSettings: strictSwift),
+
+        // MARK: Images: block maps, holes, compressed Binaries (uses Decompression).
+        .target(
+            name: "ImageSources", dependencies: ["Decompression", "DFU", "FileAccess", crypto, systemPackage],
+            swiftSettings: strictSwift),
 
         // MARK: Command line.
         .target(
@@ -122,6 +135,9 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
