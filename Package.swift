@@ -16,6 +16,7 @@ let strictSwift: [SwiftSetting] = [
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 
 let package = Package(
@@ -31,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -66,6 +68,13 @@ let package = Package(
         .target(
             name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
             swiftSettings: strictSwift),
+        .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
+        .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
+        .target(name: "Fastboot", dependencies: ["DFU", "USBModel"], swiftSettings: strictSwift),
+
+        .target(
+            name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
+            swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -86,7 +95,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", argumentParser, logging, systemPackage,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", argumentParser, logging,
+                systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -139,8 +149,17 @@ let package = Package(
         .testTarget(
             name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],
             swiftSettings: strictSwift),
+            name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
-            name: "CLITests", dependencies: ["FlashCLI", "TestSupport"], swiftSettings: strictSwift),
+            name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "AndroidSparseTests", dependencies: ["AndroidSparse", "DFU", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "USBIntegrationTests", dependencies: ["USBHost", "Hotplug", "TestSupport"],
             swiftSettings: strictSwift),

@@ -161,6 +161,7 @@ public final class DFUDevice: Sendable {
         var offset: Int64 = 0
         var blocks = 0
         while offset < source.count {
+            try Task.checkCancellation()
             let data = try source.read(offset: offset, length: Int(min(Int64(chunk), source.count - offset)))
             guard !data.isEmpty else {
                 throw DFUError(.malformed("the source returned no bytes at offset \(offset)"), operation: label)
@@ -191,30 +192,127 @@ public final class DFUDevice: Sendable {
             duration: clock.now - start)
     }
 
-    /// Reads `length` bytes of the alternate of `phase` (UPLOAD blocks 0, 1, 2, …; stops early at a
-    /// short block).
+    /// Reads `length` bytes of the alternate of `phase` from where the device starts the read (see
+    /// `upload(phase:length:skip:consume:)`); fewer when the alternate is shorter.
     public func upload(phase: UInt8, length: Int) async throws -> [UInt8] {
+        var result: [UInt8] = []
+        result.reserveCapacity(length)
+        _ = try await upload(phase: phase, length: Int64(length)) { result += $0 }
+        return result
+    }
+
+    /// Streams the alternate of `phase` by DFU_UPLOAD blocks 0, 1, 2, … of wLength `chunkSize`
+    /// (U-Boot reads a whole 4096-byte request buffer whatever wLength says, so a smaller wLength
+    /// would lose data). A reply shorter than wLength ends the read and U-Boot's transaction.
+    ///
+    /// Where the read starts is the device's choice: U-Boot starts a read of the **current
+    /// partition's** alternate at the offset stored by `setPhase(_:offset:)`, every other one at 0
+    /// (`dfu_initiated_callback()`, reference §4.4).
+    /// - Parameters:
+    ///   - length: stop after this many bytes (nil: until the device sends a short block).
+    ///   - skip: bytes at the start that are read but not passed to `consume`.
+    ///   - consume: the bytes, in order, in pieces of at most one block.
+    /// - Returns: what was read; `closed` is false when the read stopped before the device ended it:
+    ///   U-Boot then keeps the alternate's transaction open (DFU_ABORT does not close it) and the
+    ///   next transfer on that alternate must go through `closeTransaction(phase:)`.
+    public func upload(
+        phase: UInt8, length: Int64? = nil, skip: Int64 = 0, consume: (ArraySlice<UInt8>) throws -> Void
+    ) async throws -> UploadReport {
+        let start = clock.now
         let label = "upload of phase 0x\(hex2(phase, uppercase: true))"
         let alt = try requireAlternate(phase, label)
         try await select(alt, label)
         try await expectIdle(alt, label)
         let chunk = chunkSize
-        var result: [UInt8] = []
+        let wanted = length.map { $0 + skip }
+        var position: Int64 = 0
         var block: UInt16 = 0
-        while result.count < length {
-            let want = min(chunk, length - result.count)
+        var blocks = 0
+        while wanted.map({ position < $0 }) ?? true {
+            try Task.checkCancellation()
             let data = try await controlIn(
-                request: DFURequest.upload, value: block, alt: alt, length: UInt16(want), timeout: timeouts.control,
+                request: DFURequest.upload, value: block, alt: alt, length: UInt16(chunk), timeout: timeouts.busyWrite,
                 "\(label): DFU_UPLOAD block \(block)")
-            result += data.prefix(want)
+            blocks += 1
             block &+= 1
-            if data.count < want { return result }
+            let end = position + Int64(data.count)
+            let from = max(position, skip)
+            let to = min(end, wanted ?? end)
+            if from < to { try consume(data[Int(from - position)..<Int(to - position)]) }
+            position = end
+            if data.count < chunk {
+                return UploadReport(
+                    bytes: max(0, min(position, wanted ?? position) - skip), blocks: blocks, closed: true,
+                    duration: clock.now - start)
+            }
         }
-        // Every block was full: the device waits in dfuUPLOAD-IDLE for more; end the transfer.
+        // Every block was full: the device waits in dfuUPLOAD-IDLE; ABORT returns it to dfuIDLE
+        // (U-Boot's transaction on this alternate stays open).
         try await controlOut(
             request: DFURequest.abort, value: 0, interface: alt.interface, data: [], timeout: timeouts.control,
             "\(label): DFU_ABORT")
-        return result
+        return UploadReport(
+            bytes: min(position, wanted ?? position) - skip, blocks: blocks, closed: false,
+            duration: clock.now - start)
+    }
+
+    /// Closes a transaction U-Boot keeps open on the alternate of `phase` (a read stopped early, or
+    /// a download whose host died): SET_INTERFACE, DNLOAD block 0 of one byte, GETSTATUS. An open
+    /// transaction expects another block number, so U-Boot answers "Wrong sequence number", cleans
+    /// the transaction up and goes to dfuERROR; a closed one takes the byte into its buffer without
+    /// writing it, and a second block 0 then fails the same way. CLRSTATUS ends in dfuIDLE. Nothing
+    /// reaches the medium (`drivers/dfu/dfu.c` `dfu_write()`).
+    ///
+    /// On the **current partition's** alternate the failure is also reported to `stm32prog`
+    /// (`dfu_error_callback()` → GetPhase 0xFF "Wrong sequence number"); `setPhase(_:offset:)`
+    /// clears it. Prefer making another partition current first.
+    /// - Returns: true when a stale transaction was found (the first block 0 failed).
+    @discardableResult
+    public func closeTransaction(phase: UInt8) async throws -> Bool {
+        let label = "closing the transaction of phase 0x\(hex2(phase, uppercase: true))"
+        let alt = try requireAlternate(phase, label)
+        try await select(alt, label)
+        try await expectIdle(alt, label)
+        var stale = true
+        for attempt in 0..<2 {
+            try await controlOut(
+                request: DFURequest.download, value: 0, interface: alt.interface, data: [0],
+                timeout: timeouts.busyWrite,
+                "\(label): DFU_DNLOAD block 0")
+            let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
+            try await honour(status)
+            switch status.state {
+            case .error:
+                try await controlOut(
+                    request: DFURequest.clearStatus, value: 0, interface: alt.interface, data: [],
+                    timeout: timeouts.control, "\(label): DFU_CLRSTATUS")
+                return stale
+            case .dnloadIdle where attempt == 0, .dnloadSync where attempt == 0, .dnBusy where attempt == 0:
+                stale = false
+            default:
+                throw DFUError(.unexpectedState(status.state), operation: label)
+            }
+        }
+        throw DFUError(.unexpectedState(.dnloadIdle), operation: label)
+    }
+
+    /// Writes the command alternate (U-Boot `stm32prog_set_phase()`, §4.4): make `id` the current
+    /// phase with `offset` as the stored offset. The next transfer (download **or** upload) on that
+    /// partition's alternate starts `offset` bytes in, and the offset is kept when the phase ends:
+    /// set the next phase's offset back to 0 yourself.
+    public func setPhase(_ id: UInt8, offset: UInt32) async throws {
+        try await writeCommand(phase: id, address: offset)
+    }
+
+    /// Sends `source` into the partition of `phase` starting `offset` bytes in: the command
+    /// alternate sets phase and offset, then the range goes out as one transfer ending with the
+    /// zero-length DNLOAD. Bytes outside the range keep what the medium held. The flush moves U-Boot
+    /// to the next phase with the offset still stored.
+    public func download(
+        _ source: any ByteSource, phase: UInt8, offset: UInt32, progress: @Sendable (Int64) -> Void = { _ in }
+    ) async throws -> DownloadReport {
+        try await setPhase(phase, offset: offset)
+        return try await download(source, phase: phase, progress: progress)
     }
 
     /// One GETSTATUS.
@@ -270,6 +368,7 @@ public final class DFUDevice: Sendable {
     private func pollUntilDownloadIdle(_ alt: DFUAlternate, _ operation: String) async throws {
         let start = clock.now
         while true {
+            try Task.checkCancellation()
             let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
             try await honour(status)
             switch status.state {
@@ -285,7 +384,8 @@ public final class DFUDevice: Sendable {
     }
 
     /// Rule 5: after the zero-length DNLOAD, poll until dfuIDLE (6, 7 on the way; 8 means the
-    /// device resets by itself).
+    /// device resets by itself). Not cancelled: U-Boot flushes on the first of these GETSTATUS, so
+    /// a cancel here would leave a whole partition sent but never written.
     private func pollUntilManifested(_ alt: DFUAlternate, _ operation: String) async throws {
         let start = clock.now
         while true {
@@ -304,7 +404,7 @@ public final class DFUDevice: Sendable {
     }
 
     /// bwPollTimeout is the least time before the next request: sleep it on the injected clock.
-    private func honour(_ status: DFUStatusReply) async throws {
+    func honour(_ status: DFUStatusReply) async throws {
         if status.pollTimeout > .zero { try await clock.sleep(for: status.pollTimeout) }
     }
 

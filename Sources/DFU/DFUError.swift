@@ -30,6 +30,23 @@ public struct DownloadReport: Sendable, Hashable {
     }
 }
 
+/// What one upload read.
+public struct UploadReport: Sendable, Hashable {
+    /// Bytes passed on (the skipped ones not counted).
+    public var bytes: Int64
+    public var blocks: Int
+    /// The device ended the read with a short block (U-Boot closed the alternate's transaction).
+    public var closed: Bool
+    public var duration: Duration
+
+    public init(bytes: Int64, blocks: Int, closed: Bool, duration: Duration) {
+        self.bytes = bytes
+        self.blocks = blocks
+        self.closed = closed
+        self.duration = duration
+    }
+}
+
 /// A DFU operation failed.
 public struct DFUError: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Kind: Sendable, Hashable {

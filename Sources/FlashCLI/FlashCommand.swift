@@ -5,6 +5,7 @@ import FlashEngine
 import FlashLayout
 import FoundationEssentials
 import Logging
+import StationRecords
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -73,6 +74,12 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Store the attempt in this SQLite database (see `station report`).", valueName: "file"),
+        completion: .file(extensions: ["sqlite", "db"]))
+    var db: String?
+
     @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
     var verbose = false
 
@@ -137,18 +144,36 @@ struct FlashCommand: AsyncParsableCommand {
         let logger = Logger(label: "stm32mp-flash") { _ in
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
-        let flasher = Flasher(bus: bus, request: request, logger: logger, events: { output.handle($0) })
+        let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
+        let flasher = Flasher(
+            bus: bus, request: request, logger: logger,
+            events: {
+                recording?.observe($0)
+                output.handle($0)
+            })
+        let outcome: Result<FlashSummary, FlashFailure>
         do {
-            let summary = try await Self.run(flasher)
-            board?.storage.closeAll()
-            report(summary, plan: plan, board: board, output: output)
+            outcome = .success(try await Self.run(flasher))
         } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case .success(let summary):
+            board?.storage.closeAll()
+            try await finishRecording(recording, .done)
+            report(summary, plan: plan, board: board, output: output)
+        case .failure(let error):
             board?.storage.closeAll()
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),
                 consoleLog: Self.unique(board?.consoleLog ?? []))
             let diagnosis = Diagnoser.diagnose(evidence)
+            if case .cancelled = error.reason {
+                try await finishRecording(recording, .cancelled, diagnosis)
+            } else {
+                try await finishRecording(recording, .failed, diagnosis)
+            }
             if json {
                 output.json(
                     "diagnosis",
@@ -177,6 +202,31 @@ struct FlashCommand: AsyncParsableCommand {
                 output.line(output.style(.red, "error: ") + error.description)
                 output.line(diagnosis.text)
             }
+            throw ExitCode.failure
+        }
+    }
+
+    /// The attempt row for `--db`, written before the first byte goes out.
+    func beginRecording(plan: PartitionPlan, port: PortPath?) async throws -> AttemptRecording? {
+        guard let db else { return nil }
+        do {
+            let store = try RecordLocation.open(db)
+            return try await AttemptRecording.begin(
+                store: store, layout: try LayoutFingerprint(path: layout), plan: plan, port: port, serial: serial,
+                soc: simulate ? (soc ?? Self.inferSoC(plan).rawValue) : nil)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    func finishRecording(
+        _ recording: AttemptRecording?, _ result: AttemptResult, _ diagnosis: Diagnosis? = nil
+    ) async throws {
+        do {
+            try await recording?.finish(result: result, diagnosis: diagnosis)
+        } catch {
+            Terminal.error("error: \(error)")
             throw ExitCode.failure
         }
     }

@@ -5,7 +5,7 @@ public struct RootCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "stm32mp-flash",
         abstract: "Flash STM32MP1/MP13/MP2 boards over USB from a FlashLayout TSV, and explain failures.",
-        version: "0.1.0",
+        version: toolVersion,
         subcommands: [
             CheckCommand.self,
             PlanCommand.self,
@@ -16,8 +16,12 @@ public struct RootCommand: AsyncParsableCommand {
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
+            StationCommand.self,
         ]
     )
+
+    /// The version `--version` prints and every attempt record carries.
+    static let toolVersion = "0.1.0"
 
     public init() {}
 

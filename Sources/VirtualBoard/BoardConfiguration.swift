@@ -54,6 +54,9 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// As `moves-port`, and U-Boot announces another serial (its `serial#` differs): nothing ties
     /// the new device to the board except timing.
     case movesPortNewSerial = "moves-port-new-serial"
+    /// U-Boot's storage keeps a wrong byte every 64 KiB of user partitions (ID ≥ 0x10) while
+    /// every DFU request succeeds: only a readback can tell.
+    case storesWrongBytes = "stores-wrong-bytes"
 }
 
 /// Durations and throughputs of the virtual board, on the injected clock. Reference §C.9 says the

@@ -35,10 +35,11 @@ protocol DFUBackend: AnyObject {
     func dfuDetach()
     /// U-Boot: a DFU-level error on `alternate` (`Wrong sequence number`), for `dfu_error_callback`.
     func dfuError(alternate: UInt8, message: String)
-}
-
-extension DFUBackend {
-    func dfuError(alternate: UInt8, message: String) {}
+    /// U-Boot `dfu_write()`: the block number is checked against the alternate's own transaction,
+    /// which outlives SET_INTERFACE, ABORT and CLRSTATUS (`drivers/dfu/dfu.c`). Zero-length = end.
+    func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult
+    /// U-Boot `dfu_read()`: one 4096-byte request of the alternate's transaction; nil = -1 (STALL).
+    func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)?
 }
 
 /// The device side of DFU 1.1 on EP0, with the per-firmware behaviours of reference §1.2.
@@ -64,8 +65,6 @@ final class DFUFunction {
     private var pendingLatency: Duration = .zero
     /// Earliest time the last bwPollTimeout allows the next request.
     private var pollDeadline: Duration = .zero
-    /// Upload offset (U-Boot reads partitions back in several blocks).
-    private var uploadOffset = 0
 
     init(profile: DFUDeviceProfile, functional: DFUFunctionalDescriptor) {
         self.profile = profile
@@ -98,7 +97,6 @@ final class DFUFunction {
     private func resetTransfer() {
         received = 0
         expectedBlock = firstBlock
-        uploadOffset = 0
     }
 
     private func fail(_ code: UInt8 = DFUStatusCode.errUnknown) {
@@ -148,23 +146,17 @@ final class DFUFunction {
             fail()
             return .stall
         }
+        if profile == .uboot { return ubootDownload(block: block, data: data) }
         if state == .dfuIdle { resetTransfer() }
         if block != expectedBlock {
             reportViolation(
                 (data.isEmpty ? "zero-length DFU_DNLOAD" : "DFU_DNLOAD") + " block \(block), expected \(expectedBlock)")
         }
         if data.isEmpty { return downloadEnd(block: block) }
-        var payload = data
+        let payload = data
         switch profile {
         case .uboot:
-            if payload.count > maxTransfer { payload = Array(payload.prefix(maxTransfer)) }
-            state = .dnloadSync
-            if block != expectedBlock {
-                backend?.dfuError(alternate: alternate, message: "Wrong sequence number")
-                resetTransfer()
-                fail()
-                return .ack
-            }
+            break
         case .legacyST, .tfaUpstream:
             guard payload.count <= maxTransfer else {
                 fail(DFUStatusCode.errStalledPacket)
@@ -227,17 +219,26 @@ final class DFUFunction {
                 return .stall
             }
         case .uboot:
-            guard state == .dnloadIdle else {
-                fail()
-                return .stall
-            }
-            if block != expectedBlock {
-                backend?.dfuError(alternate: alternate, message: "Wrong sequence number")
-                resetTransfer()
-                fail()
-                return .ack
-            }
-            state = .manifestSync
+            return .stall
+        }
+    }
+
+    /// U-Boot's f_dfu: a zero-length DNLOAD in dfuIDLE is an error; otherwise `dfu_write()` runs in
+    /// the request's completion (block number checked by the alternate's transaction, buffer drained
+    /// to storage when full or at the zero-length end, EP0 held meanwhile).
+    private func ubootDownload(block: UInt16, data: [UInt8]) -> DeviceControlReply {
+        if data.isEmpty, state == .dfuIdle {
+            fail()
+            return .stall
+        }
+        let payload = data.count > maxTransfer ? Array(data.prefix(maxTransfer)) : data
+        state = data.isEmpty ? .manifestSync : .dnloadSync
+        switch backend?.ubootWrite(alternate: alternate, block: block, data: payload) ?? .failed {
+        case .accepted(let latency):
+            received += payload.count
+            return DeviceControlReply(.ok([]), latency: latency)
+        case .failed:
+            fail()
             return .ack
         }
     }
@@ -252,23 +253,37 @@ final class DFUFunction {
         case .tfaUpstream:
             break
         case .uboot:
-            if state == .dfuIdle {
-                uploadOffset = 0
-            } else if state != .uploadIdle {
-                fail()
-                return .stall
-            }
+            return ubootUpload(block: block, length: length)
         }
-        let offset = profile == .uboot ? uploadOffset : 0
-        guard let bytes = backend?.dfuRead(alternate: alternate, offset: offset, length: length) else {
+        guard let bytes = backend?.dfuRead(alternate: alternate, offset: 0, length: length) else {
             fail()
             return .stall
         }
-        // U-Boot clips to wLength; TF-A and the legacy stack send their whole answer (§4.1).
-        let sent = profile == .uboot ? Array(bytes.prefix(length)) : bytes
-        uploadOffset += sent.count
-        state = sent.count < length ? .dfuIdle : .uploadIdle
-        return .data(sent)
+        // TF-A and the legacy stack send their whole answer, never clipped to wLength (§4.1).
+        state = bytes.count < length ? .dfuIdle : .uploadIdle
+        return .data(bytes)
+    }
+
+    /// U-Boot's f_dfu: from dfuIDLE the block number is forced to 0, from dfuUPLOAD-IDLE it is
+    /// wValue; `dfu_read()` always reads a whole 4096-byte request buffer (`req->length`) whatever
+    /// wLength says, and a reply shorter than wLength returns to dfuIDLE. A failed read STALLs and
+    /// leaves the state in dfuUPLOAD-IDLE.
+    private func ubootUpload(block: UInt16, length: Int) -> DeviceControlReply {
+        let number: UInt16
+        switch state {
+        case .dfuIdle: number = 0
+        case .uploadIdle: number = block
+        default:
+            fail()
+            return .stall
+        }
+        state = .uploadIdle
+        guard let (bytes, latency) = backend?.ubootRead(alternate: alternate, block: number, size: maxTransfer) else {
+            return .stall
+        }
+        let sent = Array(bytes.prefix(length))
+        if sent.count < min(length, maxTransfer) { state = .dfuIdle }
+        return .data(sent, latency: latency)
     }
 
     private func getStatus() -> DeviceControlReply {

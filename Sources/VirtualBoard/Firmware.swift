@@ -35,6 +35,8 @@ class Firmware: DFUBackend {
     func dfuRead(alternate: UInt8, offset: Int, length: Int) -> [UInt8]? { nil }
     func dfuDetach() {}
     func dfuError(alternate: UInt8, message: String) {}
+    func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult { .failed }
+    func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)? { nil }
 }
 
 /// The STM32 image header magic `STM2`.

@@ -18,6 +18,22 @@ struct UBootPartition {
     var alternateString: String
 }
 
+/// One alternate's DFU transaction as `drivers/dfu/dfu.c` keeps it in its `dfu_entity`: shared by
+/// reads and writes, opened by the first request, closed by a flush, a short read or an error —
+/// never by SET_INTERFACE, ABORT, CLRSTATUS or a new request numbered 0.
+struct UBootTransaction {
+    /// `i_blk_seq_num`: the block number the next request must carry.
+    var nextBlock: UInt16 = 0
+    /// `dfu->offset`: where the next drain or fill goes in the alternate's medium.
+    var offset: UInt64 = 0
+    /// Written data not yet drained to the medium.
+    var pending: [UInt8] = []
+    /// `r_left`: bytes a read has still to fetch from the medium (its size, from the start).
+    var remaining: UInt64 = 0
+    /// Filled read buffer not yet sent.
+    var buffered: ArraySlice<UInt8> = []
+}
+
 /// What U-Boot learned from a parsed layout and prepared on storage (§C.4).
 struct UBootProgram {
     /// One per layout line whose IP is not `none`, by increasing ID.
@@ -42,15 +58,16 @@ final class UBootFirmware: Firmware {
     private var errorMessage: String?
     private var resetArmed = false
     private var storedOffset: UInt32 = 0
-    private var layoutBuffer: [UInt8] = []
+    /// `data->cur_part`: index of the current partition (nil in enumeration 1 and at END).
+    private var currentPart: Int?
+    /// The RAM area the FlashLayout is downloaded to, and how much of it was written.
+    private var layoutArea = [UInt8](repeating: 0, count: layoutAreaSize)
+    private var layoutLength = 0
     private var layoutSession: UBootLayoutSession?
-    private var commandBuffer: [UInt8] = []
     private var otpImage: [UInt8]
     private var pmicImage: [UInt8] = [UInt8](repeating: 0, count: 8)
-    /// Data of the current partition download not yet written to storage.
-    private var pending: [UInt8] = []
-    /// Bytes of the current partition download already written.
-    private var drained: UInt64 = 0
+    /// Open DFU transactions, one per alternate (`dfu_entity.inited`).
+    private var transactions: [UInt8: UBootTransaction] = [:]
     private var writeFaultDone = false
     private var vanished = false
 
@@ -108,7 +125,11 @@ final class UBootFirmware: Firmware {
         self.program = program
         afterDeviceInit = program != nil || initError != nil
         if let program {
-            phase = program.partitions.first { $0.programmed }?.id ?? 0xFE
+            let first = program.partitions.indices.filter { program.partitions[$0].programmed }.min {
+                program.partitions[$0].id < program.partitions[$1].id
+            }
+            currentPart = first
+            phase = first.map { program.partitions[$0].id } ?? 0xFE
         } else {
             phase = 0x00
         }
@@ -126,12 +147,14 @@ final class UBootFirmware: Firmware {
         Int(alt) < alternateKinds.count ? alternateKinds[Int(alt)] : nil
     }
 
-    /// `stm32prog_err()`: the first error wins, the phase becomes 0xFF.
+    /// `stm32prog_err()`: the first error wins while the phase is 0xFF; the phase becomes 0xFF.
+    /// A phase set again by the command alternate clears it, so a later error is reported.
     private func error(_ message: String) {
         board.console("Error: \(message)")
-        guard errorMessage == nil else { return }
+        guard phase != 0xFF || resetArmed else { return }
         errorMessage = message
         phase = 0xFF
+        resetArmed = false
     }
 
     override func getPhase() -> GetPhaseReply {
@@ -149,79 +172,226 @@ final class UBootFirmware: Firmware {
         }
     }
 
-    // MARK: - DFU backend
+    // MARK: - DFU backend (`drivers/dfu/dfu.c` transactions, `stm32prog.c` callbacks)
 
-    override func dfuWrite(alternate: UInt8, offset: Int, data: [UInt8]) -> DFUDataResult {
-        switch kind(alternate) {
+    /// `dfu_initiated_callback()`: a transaction on the current partition's alternate (download or
+    /// upload) starts at the stored offset; every other one at 0.
+    private func initiate(_ kind: Alternate, read: Bool) -> UBootTransaction {
+        var transaction = UBootTransaction()
+        if read { transaction.remaining = mediumSize(kind) }
+        if case .partition(let index) = kind, index == currentPart { transaction.offset = UInt64(storedOffset) }
+        return transaction
+    }
+
+    /// `dfu_get_buf()`: `CONFIG_SYS_DFU_DATA_BUF_SIZE`, capped at the erase size on MTD devices.
+    private func bufferSize(_ kind: Alternate) -> Int {
+        let size = configuration.ubootBufferSize
+        guard case .partition(let index) = kind, let partition = program?.partitions[index],
+            let device = partition.device, !device.hasPrefix("mmc"),
+            let erase = board.storage.device(named: device)?.eraseSize
+        else { return size }
+        return min(size, Int(clamping: erase))
+    }
+
+    /// `get_medium_size()` of the alternate (what a read transaction has left to deliver).
+    private func mediumSize(_ kind: Alternate) -> UInt64 {
+        switch kind {
+        case .flashLayout: UInt64(Self.layoutAreaSize)
+        case .command: UInt64(Self.commandSize)
+        case .otp: UInt64(otpImage.count)
+        case .pmic: UInt64(pmicImage.count)
+        case .partition(let index): program?.partitions[index].size ?? 0
+        }
+    }
+
+    /// MMC entities work in whole 512-byte blocks from `offset / 512` (`dfu_mmc.c`
+    /// `mmc_block_op()`); MTD and RAM entities in bytes.
+    private func blockAligned(_ kind: Alternate, _ offset: UInt64, _ length: Int) -> (start: UInt64, span: UInt64) {
+        guard case .partition(let index) = kind, program?.partitions[index].device?.hasPrefix("mmc") == true else {
+            return (offset, UInt64(length))
+        }
+        let start = offset / 512 * 512
+        return (start, (UInt64(length) + 511) / 512 * 512)
+    }
+
+    /// `read_medium()`: nil = refused (`Request would exceed designated area!`).
+    private func readMedium(_ kind: Alternate, offset: UInt64, length: Int) -> [UInt8]? {
+        switch kind {
+        case .command:
+            // stm32prog_cmd_read(): the reply at offset 0, end of file after it; reading an error
+            // arms the reset (internal phase 0x1FF, §4.2).
+            guard offset == 0 else { return [] }
+            let reply = getPhase()
+            if phase == 0xFF { resetArmed = true }
+            return Array(reply.bytes.prefix(length))
         case .flashLayout:
-            guard offset + data.count <= Self.layoutAreaSize else {
-                board.console("Request would exceed designated area!")
-                dfuError(alternate: alternate, message: "DFU write error")
+            guard offset + UInt64(length) <= UInt64(Self.layoutAreaSize) else { return exceeded() }
+            return Array(layoutArea[Int(offset)..<Int(offset) + length])
+        case .otp:
+            return Array(otpImage.dropFirst(Int(offset)).prefix(length))
+        case .pmic:
+            return Array(pmicImage.dropFirst(Int(offset)).prefix(length))
+        case .partition(let index):
+            guard let partition = program?.partitions[index] else { return nil }
+            let (start, span) = blockAligned(kind, offset, length)
+            guard start + span <= partition.size else { return exceeded() }
+            guard let device = partition.device else { return [UInt8](repeating: 0, count: length) }
+            return try? board.storage.read(
+                device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + start,
+                length: length)
+        }
+    }
+
+    private func exceeded() -> [UInt8]? {
+        board.console("Request would exceed designated area!")
+        return nil
+    }
+
+    /// `write_medium()`: stores a drained buffer; the command alternate runs its command here.
+    private func writeMedium(_ alternate: UInt8, _ kind: Alternate, offset: UInt64, bytes: [UInt8]) -> DFUDataResult {
+        switch kind {
+        case .flashLayout:
+            guard offset + UInt64(bytes.count) <= UInt64(Self.layoutAreaSize) else {
+                _ = exceeded()
                 return .failed
             }
-            if offset == 0 { layoutBuffer = [] }
-            layoutBuffer += data
+            layoutArea.replaceSubrange(Int(offset)..<Int(offset) + bytes.count, with: bytes)
+            layoutLength = max(layoutLength, Int(offset) + bytes.count)
         case .command:
-            if offset == 0 { commandBuffer = [] }
-            guard offset + data.count <= Self.commandSize else { return .failed }
-            commandBuffer += data
+            return runCommand(offset: offset, bytes)
         case .otp:
-            guard offset + data.count <= otpImage.count else { return .failed }
-            otpImage.replaceSubrange(offset..<offset + data.count, with: data)
+            guard offset + UInt64(bytes.count) <= UInt64(otpImage.count) else { return .failed }
+            otpImage.replaceSubrange(Int(offset)..<Int(offset) + bytes.count, with: bytes)
         case .pmic:
-            guard offset + data.count <= pmicImage.count else { return .failed }
-            pmicImage.replaceSubrange(offset..<offset + data.count, with: data)
+            guard offset + UInt64(bytes.count) <= UInt64(pmicImage.count) else { return .failed }
+            pmicImage.replaceSubrange(Int(offset)..<Int(offset) + bytes.count, with: bytes)
         case .partition(let index):
-            if offset == 0 {
-                pending.removeAll(keepingCapacity: true)
-                drained = 0
+            guard let partition = program?.partitions[index] else { return .failed }
+            let (start, span) = blockAligned(kind, offset, bytes.count)
+            guard start + span <= partition.size else {
+                _ = exceeded()
+                return .failed
             }
-            if configuration.fault == .vanishMidPartition, offset > 0, !vanished {
-                vanished = true
-                board.vanish()
-                return .accepted(latency: .zero)
+            if configuration.fault == .writeError, !writeFaultDone, partition.id == writeFaultPartition {
+                writeFaultDone = true
+                board.console("mmc write failed")
+                return .failed
             }
-            pending += data
-            guard pending.count >= configuration.ubootBufferSize else { return .accepted(latency: .zero) }
-            return drain(alternate: alternate, index)
-        case nil:
-            return .failed
+            if let device = partition.device {
+                do {
+                    try board.storage.write(
+                        device: device, hardwarePartition: partition.hardwarePartition,
+                        offset: partition.offset + start, bytes: corrupted(partition, start, bytes))
+                } catch {
+                    return .failed
+                }
+            }
+            return .accepted(
+                latency: BoardTiming.transfer(bytes.count, rate: configuration.timing.storageBytesPerSecond))
         }
         return .accepted(latency: .zero)
     }
 
-    /// Writes the buffered data of partition `index` to storage (U-Boot's buffer drain).
-    private func drain(alternate: UInt8, _ index: Int) -> DFUDataResult {
-        guard let partition = program?.partitions[index] else { return .failed }
-        let count = pending.count
+    /// stores-wrong-bytes: the medium keeps a different byte every 64 KiB of user partitions.
+    private func corrupted(_ partition: UBootPartition, _ start: UInt64, _ bytes: [UInt8]) -> [UInt8] {
+        guard configuration.fault == .storesWrongBytes, partition.id >= 0x10 else { return bytes }
+        var stored = bytes
+        var index = Int((0x1_0000 - start % 0x1_0000) % 0x1_0000)
+        while index < stored.count {
+            stored[index] ^= 0xA5
+            index += 0x1_0000
+        }
+        return stored
+    }
+
+    /// Writes the transaction's buffer at its offset (`dfu_write_buffer_drain()`).
+    private func drain(_ alternate: UInt8, _ kind: Alternate, _ transaction: inout UBootTransaction) -> DFUDataResult {
+        guard !transaction.pending.isEmpty else { return .accepted(latency: .zero) }
+        let result = writeMedium(alternate, kind, offset: transaction.offset, bytes: transaction.pending)
+        transaction.offset += UInt64(transaction.pending.count)
         // Reuse the buffer's storage for the next fill, as U-Boot reuses its DFU buffer.
-        defer {
-            drained += UInt64(count)
-            pending.removeAll(keepingCapacity: true)
-        }
-        let start = drained + (partition.id == phase ? UInt64(storedOffset) : 0)
-        guard start + UInt64(count) <= partition.size else {
-            board.console("Request would exceed designated area!")
-            dfuError(alternate: alternate, message: "DFU write error")
+        transaction.pending.removeAll(keepingCapacity: true)
+        return result
+    }
+
+    override func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult {
+        guard let kind = kind(alternate) else { return .failed }
+        let open = transactions[alternate]
+        var transaction = open ?? initiate(kind, read: false)
+        guard block == transaction.nextBlock else {
+            if open == nil {
+                // A fresh transaction numbered wrongly is the host's fault (rule 3); block 0 on a
+                // stale one is how a host recovers it.
+                board.violation(
+                    (data.isEmpty ? "zero-length DFU_DNLOAD" : "DFU_DNLOAD")
+                        + " block \(block), expected \(transaction.nextBlock)")
+            }
+            board.console("dfu_write: Wrong sequence number! [\(transaction.nextBlock)] [\(block)]")
+            transactions[alternate] = nil
+            dfuError(alternate: alternate, message: "Wrong sequence number")
             return .failed
         }
-        if configuration.fault == .writeError, !writeFaultDone, partition.id == writeFaultPartition {
-            writeFaultDone = true
-            board.console("mmc write failed")
-            dfuError(alternate: alternate, message: "DFU write error")
-            return .failed
+        transaction.nextBlock &+= 1
+        if case .partition = kind, configuration.fault == .vanishMidPartition, block > 0, !vanished {
+            vanished = true
+            board.vanish()
+            return .accepted(latency: .zero)
         }
-        if let device = partition.device {
-            do {
-                try board.storage.write(
-                    device: device, hardwarePartition: partition.hardwarePartition, offset: partition.offset + start,
-                    bytes: pending)
-            } catch {
+        var latency: Duration = .zero
+        let buffer = bufferSize(kind)
+        for step in 0..<2 {
+            // Drain before a block that would overflow, and after one when the next would (or at the end).
+            let due =
+                step == 0
+                ? transaction.pending.count + data.count > buffer
+                : data.isEmpty || transaction.pending.count + data.count > buffer
+            if step == 1 { transaction.pending += data }
+            guard due else { continue }
+            switch drain(alternate, kind, &transaction) {
+            case .accepted(let time): latency += time
+            case .failed:
+                transactions[alternate] = nil
                 dfuError(alternate: alternate, message: "DFU write error")
                 return .failed
             }
         }
-        return .accepted(latency: BoardTiming.transfer(count, rate: configuration.timing.storageBytesPerSecond))
+        transactions[alternate] = transaction
+        return .accepted(latency: latency)
+    }
+
+    override func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)? {
+        guard let kind = kind(alternate) else { return nil }
+        var transaction = transactions[alternate] ?? initiate(kind, read: true)
+        var open = true
+        defer { transactions[alternate] = open ? transaction : nil }
+        guard block == transaction.nextBlock else {
+            board.console("dfu_read: Wrong sequence number! [\(transaction.nextBlock)] [\(block)]")
+            return nil
+        }
+        transaction.nextBlock &+= 1
+        var out: [UInt8] = []
+        var latency: Duration = .zero
+        while out.count < size {
+            let take = min(size - out.count, transaction.buffered.count)
+            out += transaction.buffered.prefix(take)
+            transaction.buffered = transaction.buffered.dropFirst(take)
+            guard out.count < size, transaction.remaining > 0 else { break }
+            let fill = Int(min(UInt64(bufferSize(kind)), transaction.remaining))
+            guard let data = readMedium(kind, offset: transaction.offset, length: fill) else {
+                board.console("dfu_read: Failed to fill buffer")
+                return nil
+            }
+            guard !data.isEmpty else { break }
+            transaction.offset += UInt64(data.count)
+            transaction.remaining -= UInt64(data.count)
+            transaction.buffered = data[...]
+            if case .partition = kind {
+                latency += BoardTiming.transfer(data.count, rate: configuration.timing.storageBytesPerSecond)
+            }
+        }
+        // A short read ends the transaction (`dfu_transaction_cleanup()`); the defer stores it.
+        if out.count < size { open = false }
+        return (out, latency)
     }
 
     /// write-error: the first programmed user partition (ID ≥ 0x10), else the last programmed one.
@@ -230,16 +400,28 @@ final class UBootFirmware: Firmware {
         return (programmed.first { $0.id >= 0x10 } ?? programmed.last)?.id
     }
 
+    /// `dfu_flush()` after the first GETSTATUS that follows the zero-length DNLOAD: drain, then
+    /// `dfu_flush_callback()`, then the transaction is cleaned up.
     override func dfuManifest(alternate: UInt8, length: Int) -> DFUDataResult {
-        switch kind(alternate) {
+        guard let kind = kind(alternate) else { return .failed }
+        var latency: Duration = .zero
+        if var transaction = transactions[alternate] {
+            transactions[alternate] = nil
+            switch drain(alternate, kind, &transaction) {
+            case .accepted(let time): latency = time
+            case .failed: return .failed
+            }
+        }
+        switch kind {
         case .flashLayout:
-            board.console("FlashLayout received, size = \(length)")
-            switch UBootLayoutInterpreter.parse(layoutBuffer, fault: configuration.fault) {
+            guard phase == 0x00 else { break }
+            board.console("FlashLayout received, size = \(layoutLength)")
+            switch UBootLayoutInterpreter.parse(Array(layoutArea.prefix(layoutLength)), fault: configuration.fault) {
             case .success(let session): layoutSession = session
             case .failure(let failure): error(failure.message)
             }
         case .command:
-            return runCommand()
+            break
         case .otp:
             board.console("OTP write: \(otpImage.count) bytes")
         case .pmic:
@@ -250,92 +432,68 @@ final class UBootFirmware: Firmware {
                 board.vanish()
                 return .accepted(latency: .zero)
             }
-            var latency: Duration = .zero
-            if !pending.isEmpty {
-                switch drain(alternate: alternate, index) {
-                case .accepted(let time): latency = time
-                case .failed: return .failed
-                }
+            if index == currentPart {
+                endOfPhase(index)
+                nextPhase()
             }
-            endOfPhase(index)
-            return .accepted(latency: latency)
-        case nil:
-            return .failed
         }
-        return .accepted(latency: .zero)
+        return .accepted(latency: latency)
     }
 
-    /// `stm32prog_end_phase()` for a partition, then the next P-not-E ID (or END).
+    /// `stm32prog_end_phase()` for a partition.
     private func endOfPhase(_ index: Int) {
-        guard let program, program.partitions[index].id == phase else { return }
-        let partition = program.partitions[index]
+        guard let partition = program?.partitions[index] else { return }
         if let hw = partition.hardwarePartition, let device = partition.device {
             let number = device.drop { !$0.isNumber }
             board.console("mmc bootbus \(number) 0 0 0; mmc partconf \(number) 1 \(hw) 0")
         }
-        storedOffset = 0
-        drained = 0
-        if let next = program.partitions.filter({ $0.programmed && $0.id > partition.id }).map(\.id).min() {
-            phase = next
+    }
+
+    /// `stm32prog_next_phase()`: the next selected, not-empty ID, or END. It does **not** reset the
+    /// stored offset (§4.4): a host that set one must set the next phase's offset itself.
+    private func nextPhase() {
+        guard let program, phase != 0xFF, phase != 0xFE, !resetArmed else { return }
+        let from = phase
+        currentPart = nil
+        phase = 0xFE
+        let candidates = program.partitions.indices.filter {
+            program.partitions[$0].programmed && program.partitions[$0].id > from
+        }
+        if let next = candidates.min(by: { program.partitions[$0].id < program.partitions[$1].id }) {
+            currentPart = next
+            phase = program.partitions[next].id
         } else {
-            phase = 0xFE
             board.console("Phase=END")
         }
     }
 
-    /// The 0xF1 command write (§4.4): phase byte, big-endian address.
-    private func runCommand() -> DFUDataResult {
-        guard commandBuffer.count >= 5 else { return .accepted(latency: .zero) }
-        let target = commandBuffer[0]
-        let address =
-            UInt32(commandBuffer[1]) << 24 | UInt32(commandBuffer[2]) << 16 | UInt32(commandBuffer[3]) << 8
-            | UInt32(commandBuffer[4])
+    /// The 0xF1 command write (§4.4), run when its buffer is drained: phase byte, big-endian address.
+    private func runCommand(offset: UInt64, _ bytes: [UInt8]) -> DFUDataResult {
+        guard bytes.count >= 5, offset == 0 else { return .failed }
+        let target = bytes[0]
+        let address = UInt32(bytes[1]) << 24 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 8 | UInt32(bytes[4])
         if target == 0xFF {
             board.console("## Starting application at 0x\(String(address, radix: 16, uppercase: true)) ...")
             board.ubootLeaves(reset: false, message: "Download done")
             return .accepted(latency: .zero)
         }
-        if target == phase {
+        // stm32prog_set_phase(): the same phase only moves the offset; another ID becomes the
+        // current partition (which also replaces an error or an armed reset).
+        if target == phase, !resetArmed {
             storedOffset = address
             return .accepted(latency: .zero)
         }
-        guard let program, program.partitions.contains(where: { $0.id == target }) else { return .failed }
+        guard let index = program?.partitions.firstIndex(where: { $0.id == target }) else { return .failed }
+        currentPart = index
         phase = target
         storedOffset = address
+        resetArmed = false
         return .accepted(latency: .zero)
-    }
-
-    override func dfuRead(alternate: UInt8, offset: Int, length: Int) -> [UInt8]? {
-        switch kind(alternate) {
-        case .command:
-            let reply = getPhase()
-            // Reading the error arms the reset (internal phase 0x1FF, §4.2).
-            if phase == 0xFF { resetArmed = true }
-            return offset == 0 ? reply.bytes : []
-        case .flashLayout:
-            return Array(layoutBuffer.dropFirst(offset).prefix(length))
-        case .otp:
-            return Array(otpImage.dropFirst(offset).prefix(length))
-        case .pmic:
-            return Array(pmicImage.dropFirst(offset).prefix(length))
-        case .partition(let index):
-            guard let partition = program?.partitions[index], UInt64(offset) < partition.size else { return [] }
-            let count = Int(min(UInt64(length), partition.size - UInt64(offset)))
-            guard let device = partition.device else { return [UInt8](repeating: 0, count: count) }
-            return try? board.storage.read(
-                device: device, hardwarePartition: partition.hardwarePartition,
-                offset: partition.offset + UInt64(offset),
-                length: count)
-        case nil:
-            return nil
-        }
     }
 
     override func dfuError(alternate: UInt8, message: String) {
         // dfu_error_callback() reports only errors on the current partition's alternate.
-        if case .partition(let index) = kind(alternate), program?.partitions[index].id == phase {
-            error(message)
-        } else if case .flashLayout = kind(alternate), phase == 0x00 {
+        if case .partition(let index) = kind(alternate), index == currentPart {
             error(message)
         }
     }

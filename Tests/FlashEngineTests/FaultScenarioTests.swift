@@ -22,6 +22,8 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.serialChanges, nil),
     (.movesPort, nil),
     (.movesPortNewSerial, "other-port"),
+    // Every request succeeds: only readback verification (flash --verify) can catch it.
+    (.storesWrongBytes, nil),
 ]
 
 @Suite("virtual-board faults end in their own diagnosis")

@@ -104,6 +104,20 @@ struct FaultTests {
             #expect(try await rig.next() == nil)
             #expect(rig.board.stage == nil)
 
+        case .storesWrongBytes:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let enumeration2 = try #require(try await rig.sendLayout(TestLayouts.sdCard, to: uboot))
+            let files = try TestLayouts.files(for: TestLayouts.sdCard)
+            // Every request succeeds; only reading back shows it.
+            #expect(try await rig.programPartitions(enumeration2, files: files).phase == 0xFE)
+            let bootfs = try #require(files[0x10])
+            let readBack = try await enumeration2.upload(phase: 0x10, length: bootfs.count)
+            #expect(readBack.count == bootfs.count)
+            #expect(readBack != bootfs)
+            #expect(
+                try await enumeration2.upload(phase: 0x06, length: 4096)
+                    == Array(try #require(files[0x06]).prefix(4096)))
+
         case .serialChanges:
             let rom = try await rig.open()
             let uboot = try #require(try await rig.bootToUBoot())

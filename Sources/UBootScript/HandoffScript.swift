@@ -1,0 +1,53 @@
+public import FlashLayout
+
+/// The script the host sends to U-Boot's first `stm32prog` enumeration instead of a FlashLayout
+/// (fastboot reference §1, §7 step 4). It writes the GPT the layout asks for on the device this
+/// U-Boot's fastboot flashes, records the outcome where `getvar` can read it, and starts
+/// fastboot; when fastboot is missing or cannot start it re-enters `stm32prog`, so the host can go
+/// on over DFU in the same U-Boot session. Every construct here is UNCONFIRMED on hardware.
+public struct HandoffScript: Sendable, Hashable {
+    /// The MMC index fastboot should flash (the layout's device).
+    public var mmcIndex: Int
+    /// `gpt write` partition string; nil when the plan writes no GPT (partial update).
+    public var partitions: String?
+    /// Run `stm32prog usb 0` when `fastboot usb 0` fails (back to DFU phase 0x00).
+    public var fallbackToDFU: Bool
+
+    public init(mmcIndex: Int, partitions: String?, fallbackToDFU: Bool = true) {
+        self.mmcIndex = mmcIndex
+        self.partitions = partitions
+        self.fallbackToDFU = fallbackToDFU
+    }
+
+    /// The script for the one MMC device a fastboot-capable layout uses.
+    public init(device: DevicePlan, fallbackToDFU: Bool = true) {
+        self.init(
+            mmcIndex: device.target.index, partitions: GPTWriteSpec.partitions(device), fallbackToDFU: fallbackToDFU)
+    }
+
+    /// Env variable `getvar:gptstat` reads (`fastboot_getvar()` looks up `fastboot.<name>` first).
+    public static let statusVariable = "fastboot.gptstat"
+
+    /// The hush text. The GPT is written only when the board's own `fastboot.mmcdev` (set by
+    /// ST's board code) is unset or names the layout's device, so a layout for another storage
+    /// changes nothing before the host's `getvar:mmcdev` check refuses it.
+    public var text: String {
+        var commands: [String] = []
+        if let partitions {
+            let device = String(mmcIndex)
+            commands.append("env set partitions \"\(partitions)\"")
+            commands.append(
+                "if test -z \"${fastboot.mmcdev}\" || test \"${fastboot.mmcdev}\" = \(device); then "
+                    + "if gpt write mmc \(device) \"${partitions}\"; then env set \(Self.statusVariable) ok; "
+                    + "else env set \(Self.statusVariable) fail; fi; "
+                    + "else env set \(Self.statusVariable) other-device; fi")
+        } else {
+            commands.append("env set \(Self.statusVariable) kept")
+        }
+        commands.append(fallbackToDFU ? "fastboot usb 0 || stm32prog usb 0" : "fastboot usb 0")
+        return commands.joined(separator: "; ")
+    }
+
+    /// The script as a legacy image, ready for the FlashLayout alternate.
+    public var image: LegacyScriptImage { LegacyScriptImage(script: text) }
+}
