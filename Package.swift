@@ -57,7 +57,9 @@ let package = Package(
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
-            dependencies: ["DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging],
+            dependencies: [
+                "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+            ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
@@ -66,7 +68,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "USBModel", systemPackage],
+            name: "Diagnostics", dependencies: ["FlashEngine", "ImageSources", "USBModel", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -94,7 +96,8 @@ let package = Package(
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "VirtualBoard", "Diagnostics",
+                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "ImageSources", "Decompression",
+                "VirtualBoard", "Diagnostics",
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", argumentParser, logging,
                 systemPackage,
             ],
@@ -135,7 +138,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
+                "FlashEngine", "ImageSources", "Diagnostics", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI",
+                "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -149,6 +153,7 @@ let package = Package(
         .testTarget(
             name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],
             swiftSettings: strictSwift),
+        .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "UBootScriptTests", dependencies: ["UBootScript", "FlashLayout", "TestSupport"],

@@ -66,7 +66,9 @@ public final class DecompressingReader {
         var left = count
         while left > 0 {
             let want = Int(min(Int64(scratch.count), left))
-            let got = try scratch.withUnsafeMutableBytes { try fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
+            let got = try scratch.withUnsafeMutableBytes {
+                try fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
+            }
             if got == 0 { break }
             left -= Int64(got)
         }
@@ -87,7 +89,11 @@ public final class DecompressingReader {
     private func refill() throws {
         if inputStart > 0 {
             let pending = inputEnd - inputStart
-            if pending > 0 { input.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inputStart..<inputEnd])) } }
+            if pending > 0 {
+                input.withUnsafeMutableBytes {
+                    $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inputStart..<inputEnd]))
+                }
+            }
             inputStart = 0
             inputEnd = pending
         }
@@ -138,7 +144,8 @@ public final class DecompressingReader {
                     let buffered = inputEnd - inputStart
                     try refill()
                     if inputEnd - inputStart == buffered {
-                        throw fail(endOfFile ? "the stream ends early (truncated file)" : "the decoder made no progress")
+                        throw fail(
+                            endOfFile ? "the stream ends early (truncated file)" : "the decoder made no progress")
                     }
                 }
             }

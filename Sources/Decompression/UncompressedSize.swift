@@ -92,7 +92,8 @@ public enum UncompressedSize {
             guard header.count >= 8 else { throw fail("the file ends inside a frame header (truncated file)") }
             let magic = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
             if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-                let length = UInt32(header[4]) | UInt32(header[5]) << 8 | UInt32(header[6]) << 16 | UInt32(header[7]) << 24
+                let length =
+                    UInt32(header[4]) | UInt32(header[5]) << 8 | UInt32(header[6]) << 16 | UInt32(header[7]) << 24
                 position += 8 + Int64(length)
                 continue
             }

@@ -44,6 +44,7 @@ public enum Diagnoser {
         case .incomplete(let ids): return PhaseRules.incomplete(ids, context)
         case .protocolError(let text): return PhaseRules.protocolError(text, context)
         case .cancelled: return PhaseRules.cancelled(context)
+        case .badImage(let error): return PhaseRules.badImage(error, context)
         }
     }
 

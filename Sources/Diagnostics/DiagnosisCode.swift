@@ -62,6 +62,14 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case protocolError = "protocol-error"
     /// The user stopped the run.
     case cancelled = "cancelled"
+    /// A mapped range of a Binary does not match its block map's checksum.
+    case bmapChecksum = "bmap-checksum"
+    /// A compressed Binary is corrupt, truncated or not of its format.
+    case badCompressedImage = "bad-compressed-image"
+    /// A block map is malformed or was made for another image.
+    case badBlockMap = "bad-block-map"
+    /// A Binary could not be read on the host.
+    case imageUnreadable = "image-unreadable"
 
     /// Every code, in the order the troubleshooting guide lists them.
     public static var allCodes: [DiagnosisCode] { allCases }
@@ -100,6 +108,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .incomplete: "The board ended the session without asking for every selected partition."
         case .protocolError: "The board's answers broke the STM32MP DFU protocol."
         case .cancelled: "The run was cancelled."
+        case .bmapChecksum: "A range of a Binary does not match its block map's checksum; it was not sent."
+        case .badCompressedImage: "A compressed Binary is corrupt or truncated; its partition was not finished."
+        case .badBlockMap: "A block map (.bmap) is malformed or does not describe its image."
+        case .imageUnreadable: "A Binary could not be read on the host."
         }
     }
 

@@ -71,6 +71,8 @@ struct FlashCommand: AsyncParsableCommand {
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
+    @OptionGroup var images: ImageOptionsGroup
+
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
@@ -110,7 +112,13 @@ struct FlashCommand: AsyncParsableCommand {
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
             ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
-        let request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+        var request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+        do {
+            request.images = try images.prepare(plan: plan)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
 
         let bus: any USBBus
         var board: VirtualBoard?

@@ -24,6 +24,15 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the layout alone, without its binary files.")
     var layoutOnly = false
 
+    @OptionGroup var images: ImageOptionsGroup
+
+    @Option(help: ArgumentHelp("Link speed the time estimates assume, in MB/s.", valueName: "MB/s"))
+    var linkSpeed: Double = ImageSummary.defaultLinkSpeed
+
+    func validate() throws {
+        guard linkSpeed > 0 else { throw ValidationError("--link-speed takes a positive number of MB/s") }
+    }
+
     func run() async throws {
         let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(
@@ -44,12 +53,23 @@ struct PlanCommand: AsyncParsableCommand {
             Terminal.error("\(location): error: U-Boot would reject this device: \(error.message) [device-check]")
             throw ExitCode.failure
         }
+        let sends =
+            layoutOnly ? ImageSummary.Outcome() : ImageSummary.build(plan: plan, options: images, linkSpeed: linkSpeed)
+        if !sends.problems.isEmpty {
+            for (_, error) in sends.problems { Terminal.error("error: \(error)") }
+            throw ExitCode.failure
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(PlanReport(plan)), as: UTF8.self))
+            print(
+                String(
+                    decoding: try encoder.encode(PlanReport(plan, sends: sends.infos, linkSpeed: linkSpeed)),
+                    as: UTF8.self))
         } else {
-            print(PlanTable.render(plan, layout: layout, color: Terminal.useColor(1)))
+            print(
+                PlanTable.render(
+                    plan, layout: layout, color: Terminal.useColor(1), sends: sends.infos, linkSpeed: linkSpeed))
         }
     }
 }
@@ -89,10 +109,12 @@ struct PlanReport: Encodable {
         var gptNumber: Int?
         var gptUniqueGUID: String?
         var alternate: String
+        /// What goes over the wire for this partition's Binary; null without one.
+        var send: ImageSendInfo?
 
         enum CodingKeys: String, CodingKey {
             case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber,
-                gptUniqueGUID, alternate
+                gptUniqueGUID, alternate, send
         }
 
         /// Unknown values are written as null, never left out (docs/json.md).
@@ -111,6 +133,7 @@ struct PlanReport: Encodable {
             try container.encode(gptNumber, forKey: .gptNumber)
             try container.encode(gptUniqueGUID, forKey: .gptUniqueGUID)
             try container.encode(alternate, forKey: .alternate)
+            try container.encode(send, forKey: .send)
         }
     }
 
@@ -140,8 +163,13 @@ struct PlanReport: Encodable {
     var requestOrder: [Int]
     var layoutPayloadBytes: Int
     var notes: [String]
+    /// Bytes the partitions send (mapped/whole) and the estimate at `linkSpeed` (bytes per second).
+    var partitionBytesToSend: Int64
+    var estimatedSeconds: Double
+    var linkSpeed: Double
 
-    init(_ plan: PartitionPlan) {
+    init(_ plan: PartitionPlan, sends: [UInt8: ImageSendInfo] = [:], linkSpeed: Double = ImageSummary.defaultLinkSpeed)
+    {
         bootStages = plan.bootStages.map {
             Stage(id: Int($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
         }
@@ -157,18 +185,26 @@ struct PlanReport: Encodable {
                         hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
                         file: file?.path ?? partition.line.binary, fileSize: file?.size,
                         gptType: partition.gptTypeGUID, gptNumber: partition.gptNumber,
-                        gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName)
+                        gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName,
+                        send: sends[partition.line.id])
                 })
         }
         requestOrder = plan.requestOrder.map(Int.init)
         layoutPayloadBytes = plan.payload.bytes.count
         notes = plan.notes
+        let requested = plan.requestOrder.compactMap { sends[$0] }
+        partitionBytesToSend = requested.reduce(0) { $0 + $1.bytesToSend }
+        estimatedSeconds = (requested.reduce(0) { $0 + $1.estimatedSeconds } * 100).rounded() / 100
+        self.linkSpeed = linkSpeed * 1e6
     }
 }
 
 /// The human-readable plan.
 enum PlanTable {
-    static func render(_ plan: PartitionPlan, layout: String, color: Bool) -> String {
+    static func render(
+        _ plan: PartitionPlan, layout: String, color: Bool, sends: [UInt8: ImageSendInfo] = [:],
+        linkSpeed: Double = ImageSummary.defaultLinkSpeed
+    ) -> String {
         var out: [String] = ["Plan for \(layout)", ""]
         if !plan.bootStages.isEmpty {
             out.append(ANSI.bold.wrap("Boot stages sent to RAM over USB (phase: file)", enabled: color))
@@ -194,9 +230,10 @@ enum PlanTable {
                     "\(device.target): \(gpt); \(size), erase unit \(ByteSize.format(device.geometry.eraseSize))",
                     enabled: color))
             out += table(
-                ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "GPT type"],
+                ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "Sends", "How", "GPT type"],
                 device.partitions.map { p in
                     let file = plan.files[p.line.id]
+                    let send = sends[p.line.id]
                     return [
                         p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-",
                         hexByte(p.line.id),
@@ -204,7 +241,8 @@ enum PlanTable {
                         p.hardwarePartition == nil ? "0x" + String(p.offset, radix: 16, uppercase: true) : "0x0",
                         p.size.map(ByteSize.format) ?? "to end",
                         file.map { shortPath($0.path) } ?? p.line.binary ?? "none",
-                        file.map { ByteSize.format(UInt64($0.size)) } ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
+                        file.map { ByteSize.format(UInt64($0.size)) } ?? "-", send?.sendsText ?? "-",
+                        send?.howText ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
                     ]
                 })
             out.append("")
@@ -216,6 +254,20 @@ enum PlanTable {
         out.append(
             "Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))"
         )
+        let requested = plan.requestOrder.compactMap { sends[$0] }
+        if !requested.isEmpty {
+            let bytes = requested.reduce(0) { $0 + $1.bytesToSend }
+            let image = requested.reduce(0) { $0 + $1.imageSize }
+            let seconds = requested.reduce(0) { $0 + $1.estimatedSeconds }
+            out.append(
+                "Partitions send \(ByteSize.format(UInt64(bytes))) of \(ByteSize.format(UInt64(image))) (maps, holes and compression applied): about \(ImageSummary.formatSeconds(seconds)) at \(ImageSummary.speedText(linkSpeed)) (--link-speed)"
+            )
+            for send in requested where send.beyondAddressLimit > 0 {
+                out.append(
+                    "note: \(PlanTable.shortPath(send.file)): \(send.beyondAddressLimit) ranges lie past 4 GiB; they go as one contiguous run (the command offset is 32 bits)"
+                )
+            }
+        }
         for note in plan.notes { out.append("note: \(note)") }
         return out.joined(separator: "\n")
     }

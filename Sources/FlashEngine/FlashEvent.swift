@@ -1,4 +1,5 @@
 public import FlashLayout
+public import ImageSources
 public import USBModel
 
 /// What the engine reports while it works, for progress display and JSON Lines (docs/json.md).
@@ -68,6 +69,9 @@ public struct FlashRequest: Sendable {
     public var timeouts: TransitionTimeouts
     /// The layout file's path, to name it when mapping U-Boot's layout line numbers back.
     public var layoutPath: String
+    /// Binaries read through ImageSources (compressed, with a map or holes), by phase Id; the
+    /// others are sent as the plain file.
+    public var images: [UInt8: PreparedImage] = [:]
 
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),

@@ -1,3 +1,4 @@
+public import ImageSources
 import Timekeeping
 public import USBModel
 
@@ -76,6 +77,9 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case protocolError(String)
         /// The user pressed Ctrl-C.
         case cancelled
+        /// A Binary's content is unusable: a range does not match its map's checksum, or a
+        /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
+        case badImage(ImageSourceError)
     }
 
     public var reason: Reason
@@ -119,6 +123,7 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
             return prefix + "the board said END but never asked for " + ids.map(phaseHex).joined(separator: ", ")
         case .protocolError(let text): return prefix + "protocol error: \(text)"
         case .cancelled: return prefix + "cancelled"
+        case .badImage(let error): return prefix + "\(error)"
         }
     }
 }

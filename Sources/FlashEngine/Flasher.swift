@@ -1,5 +1,6 @@
 public import DFU
 import FlashLayout
+import ImageSources
 public import Logging
 import Timekeeping
 public import USBModel
@@ -219,12 +220,22 @@ public final class Flasher: Sendable {
             let stage = machine.stage
             let source: any ByteSource
             let name: String
+            var image: (prepared: PreparedImage, reader: ImageReader)?
             if id == 0 {
                 source = MemoryByteSource(plan.payload.bytes)
                 name = "flashlayout"
             } else if let file = plan.files[id] {
                 do {
-                    source = try FileByteSource(path: file.path)
+                    if let prepared = flasher.request.images[id] {
+                        let reader = try ImageReader(
+                            path: prepared.path, compression: prepared.compression, size: prepared.size)
+                        image = (prepared, reader)
+                        source = WholeImageSource(reader: reader)
+                    } else {
+                        source = try FileByteSource(path: file.path)
+                    }
+                } catch let error as ImageSourceError {
+                    throw failure(.badImage(error))
                 } catch {
                     throw failure(.protocolError("cannot read \(file.path): \(error)"))
                 }
@@ -233,6 +244,17 @@ public final class Flasher: Sendable {
                     ?? phaseHex(id)
             } else {
                 throw failure(.phaseWithoutFile(id))
+            }
+            if let image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
+                try await sendRanges(id, name: name, image: image.prepared, reader: image.reader)
+                return
+            }
+            if let image, image.prepared.selection != .whole {
+                recorder.add(
+                    .note, stage: stage,
+                    detail:
+                        "\(phaseHex(id)) \(name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration"
+                )
             }
             let total = source.count
             flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
@@ -249,6 +271,8 @@ public final class Flasher: Sendable {
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
+            } catch let error as ImageSourceError {
+                throw failure(.badImage(error))
             }
             let result = PhaseResult(
                 phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
@@ -257,6 +281,52 @@ public final class Flasher: Sendable {
             recorder.add(
                 .sendDone, stage: stage,
                 detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
+            flasher.emit(.phaseFinished(result))
+        }
+
+        /// A partition sent as the ranges of its map (or data extents): only those bytes go out.
+        mutating func sendRanges(_ id: UInt8, name: String, image: PreparedImage, reader: ImageReader) async throws {
+            let device = try current()
+            let stage = machine.stage
+            let total = image.bytesToSend
+            let how = image.map.map { "map \($0.path)" } ?? "data extents (--skip-holes)"
+            flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
+            recorder.add(
+                .sendStarted, stage: stage,
+                detail:
+                    "\(phaseHex(id)) \(name) \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))")
+            let emit = flasher.emit
+            let lastReported = ProgressGate(step: max(total / 100, 64 * 1024))
+            let report: RangeSendReport
+            do {
+                report = try await ImageSending.sendRanges(
+                    device: device, phase: id, image: image, reader: reader, clock: bus.clock
+                ) { sent in
+                    if lastReported.shouldReport(sent, total: total) {
+                        emit(.progress(phase: id, sent: sent, total: total))
+                    }
+                }
+            } catch let error as DFUError {
+                throw failure(await explainSendFailure(error))
+            } catch let error as ImageSourceError {
+                throw failure(.badImage(error))
+            }
+            if let from = report.contiguousFrom {
+                recorder.add(
+                    .note, stage: stage,
+                    detail:
+                        "\(phaseHex(id)) \(name): \(report.beyondAddressLimit) ranges lie beyond the 4 GiB the command offset can address; sent as one contiguous run from offset \(from), holes included"
+                )
+            }
+            let result = PhaseResult(
+                phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                controlTransfers: report.controlTransfers)
+            results.append(result)
+            recorder.add(
+                .sendDone, stage: stage,
+                detail:
+                    "\(phaseHex(id)) \(report.bytes) bytes in \(report.segments) ranges in \(milliseconds(report.duration)) ms"
+            )
             flasher.emit(.phaseFinished(result))
         }
 

@@ -1,6 +1,6 @@
 import Crypto
-import Glibc
 import FileAccess
+import Glibc
 import SystemPackage
 
 /// Hash functions block maps use for their ranges.
@@ -84,7 +84,9 @@ public struct BlockMap: Sendable, Hashable {
             defer { try? descriptor.close() }
             let size = try descriptor.seek(offset: 0, from: .end)
             guard size <= 64 << 20 else {
-                throw BlockMapError(path: path, line: nil, field: nil, message: "is \(size) bytes; a block map is text of a few MiB at most")
+                throw BlockMapError(
+                    path: path, line: nil, field: nil,
+                    message: "is \(size) bytes; a block map is text of a few MiB at most")
             }
             bytes = try descriptor.read(count: Int(size), atAbsoluteOffset: 0)
         } catch let error as BlockMapError {
@@ -165,7 +167,9 @@ public struct BlockMap: Sendable, Hashable {
             let bounds = text.split(separator: "-", maxSplits: 1).map { $0.trimmingSpaces }
             guard let first = Int64(bounds[0]), let last = bounds.count == 2 ? Int64(bounds[1]) : first, first >= 0
             else { throw fail(element.line, "Range", "'\(text)' is not FIRST-LAST or a block number") }
-            guard first <= last else { throw fail(element.line, "Range", "'\(text)': the first block is after the last") }
+            guard first <= last else {
+                throw fail(element.line, "Range", "'\(text)': the first block is after the last")
+            }
             guard last < blocksCount else {
                 throw fail(element.line, "Range", "'\(text)' reaches past the image's \(blocksCount) blocks")
             }

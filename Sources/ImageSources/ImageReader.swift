@@ -56,7 +56,9 @@ public final class ImageReader: Sendable {
                 guard stream.produced == offset else {
                     throw DecompressionError(
                         path: path, format: format, offset: stream.produced,
-                        reason: "the stream ends after \(stream.produced) bytes, before offset \(offset) (skipped \(skipped))")
+                        reason:
+                            "the stream ends after \(stream.produced) bytes, before offset \(offset) (skipped \(skipped))"
+                    )
                 }
                 let bytes = try stream.read(count)
                 guard bytes.count == count else {

@@ -30,11 +30,15 @@ public struct ImageSourceError: Error, Sendable, Hashable, CustomStringConvertib
     }
 
     init(_ error: DecompressionError) {
-        self.init(.badCompressedImage, path: error.path, message: "\(error.format.rawValue): \(error.reason) (after \(error.offset) uncompressed bytes)")
+        self.init(
+            .badCompressedImage, path: error.path,
+            message: "\(error.format.rawValue): \(error.reason) (after \(error.offset) uncompressed bytes)")
     }
 
     init(_ error: BlockMapError) {
-        self.init(.badBlockMap, path: error.path, line: error.line, message: (error.field.map { "\($0): " } ?? "") + error.message)
+        self.init(
+            .badBlockMap, path: error.path, line: error.line,
+            message: (error.field.map { "\($0): " } ?? "") + error.message)
     }
 
     public var description: String { "\(path)\(line.map { ":\($0)" } ?? ""): \(message) [\(code.rawValue)]" }

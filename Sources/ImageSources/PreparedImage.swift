@@ -53,7 +53,8 @@ public struct PreparedImage: Sendable, Hashable {
 
     /// Reads sizes, finds and checks the map (size and block size against the image).
     /// - Throws: `ImageSourceError` naming the file (and the map's line and field).
-    public static func prepare(path: String, options: ImageOptions = .init()) throws(ImageSourceError) -> PreparedImage {
+    public static func prepare(path: String, options: ImageOptions = .init()) throws(ImageSourceError) -> PreparedImage
+    {
         let compression = CompressionFormat(path: path)
         let fileSize: Int64
         do {
@@ -125,7 +126,8 @@ public struct PreparedImage: Sendable, Hashable {
                 // A file system without SEEK_DATA: everything is data.
                 return [ImageExtent(offset: 0, length: size)]
             }
-            let hole = min((try? descriptor.seek(offset: data, from: FileDescriptor.SeekOrigin(rawValue: 4))) ?? size, size)
+            let hole = min(
+                (try? descriptor.seek(offset: data, from: FileDescriptor.SeekOrigin(rawValue: 4))) ?? size, size)
             let start = data / alignment * alignment
             let end = min((hole + alignment - 1) / alignment * alignment, size)
             if let last = extents.last, start <= last.end {

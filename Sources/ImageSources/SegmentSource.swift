@@ -73,12 +73,15 @@ public final class SegmentSource: ByteSource {
             while position < segment.end {
                 let bytes = try image.read(offset: position, length: Int(min(Int64(piece), segment.end - position)))
                 guard !bytes.isEmpty else {
-                    throw ImageSourceError(.unreadable, path: image.path, message: "ends at \(position), inside a mapped range")
+                    throw ImageSourceError(
+                        .unreadable, path: image.path, message: "ends at \(position), inside a mapped range")
                 }
                 try verifier.consume(bytes, at: position)
                 if compressed {
                     if let spool {
-                        _ = try bytes.withUnsafeBytes { try spool.writeAll(toAbsoluteOffset: position - segment.offset, $0) }
+                        _ = try bytes.withUnsafeBytes {
+                            try spool.writeAll(toAbsoluteOffset: position - segment.offset, $0)
+                        }
                     } else {
                         memory += bytes
                     }
@@ -124,7 +127,8 @@ public final class SegmentSource: ByteSource {
         let type = checksumType
         try rehash.withLock { state throws(ImageSourceError) in
             guard position == state.position, let type else { return }
-            var verifier = ExtentVerifier(extents: extents, type: type, path: path, index: state.index, hasher: state.hasher)
+            var verifier = ExtentVerifier(
+                extents: extents, type: type, path: path, index: state.index, hasher: state.hasher)
             do {
                 try verifier.consume(bytes, at: position)
             } catch let error as ImageSourceError {
@@ -146,7 +150,8 @@ public final class SegmentSource: ByteSource {
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {
             throw ImageSourceError(
-                .unreadable, path: path, message: "cannot create a staging file in \(folder): \(String(cString: strerror(errno)))")
+                .unreadable, path: path,
+                message: "cannot create a staging file in \(folder): \(String(cString: strerror(errno)))")
         }
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         return FileDescriptor(rawValue: fd)

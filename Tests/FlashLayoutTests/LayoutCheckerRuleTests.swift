@@ -175,6 +175,8 @@ struct LayoutCheckerRuleTests {
         let covered = Set(ruleCases.map(\.code)).union([
             .unreadable, .fileTooLarge, .invalidUTF8, .notALayout, .tooManyLines, .layoutTooLarge, .missingFile,
             .fileLargerThanPartition, .badBootImage, .badFIP, .bootImageInfo,
+            // Binaries read through ImageSources: CLITests/BigImageCommandTests.
+            .badBlockMap, .badCompressedImage, .imageInfo,
         ])
         #expect(Set(DiagnosticCode.allCases).subtracting(covered).isEmpty)
     }

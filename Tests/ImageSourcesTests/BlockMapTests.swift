@@ -97,7 +97,12 @@ struct BlockMapTests {
         let v13 = String(format: head, "1.3") + ranges + "</BlockMap>\n</bmap>\n"
         let map13 = try BlockMap.parse(Array(v13.utf8), path: "old.bmap")
         #expect(map13.checksumType == .sha1)
-        #expect(map13.extents == modern.extents.map { var e = $0; e.checksum = map13.extents.first { $0.offset == e.offset }?.checksum; e.line = map13.extents.first { $0.offset == e.offset }?.line; return e })
+        #expect(
+            map13.extents
+                == modern.extents.map {
+                    var e = $0; e.checksum = map13.extents.first { $0.offset == e.offset }?.checksum;
+                    e.line = map13.extents.first { $0.offset == e.offset }?.line; return e
+                })
         let reader = try ImageReader(path: fixture.image, compression: nil, size: modern.imageSize)
         for extent in map13.extents {
             try SegmentSource(
@@ -105,7 +110,9 @@ struct BlockMapTests {
                 checksumType: .sha1
             ).prepare()
         }
-        let v10 = String(format: head, "1.0") + ranges.replacingOccurrences(of: "sha1=", with: "x=") + "</BlockMap>\n</bmap>\n"
+        let v10 =
+            String(format: head, "1.0") + ranges.replacingOccurrences(of: "sha1=", with: "x=")
+            + "</BlockMap>\n</bmap>\n"
         let map10 = try BlockMap.parse(Array(v10.utf8), path: "older.bmap")
         #expect(map10.checksumType == nil)
         #expect(map10.mappedBytes == modern.mappedBytes)
@@ -121,15 +128,21 @@ struct BlockMapTests {
             (lines.firstIndex { $0.trimmingCharacters(in: .whitespaces).hasPrefix(needle) } ?? -1) + 1
         }
 
-        let wrongCount = text.replacingOccurrences(of: "<BlocksCount> 2048 </BlocksCount>", with: "<BlocksCount> 2047 </BlocksCount>")
+        let wrongCount = text.replacingOccurrences(
+            of: "<BlocksCount> 2048 </BlocksCount>", with: "<BlocksCount> 2047 </BlocksCount>")
         #expect(wrongCount != text)
-        let countError = try #require(throws: BlockMapError.self) { try BlockMap.parse(Array(wrongCount.utf8), path: "a.bmap") }
+        let countError = try #require(throws: BlockMapError.self) {
+            try BlockMap.parse(Array(wrongCount.utf8), path: "a.bmap")
+        }
         #expect(countError.field == "BlocksCount")
         #expect(countError.line == line(of: "<BlocksCount>"))
         #expect(countError.description.hasPrefix("a.bmap:\(line(of: "<BlocksCount>")): BlocksCount: "))
 
-        let edited = text.replacingOccurrences(of: "<ImageSize> 8388608 </ImageSize>", with: "<ImageSize> 8388607 </ImageSize>")
-        let editError = try #require(throws: BlockMapError.self) { try BlockMap.parse(Array(edited.utf8), path: "b.bmap") }
+        let edited = text.replacingOccurrences(
+            of: "<ImageSize> 8388608 </ImageSize>", with: "<ImageSize> 8388607 </ImageSize>")
+        let editError = try #require(throws: BlockMapError.self) {
+            try BlockMap.parse(Array(edited.utf8), path: "b.bmap")
+        }
         #expect(editError.field == "BmapFileChecksum")
 
         let broken = text.replacingOccurrences(of: "</BlockSize>", with: "</BlockSiz>")
@@ -138,7 +151,9 @@ struct BlockMapTests {
 
         let firstRange = try #require(lines.first { $0.contains("<Range") })
         let beyond = text.replacingOccurrences(of: firstRange, with: "<Range> 5000-5001 </Range>")
-        let rangeError = try #require(throws: BlockMapError.self) { try BlockMap.parse(Array(beyond.utf8), path: "d.bmap") }
+        let rangeError = try #require(throws: BlockMapError.self) {
+            try BlockMap.parse(Array(beyond.utf8), path: "d.bmap")
+        }
         #expect(rangeError.line == line(of: "<Range"))
 
         // A map made for another image: size check in prepare.
