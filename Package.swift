@@ -47,12 +47,13 @@ let package = Package(
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
+        .target(name: "TerminalText", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
         .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(name: "GPT", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
-            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", systemPackage],
+            name: "FlashLayout", dependencies: ["BootImages", "GPT", "FileAccess", "TerminalText", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
@@ -65,6 +66,7 @@ let package = Package(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
+                "UBootScript", "AndroidSparse",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -97,9 +99,8 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "ImageSources", "Decompression",
-                "VirtualBoard", "Diagnostics",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", argumentParser, logging,
-                systemPackage,
+                "VirtualBoard", "Diagnostics", "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords",
+                "TerminalText", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -124,6 +125,7 @@ let package = Package(
             name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
         .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
@@ -145,7 +147,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "VirtualBoardTests",
-            dependencies: ["VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport"],
+            dependencies: [
+                "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
+                "AndroidSparse", "FlashLayout", "USBModel",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],

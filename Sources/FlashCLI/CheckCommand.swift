@@ -27,6 +27,8 @@ struct CheckCommand: AsyncParsableCommand {
     @Flag(help: "Judge the layout alone, without its binary files.")
     var layoutOnly = false
 
+    @OptionGroup var geometry: DeviceGeometryOptions
+
     @OptionGroup var images: ImageOptionsGroup
 
     @Option(help: ArgumentHelp("Link speed the time estimates assume, in MB/s.", valueName: "MB/s"))
@@ -40,13 +42,18 @@ struct CheckCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let options = LayoutCheckOptions(ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly)
-        var results = layouts.map { LayoutChecker.check(path: $0, options: options) }
+        var results = try layouts.map { layout in
+            let options = LayoutCheckOptions(
+                ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly,
+                plan: try geometry.planOptions(layoutDirectory: parentDirectory(of: layout)))
+            return LayoutChecker.check(path: layout, options: options)
+        }
+        try geometry.requireUsedDevices(results.flatMap(\.lines))
         var sends: [String: [ImageSendInfo]] = [:]
         if !layoutOnly {
             for index in results.indices {
                 let result = results[index]
-                let planOptions = PlanOptions(layoutDirectory: parentDirectory(of: result.path))
+                let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: result.path))
                 guard case .success(let plan) = PartitionPlanner.plan(result.lines, options: planOptions) else {
                     continue
                 }

@@ -6,6 +6,7 @@ import FlashLayout
 import FoundationEssentials
 import Logging
 import StationRecords
+import TerminalText
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -21,8 +22,11 @@ struct FlashCommand: AsyncParsableCommand {
             (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
             """)
 
-    @Argument(help: "The FlashLayout file (.tsv).")
-    var layout: String
+    @Argument(help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"))
+    var layoutArgument: String?
+
+    /// The layout; `validate()` guarantees it outside `--list-scenarios`.
+    var layout: String { layoutArgument ?? "" }
 
     @Flag(help: "Flash the built-in virtual board instead of real USB.")
     var simulate = false
@@ -86,6 +90,7 @@ struct FlashCommand: AsyncParsableCommand {
     var verbose = false
 
     func validate() throws {
+        if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
             throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'")
         }
@@ -102,7 +107,12 @@ struct FlashCommand: AsyncParsableCommand {
 
     func run() async throws {
         if listScenarios {
-            for scenario in FaultScenario.allCases { print(scenario.rawValue) }
+            let width = FaultScenario.allCases.map(\.rawValue.count).max() ?? 0
+            for scenario in FaultScenario.allCases {
+                print(
+                    scenario.rawValue + String(repeating: " ", count: width - scenario.rawValue.count + 2)
+                        + scenario.summary)
+            }
             return
         }
         let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
@@ -254,8 +264,11 @@ struct FlashCommand: AsyncParsableCommand {
     func prepare(_ output: FlashOutput) throws -> PartitionPlan {
         let options = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(path: layout, options: LayoutCheckOptions(plan: options))
+        try geometry.requireUsedDevices(check.lines)
+        // A Binary that exists both ways as different files: flashing the wrong one is silent
+        // and permanent, so flash needs --binaries-from to pick (check only warns).
         let blocking = check.diagnostics.filter {
-            $0.severity == .error || $0.code == DiagnosticCode.selectedWithoutFile.rawValue
+            $0.severity == .error || ($0.code == DiagnosticCode.shadowedBinary.rawValue && geometry.binaryBase == nil)
         }
         if !blocking.isEmpty {
             for diagnostic in blocking {
@@ -263,7 +276,15 @@ struct FlashCommand: AsyncParsableCommand {
                 shown.severity = .error
                 Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
             }
-            Terminal.error("\(layout): not flashing a layout with errors (stm32mp-flash check \(layout))")
+            let shown = TerminalText.escaped(layout)
+            if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }),
+                geometry.binaryBase == nil
+            {
+                Terminal.error(
+                    "\(shown): a Binary exists next to the layout and in the working directory as different files; pick one with --binaries-from layout (STM32CubeProgrammer's choice) or --binaries-from cwd"
+                )
+            }
+            Terminal.error("\(shown): not flashing a layout with errors (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
         switch PartitionPlanner.plan(check.lines, options: options) {

@@ -143,7 +143,7 @@ enum ImageSummary {
                     ))
             }
             guard info.compression != nil || info.selection != "whole" else { continue }
-            var message = "'\(PlanTable.shortPath(info.file))': "
+            var message = "'\(info.file.split(separator: "/").last.map(String.init) ?? info.file)': "
             if let compression = info.compression {
                 message += "\(compression), \(info.imageSize) bytes uncompressed (\(info.sizeSource ?? "recorded")); "
             }

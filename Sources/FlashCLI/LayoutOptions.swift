@@ -1,7 +1,8 @@
 import ArgumentParser
 import FlashLayout
+import TerminalText
 
-/// `DEV=SIZE` arguments (`mmc0=8GiB`) shared by `plan` and `flash`.
+/// `DEV=SIZE` arguments (`mmc0=8GiB`) shared by `check`, `plan` and `flash`.
 struct DeviceGeometryOptions: ParsableArguments {
     @Option(
         name: .customLong("device-size"), help: ArgumentHelp("Size of a device, e.g. mmc0=8GiB.", valueName: "dev=size")
@@ -18,7 +19,19 @@ struct DeviceGeometryOptions: ParsableArguments {
         help: ArgumentHelp("eMMC boot partition size, e.g. mmc1=4MiB.", valueName: "dev=size"))
     var bootSizes: [String] = []
 
+    @Option(
+        name: .customLong("binaries-from"),
+        help: ArgumentHelp(
+            "When a relative Binary exists both next to the layout and in the working directory as different files, use this one: layout or cwd.",
+            valueName: "layout|cwd"))
+    var binariesFrom: String?
+
+    var binaryBase: BinaryBase? { binariesFrom.flatMap(BinaryBase.init(rawValue:)) }
+
     func validate() throws {
+        if let binariesFrom, BinaryBase(rawValue: binariesFrom) == nil {
+            throw ValidationError("--binaries-from takes layout or cwd, got '\(binariesFrom)'")
+        }
         _ = try Self.parse(deviceSizes, option: "--device-size")
         _ = try Self.parse(eraseSizes, option: "--erase-size")
         _ = try Self.parse(bootSizes, option: "--boot-size")
@@ -29,7 +42,22 @@ struct DeviceGeometryOptions: ParsableArguments {
             deviceSizes: try Self.parse(deviceSizes, option: "--device-size"),
             eraseSizes: try Self.parse(eraseSizes, option: "--erase-size"),
             bootPartitionSizes: try Self.parse(bootSizes, option: "--boot-size"),
-            layoutDirectory: layoutDirectory)
+            layoutDirectory: layoutDirectory, binaryBase: binaryBase)
+    }
+
+    /// A size for a device no layout line uses is a typo (`mmc9`), never silently ignored.
+    func requireUsedDevices(_ lines: [LayoutLine]) throws {
+        let used = Set(lines.filter { $0.target.kind != .none }.map(\.target.description))
+        for (option, values) in [
+            ("--device-size", deviceSizes), ("--erase-size", eraseSizes), ("--boot-size", bootSizes),
+        ] {
+            for device in try Self.parse(values, option: option).keys.sorted() where !used.contains(device) {
+                let known = used.sorted().joined(separator: ", ")
+                throw ValidationError(
+                    "\(option) \(device): the layout has no device \(device) (its devices: \(known.isEmpty ? "none" : known))"
+                )
+            }
+        }
     }
 
     static func parse(_ values: [String], option: String) throws -> [String: UInt64] {
@@ -41,7 +69,8 @@ struct DeviceGeometryOptions: ParsableArguments {
             }
             guard let size = ByteSize.parse(parts[1]), size > 0 else {
                 throw ValidationError(
-                    "\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 512KiB, 0x80000)")
+                    "\(option) \(value): '\(parts[1])' is not a size (examples: 8GiB, 8GB = 8×10⁹ bytes, 512KiB, 0x80000)"
+                )
             }
             result[parts[0]] = size
         }
@@ -52,7 +81,7 @@ struct DeviceGeometryOptions: ParsableArguments {
 /// Prints diagnostics the way compilers do, coloured on a terminal.
 enum DiagnosticPrinter {
     static func render(_ diagnostic: LayoutDiagnostic, path: String, color: Bool) -> String {
-        let text = diagnostic.formatted(path: path)
+        let text = TerminalText.escaped(diagnostic.formatted(path: path))
         guard color else { return text }
         let label = "\(diagnostic.severity.rawValue):"
         let style: ANSI = diagnostic.severity == .error ? .red : diagnostic.severity == .warning ? .yellow : .cyan
@@ -62,9 +91,9 @@ enum DiagnosticPrinter {
     static func summary(_ result: LayoutCheckResult) -> String {
         let errors = result.errorCount
         let warnings = result.warningCount
-        if errors == 0 && warnings == 0 { return "\(result.path): ok" }
-        return
-            "\(result.path): \(errors) error\(errors == 1 ? "" : "s"), \(warnings) warning\(warnings == 1 ? "" : "s")"
+        let path = TerminalText.escaped(result.path)
+        if errors == 0 && warnings == 0 { return "\(path): ok" }
+        return "\(path): \(errors) error\(errors == 1 ? "" : "s"), \(warnings) warning\(warnings == 1 ? "" : "s")"
     }
 }
 

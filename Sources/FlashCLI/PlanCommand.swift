@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlashLayout
 import FoundationEssentials
+import TerminalText
 
 /// `stm32mp-flash plan LAYOUT`: what U-Boot will do with a layout, before touching a board.
 struct PlanCommand: AsyncParsableCommand {
@@ -37,26 +38,30 @@ struct PlanCommand: AsyncParsableCommand {
         let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(
             path: layout, options: LayoutCheckOptions(layoutOnly: layoutOnly, plan: planOptions))
+        try geometry.requireUsedDevices(check.lines)
         if check.hasErrors {
             let color = Terminal.useColor(2)
             for diagnostic in check.diagnostics where diagnostic.severity == .error {
                 Terminal.error(DiagnosticPrinter.render(diagnostic, path: layout, color: color))
             }
-            Terminal.error("\(layout): fix the errors above first (stm32mp-flash check \(layout))")
+            let shown = TerminalText.escaped(layout)
+            Terminal.error("\(shown): fix the errors above first (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
         let plan: PartitionPlan
         switch PartitionPlanner.plan(check.lines, options: planOptions) {
         case .success(let value): plan = value
         case .failure(let error):
-            let location = error.line.map { "\(layout):\($0)" } ?? layout
-            Terminal.error("\(location): error: U-Boot would reject this device: \(error.message) [device-check]")
+            let location = TerminalText.escaped(error.line.map { "\(layout):\($0)" } ?? layout)
+            Terminal.error(
+                "\(location): error: U-Boot would reject this device: \(TerminalText.escaped(error.message)) [device-check]"
+            )
             throw ExitCode.failure
         }
         let sends =
             layoutOnly ? ImageSummary.Outcome() : ImageSummary.build(plan: plan, options: images, linkSpeed: linkSpeed)
         if !sends.problems.isEmpty {
-            for (_, error) in sends.problems { Terminal.error("error: \(error)") }
+            for (_, error) in sends.problems { Terminal.error("error: " + TerminalText.escaped("\(error)")) }
             throw ExitCode.failure
         }
         if json {
@@ -205,14 +210,15 @@ enum PlanTable {
         _ plan: PartitionPlan, layout: String, color: Bool, sends: [UInt8: ImageSendInfo] = [:],
         linkSpeed: Double = ImageSummary.defaultLinkSpeed
     ) -> String {
-        var out: [String] = ["Plan for \(layout)", ""]
+        var out: [String] = ["Plan for \(TerminalText.field(layout))", ""]
         if !plan.bootStages.isEmpty {
             out.append(ANSI.bold.wrap("Boot stages sent to RAM over USB (phase: file)", enabled: color))
             out += table(
                 ["Id", "Name", "File", "Size"],
                 plan.bootStages.map {
                     [
-                        hexByte($0.line.id), $0.line.name, $0.file ?? $0.line.binary ?? "none",
+                        hexByte($0.line.id), TerminalText.escaped($0.line.name),
+                        shortPath($0.file ?? $0.line.binary ?? "none"),
                         $0.fileSize.map { ByteSize.format(UInt64($0)) } ?? "-",
                     ]
                 })
@@ -237,10 +243,10 @@ enum PlanTable {
                     return [
                         p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-",
                         hexByte(p.line.id),
-                        p.line.optionText, p.line.name, p.line.type.description,
+                        p.line.optionText, TerminalText.escaped(p.line.name), p.line.type.description,
                         p.hardwarePartition == nil ? "0x" + String(p.offset, radix: 16, uppercase: true) : "0x0",
                         p.size.map(ByteSize.format) ?? "to end",
-                        file.map { shortPath($0.path) } ?? p.line.binary ?? "none",
+                        shortPath(file?.path ?? p.line.binary ?? "none"),
                         file.map { ByteSize.format(UInt64($0.size)) } ?? "-", send?.sendsText ?? "-",
                         send?.howText ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
                     ]
@@ -284,10 +290,9 @@ enum PlanTable {
         }
     }
 
-    static func shortPath(_ path: String) -> String {
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        return name.count > 32 ? String(name.prefix(29)) + "..." : name
-    }
+    /// The resolved path (which copy of a Binary is read matters, see `shadowed-binary`),
+    /// escaped and shortened in the middle so the file name stays visible.
+    static func shortPath(_ path: String) -> String { TerminalText.field(path, limit: 60) }
 
     /// Left-aligned columns separated by two spaces.
     static func table(_ header: [String], _ rows: [[String]]) -> [String] {

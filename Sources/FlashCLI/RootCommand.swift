@@ -1,4 +1,5 @@
 public import ArgumentParser
+import TerminalText
 
 /// `stm32mp-flash`: the command tree. Each subcommand lives in its own file of this target.
 public struct RootCommand: AsyncParsableCommand {
@@ -43,7 +44,8 @@ public struct RootCommand: AsyncParsableCommand {
                 if !message.isEmpty { print(message) }
                 return 0
             }
-            if !message.isEmpty { Terminal.error(message) }
+            // Usage errors quote the user's arguments: shown escaped, never raw.
+            if !message.isEmpty { Terminal.error(TerminalText.escaped(message, keepNewlines: true)) }
             return code == .validationFailure ? 2 : code.rawValue
         }
     }

@@ -1,8 +1,10 @@
 /// Byte sizes as people write them on command lines (`8GiB`, `512K`, `0x80000`) and as the tool
 /// prints them.
 public enum ByteSize {
-    /// Parses a decimal or 0x-hex number with an optional unit: B, K/KB/KiB, M/MB/MiB, G/GB/GiB,
-    /// T/TB/TiB. All units are powers of 1024, as storage sizes on these boards are.
+    /// Parses a decimal or 0x-hex number with an optional unit, each with its real meaning:
+    /// KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of 1000 (what a card's label
+    /// says: an "8 GB" card holds 8 000 000 000 bytes), and the bare K/M/G/T are binary, as
+    /// in sfdisk and U-Boot.
     public static func parse(_ text: String) -> UInt64? {
         let trimmed = text.filter { $0 != " " && $0 != "_" }
         let digits: Substring
@@ -18,16 +20,20 @@ public enum ByteSize {
             unit = trimmed.dropFirst(digits.count)
         }
         guard !digits.isEmpty, let value = UInt64(digits, radix: radix) else { return nil }
-        let shift: UInt64
+        let multiplier: UInt64
         switch unit.lowercased() {
-        case "", "b": shift = 0
-        case "k", "kb", "kib": shift = 10
-        case "m", "mb", "mib": shift = 20
-        case "g", "gb", "gib": shift = 30
-        case "t", "tb", "tib": shift = 40
+        case "", "b": multiplier = 1
+        case "k", "kib": multiplier = 1 << 10
+        case "m", "mib": multiplier = 1 << 20
+        case "g", "gib": multiplier = 1 << 30
+        case "t", "tib": multiplier = 1 << 40
+        case "kb": multiplier = 1_000
+        case "mb": multiplier = 1_000_000
+        case "gb": multiplier = 1_000_000_000
+        case "tb": multiplier = 1_000_000_000_000
         default: return nil
         }
-        let (result, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        let (result, overflow) = value.multipliedReportingOverflow(by: multiplier)
         return overflow ? nil : result
     }
 

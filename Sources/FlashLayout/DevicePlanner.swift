@@ -91,18 +91,30 @@ public struct DevicePlan: Sendable, Hashable, Codable {
     public var partitions: [PlannedPartition]
 }
 
+/// A rule of `init_device()` that fails whatever the board's geometry: the device's size and
+/// erase unit cannot rescue the layout, so `check` reports these as errors (layout-format.md).
+public struct UnconditionalDeviceProblem: Sendable, Hashable {
+    public enum Rule: Sendable, Hashable {
+        /// Two partitions start at the same offset (`same address`).
+        case sameOffset
+        /// An MMC partition starts inside the primary GPT (below 34 × 512 bytes).
+        case insideGPT
+        /// `Binary(n)` with n > 1 where only NAND FSBL copies are allowed.
+        case multipleBinary
+    }
+
+    public var rule: Rule
+    /// U-Boot's message and the line it is about.
+    public var error: UBootLayoutError
+}
+
 /// `init_device()`: sorts a device's lines, sizes them from the next offset, checks limits and
 /// alignment, and derives the GPT U-Boot writes and the alternate names it announces.
 public enum DevicePlanner {
     public static func plan(_ device: LayoutDevice, geometry: DeviceGeometry) -> Result<DevicePlan, UBootLayoutError> {
         let kind = device.target.kind
         let (first, last) = geometry.usableRange(for: kind)
-        let sorted = device.lines.enumerated().sorted { a, b in
-            let (ra, rb) = (sortRank(a.element), sortRank(b.element))
-            if ra != rb { return ra < rb }
-            let (oa, ob) = (a.element.offset.address ?? 0, b.element.offset.address ?? 0)
-            return oa != ob ? oa < ob : a.offset < b.offset
-        }.map(\.element)
+        let sorted = sortedAsUBoot(device.lines)
         var partitions: [PlannedPartition] = []
         var gptNumber = 1
         var rootfsSeen = false
@@ -180,6 +192,62 @@ public enum DevicePlanner {
             DevicePlan(
                 target: device.target, geometry: geometry, fullUpdate: device.isFullUpdate, writesGPT: writesGPT,
                 partitions: partitions))
+    }
+
+    /// The first byte U-Boot ever lets an MMC partition start at: 34 blocks of 512 bytes hold the
+    /// protective MBR and the primary GPT, and a larger erase group only raises the limit.
+    public static let firstUsableMMCByte: UInt64 = DeviceGeometry.gptBlocks * 512
+
+    /// Every `init_device()` failure on this device that no geometry avoids, in U-Boot's order
+    /// (the device's lines sorted as U-Boot sorts them). Runs on whatever lines parsed, so `check`
+    /// reports them even when other lines have errors.
+    public static func unconditionalProblems(_ device: LayoutDevice) -> [UnconditionalDeviceProblem] {
+        let kind = device.target.kind
+        let sorted = sortedAsUBoot(device.lines)
+        var problems: [UnconditionalDeviceProblem] = []
+        for (index, line) in sorted.enumerated() {
+            let label = "\(line.name) (0x\(hex(line.id)))"
+            if case .binary(let copies) = line.type, copies > 1,
+                !(kind == .nand || kind == .spiNand) || line.id >= 0x10 || !line.name.hasPrefix("fsbl")
+            {
+                problems.append(
+                    .init(
+                        rule: .multipleBinary,
+                        error: UBootLayoutError("\(label): multiple binary \(copies) not supported", line: line.line)))
+            }
+            guard line.type != .rawImage, let address = line.offset.address else { continue }
+            if index + 1 < sorted.count {
+                let next = sorted[index + 1]
+                let nextAddress = next.offset.address ?? 0
+                if address >= nextAddress {
+                    problems.append(
+                        .init(
+                            rule: .sameOffset,
+                            error: UBootLayoutError(
+                                "\(label): same address : 0x\(hex(address)) == \(next.name) (0x\(hex(next.id))): 0x\(hex(nextAddress))",
+                                line: line.line)))
+                }
+            }
+            if kind == .mmc, address < firstUsableMMCByte {
+                problems.append(
+                    .init(
+                        rule: .insideGPT,
+                        error: UBootLayoutError(
+                            "\(label): invalid address 0x\(hex(address)) (min=0x\(hex(firstUsableMMCByte)))",
+                            line: line.line)))
+            }
+        }
+        return problems
+    }
+
+    /// U-Boot's `part_cmp`: boot2, boot1, then by offset (ties keep file order).
+    static func sortedAsUBoot(_ lines: [LayoutLine]) -> [LayoutLine] {
+        lines.enumerated().sorted { a, b in
+            let (ra, rb) = (sortRank(a.element), sortRank(b.element))
+            if ra != rb { return ra < rb }
+            let (oa, ob) = (a.element.offset.address ?? 0, b.element.offset.address ?? 0)
+            return oa != ob ? oa < ob : a.offset < b.offset
+        }.map(\.element)
     }
 
     /// boot2 sorts before boot1, both before the rest (U-Boot compares its negative part ids).

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import TerminalText
 
 /// Settings of one `check` run.
 public struct LayoutCheckOptions: Sendable {
@@ -236,7 +237,7 @@ private struct CheckRun {
             }
             let keyword = String(decoding: fields[0].text, as: UTF8.self)
             if ["PARTITION", "URI", "UUID", "MODULE", "ARCH"].contains(keyword) {
-                message += "; '\(keyword)' is a directive of Linaro's .fld format, which is not a FlashLayout"
+                message += "; '\(shown(keyword))' is a directive of Linaro's .fld format, which is not a FlashLayout"
             }
             report(line, fields.last.map { $0.column } ?? 1, .error, .missingColumns, message)
             validateRow(fields, line: line)
@@ -255,8 +256,8 @@ private struct CheckRun {
 
     mutating func validateRow(_ fields: [(text: [UInt8], column: Int)], line: Int) {
         func reject(_ rejection: UBootField.Rejection, column: Int, code: DiagnosticCode, _ what: String) {
-            var message = what + " (U-Boot: \"\(rejection.ubootMessage(line: line))\")"
-            if rejection.text.contains(" ") {
+            var message = what + " (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")"
+            if rejection.text.contains(" "), !what.contains("the field contains a space") {
                 message += "; the field contains a space, and U-Boot keeps spaces as part of the field"
             }
             report(line, column, .error, code, message)
@@ -272,12 +273,14 @@ private struct CheckRun {
                 if index == 0, let rejection = checks[0](field.text) {
                     let (code, what) = Self.describeOption(rejection)
                     report(
-                        line, field.column, .error, code, what + " (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
+                        line, field.column, .error, code,
+                        what + " (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")")
                 } else if let rejection = checks[index](field.text) {
                     let what = ["option", "Id", "name", "type", "IP"][index]
                     report(
                         line, field.column, .error, codes[index],
-                        "invalid \(what) '\(rejection.text)' (U-Boot: \"\(rejection.ubootMessage(line: line))\")")
+                        "invalid \(what) '\(shown(rejection.text))' (U-Boot: \"\(shown(rejection.ubootMessage(line: line), limit: 160))\")"
+                    )
                 }
             }
             return
@@ -303,12 +306,12 @@ private struct CheckRun {
             if !isHex, text.count > 1, text.hasPrefix("0") {
                 report(
                     line, id.column, .warning, .octalID,
-                    "Id '\(text)' has a leading 0, so U-Boot reads it as octal (\(value) = \(hexByte(value))); write \(hexByte(value)) if that is what you mean"
+                    "Id '\(shown(text))' has a leading 0, so U-Boot reads it as octal (\(value) = \(hexByte(value))); write \(hexByte(value)) if that is what you mean"
                 )
             } else if !isHex, value >= 10 {
                 report(
                     line, id.column, .warning, .decimalID,
-                    "Id '\(text)' is decimal for U-Boot (\(hexByte(value))) but hexadecimal for ST's tools; write it with 0x"
+                    "Id '\(shown(text))' is decimal for U-Boot (\(hexByte(value))) but hexadecimal for ST's tools; write it with 0x"
                 )
             }
         case .failure(let rejection):
@@ -316,8 +319,8 @@ private struct CheckRun {
             let text = rejection.text
             let hint =
                 Int(text.dropFirst(2), radix: 16).map { $0 > 0xF0 } ?? false
-                ? "Id '\(text)' is above 0xF0, the last user partition"
-                : "invalid Id '\(text)': write the phase as 0xNN, at most 0xF0"
+                ? "Id '\(shown(text))' is above 0xF0, the last user partition"
+                : "invalid Id '\(shown(text))': write the phase as 0xNN, at most 0xF0"
             reject(rejection, column: id.column, code: .invalidID, hint)
         }
 
@@ -335,7 +338,7 @@ private struct CheckRun {
             valid = false
             reject(
                 rejection, column: name.column, code: .nameTooLong,
-                "name '\(rejection.text)' is \(name.text.count) bytes; U-Boot and GPT allow \(UBootField.maximumNameLength)"
+                "name '\(shown(rejection.text))' is \(name.text.count) bytes; U-Boot and GPT allow \(UBootField.maximumNameLength)"
             )
         }
 
@@ -355,9 +358,10 @@ private struct CheckRun {
             valid = false
             let known = ["Binary", "FIP", "FWU_MDATA", "ENV", "System", "ESP", "FileSystem", "RawImage"]
             let text = rejection.text
-            var message = "unknown type '\(text)'; U-Boot knows " + known.joined(separator: ", ") + " and Binary(n)"
+            var message =
+                "unknown type '\(shown(text))'; U-Boot knows " + known.joined(separator: ", ") + " and Binary(n)"
             if let match = known.first(where: { $0.lowercased() == text.lowercased() }) {
-                message = "type '\(text)' should be spelled '\(match)' (types are case-sensitive)"
+                message = "type '\(shown(text))' should be spelled '\(match)' (types are case-sensitive)"
             }
             reject(rejection, column: type.column, code: .invalidType, message)
         }
@@ -374,14 +378,14 @@ private struct CheckRun {
         case .failure(let rejection):
             valid = false
             let text = rejection.text
-            var message = "unknown IP '\(text)'; use none, mmcN, norN, nandN, spi-nandN or ram (N one digit)"
+            var message = "unknown IP '\(shown(text))'; use none, mmcN, norN, nandN, spi-nandN or ram (N one digit)"
             if text.lowercased().hasPrefix("sdmmc"), let digit = text.last, digit.isNumber {
                 message =
-                    "IP '\(text)' is the SoC controller's name; U-Boot wants its MMC index: mmc0 is usually the SD card (SDMMC1), mmc1 the eMMC (SDMMC2)"
+                    "IP '\(shown(text))' is the SoC controller's name; U-Boot wants its MMC index: mmc0 is usually the SD card (SDMMC1), mmc1 the eMMC (SDMMC2)"
             } else if text.lowercased() != text,
                 ["none", "mmc", "nor", "nand", "spi-nand", "ram"].contains(where: { text.lowercased().hasPrefix($0) })
             {
-                message = "IP '\(text)' must be lower-case"
+                message = "IP '\(shown(text))' must be lower-case"
             }
             reject(rejection, column: ip.column, code: .invalidIP, message)
         }
@@ -402,7 +406,7 @@ private struct CheckRun {
             let message =
                 text == "none"
                 ? "offset 'none' is not accepted by U-Boot; use 0x0 on '-' and none lines"
-                : "invalid offset '\(text)'; use a number (0x hex or decimal), boot1 or boot2"
+                : "invalid offset '\(shown(text))'; use a number (0x hex or decimal), boot1 or boot2"
             reject(rejection, column: offset.column, code: .invalidOffset, message)
         }
 
@@ -413,12 +417,12 @@ private struct CheckRun {
             if text.hasPrefix(" ") || text.hasSuffix(" ") {
                 report(
                     line, fields[6].column, .warning, .spaceInField,
-                    "the Binary path '\(text)' starts or ends with a space")
+                    "the Binary path '\(shown(text))' starts or ends with a space")
             }
             if isPlaceholder(text) {
                 report(
                     line, fields[6].column, .warning, .templatePlaceholder,
-                    "the Binary '\(text)' looks like an unsubstituted template placeholder")
+                    "the Binary '\(shown(text))' looks like an unsubstituted template placeholder")
             }
         }
         guard valid else { return }
@@ -432,30 +436,30 @@ private struct CheckRun {
     static func describeOption(_ rejection: UBootField.Rejection) -> (DiagnosticCode, String) {
         let text = rejection.text
         if case .missingSelect = rejection.kind {
-            return (.missingSelect, "option '\(text)' lacks 'P'; use '-' to skip the line, or add 'P'")
+            return (.missingSelect, "option '\(shown(text))' lacks 'P'; use '-' to skip the line, or add 'P'")
         }
         if text == "Selected" || text == "1" {
             return (
                 .invalidOption,
-                "invalid option '\(text)': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads"
+                "invalid option '\(shown(text))': this looks like the legacy 2018 8-column layout format, which U-Boot no longer reads"
             )
         }
         if text.hasPrefix(" "), text.contains("#") {
             return (
                 .invalidOption,
-                "invalid option '\(text)': a comment must start with '#' as its first character; the leading space makes it a data line"
+                "invalid option '\(shown(text))': a comment must start with '#' as its first character; the leading space makes it a data line"
             )
         }
         if text.uppercased() != text, text.allSatisfy({ "pedPED".contains($0) }) {
-            return (.invalidOption, "invalid option '\(text)': options are upper-case P, E, D")
+            return (.invalidOption, "invalid option '\(shown(text))': options are upper-case P, E, D")
         }
         if text.contains(" ") {
             return (
                 .invalidOption,
-                "invalid option '\(text)': the field contains a space, and U-Boot keeps spaces as part of the field"
+                "invalid option '\(shown(text))': the field contains a space, and U-Boot keeps spaces as part of the field"
             )
         }
-        return (.invalidOption, "invalid option '\(text)': use '-' or letters from P, E, D including P")
+        return (.invalidOption, "invalid option '\(shown(text))': use '-' or letters from P, E, D including P")
     }
 
     /// A type or IP that an older U-Boot rejects: one warning per file (see `reportVersionNeeds`),
@@ -551,7 +555,7 @@ private struct CheckRun {
             }
             if line.isRequested, line.binary == nil {
                 report(
-                    line.line, column(line, 6), .warning, .selectedWithoutFile,
+                    line.line, column(line, 6), .error, .selectedWithoutFile,
                     "'\(line.optionText)' without E asks U-Boot to program '\(line.name)', but the Binary is none: U-Boot will ask for data this tool cannot send (flash refuses it); use PE to create it empty, or '-'"
                 )
             }
@@ -567,14 +571,65 @@ private struct CheckRun {
                 0, 0, .warning, .missingBootStage,
                 "no FSBL line (Id 0x01, IP none): a board in ROM code DFU cannot be started from this layout")
         }
-        var names: [String: Int] = [:]
+        var names: [String: LayoutLine] = [:]
         for line in lines where line.target.kind != .none {
             if let first = names[line.name] {
-                report(
-                    line.line, column(line, 2), .warning, .duplicateName,
-                    "name '\(line.name)' is also used on line \(first); the partitions get the same GPT label")
+                report(line.line, column(line, 2), .warning, .duplicateName, duplicateNameMessage(line, first: first))
             } else {
-                names[line.name] = line.line
+                names[line.name] = line
+            }
+        }
+        checkUnconditionalDeviceRules()
+    }
+
+    /// Only an MMC device on which every line is `P` gets a GPT written; elsewhere the clash is
+    /// between DFU alternates (and, on MTD, the board's partition names).
+    func duplicateNameMessage(_ line: LayoutLine, first: LayoutLine) -> String {
+        let sameDevice = line.target == first.target
+        let gptWritten =
+            sameDevice && line.target.kind == .mmc
+            && lines.filter { $0.target == line.target }.allSatisfy(\.isSelected)
+        let consequence =
+            gptWritten
+            ? "the partitions get the same GPT label on \(line.target)"
+            : "U-Boot announces two DFU alternates named '\(line.name)'"
+                + (sameDevice ? " on \(line.target)" : " (\(first.target) and \(line.target))")
+                + ", and a tool that picks alternates by name takes the first"
+        return "name '\(line.name)' is also used on line \(first.line); \(consequence)"
+    }
+
+    /// `init_device()` failures that no device geometry avoids, on every device, from the lines
+    /// that parsed (so they show even when other lines have errors).
+    mutating func checkUnconditionalDeviceRules() {
+        var devices: [LayoutDevice] = []
+        for line in lines where line.target.kind != .none {
+            if let index = devices.firstIndex(where: { $0.target == line.target }) {
+                devices[index].lines.append(line)
+            } else {
+                devices.append(LayoutDevice(target: line.target, lines: [line]))
+            }
+        }
+        for device in devices {
+            for problem in DevicePlanner.unconditionalProblems(device) {
+                let line = problem.error.line ?? 0
+                let quoted = "(U-Boot: \"\(problem.error.message)\")"
+                switch problem.rule {
+                case .sameOffset:
+                    report(
+                        line, fieldColumn(line, 5), .error, .sameOffset,
+                        "two partitions of \(device.target) start at the same offset; U-Boot rejects the device whatever its size \(quoted)"
+                    )
+                case .insideGPT:
+                    report(
+                        line, fieldColumn(line, 5), .error, .offsetInGPT,
+                        "offset below 0x\(hex(DevicePlanner.firstUsableMMCByte)), inside the primary GPT of \(device.target) (34 blocks of 512 bytes); U-Boot rejects it whatever the card \(quoted)"
+                    )
+                case .multipleBinary:
+                    report(
+                        line, fieldColumn(line, 3), .error, .multipleBinary,
+                        "Binary(n) with n > 1 writes FSBL copies only on NAND/SPI-NAND fsbl* boot partitions (Id below 0x10), not on \(device.target) \(quoted)"
+                    )
+                }
             }
         }
     }
@@ -592,6 +647,8 @@ private struct CheckRun {
 
     /// `init_device()` needs the board's geometry, which `check` can only assume: its verdicts
     /// are warnings here and errors in `plan`, where the user states the geometry.
+    /// With `--device-size`/`--erase-size` given for the device, the verdict is U-Boot's and an
+    /// error; with the documented defaults it is a warning.
     mutating func checkDevices() -> PartitionPlan? {
         guard !diagnostics.contains(where: { $0.severity == .error }) else { return nil }
         var planOptions = options.plan
@@ -599,10 +656,19 @@ private struct CheckRun {
         switch PartitionPlanner.plan(lines, options: planOptions) {
         case .success(let plan): return plan
         case .failure(let error):
-            report(
-                error.line ?? 0, 0, .warning, .deviceCheck,
-                "with the default device geometry (docs/layout-format.md), U-Boot would reject this device: \"\(error.message)\"; check it with plan --device-size/--erase-size"
-            )
+            let device = lines.first { $0.line == error.line }?.target.description
+            let stated = device.map { planOptions.deviceSizes[$0] != nil || planOptions.eraseSizes[$0] != nil } ?? false
+            if stated {
+                report(
+                    error.line ?? 0, 0, .error, .deviceCheck,
+                    "with the geometry given for \(device ?? "the device"), U-Boot would reject this device: \"\(error.message)\""
+                )
+            } else {
+                report(
+                    error.line ?? 0, 0, .warning, .deviceCheck,
+                    "with the default device geometry (docs/layout-format.md), U-Boot would reject this device: \"\(error.message)\"; give the real one with --device-size/--erase-size"
+                )
+            }
             return nil
         }
     }
@@ -626,12 +692,34 @@ private struct CheckRun {
         let bootChecks = BootFileChecks(lines: lines)
         for line in lines where line.binary != nil && (line.isRequested || (line.isBootStage && line.id <= 3)) {
             guard let binary = line.binary else { continue }
-            guard let resolved = BinaryPath.resolve(binary, layoutDirectory: directory) else {
+            let location = BinaryPath.locate(binary, layoutDirectory: directory, base: options.plan.binaryBase)
+            guard let resolved = location.path else {
                 report(
                     line.line, column(line, 6), .error, .missingFile,
-                    "file '\(binary)' not found (looked for it as given and relative to \(directory.isEmpty ? "." : directory))"
+                    "file '\(shown(binary))' not found (looked for it as given and relative to \(directory.isEmpty ? "." : directory))"
                 )
                 continue
+            }
+            if let (cwd, beside) = location.shadowed {
+                let choice =
+                    options.plan.binaryBase.map {
+                        "--binaries-from \($0.rawValue) picks '\($0 == .cwd ? cwd : beside)'"
+                    }
+                    ?? "this tool uses '\(beside)' (STM32CubeProgrammer's choice) and flash refuses until --binaries-from layout|cwd picks one"
+                report(
+                    line.line, column(line, 6), .warning, .shadowedBinary,
+                    "'\(shown(binary))' exists both relative to the working directory ('\(cwd)') and next to the layout ('\(beside)'), and they are different files; \(choice)"
+                )
+            }
+            if case .failure(let problem) = BinaryFile.inspect(resolved) {
+                report(line.line, column(line, 6), .error, .unusableFile, "\(problem)")
+                continue
+            }
+            if BinaryPath.isOutside(resolved, directory: directory) {
+                report(
+                    line.line, column(line, 6), .note, .binaryOutsideLayout,
+                    "'\(resolved)' is outside the layout's folder tree; copying the layout folder elsewhere will not take it along"
+                )
             }
             for (severity, code, message) in bootChecks.findings(for: line, path: resolved) {
                 report(line.line, column(line, 6), severity, code, message)
@@ -639,8 +727,10 @@ private struct CheckRun {
         }
     }
 
-    func column(_ line: LayoutLine, _ field: Int) -> Int {
-        guard let columns = fieldColumns[line.line], field < columns.count else { return 0 }
+    func column(_ line: LayoutLine, _ field: Int) -> Int { fieldColumn(line.line, field) }
+
+    func fieldColumn(_ line: Int, _ field: Int) -> Int {
+        guard let columns = fieldColumns[line], field < columns.count else { return 0 }
         return columns[field]
     }
 
@@ -666,28 +756,13 @@ extension DefaultStringInterpolation {
     }
 }
 
+/// A field quoted from the file in a message: escaped and, when long, shortened in the middle.
+func shown(_ text: String, limit: Int = 80) -> String { TerminalText.field(text, limit: limit) }
+
 /// `0x0A` style: the way layouts write Ids.
 public func hexByte(_ value: UInt8) -> String {
     let digits = String(value, radix: 16, uppercase: true)
     return "0x" + (digits.count < 2 ? "0" : "") + digits
-}
-
-/// Where a Binary column's file is: as given (absolute, or relative to the working directory),
-/// else relative to the layout's folder, as ST's tools do.
-public enum BinaryPath {
-    public static func resolve(_ binary: String, layoutDirectory: String) -> String? {
-        var candidates = [binary]
-        if !binary.hasPrefix("/") {
-            candidates.append((layoutDirectory.isEmpty ? "." : layoutDirectory) + "/" + binary)
-        }
-        for candidate in candidates {
-            var isDirectory: Bool = false
-            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory {
-                return candidate
-            }
-        }
-        return nil
-    }
 }
 
 /// The folder part of a path (`""` when there is none).

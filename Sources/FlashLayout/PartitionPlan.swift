@@ -54,15 +54,18 @@ public struct PlanOptions: Sendable {
     public var bootPartitionSizes: [String: UInt64]
     /// Folder that relative Binary paths are resolved against (the layout's folder).
     public var layoutDirectory: String
+    /// Which copy of a relative Binary to use when it exists both ways (`--binaries-from`).
+    public var binaryBase: BinaryBase?
 
     public init(
         deviceSizes: [String: UInt64] = [:], eraseSizes: [String: UInt64] = [:],
-        bootPartitionSizes: [String: UInt64] = [:], layoutDirectory: String = ""
+        bootPartitionSizes: [String: UInt64] = [:], layoutDirectory: String = "", binaryBase: BinaryBase? = nil
     ) {
         self.deviceSizes = deviceSizes
         self.eraseSizes = eraseSizes
         self.bootPartitionSizes = bootPartitionSizes
         self.layoutDirectory = layoutDirectory
+        self.binaryBase = binaryBase
     }
 
     /// The geometry `plan` uses for a device: documented defaults, then the user's overrides.
@@ -98,7 +101,8 @@ public enum PartitionPlanner {
         var files: [UInt8: (path: String, size: Int64)] = [:]
         for line in lines {
             guard let binary = line.binary, line.isBootStage || line.isRequested,
-                let path = BinaryPath.resolve(binary, layoutDirectory: options.layoutDirectory),
+                let path = BinaryPath.resolve(
+                    binary, layoutDirectory: options.layoutDirectory, base: options.binaryBase),
                 let size = fileSize(path)
             else { continue }
             files[line.id] = (path, size)

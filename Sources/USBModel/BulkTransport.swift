@@ -48,3 +48,13 @@ public struct FastbootInterface: Sendable, Hashable {
         return nil
     }
 }
+
+/// Device side of bulk endpoints (the virtual fastboot gadget). Hosts call it under the same
+/// serialization as `USBDeviceModel`. A reply's latency is how long the device holds the
+/// transfer (NAKs) before completing it; `.noAnswer` on IN means nothing is queued yet.
+public protocol USBBulkDeviceModel: USBDeviceModel {
+    /// The host wrote `data` on OUT endpoint `endpoint`.
+    func bulkOut(endpoint: UInt8, data: [UInt8]) -> DeviceControlReply
+    /// The host reads at most `maxLength` bytes from IN endpoint `endpoint`.
+    func bulkIn(endpoint: UInt8, maxLength: Int) -> DeviceControlReply
+}

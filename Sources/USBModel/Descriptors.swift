@@ -145,8 +145,9 @@ public struct ConfigurationDescriptor: Sendable, Hashable {
         var body: [UInt8] = []
         for descriptor in extra { body += descriptor }
         for alt in interfaces {
+            let endpoints = UInt8(alt.extra.filter { $0.count >= 2 && $0[1] == DescriptorType.endpoint }.count)
             body += [
-                9, DescriptorType.interface, alt.interfaceNumber, alt.alternateSetting, 0,
+                9, DescriptorType.interface, alt.interfaceNumber, alt.alternateSetting, endpoints,
                 alt.interfaceClass, alt.interfaceSubClass, alt.interfaceProtocol, alt.interfaceStringIndex,
             ]
             for descriptor in alt.extra { body += descriptor }

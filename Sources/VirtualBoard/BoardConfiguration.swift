@@ -57,6 +57,39 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     /// U-Boot's storage keeps a wrong byte every 64 KiB of user partitions (ID ≥ 0x10) while
     /// every DFU request succeeds: only a readback can tell.
     case storesWrongBytes = "stores-wrong-bytes"
+    /// U-Boot without `LEGACY_IMAGE_FORMAT`: a script image on the FlashLayout alternate is
+    /// parsed as a layout and rejected (`Layout: invalid FlashLayout`).
+    case scriptRejected = "script-rejected"
+    /// U-Boot without fastboot: `fastboot usb 0` is an unknown command (the script falls back
+    /// to `stm32prog usb 0`).
+    case noFastboot = "no-fastboot"
+    /// U-Boot's fastboot flashes the other MMC (`getvar:mmcdev` names it).
+    case fastbootOtherMMC = "fastboot-other-mmc"
+
+    /// One line for `flash --list-scenarios`: what the virtual board does wrong.
+    public var summary: String {
+        switch self {
+        case .none: "no fault: the board flashes normally"
+        case .noUBoot: "TF-A detaches after the FIP and nothing enumerates (U-Boot never starts USB)"
+        case .layoutRejected: "U-Boot rejects the FlashLayout with a 'Layout line …' message"
+        case .fipHeaderBad: "TF-A's FIP header check fails on the SSBL phase"
+        case .writeError: "a partition write fails in U-Boot (DFU write error)"
+        case .resetAfterDetach: "the ROM comes back after the DETACH to U-Boot (port reset or brown-out)"
+        case .transientStrings: "string descriptors STALL for the first requests after each enumeration"
+        case .getStatusStall: "one GETSTATUS during a download STALLs"
+        case .vanishMidPartition: "the board disappears in the middle of a partition download"
+        case .serialChanges: "the serial string differs between stages"
+        case .bootInterfaceUnsupported: "a storage TF-A was sent over USB: nothing TF-A-like appears after the FSBL"
+        case .enumerationErrors: "after TF-A's DETACH only failed enumerations happen (kernel error -71 / -110)"
+        case .movesPort: "U-Boot enumerates on a neighbouring port (hub or VM re-mapping), same serial"
+        case .movesPortNewSerial: "as moves-port, and U-Boot announces another serial"
+        case .storesWrongBytes: "U-Boot stores a wrong byte every 64 KiB of user partitions; only a readback tells"
+        case .scriptRejected:
+            "U-Boot without legacy images parses the fastboot hand-off script as a layout and rejects it"
+        case .noFastboot: "U-Boot has no fastboot: the hand-off script falls back to stm32prog (DFU)"
+        case .fastbootOtherMMC: "U-Boot's fastboot flashes the other MMC device (getvar:mmcdev names it)"
+        }
+    }
 }
 
 /// Durations and throughputs of the virtual board, on the injected clock. Reference §C.9 says the
@@ -190,6 +223,8 @@ public struct BoardConfiguration: Sendable {
     public var ubootBufferSize: Int
     /// Link speed of the port.
     public var speed: USBSpeed
+    /// U-Boot's fastboot (the fast path of `flash --transport fastboot`).
+    public var fastboot = FastbootSettings()
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",

@@ -1,4 +1,5 @@
 import DFU
+import UBootScript
 import USBModel
 
 /// One partition alternate of U-Boot's enumeration 2 (reference §C.5).
@@ -64,6 +65,8 @@ final class UBootFirmware: Firmware {
     private var layoutArea = [UInt8](repeating: 0, count: layoutAreaSize)
     private var layoutLength = 0
     private var layoutSession: UBootLayoutSession?
+    /// A legacy script image received instead of a layout (run at the DETACH).
+    private var script: [UInt8]?
     private var otpImage: [UInt8]
     private var pmicImage: [UInt8] = [UInt8](repeating: 0, count: 8)
     /// Open DFU transactions, one per alternate (`dfu_entity.inited`).
@@ -415,8 +418,16 @@ final class UBootFirmware: Firmware {
         switch kind {
         case .flashLayout:
             guard phase == 0x00 else { break }
+            let received = Array(layoutArea.prefix(layoutLength))
+            // `stm32prog_end_phase()` with LEGACY_IMAGE_FORMAT: a legacy image is a script (END).
+            if LegacyScriptImage.isLegacyImage(received), configuration.fault != .scriptRejected {
+                script = received
+                phase = 0xFE
+                board.console("U-Boot script received")
+                return .accepted(latency: latency)
+            }
             board.console("FlashLayout received, size = \(layoutLength)")
-            switch UBootLayoutInterpreter.parse(Array(layoutArea.prefix(layoutLength)), fault: configuration.fault) {
+            switch UBootLayoutInterpreter.parse(received, fault: configuration.fault) {
             case .success(let session): layoutSession = session
             case .failure(let failure): error(failure.message)
             }
@@ -510,6 +521,11 @@ final class UBootFirmware: Firmware {
             board.ubootReenumerates(after: delay) { [unowned board] in
                 UBootFirmware.afterDeviceInit(board: board, result: result)
             }
+            return
+        }
+        if let script, program == nil {
+            board.ubootLeaves(reset: false, message: "Download done")
+            board.runScript(script)
             return
         }
         // END, a rejected layout or an unread error: leave stm32prog without reset; an error read

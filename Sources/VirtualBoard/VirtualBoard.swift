@@ -27,14 +27,22 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     /// Requests a well-behaved host does not send (host rules of §1.2, GetPhase before DETACH).
     public private(set) var protocolViolations: [String] = []
     /// Enumerations so far (the ROM at power-on is 1).
-    public private(set) var enumerationCount = 0
+    public internal(set) var enumerationCount = 0
 
     var current: BoardDevice?
+    /// The fastboot gadget, when U-Boot runs `fastboot usb 0` (then `current` is nil).
+    var gadget: FastbootGadget?
+    /// U-Boot's environment as the hand-off script and fastboot see it.
+    public internal(set) var ubootEnv: [String: String] = [:]
+    /// Fastboot commands received, in order (`getvar:…`, `flash:rootfs`, …).
+    public internal(set) var fastbootCommands: [String] = []
+    /// `mmc partconf`/`mmc bootbus` settings by MMC index, as the last command left them.
+    public internal(set) var mmcBootSettings: [Int: [String: [String]]] = [:]
     /// The FlashLayout an ST TF-A v2.4 left in RAM (U-Boot then skips enumeration 1).
     var ramLayout: [UInt8]?
     /// A DETACH to U-Boot happened and the device has not come back yet (a port reset now is a
     /// protocol violation and makes U-Boot reset the board).
-    private var ubootDetachPending = false
+    var ubootDetachPending = false
     private var getStatusStallDone = false
 
     private struct Scheduled {
@@ -51,6 +59,7 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         port = configuration.port
         storage = BoardStorage(directory: configuration.storageDirectory, devices: configuration.storage)
         current = makeDevice(ROMFirmware(board: self))
+        resetUBootEnvironment()
     }
 
     // MARK: - SimulatedBoard
@@ -64,7 +73,7 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         moved.ports[moved.ports.count - 1] += 1
         return moved
     }
-    public var attachedDevice: (any USBDeviceModel)? { current }
+    public var attachedDevice: (any USBDeviceModel)? { current ?? gadget }
     public var nextTransitionTime: Duration? { scheduled.map(\.time).min() }
 
     /// Which firmware answers now (nil while nothing is enumerated).
@@ -107,8 +116,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     /// The device soft-disconnects after `delay`.
     func disconnect(after delay: Duration) {
         schedule(after: delay) { [unowned self] in
-            guard current != nil else { return nil }
+            guard current != nil || gadget != nil else { return nil }
             current = nil
+            gadget = nil
             return .detach(port: port)
         }
     }
@@ -250,8 +260,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         enumerate(after: configuration.timing.detachToDisconnect + delay, firmware)
     }
 
-    private func powerCycleToROM(after delay: Duration) {
+    func powerCycleToROM(after delay: Duration) {
         scheduled.removeAll()
+        resetUBootEnvironment()
         disconnect(after: configuration.timing.detachToDisconnect)
         enumerate(after: delay) { [unowned self] in ROMFirmware(board: self) }
     }

@@ -188,6 +188,8 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     let board: VirtualBoard
     let device: any USBDeviceModel
     let identity: USBDeviceIdentity
+    /// OUT and IN endpoints claimed for bulk transfers.
+    let bulkEndpoints = Mutex<(out: UInt8, input: UInt8)?>(nil)
 
     init(bus: VirtualUSBBus, board: VirtualBoard, device: any USBDeviceModel, identity: USBDeviceIdentity) {
         self.bus = bus
@@ -270,6 +272,12 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
         let reply = try bus.withDevice(board, device, operation: operation) { model in
             answer(model, setup, data: data)
         }
+        return try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    /// Completes a transfer the model answered: injected failures, a vanished device, then the
+    /// reply's latency on the bus clock (a timeout when it exceeds `timeout`).
+    func finish(_ reply: DeviceControlReply, operation: String, timeout: Duration) async throws -> [UInt8] {
         let (attached, failure) = bus.state(of: board, device)
         if let failure { throw USBTransferError(failure, operation: operation) }
         guard attached else { throw USBTransferError(.noDevice, operation: operation) }
@@ -343,5 +351,40 @@ extension VirtualUSBBus {
             }
         }
         return nil
+    }
+}
+
+/// Bulk transfers on the virtual bus go to a `USBBulkDeviceModel` (the fastboot gadget).
+extension VirtualControlTransport: USBBulkTransport {
+    func claimBulk(interface: UInt8, outEndpoint: UInt8, inEndpoint: UInt8) async throws {
+        guard device is any USBBulkDeviceModel else {
+            throw USBTransferError(.notFound, operation: "claim interface \(interface)", detail: "no bulk endpoints")
+        }
+        bulkEndpoints.withLock { $0 = (outEndpoint, inEndpoint) }
+    }
+
+    func bulkOut(_ data: [UInt8], timeout: Duration) async throws {
+        let endpoint = try endpoints().out
+        let operation = "bulk OUT 0x\(String(endpoint, radix: 16))"
+        let reply = try bus.withDevice(board, device, operation: operation) { model in
+            (model as? any USBBulkDeviceModel)?.bulkOut(endpoint: endpoint, data: data) ?? .stall
+        }
+        _ = try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    func bulkIn(maxLength: Int, timeout: Duration) async throws -> [UInt8] {
+        let endpoint = try endpoints().input
+        let operation = "bulk IN 0x\(String(endpoint, radix: 16))"
+        let reply = try bus.withDevice(board, device, operation: operation) { model in
+            (model as? any USBBulkDeviceModel)?.bulkIn(endpoint: endpoint, maxLength: maxLength) ?? .stall
+        }
+        return try await finish(reply, operation: operation, timeout: timeout)
+    }
+
+    private func endpoints() throws -> (out: UInt8, input: UInt8) {
+        guard let endpoints = bulkEndpoints.withLock({ $0 }) else {
+            throw USBTransferError(.other, operation: "bulk transfer", detail: "no interface claimed")
+        }
+        return endpoints
     }
 }

@@ -63,7 +63,7 @@ struct BigImageCommandTests {
         #expect(partitions.first { $0["id"] as? Int == 0x09 }?["send"] is NSNull)
         let table = try tool.run(["plan", layout])
         #expect(table.standardOutput.contains("Sends"))
-        #expect(table.standardOutput.contains("map rootfs.ext4.bmap"))
+        #expect(table.standardOutput.contains("rootfs.ext4.bmap"))
 
         let none = try tool.run(["plan", "--json", "--bmap", "none", layout])
         let noneDevices = try #require(try json(none.standardOutput)["devices"] as? [[String: Any]])

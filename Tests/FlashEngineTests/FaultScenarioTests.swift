@@ -24,6 +24,10 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.movesPortNewSerial, "other-port"),
     // Every request succeeds: only readback verification (flash --verify) can catch it.
     (.storesWrongBytes, nil),
+    // Faults of the fast path only: the DFU transport never sends a script.
+    (.scriptRejected, nil),
+    (.noFastboot, nil),
+    (.fastbootOtherMMC, nil),
 ]
 
 @Suite("virtual-board faults end in their own diagnosis")

@@ -129,7 +129,7 @@ let ruleCases: [RuleCase] = [
         code: .spaceInField, severity: .warning, text: fsblLine + "P\t0x04\tmy fsbl\tBinary\tmmc0\t0x4400\tf\n",
         line: 2, column: 8, says: "contains a space"),
     RuleCase(
-        code: .selectedWithoutFile, severity: .warning,
+        code: .selectedWithoutFile, severity: .error,
         text: fsblLine + "P\t0x10\tbootfs\tSystem\tmmc0\t0x4400\tnone\n", line: 2, column: 34,
         says: "use PE to create it empty"),
     RuleCase(
@@ -147,8 +147,19 @@ let ruleCases: [RuleCase] = [
         code: .binaryCount, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary(0)\tnand0\t0x0\tf\n", line: 2,
         column: 14, says: "asks for 0 copies"),
     RuleCase(
-        code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x200\tf\n", line: 2,
-        column: 0, says: "invalid address 0x200 (min=0x4400)"),
+        code: .offsetInGPT, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc0\t0x200\tf\n", line: 2,
+        column: 26, says: "invalid address 0x200 (min=0x4400)"),
+    RuleCase(
+        code: .sameOffset, severity: .error,
+        text: fsblLine + goodRow + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x4400\tf\n", line: 2, column: 26,
+        says: "fsbl1 (0x4): same address : 0x4400 == fsbl2 (0x5): 0x4400"),
+    RuleCase(
+        code: .multipleBinary, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary(2)\tmmc1\t0x80000\tf\n",
+        line: 2, column: 14, says: "fsbl1 (0x4): multiple binary 2 not supported"),
+    RuleCase(
+        code: .deviceCheck, severity: .error, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc1\t0x4400\tf\n", line: 2,
+        column: 0, says: "invalid address 0x4400 (min=0x80000)",
+        options: LayoutCheckOptions(layoutOnly: true, plan: PlanOptions(eraseSizes: ["mmc1": 512 << 10]))),
     RuleCase(
         code: .deviceCheck, severity: .warning, text: fsblLine + "P\t0x04\tfsbl1\tBinary\tmmc1\t0x4400\tf\n", line: 2,
         column: 0, says: "invalid address 0x4400 (min=0x80000)"),
@@ -174,7 +185,8 @@ struct LayoutCheckerRuleTests {
     func everyCodeHasACase() {
         let covered = Set(ruleCases.map(\.code)).union([
             .unreadable, .fileTooLarge, .invalidUTF8, .notALayout, .tooManyLines, .layoutTooLarge, .missingFile,
-            .fileLargerThanPartition, .badBootImage, .badFIP, .bootImageInfo,
+            .fileLargerThanPartition, .badBootImage, .badFIP, .bootImageInfo, .unusableFile, .shadowedBinary,
+            .binaryOutsideLayout,
             // Binaries read through ImageSources: CLITests/BigImageCommandTests.
             .badBlockMap, .badCompressedImage, .imageInfo,
         ])
@@ -221,6 +233,49 @@ struct LayoutCheckerRuleTests {
             result.diagnostics.contains {
                 $0.code == "device-check" && $0.message.contains("not aligned address : 0x84400 on erase size 0x80000")
             })
+    }
+
+    @Test("the same-offset error shows even when another line has a parse error")
+    func sameOffsetBesideParseErrors() {
+        let text =
+            fsblLine + goodRow + "P\t0x05\tfsbl2\tBinary\tmmc0\t0x4400\tf\n"
+            + "X\t0x06\tssbl\tBinary\tmmc0\t0x84400\tf\n"
+        let result = LayoutChecker.check(bytes: Array(text.utf8), path: "t.tsv", options: .init(layoutOnly: true))
+        #expect(result.diagnostics.contains { $0.code == "invalid-option" && $0.line == 4 })
+        #expect(result.diagnostics.contains { $0.code == "same-offset" && $0.severity == .error && $0.line == 2 })
+    }
+
+    @Test("Binary(n) on NAND FSBL partitions stays allowed; geometry warnings become errors only with stated geometry")
+    func geometryDependence() {
+        let nand = fsblLine + "P\t0x04\tfsbl1\tBinary(2)\tnand0\t0x0\tf\n"
+        #expect(
+            !LayoutChecker.check(bytes: Array(nand.utf8), path: "t.tsv", options: .init(layoutOnly: true)).hasErrors)
+        let unaligned = fsblLine + "P\t0x04\tfsbl1\tBinary\tnor0\t0x1000\tf\n"
+        let assumed = LayoutChecker.check(bytes: Array(unaligned.utf8), path: "t.tsv", options: .init(layoutOnly: true))
+        #expect(assumed.diagnostics.first { $0.code == "device-check" }?.severity == .warning)
+        let stated = LayoutChecker.check(
+            bytes: Array(unaligned.utf8), path: "t.tsv",
+            options: .init(layoutOnly: true, plan: PlanOptions(deviceSizes: ["nor0": 64 << 20])))
+        #expect(stated.diagnostics.first { $0.code == "device-check" }?.severity == .error)
+    }
+
+    @Test("a duplicate name talks of GPT labels only where U-Boot writes a GPT")
+    func duplicateNameWording() {
+        let nor = fsblLine + "P\t0x04\tfsbl1\tBinary\tnor0\t0x0\tf\n" + "P\t0x05\tfsbl1\tBinary\tnor0\t0x40000\tf\n"
+        let onNOR = LayoutChecker.check(bytes: Array(nor.utf8), path: "t.tsv", options: .init(layoutOnly: true))
+        let message = onNOR.diagnostics.first { $0.code == "duplicate-name" }?.message ?? ""
+        #expect(message.contains("DFU alternates") && !message.contains("GPT"), "\(message)")
+        let mmc = fsblLine + goodRow + "P\t0x05\tfsbl1\tBinary\tmmc0\t0x44400\tf\n"
+        let onMMC = LayoutChecker.check(bytes: Array(mmc.utf8), path: "t.tsv", options: .init(layoutOnly: true))
+        #expect(onMMC.diagnostics.first { $0.code == "duplicate-name" }?.message.contains("GPT label") == true)
+    }
+
+    @Test("an invalid option with a space explains the space once")
+    func spaceClauseOnce() {
+        let text = fsblLine + "PE \t0x04\tfsbl1\tBinary\tmmc0\t0x4400\tf\n"
+        let result = LayoutChecker.check(bytes: Array(text.utf8), path: "t.tsv", options: .init(layoutOnly: true))
+        let message = result.diagnostics.first { $0.code == "invalid-option" }?.message ?? ""
+        #expect(message.components(separatedBy: "the field contains a space").count == 2, "\(message)")
     }
 
     @Test("all problems of a file are reported in one run")

@@ -1,9 +1,11 @@
 import DFU
+import Fastboot
 import FlashLayout
 import Foundation
 import TestSupport
 import Testing
 import Timekeeping
+import UBootScript
 import USBModel
 import VirtualBoard
 import VirtualBoardTestSupport
@@ -54,6 +56,28 @@ extension VirtualBoardBench {
         guard phase.needsDetach else { return nil }
         try await uboot.detach()
         return try await next()
+    }
+
+    /// Sends `script` as a legacy script image in enumeration 1, DETACH, and opens whatever
+    /// enumerates next on the port (the fastboot gadget, or stm32prog again).
+    func sendScript(_ script: String, to uboot: DFUDevice) async throws -> (any USBControlTransport)? {
+        _ = try await uboot.download(MemoryByteSource(LegacyScriptImage(script: script).bytes), phase: 0x00)
+        #expect(try await uboot.getPhase().phase == 0xFE)
+        try await uboot.detach()
+        let deadline = clock.now + .seconds(60)
+        while let event = try await bus.nextEvent(until: deadline) {
+            if event.action == .add, event.device.port == board.port { return try await bus.open(port: board.port) }
+        }
+        return nil
+    }
+
+    /// A fastboot client on an opened gadget (interface claimed from its descriptors).
+    func fastboot(_ transport: any USBControlTransport) async throws -> FastbootClient {
+        let interface = try #require(FastbootInterface.find(in: try await transport.configurationDescriptor()))
+        let bulk = try #require(transport as? any USBBulkTransport)
+        try await bulk.claimBulk(
+            interface: interface.interface, outEndpoint: interface.outEndpoint, inEndpoint: interface.inEndpoint)
+        return FastbootClient(transport: bulk)
     }
 
     /// The GetPhase loop of enumeration 2: send what the board asks for until END or an error.

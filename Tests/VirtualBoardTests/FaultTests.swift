@@ -1,7 +1,9 @@
 import DFU
+import Fastboot
 import FlashLayout
 import Testing
 import Timekeeping
+import UBootScript
 import USBModel
 import VirtualBoard
 import VirtualBoardTestSupport
@@ -139,6 +141,29 @@ struct FaultTests {
             #expect(
                 uboot.identity.serial == (fault == .movesPort ? "0029002A4C4250110038344D" : "55AA00000000000000000001")
             )
+
+        case .scriptRejected:
+            // U-Boot without LEGACY_IMAGE_FORMAT parses the script image as a layout.
+            let uboot = try #require(try await rig.bootToUBoot())
+            _ = try await uboot.download(
+                MemoryByteSource(LegacyScriptImage(script: "fastboot usb 0").bytes), phase: 0x00)
+            let reply = try await uboot.getPhase()
+            #expect(reply.phase == 0xFF)
+            #expect(!rig.board.consoleLog.contains("U-Boot script received"))
+
+        case .noFastboot:
+            // The script's `|| stm32prog usb 0` brings enumeration 1 back.
+            let uboot = try #require(try await rig.bootToUBoot())
+            let next = try #require(try await rig.sendScript("fastboot usb 0 || stm32prog usb 0", to: uboot))
+            #expect(next.identity.productID == 0xDF11)
+            #expect(rig.board.consoleLog.contains("Unknown command 'fastboot' - try 'help'"))
+            #expect(try await rig.open().getPhase().phase == 0x00)
+
+        case .fastbootOtherMMC:
+            let uboot = try #require(try await rig.bootToUBoot())
+            let gadget = try #require(try await rig.sendScript("fastboot usb 0", to: uboot))
+            #expect(gadget.identity.productID == 0x0AFB)
+            #expect(try await rig.fastboot(gadget).getvar("mmcdev") == "0")
 
         case .enumerationErrors:
             #expect(try await rig.bootToUBoot() == nil)
