@@ -259,28 +259,38 @@ public final class Flasher: Sendable {
             let total = source.count
             flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
             recorder.add(.sendStarted, stage: stage, detail: "\(phaseHex(id)) \(name) \(total) bytes")
-            let step = max(total / 100, 64 * 1024)
+            let report = try await transferring(id, total: total) { progress in
+                try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave, progress: progress)
+            }
+            finished(
+                PhaseResult(
+                    phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                    controlTransfers: report.controlTransfers),
+                detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
+        }
+
+        /// Runs a transfer with a progress event every 1 % (at least 64 KiB). A DFU error is explained
+        /// by the board's own message when it has one; an image error is the image's.
+        mutating func transferring<Report>(
+            _ id: UInt8, total: Int64, _ body: (@escaping @Sendable (Int64) -> Void) async throws -> Report
+        ) async throws -> Report {
             let emit = flasher.emit
-            let lastReported = ProgressGate(step: step)
-            let report: DownloadReport
+            let gate = ProgressGate(step: max(total / 100, 64 * 1024))
             do {
-                report = try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave) { sent in
-                    if lastReported.shouldReport(sent, total: total) {
-                        emit(.progress(phase: id, sent: sent, total: total))
-                    }
+                return try await body { sent in
+                    if gate.shouldReport(sent, total: total) { emit(.progress(phase: id, sent: sent, total: total)) }
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
             } catch let error as ImageSourceError {
                 throw failure(.badImage(error))
             }
-            let result = PhaseResult(
-                phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
-                controlTransfers: report.controlTransfers)
+        }
+
+        /// A phase was sent: keep its result, note it, tell the user.
+        mutating func finished(_ result: PhaseResult, detail: String) {
             results.append(result)
-            recorder.add(
-                .sendDone, stage: stage,
-                detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
+            recorder.add(.sendDone, stage: result.stage, detail: detail)
             flasher.emit(.phaseFinished(result))
         }
 
@@ -295,21 +305,10 @@ public final class Flasher: Sendable {
                 .sendStarted, stage: stage,
                 detail:
                     "\(phaseHex(id)) \(name) \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))")
-            let emit = flasher.emit
-            let lastReported = ProgressGate(step: max(total / 100, 64 * 1024))
-            let report: RangeSendReport
-            do {
-                report = try await ImageSending.sendRanges(
-                    device: device, phase: id, image: image, reader: reader, clock: bus.clock
-                ) { sent in
-                    if lastReported.shouldReport(sent, total: total) {
-                        emit(.progress(phase: id, sent: sent, total: total))
-                    }
-                }
-            } catch let error as DFUError {
-                throw failure(await explainSendFailure(error))
-            } catch let error as ImageSourceError {
-                throw failure(.badImage(error))
+            let clock = bus.clock
+            let report = try await transferring(id, total: total) { progress in
+                try await ImageSending.sendRanges(
+                    device: device, phase: id, image: image, reader: reader, clock: clock, progress: progress)
             }
             if let from = report.contiguousFrom {
                 recorder.add(
@@ -318,16 +317,13 @@ public final class Flasher: Sendable {
                         "\(phaseHex(id)) \(name): \(report.beyondAddressLimit) ranges lie beyond the 4 GiB the command offset can address; sent as one contiguous run from offset \(from), holes included"
                 )
             }
-            let result = PhaseResult(
-                phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
-                controlTransfers: report.controlTransfers)
-            results.append(result)
-            recorder.add(
-                .sendDone, stage: stage,
+            finished(
+                PhaseResult(
+                    phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                    controlTransfers: report.controlTransfers),
                 detail:
                     "\(phaseHex(id)) \(report.bytes) bytes in \(report.segments) ranges in \(milliseconds(report.duration)) ms"
             )
-            flasher.emit(.phaseFinished(result))
         }
 
         /// A failed download: ask the board why (GetPhase 0xFF carries U-Boot's or TF-A's first

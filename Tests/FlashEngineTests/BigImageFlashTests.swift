@@ -52,27 +52,17 @@ final class BigImageRig: @unchecked Sendable {
         try handle.close()
     }
 
-    /// Where rootfs lives on the board's mmc0 (the board's own geometry decides).
-    func rootfsOffset() throws -> UInt64 {
+    /// Where partition `id` lives on the board's mmc0 (the board's own geometry decides).
+    func offset(of id: UInt8) throws -> UInt64 {
         let device = try #require(plan.devices.first { $0.target.description == "mmc0" })
         let boardPlan = try DevicePlanner.plan(
             LayoutDevice(target: device.target, lines: device.partitions.map(\.line)),
             geometry: DeviceGeometry(size: 64 << 20, eraseSize: 512, bootPartitionSize: nil)
         ).get()
-        return try #require(boardPlan.partitions.first { $0.line.id == 0x11 }).offset
+        return try #require(boardPlan.partitions.first { $0.line.id == id }).offset
     }
 
-    func userfs() throws -> (offset: UInt64, file: String) {
-        let device = try #require(plan.devices.first { $0.target.description == "mmc0" })
-        let boardPlan = try DevicePlanner.plan(
-            LayoutDevice(target: device.target, lines: device.partitions.map(\.line)),
-            geometry: DeviceGeometry(size: 64 << 20, eraseSize: 512, bootPartitionSize: nil)
-        ).get()
-        return (
-            try #require(boardPlan.partitions.first { $0.line.id == 0x12 }).offset,
-            try #require(plan.files[0x12]).path
-        )
-    }
+    func rootfsOffset() throws -> UInt64 { try offset(of: 0x11) }
 
     func run(options: ImageOptions = .init()) async throws(FlashFailure) -> FlashSummary {
         var request = FlashRequest(plan: plan, layoutPath: layoutPath)
@@ -122,9 +112,9 @@ struct BigImageFlashTests {
         #expect(untouched.allSatisfy { $0.0 == BigImageRig.marker }, "an unmapped byte was written")
 
         // The partition after it starts at offset 0 again (U-Boot keeps the stored offset).
-        let (userfsOffset, userfsFile) = try rig.userfs()
-        let expected = Array(try Data(contentsOf: URL(fileURLWithPath: userfsFile)))
-        #expect(try rig.storage(offset: userfsOffset, length: expected.count) == expected)
+        let userfs = try #require(rig.plan.files[0x12]).path
+        let expected = Array(try Data(contentsOf: URL(fileURLWithPath: userfs)))
+        #expect(try rig.storage(offset: try rig.offset(of: 0x12), length: expected.count) == expected)
     }
 
     @Test("gzip, xz and zstd rootfs images flash byte-exact", arguments: ["gzip", "xz", "zstd"])
