@@ -57,6 +57,10 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
+        .target(
             name: "FlashEngine",
             dependencies: [
                 "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
@@ -70,7 +74,13 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "Diagnostics", dependencies: ["FlashEngine", "ImageSources", "USBModel", systemPackage],
+            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            swiftSettings: strictSwift),
+        .target(
+            name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
+        .target(
+            name: "Diagnostics",
+            dependencies: ["FlashEngine", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel", systemPackage],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -99,14 +109,16 @@ let package = Package(
             name: "FlashCLI",
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "ImageSources", "Decompression",
-                "VirtualBoard", "Diagnostics", "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords",
-                "TerminalText", argumentParser, logging, systemPackage,
+                "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug",
+                "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser, logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-board-emulator",
-            dependencies: ["CUMockdev", "VirtualBoard", "USBModel", "Timekeeping", argumentParser],
+            dependencies: [
+                "CUMockdev", "VirtualBoard", "VirtualMCU", "DfuSe", "USBModel", "Timekeeping", argumentParser,
+            ],
             swiftSettings: strictSwift),
         .executableTarget(
             name: "stm32mp-flash-bench",
@@ -157,6 +169,13 @@ let package = Package(
             swiftSettings: strictSwift),
         .testTarget(
             name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "MCUTests",
+            dependencies: [
+                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "Timekeeping", "TestSupport",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "StationRecordsTests", dependencies: ["StationRecords", "TestSupport"], swiftSettings: strictSwift),

@@ -337,7 +337,8 @@ public final class DFUDevice: Sendable {
     }
 
     /// Rule 1: select the alternate before each transfer.
-    private func select(_ alt: DFUAlternate, _ operation: String) async throws {
+    /// SET_INTERFACE to `alt`, counted (also used by the DfuSe client).
+    public func select(_ alt: DFUAlternate, _ operation: String) async throws {
         try await counted("\(operation): SET_INTERFACE \(alt.alternateSetting)") {
             try await transport.setAlternate(interface: alt.interface, alternate: alt.alternateSetting)
         }
@@ -429,7 +430,9 @@ public final class DFUDevice: Sendable {
             request: request, value: value, interface: alt.interface, length: length, timeout: timeout, operation)
     }
 
-    private func controlIn(
+    /// One class request with an IN data stage, counted; transfer errors become `DFUError`
+    /// (also used by the DfuSe client for its block-addressed UPLOADs).
+    public func controlIn(
         request: UInt8, value: UInt16, interface: UInt8, length: UInt16, timeout: Duration, _ operation: String
     ) async throws -> [UInt8] {
         let setup = SetupPacket(
@@ -438,7 +441,8 @@ public final class DFUDevice: Sendable {
         return try await counted(operation) { try await transport.controlIn(setup, timeout: timeout) }
     }
 
-    private func controlOut(
+    /// One class request with an OUT data stage, counted; transfer errors become `DFUError`.
+    public func controlOut(
         request: UInt8, value: UInt16, interface: UInt8, data: [UInt8], timeout: Duration, _ operation: String
     ) async throws {
         let setup = SetupPacket(

@@ -62,6 +62,16 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case protocolError = "protocol-error"
     /// The user stopped the run.
     case cancelled = "cancelled"
+    /// MCU: the DFU device is an application's DFU class (CubeMX template), not ST's bootloader.
+    case mcuAppDFU = "mcu-app-dfu"
+    /// MCU: RDP level 1 refuses reads, writes and erases (errVENDOR).
+    case mcuReadProtected = "mcu-read-protected"
+    /// MCU: write-protected sectors kept their old content without an error.
+    case mcuWriteProtected = "mcu-write-protected"
+    /// MCU: the bootloader mis-measured the HSE and USB runs on a wrong clock.
+    case mcuUSBClock = "mcu-usb-clock"
+    /// MCU: the readback differs from what was written.
+    case mcuVerifyMismatch = "mcu-verify-mismatch"
     /// A mapped range of a Binary does not match its block map's checksum.
     case bmapChecksum = "bmap-checksum"
     /// A compressed Binary is corrupt, truncated or not of its format.
@@ -108,6 +118,15 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .incomplete: "The board ended the session without asking for every selected partition."
         case .protocolError: "The board's answers broke the STM32MP DFU protocol."
         case .cancelled: "The run was cancelled."
+        case .mcuAppDFU:
+            "This DFU device is your application's DFU class, not ST's system bootloader: it accepts writes without storing them."
+        case .mcuReadProtected:
+            "The MCU is read-protected (RDP level 1): the bootloader refuses reads, writes and erases."
+        case .mcuWriteProtected:
+            "Part of the flash is write-protected: those sectors kept their old content, without an error."
+        case .mcuUSBClock:
+            "The MCU bootloader runs USB on a mis-measured HSE clock: transfers and strings fail now and then."
+        case .mcuVerifyMismatch: "The MCU's flash does not read back what was written."
         case .bmapChecksum: "A range of a Binary does not match its block map's checksum; it was not sent."
         case .badCompressedImage: "A compressed Binary is corrupt or truncated; its partition was not finished."
         case .badBlockMap: "A block map (.bmap) is malformed or does not describe its image."

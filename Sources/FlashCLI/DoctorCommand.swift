@@ -1,6 +1,7 @@
 import ArgumentParser
 import Diagnostics
 import FoundationEssentials
+import TerminalText
 
 /// `stm32mp-flash doctor`: checks what flashing needs on this host and says how to fix it.
 struct DoctorCommand: AsyncParsableCommand {
@@ -30,7 +31,8 @@ struct DoctorCommand: AsyncParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(Report(checks: checks, environment: environment)), as: UTF8.self))
         } else {
-            print(Doctor.render(checks), terminator: "")
+            // Board strings and file contents appear in the checklist: escaped, never raw.
+            print(TerminalText.escaped(Doctor.render(checks), keepNewlines: true), terminator: "")
         }
         let status = Doctor.exitCode(checks)
         if status != 0 { throw ExitCode(status) }

@@ -89,6 +89,9 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Log every observation (USB events, GetPhase answers, DETACHes) to stderr.")
     var verbose = false
 
+    @Flag(name: .shortAndLong, help: "No progress or step lines; only warnings, errors and the diagnosis.")
+    var quiet = false
+
     func validate() throws {
         if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
@@ -115,7 +118,49 @@ struct FlashCommand: AsyncParsableCommand {
             }
             return
         }
-        let output = FlashOutput(mode: json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
+        // Human output goes to stderr, so its mode follows stderr; JSON Lines go to stdout.
+        let clock: any FlashClock = simulate && !realtime ? SimulatedClock() : SystemClock()
+        let output = FlashOutput(
+            mode: json ? .json : Terminal.isInteractive(2) ? .interactive : .plain, quiet: quiet, clock: clock)
+        do {
+            try await flash(output: output, clock: clock)
+        } catch {
+            // docs/json.md: every run ends with exactly one `done` or `failed` line, also when it
+            // stops before the board (a layout with errors, a usage error found after parsing).
+            if json, !output.hasFinished { Self.reportPreflight(error, output: output, start: startFields(soc: nil)) }
+            // Its messages are on stderr already.
+            if error is FlashPreflightError { throw ExitCode.failure }
+            throw error
+        }
+    }
+
+    /// The `start` event's fields; `soc` is null until known (always in USB mode).
+    func startFields(soc: String?) -> [String: JSONValue] {
+        [
+            "layout": .string(layout), "mode": .string(simulate ? "simulate" : "usb"),
+            "soc": soc.map { .string($0) } ?? .null, "scenario": simulate ? .string(scenario) : .null,
+        ]
+    }
+
+    /// `start` (when not written yet) and `failed` for a run that ended before the flasher ran.
+    static func reportPreflight(_ error: any Error, output: FlashOutput, start: [String: JSONValue]) {
+        if !output.hasStarted { output.json("start", start) }
+        let (code, cause): (String, String) =
+            switch error {
+            case is ValidationError: ("usage", "the command line is not valid for this layout")
+            case let preflight as FlashPreflightError: (preflight.code, preflight.cause)
+            default: ("host-error", "the host could not prepare or record the run (see stderr)")
+            }
+        output.json(
+            "failed",
+            [
+                "code": .string(code), "cause": .string(cause), "error": .string("\(error)"), "stage": .null,
+                "phase": .null,
+            ])
+    }
+
+    /// The whole run once the arguments are valid.
+    func flash(output: FlashOutput, clock: any FlashClock) async throws {
         let plan = try prepare(output)
         let selection: BoardSelection =
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
@@ -137,25 +182,20 @@ struct FlashCommand: AsyncParsableCommand {
             let virtual = VirtualBoard(configuration: configuration)
             virtual.recordsTrace = false
             board = virtual
-            bus = VirtualUSBBus(clock: realtime ? SystemClock() as any FlashClock : SimulatedClock(), boards: [virtual])
+            bus = VirtualUSBBus(clock: clock, boards: [virtual])
             if json {
-                output.json(
-                    "start",
-                    [
-                        "layout": .string(layout), "mode": .string("simulate"),
-                        "soc": .string(configuration.soc.rawValue), "scenario": .string(scenario),
-                    ])
+                output.json("start", startFields(soc: configuration.soc.rawValue))
             } else {
                 output.line(
-                    "Flashing \(layout) on the virtual \(configuration.soc.rawValue.uppercased()) board"
+                    "Flashing \(TerminalText.field(layout)) on the virtual \(configuration.soc.rawValue.uppercased()) board"
                         + (scenario == "none" ? "" : " (scenario: \(scenario))") + (realtime ? "" : ", simulated time"))
             }
         } else {
             bus = try SystemBus.make()
             if json {
-                output.json("start", ["layout": .string(layout), "mode": .string("usb")])
+                output.json("start", startFields(soc: nil))
             } else {
-                output.line("Flashing \(layout) over USB")
+                output.line("Flashing \(TerminalText.field(layout)) over USB")
             }
         }
 
@@ -193,20 +233,7 @@ struct FlashCommand: AsyncParsableCommand {
                 try await finishRecording(recording, .failed, diagnosis)
             }
             if json {
-                output.json(
-                    "diagnosis",
-                    [
-                        "code": .string(diagnosis.code.rawValue), "cause": .string(diagnosis.cause),
-                        "evidence": .array(diagnosis.evidence.map { .string($0) }),
-                        "nextSteps": .array(diagnosis.nextSteps.map { .string($0) }),
-                        "alternatives": .array(
-                            diagnosis.alternatives.map {
-                                .object([
-                                    "code": .string($0.code.rawValue), "cause": .string($0.cause),
-                                    "howToTell": .string($0.howToTell),
-                                ])
-                            }),
-                    ])
+                output.json("diagnosis", diagnosis.jsonFields)
                 output.json(
                     "failed",
                     [
@@ -216,9 +243,9 @@ struct FlashCommand: AsyncParsableCommand {
                         "phase": error.phase.map { .string(phaseHex($0)) } ?? .null,
                     ])
             } else {
-                output.line("")
-                output.line(output.style(.red, "error: ") + error.description)
-                output.line(diagnosis.text)
+                output.important("")
+                output.important(output.style(.red, "error: ") + TerminalText.escaped(error.description))
+                output.important(TerminalText.escaped(diagnosis.text, keepNewlines: true))
             }
             throw ExitCode.failure
         }
@@ -271,10 +298,15 @@ struct FlashCommand: AsyncParsableCommand {
             $0.severity == .error || ($0.code == DiagnosticCode.shadowedBinary.rawValue && geometry.binaryBase == nil)
         }
         if !blocking.isEmpty {
+            if json, !output.hasStarted { output.json("start", startFields(soc: nil)) }
             for diagnostic in blocking {
                 var shown = diagnostic
                 shown.severity = .error
-                Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
+                if json {
+                    output.json("diagnostic", Self.diagnosticFields(shown))
+                } else {
+                    Terminal.error(DiagnosticPrinter.render(shown, path: layout, color: Terminal.useColor(2)))
+                }
             }
             let shown = TerminalText.escaped(layout)
             if check.diagnostics.contains(where: { $0.code == DiagnosticCode.shadowedBinary.rawValue }),
@@ -285,16 +317,29 @@ struct FlashCommand: AsyncParsableCommand {
                 )
             }
             Terminal.error("\(shown): not flashing a layout with errors (stm32mp-flash check \(shown))")
-            throw ExitCode.failure
+            throw FlashPreflightError(
+                code: "invalid-layout", cause: "the layout has errors; nothing was sent",
+                message: "\(blocking.count) error(s) in \(layout) (stm32mp-flash check \(layout))")
         }
         switch PartitionPlanner.plan(check.lines, options: options) {
         case .success(let plan): return plan
         case .failure(let error):
-            Terminal.error(
+            let message =
                 "\(layout)\(error.line.map { ":\($0)" } ?? ""): error: U-Boot would reject this device: \(error.message) [device-check]"
-            )
-            throw ExitCode.failure
+            Terminal.error(TerminalText.escaped(message))
+            throw FlashPreflightError(
+                code: "invalid-layout", cause: "U-Boot would reject a device of this layout; nothing was sent",
+                message: message)
         }
+    }
+
+    /// A `check --json` diagnostic as the fields of a `diagnostic` event.
+    static func diagnosticFields(_ diagnostic: LayoutDiagnostic) -> [String: JSONValue] {
+        [
+            "line": .number(Double(diagnostic.line)), "column": .number(Double(diagnostic.column)),
+            "severity": .string(diagnostic.severity.rawValue), "code": .string(diagnostic.code),
+            "message": .string(diagnostic.message),
+        ]
     }
 
     /// The virtual board for this layout: its chip, and one storage device per layout device.
@@ -373,6 +418,15 @@ struct FlashCommand: AsyncParsableCommand {
         }
         if !images.isEmpty { output.line("Virtual board storage: " + images.joined(separator: " ")) }
     }
+}
+
+/// A run that stops before the board: the layout has errors or U-Boot would reject a device.
+/// `code` is the `failed` event's code (docs/json.md, "Before the board").
+struct FlashPreflightError: Error, CustomStringConvertible {
+    var code: String
+    var cause: String
+    var message: String
+    var description: String { message }
 }
 
 /// The real USB bus (libusb + libudev); see SystemUSBBus.

@@ -4,6 +4,7 @@ import FlashLayout
 import FoundationEssentials
 import Glibc
 import Synchronization
+import TerminalText
 import Timekeeping
 import USBModel
 
@@ -15,6 +16,33 @@ enum FlashOutputMode {
     case plain
     /// JSON Lines on stdout (docs/json.md).
     case json
+}
+
+/// When a plain log (stderr not a terminal) gets a progress line during a long phase: every
+/// `step` percent of the phase or after `interval` of silence, whichever comes first, so a CI log
+/// never goes quiet for long and never floods. Times come from the injected clock.
+struct ProgressThrottle {
+    var interval: Duration = .seconds(5)
+    var stepPercent = 10
+    private var lastTime: Duration = .zero
+    private var lastStep = 0
+
+    /// A phase starts at `now`: its first line comes after a step or an interval.
+    mutating func start(at now: Duration) {
+        lastTime = now
+        lastStep = 0
+    }
+
+    /// True when a progress line is due for `sent` of `total` bytes at `now`. The end of the
+    /// phase is not a progress line (the phase's own line says it).
+    mutating func due(sent: Int64, total: Int64, now: Duration) -> Bool {
+        guard total > 0, sent < total else { return false }
+        let step = Int(sent * 100 / total) / stepPercent
+        guard step > lastStep || now - lastTime >= interval else { return false }
+        lastStep = max(lastStep, step)
+        lastTime = now
+        return true
+    }
 }
 
 /// The one owner of the terminal while flashing: renders engine events in the chosen mode. The
@@ -31,14 +59,29 @@ final class FlashOutput: Sendable {
         var lastDraw: Duration = .zero
         /// A DETACH is pending: the next identity is reported by the re-enumeration line.
         var awaitingBoard = false
+        var throttle = ProgressThrottle()
+        /// JSON: `start` and the final `done`/`failed` were written (each exactly once).
+        var started = false
+        var finished = false
+        var warnedFullSpeed = false
     }
 
-    private let clock = SystemClock()
+    /// The engine's clock (simulated time with `--simulate`): the progress throttle runs on it.
+    private let clock: any FlashClock
+    /// `--quiet`: no progress, no step lines; warnings, errors and the diagnosis still print.
+    let quiet: Bool
 
-    init(mode: FlashOutputMode) {
+    init(mode: FlashOutputMode, quiet: Bool = false, clock: any FlashClock = SystemClock()) {
         self.mode = mode
-        color = mode == .interactive && Terminal.useColor(1)
+        self.quiet = quiet
+        self.clock = clock
+        color = mode == .interactive && Terminal.useColor(2)
     }
+
+    /// True once `start` was written (JSON).
+    var hasStarted: Bool { state.withLock { $0.started } }
+    /// True once `done` or `failed` was written (JSON): nothing may follow.
+    var hasFinished: Bool { state.withLock { $0.finished } }
 
     // MARK: JSON Lines
 
@@ -46,7 +89,14 @@ final class FlashOutput: Sendable {
     func json(_ event: String, _ fields: [String: JSONValue]) {
         var object = fields
         object["event"] = .string(event)
-        write(JSONValue.object(object).encoded(firstKey: "event") + "\n")
+        let last = state.withLock { state -> Bool in
+            if event == "start" { state.started = true }
+            defer { if event == "done" || event == "failed" { state.finished = true } }
+            return state.finished
+        }
+        // The contract (docs/json.md): `done`/`failed` is the last line, whatever else happens.
+        guard !last else { return }
+        writeOut(JSONValue.object(object).encoded(firstKey: "event") + "\n")
     }
 
     // MARK: Engine events
@@ -55,6 +105,10 @@ final class FlashOutput: Sendable {
         switch mode {
         case .json: json(event)
         case .plain, .interactive: text(event)
+        }
+        switch event {
+        case .board(let identity, _), .reenumerated(_, _, let identity, _): warnIfFullSpeed(identity)
+        default: break
         }
     }
 
@@ -112,6 +166,32 @@ final class FlashOutput: Sendable {
         }
     }
 
+    /// Issue 9 item 4: a 12 Mbit/s link works but is many times slower; say so once, at the
+    /// first sight of it, with the usual causes.
+    private func warnIfFullSpeed(_ identity: USBDeviceIdentity) {
+        let fullSpeed = identity.speed == .full || identity.product?.hasPrefix("DFU in FS Mode") == true
+        guard fullSpeed, !state.withLock({ $0.warnedFullSpeed }) else { return }
+        state.withLock { $0.warnedFullSpeed = true }
+        let message = Self.fullSpeedWarning(port: identity.port.description)
+        if mode == .json {
+            json(
+                "warning",
+                [
+                    "code": .string("full-speed-link"), "message": .string(message),
+                    "port": .string(identity.port.description),
+                ])
+        } else {
+            important(style(.yellow, "warning: ") + TerminalText.escaped(message))
+        }
+    }
+
+    static func fullSpeedWarning(port: String) -> String {
+        "the board on \(port) is on a USB full-speed link (12 Mbit/s, product 'DFU in FS Mode' or sysfs speed 12): "
+            + "flashing works but takes roughly 10 to 30 times longer than at high speed (480 Mbit/s). "
+            + "Usual causes: a USB 1.1 hub, KVM switch or monitor hub in between; a poor, long or charge-only-grade cable; "
+            + "a VM that attaches the board to an emulated USB 1.1 (OHCI/UHCI) controller instead of EHCI/xHCI."
+    }
+
     private func identityFields(_ identity: USBDeviceIdentity) -> [String: JSONValue] {
         [
             "port": .string(identity.port.description), "vidpid": .string(identity.vendorProduct),
@@ -135,18 +215,34 @@ final class FlashOutput: Sendable {
         case .board(let identity, let stage):
             guard !state.withLock({ $0.awaitingBoard }) else { return }
             line(
-                "\(style(.bold, stage.displayName)) on \(identity.port) — \(identity.product ?? "?") serial \(identity.serial ?? "none")"
+                "\(style(.bold, stage.displayName)) on \(identity.port) — \(TerminalText.field(identity.product ?? "?")) serial \(TerminalText.field(identity.serial ?? "none"))"
             )
         case .stageConfirmed(let stage):
             line("  GetPhase says this is \(stage.displayName)")
         case .phaseStarted(let phase, let name, let bytes, let stage):
+            let now = clock.now
             state.withLock {
-                $0.phaseName = "\(phaseHex(phase)) \(name)"
+                $0.phaseName = "\(phaseHex(phase)) \(TerminalText.field(name, limit: 32))"
                 $0.phaseStage = stage
+                $0.throttle.start(at: now)
             }
-            if mode == .plain { line("  sending \(phaseHex(phase)) \(name) (\(ByteSize.format(UInt64(bytes))))") }
+            if mode == .plain {
+                line(
+                    "  sending \(phaseHex(phase)) \(TerminalText.field(name, limit: 32)) (\(ByteSize.format(UInt64(bytes))))"
+                )
+            }
+        case .progress(_, let sent, let total) where mode == .plain:
+            let now = clock.now
+            let (name, due) = state.withLock { state in
+                (state.phaseName, state.throttle.due(sent: sent, total: total, now: now))
+            }
+            if due {
+                line(
+                    "  \(name): \(Int(sent * 100 / max(total, 1)))% (\(ByteSize.format(UInt64(sent))) of \(ByteSize.format(UInt64(total))))"
+                )
+            }
         case .progress(_, let sent, let total):
-            guard mode == .interactive else { return }
+            guard mode == .interactive, !quiet else { return }
             let (name, due) = state.withLock { state -> (String, Bool) in
                 let now = clock.now
                 let due = now - state.lastDraw > .milliseconds(50) || sent == total
@@ -156,7 +252,7 @@ final class FlashOutput: Sendable {
             if due { drawBar(Self.bar(name: name, sent: sent, total: total, width: Terminal.width())) }
         case .phaseFinished(let result):
             line(
-                "  \(style(.green, "✓")) \(phaseHex(result.phase)) \(pad(result.name, 12)) \(pad(ByteSize.format(UInt64(result.bytes)), 10)) \(Self.formatSeconds(result.duration)) \(Self.formatRate(result.megabytesPerSecond))"
+                "  \(style(.green, "✓")) \(phaseHex(result.phase)) \(pad(TerminalText.field(result.name, limit: 32), 12)) \(pad(ByteSize.format(UInt64(result.bytes)), 10)) \(Self.formatSeconds(result.duration)) \(Self.formatRate(result.megabytesPerSecond))"
             )
         case .detached(let from, let expecting, let timeout):
             state.withLock { $0.awaitingBoard = true }
@@ -166,11 +262,11 @@ final class FlashOutput: Sendable {
         case .reenumerated(_, let to, let device, let after):
             state.withLock { $0.awaitingBoard = false }
             line(
-                "\(style(.bold, to.displayName)) on \(device.port) after \(Self.formatSeconds(after)) — \(device.product ?? "?") serial \(device.serial ?? "none")"
+                "\(style(.bold, to.displayName)) on \(device.port) after \(Self.formatSeconds(after)) — \(TerminalText.field(device.product ?? "?")) serial \(TerminalText.field(device.serial ?? "none"))"
             )
         case .otherPort(let device):
             line(
-                "  note: a DFU device appeared on another port (\(device.port), \(device.product ?? "?")): a hub or VM may have moved the board"
+                "  note: a DFU device appeared on another port (\(device.port), \(TerminalText.field(device.product ?? "?"))): a hub or VM may have moved the board"
             )
         case .end:
             line("  board reports END: every selected partition is programmed")
@@ -207,14 +303,22 @@ final class FlashOutput: Sendable {
 
     func style(_ code: ANSI, _ text: String) -> String { code.wrap(text, enabled: color) }
 
-    /// Prints a line, clearing the bar first so lines never mix with it.
+    /// Prints a progress or step line on stderr (human output never goes to stdout, which is
+    /// for machine output), clearing the bar first so lines never mix with it. Silent with
+    /// `--quiet`.
     func line(_ text: String) {
+        guard !quiet else { return }
+        important(text)
+    }
+
+    /// A line that `--quiet` keeps: warnings, the failure and its diagnosis.
+    func important(_ text: String) {
         guard mode != .json else { return }
         let clear = state.withLock { state -> Bool in
             defer { state.barVisible = false }
             return state.barVisible
         }
-        write((clear ? "\r\u{1B}[2K" : "") + text + "\n")
+        writeErr((clear ? "\r\u{1B}[2K" : "") + text + "\n")
     }
 
     /// A log line on stderr, after clearing the bar on a terminal.
@@ -223,23 +327,48 @@ final class FlashOutput: Sendable {
             defer { state.barVisible = false }
             return state.barVisible
         }
-        if clear { write("\r\u{1B}[2K") }
+        if clear { writeErr("\r\u{1B}[2K") }
         Terminal.error(text)
     }
 
     private func drawBar(_ text: String) {
+        guard !quiet else { return }
         state.withLock { $0.barVisible = true }
-        write("\r\u{1B}[2K" + text)
+        writeErr("\r\u{1B}[2K" + text)
     }
 
-    func write(_ text: String) {
+    /// Machine output (JSON Lines).
+    func writeOut(_ text: String) { Self.write(text, to: 1) }
+
+    /// Human output: progress, steps, the result and the diagnosis.
+    func writeErr(_ text: String) { Self.write(text, to: 2) }
+
+    static func write(_ text: String, to fd: Int32) {
         let bytes = Array(text.utf8)
         var written = 0
         while written < bytes.count {
-            let result = bytes[written...].withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
+            let result = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if result <= 0 { break }
             written += result
         }
+    }
+}
+
+extension Diagnosis {
+    /// The `diagnosis` event's fields (docs/json.md), shared by `flash` and `mcu`.
+    var jsonFields: [String: JSONValue] {
+        [
+            "code": .string(code.rawValue), "cause": .string(cause),
+            "evidence": .array(evidence.map { .string($0) }),
+            "nextSteps": .array(nextSteps.map { .string($0) }),
+            "alternatives": .array(
+                alternatives.map {
+                    .object([
+                        "code": .string($0.code.rawValue), "cause": .string($0.cause),
+                        "howToTell": .string($0.howToTell),
+                    ])
+                }),
+        ]
     }
 }
 

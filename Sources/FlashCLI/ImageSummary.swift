@@ -6,7 +6,8 @@ import ImageSources
 /// What `check` and `plan` say about one Binary: which bytes go over the wire and how long that
 /// takes at the stated link speed.
 struct ImageSendInfo: Encodable, Equatable {
-    var id: Int
+    /// The partition Id as the layout writes it (`"0x11"`).
+    var id: String
     var file: String
     /// `gzip`, `xz`, `zstd` or null.
     var compression: String?
@@ -105,7 +106,7 @@ enum ImageSummary {
             let seconds =
                 Double(bytes) / (linkSpeed * 1e6) + (ranged ? Double(schedule.segments.count) * perRangeSeconds : 0)
             outcome.infos[id] = ImageSendInfo(
-                id: Int(id), file: file.path, compression: image.compression?.rawValue, imageSize: image.size,
+                id: hexByte(id), file: file.path, compression: image.compression?.rawValue, imageSize: image.size,
                 sizeSource: image.sizeSource?.rawValue, selection: ranged ? image.selection.rawValue : "whole",
                 map: ranged ? image.map?.path : nil, ranges: ranged ? image.extents.count : nil,
                 beyondAddressLimit: ranged ? schedule.beyondLimit : 0, bytesToSend: bytes,

@@ -3,6 +3,7 @@ import BootImages
 import FlashEngine
 import FoundationEssentials
 import Glibc
+import TerminalText
 import USBHost
 import USBModel
 
@@ -82,10 +83,11 @@ struct DeviceReport: Codable {
     var text: String {
         var line = "\(port)  bus \(bus) dev \(device)  \(vendorProduct)  \(stageName)"
         if let chip { line += " (\(chip.rawValue))" }
-        line += "  serial \(serial ?? "?")  \(speed.rawValue) speed"
-        if stage == .unknown, let product { line += "  \"\(product)\"" }
+        // The strings are the device's choice: shown escaped and shortened, never raw.
+        line += "  serial \(TerminalText.field(serial ?? "?", limit: 40))  \(speed.rawValue) speed"
+        if stage == .unknown, let product { line += "  \"\(TerminalText.field(product))\"" }
         for alt in alternates ?? [] {
-            line += "\n    alt \(alt.alternate): \(alt.name ?? "(name unreadable)")"
+            line += "\n    alt \(alt.alternate): \(alt.name.map { TerminalText.field($0) } ?? "(name unreadable)")"
         }
         return line
     }

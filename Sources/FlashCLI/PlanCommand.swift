@@ -39,6 +39,36 @@ struct PlanCommand: AsyncParsableCommand {
         let check = LayoutChecker.check(
             path: layout, options: LayoutCheckOptions(layoutOnly: layoutOnly, plan: planOptions))
         try geometry.requireUsedDevices(check.lines)
+        var diagnostics = check.diagnostics
+        var plan: PartitionPlan?
+        if !check.hasErrors {
+            switch PartitionPlanner.plan(check.lines, options: planOptions) {
+            case .success(let value): plan = value
+            case .failure(let error):
+                diagnostics.append(
+                    LayoutDiagnostic(
+                        line: error.line ?? 0, column: 0, severity: .error, code: .deviceCheck,
+                        message: "U-Boot would reject this device: \(error.message)"))
+            }
+        }
+        // What each Binary sends; an unusable map or compressed file is an error like any other.
+        var sends = ImageSummary.Outcome()
+        if let planned = plan, !layoutOnly {
+            sends = ImageSummary.build(plan: planned, options: images, linkSpeed: linkSpeed)
+            let found = ImageSummary.diagnostics(sends, plan: planned, result: check, linkSpeed: linkSpeed)
+            diagnostics += found
+            if found.contains(where: { $0.severity == .error }) { plan = nil }
+        }
+        // --json prints the same object whatever happened: the diagnostics, and the plan or
+        // nulls (docs/json.md).
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let report = PlanReport(plan, diagnostics: diagnostics, sends: sends.infos, linkSpeed: linkSpeed)
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            if plan == nil { throw ExitCode.failure }
+            return
+        }
         if check.hasErrors {
             let color = Terminal.useColor(2)
             for diagnostic in check.diagnostics where diagnostic.severity == .error {
@@ -48,34 +78,15 @@ struct PlanCommand: AsyncParsableCommand {
             Terminal.error("\(shown): fix the errors above first (stm32mp-flash check \(shown))")
             throw ExitCode.failure
         }
-        let plan: PartitionPlan
-        switch PartitionPlanner.plan(check.lines, options: planOptions) {
-        case .success(let value): plan = value
-        case .failure(let error):
-            let location = TerminalText.escaped(error.line.map { "\(layout):\($0)" } ?? layout)
-            Terminal.error(
-                "\(location): error: U-Boot would reject this device: \(TerminalText.escaped(error.message)) [device-check]"
-            )
+        guard let plan else {
+            for diagnostic in diagnostics where diagnostic.severity == .error {
+                Terminal.error(DiagnosticPrinter.render(diagnostic, path: layout, color: Terminal.useColor(2)))
+            }
             throw ExitCode.failure
         }
-        let sends =
-            layoutOnly ? ImageSummary.Outcome() : ImageSummary.build(plan: plan, options: images, linkSpeed: linkSpeed)
-        if !sends.problems.isEmpty {
-            for (_, error) in sends.problems { Terminal.error("error: " + TerminalText.escaped("\(error)")) }
-            throw ExitCode.failure
-        }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(
-                String(
-                    decoding: try encoder.encode(PlanReport(plan, sends: sends.infos, linkSpeed: linkSpeed)),
-                    as: UTF8.self))
-        } else {
-            print(
-                PlanTable.render(
-                    plan, layout: layout, color: Terminal.useColor(1), sends: sends.infos, linkSpeed: linkSpeed))
-        }
+        print(
+            PlanTable.render(
+                plan, layout: layout, color: Terminal.useColor(1), sends: sends.infos, linkSpeed: linkSpeed))
     }
 }
 
@@ -83,7 +94,7 @@ struct PlanCommand: AsyncParsableCommand {
 /// is null when it is unknown.
 struct PlanReport: Encodable {
     struct Stage: Encodable {
-        var id: Int
+        var id: String
         var name: String
         var file: String?
         var fileSize: Int64?
@@ -101,7 +112,7 @@ struct PlanReport: Encodable {
     }
 
     struct Partition: Encodable {
-        var id: Int
+        var id: String
         var name: String
         var type: String
         var option: String
@@ -163,20 +174,52 @@ struct PlanReport: Encodable {
         }
     }
 
-    var bootStages: [Stage]
-    var devices: [Device]
-    var requestOrder: [Int]
-    var layoutPayloadBytes: Int
+    /// Every `check` finding, and the device check's verdict when U-Boot would reject a device.
+    var diagnostics: [LayoutDiagnostic]
+    /// Null (with the rest of the plan) when the layout has errors.
+    var bootStages: [Stage]?
+    var devices: [Device]?
+    /// Partition Ids as the layout writes them (`"0x10"`), as in every other output.
+    var requestOrder: [String]?
+    var layoutPayloadBytes: Int?
     var notes: [String]
-    /// Bytes the partitions send (mapped/whole) and the estimate at `linkSpeed` (bytes per second).
-    var partitionBytesToSend: Int64
-    var estimatedSeconds: Double
+    /// Bytes the partitions send (mapped, holes skipped, decompressed) and the estimate at
+    /// `linkSpeed` (bytes per second); null without a plan.
+    var partitionBytesToSend: Int64?
+    var estimatedSeconds: Double?
     var linkSpeed: Double
 
-    init(_ plan: PartitionPlan, sends: [UInt8: ImageSendInfo] = [:], linkSpeed: Double = ImageSummary.defaultLinkSpeed)
-    {
+    enum CodingKeys: String, CodingKey {
+        case diagnostics, bootStages, devices, requestOrder, layoutPayloadBytes, notes, partitionBytesToSend,
+            estimatedSeconds, linkSpeed
+    }
+
+    /// Unknown values are written as null, never left out (docs/json.md).
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(diagnostics, forKey: .diagnostics)
+        try container.encode(bootStages, forKey: .bootStages)
+        try container.encode(devices, forKey: .devices)
+        try container.encode(requestOrder, forKey: .requestOrder)
+        try container.encode(layoutPayloadBytes, forKey: .layoutPayloadBytes)
+        try container.encode(notes, forKey: .notes)
+        try container.encode(partitionBytesToSend, forKey: .partitionBytesToSend)
+        try container.encode(estimatedSeconds, forKey: .estimatedSeconds)
+        try container.encode(linkSpeed, forKey: .linkSpeed)
+    }
+
+    init(
+        _ plan: PartitionPlan?, diagnostics: [LayoutDiagnostic], sends: [UInt8: ImageSendInfo] = [:],
+        linkSpeed: Double = ImageSummary.defaultLinkSpeed
+    ) {
+        self.diagnostics = diagnostics
+        self.linkSpeed = linkSpeed * 1e6
+        guard let plan else {
+            notes = []
+            return
+        }
         bootStages = plan.bootStages.map {
-            Stage(id: Int($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
+            Stage(id: hexByte($0.line.id), name: $0.line.name, file: $0.file ?? $0.line.binary, fileSize: $0.fileSize)
         }
         devices = plan.devices.map { device in
             Device(
@@ -185,7 +228,8 @@ struct PlanReport: Encodable {
                 partitions: device.partitions.map { partition in
                     let file = plan.files[partition.line.id]
                     return Partition(
-                        id: Int(partition.line.id), name: partition.line.name, type: partition.line.type.description,
+                        id: hexByte(partition.line.id), name: partition.line.name,
+                        type: partition.line.type.description,
                         option: partition.line.optionText, offset: partition.offset,
                         hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
                         file: file?.path ?? partition.line.binary, fileSize: file?.size,
@@ -194,13 +238,12 @@ struct PlanReport: Encodable {
                         send: sends[partition.line.id])
                 })
         }
-        requestOrder = plan.requestOrder.map(Int.init)
+        requestOrder = plan.requestOrder.map(hexByte)
         layoutPayloadBytes = plan.payload.bytes.count
         notes = plan.notes
         let requested = plan.requestOrder.compactMap { sends[$0] }
         partitionBytesToSend = requested.reduce(0) { $0 + $1.bytesToSend }
         estimatedSeconds = (requested.reduce(0) { $0 + $1.estimatedSeconds } * 100).rounded() / 100
-        self.linkSpeed = linkSpeed * 1e6
     }
 }
 
@@ -274,7 +317,7 @@ enum PlanTable {
                 )
             }
         }
-        for note in plan.notes { out.append("note: \(note)") }
+        for note in plan.notes { out.append("note: \(TerminalText.escaped(note))") }
         return out.joined(separator: "\n")
     }
 

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Glibc
 import TerminalText
 
 /// `stm32mp-flash`: the command tree. Each subcommand lives in its own file of this target.
@@ -17,6 +18,7 @@ public struct RootCommand: AsyncParsableCommand {
             DoctorCommand.self,
             VMFilterCommand.self,
             UdevRulesCommand.self,
+            MCUCommand.self,
             StationCommand.self,
         ]
     )
@@ -29,6 +31,9 @@ public struct RootCommand: AsyncParsableCommand {
     /// Runs the command line and returns the process exit status: 0 success, 1 failure (errors
     /// found, flashing failed), 2 usage errors (ArgumentParser's 64 is mapped to 2).
     public static func runMain(_ arguments: [String]? = nil) async -> Int32 {
+        // Ctrl-C ends every command with status 130 (128 + SIGINT), as shells expect; `flash`
+        // replaces this with a clean cancellation while it talks to a board.
+        signal(SIGINT) { _ in _exit(130) }
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {

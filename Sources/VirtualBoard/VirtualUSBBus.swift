@@ -3,7 +3,7 @@ import Synchronization
 public import Timekeeping
 public import USBModel
 
-/// An in-memory USB bus hosting virtual boards, for tests, benchmarks and the simulator mode of
+/// An in-memory USB bus hosting virtual boards (any `SimulatedBoard`: STM32MP boards, virtual MCUs), for tests, benchmarks and the simulator mode of
 /// the CLI. Deterministic on a `SimulatedClock`: time only moves when the host sleeps (a
 /// transfer's latency, a poll timeout, waiting for an event).
 ///
@@ -16,7 +16,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public let stringRetryDelay: Duration
 
     private let lock = Mutex(())
-    private var boards: [VirtualBoard]
+    private var boards: [any SimulatedBoard]
     private var watching = false
     private var events: [HotplugEvent] = []
     private var lastIdentity: [PortPath: USBDeviceIdentity] = [:]
@@ -24,7 +24,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     private var nextAddress = 2
 
     public init(
-        clock: any FlashClock, boards: [VirtualBoard] = [], stringAttempts: Int = 5,
+        clock: any FlashClock, boards: [any SimulatedBoard] = [], stringAttempts: Int = 5,
         stringRetryDelay: Duration = .milliseconds(20)
     ) {
         self.clock = clock
@@ -34,7 +34,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// Plugs a board in (an add event follows if one is enumerated and the bus is watched).
-    public func plug(_ board: VirtualBoard) {
+    public func plug(_ board: any SimulatedBoard) {
         lock.withLock { _ in
             boards.append(board)
             if let device = board.attachedDevice { record(.add, identity(of: device, on: board)) }
@@ -120,7 +120,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// The identity the kernel would publish: IDs, strings where readable (a STALL leaves them out).
-    private func identity(of device: any USBDeviceModel, on board: VirtualBoard, readStrings: Bool = true)
+    private func identity(of device: any USBDeviceModel, on board: any SimulatedBoard, readStrings: Bool = true)
         -> USBDeviceIdentity
     {
         let key = ObjectIdentifier(device)
@@ -151,7 +151,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
 
     /// Runs one request on `device` if it is still the one attached to `board`.
     func withDevice(
-        _ board: VirtualBoard, _ device: any USBDeviceModel, operation: String,
+        _ board: any SimulatedBoard, _ device: any USBDeviceModel, operation: String,
         _ body: (any USBDeviceModel) -> DeviceControlReply
     ) throws -> DeviceControlReply {
         try lock.withLock { _ in
@@ -166,7 +166,7 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     /// Whether `device` is still attached, and the failure it injects into the current request.
-    func state(of board: VirtualBoard, _ device: any USBDeviceModel) -> (
+    func state(of board: any SimulatedBoard, _ device: any USBDeviceModel) -> (
         attached: Bool, failure: USBTransferError.Kind?
     ) {
         lock.withLock { _ in
@@ -185,13 +185,13 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
 /// descriptors; DFU requests go to the model. Latency is slept on the bus clock.
 final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     let bus: VirtualUSBBus
-    let board: VirtualBoard
+    let board: any SimulatedBoard
     let device: any USBDeviceModel
     let identity: USBDeviceIdentity
     /// OUT and IN endpoints claimed for bulk transfers.
     let bulkEndpoints = Mutex<(out: UInt8, input: UInt8)?>(nil)
 
-    init(bus: VirtualUSBBus, board: VirtualBoard, device: any USBDeviceModel, identity: USBDeviceIdentity) {
+    init(bus: VirtualUSBBus, board: any SimulatedBoard, device: any USBDeviceModel, identity: USBDeviceIdentity) {
         self.bus = bus
         self.board = board
         self.device = device
@@ -321,7 +321,7 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
         default:
             reply = .stall
         }
-        if let boardDevice = model as? BoardDevice {
+        if let boardDevice = model as? BoardDevice, let board = board as? VirtualBoard {
             let length: Int
             if case .ok(let bytes) = reply.outcome { length = bytes.count } else { length = 0 }
             board.record(

@@ -1,9 +1,11 @@
 import ArgumentParser
+import DfuSe
 import Dispatch
 import Glibc
 import Timekeeping
 import USBModel
 import VirtualBoard
+import VirtualMCU
 
 /// `stm32mp-board-emulator`: serves a simulated board through umockdev, so that unmodified
 /// programs (libusb, libudev, dfu-util, lsusb, stm32mp-flash) see it as a real USB device, and
@@ -23,6 +25,12 @@ struct EmulatorCommand: ParsableCommand {
 
     @Flag(help: "Serve a plain DFU 1.1 device with one alternate setting instead of a board (debugging).")
     var fixedDFU = false
+
+    @Option(
+        help:
+            "Serve a virtual STM32 MCU in its DFU system bootloader instead of an STM32MP board: \(MCUFamily.all.map(\.id).joined(separator: ", ")) (--scenario then takes \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", ")); --storage keeps its flash and option bytes)."
+    )
+    var mcu: String?
 
     @Option(help: "The chip: mp15, mp13 or mp25 (--fixed-dfu: also mp21).")
     var soc: String = "mp15"
@@ -44,6 +52,9 @@ struct EmulatorCommand: ParsableCommand {
 
     @Option(help: "The port path the board is plugged into, e.g. 1-1 or 1-2.3 (hubs are emulated on the way).")
     var port: String = "1-1"
+
+    @Option(help: "The link speed: high (480 Mbit/s) or full (12 Mbit/s: the ROM says 'DFU in FS Mode').")
+    var speed: String = "high"
 
     @Option(help: "Write UMOCKDEV_DIR and LD_PRELOAD as KEY=VALUE lines here once the board is plugged in.")
     var envFile: String?
@@ -81,7 +92,16 @@ struct EmulatorCommand: ParsableCommand {
                 "--port must be a port path like 1-1 or 1-2.3 (at most 6 levels, ports 1 to \(HubModel.maximumPortCount - 1))"
             )
         }
-        if fixedDFU {
+        if let mcu {
+            guard MCUFamily.named(mcu) != nil else {
+                throw ValidationError("unknown --mcu \(mcu); use \(MCUFamily.all.map(\.id).joined(separator: ", "))")
+            }
+            guard MCUScenario(rawValue: scenario) != nil else {
+                throw ValidationError(
+                    "unknown --scenario \(scenario) for an MCU; use \(MCUScenario.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+        } else if fixedDFU {
             guard fixedChipDeviceID != nil else {
                 throw ValidationError("unknown --soc \(soc); use mp15, mp13, mp21 or mp25")
             }
@@ -93,6 +113,7 @@ struct EmulatorCommand: ParsableCommand {
                 throw ValidationError("unknown --scenario \(scenario)")
             }
             guard TFAVariant(rawValue: tfa) != nil else { throw ValidationError("unknown --tfa \(tfa)") }
+            guard speed == "high" || speed == "full" else { throw ValidationError("--speed takes high or full") }
             if let serial, serial.count != 24 || !serial.allSatisfy(\.isHexDigit) {
                 throw ValidationError("--serial must be 24 hexadecimal digits")
             }
@@ -109,7 +130,16 @@ struct EmulatorCommand: ParsableCommand {
         var storageIsTemporary = false
         let board: any SimulatedBoard
         var virtualBoard: VirtualBoard?
-        if fixedDFU {
+        if let mcu {
+            let directory = try storage ?? makeTemporaryDirectory()
+            storageIsTemporary = storage == nil
+            let configuration = MCUConfiguration(
+                family: MCUFamily.named(mcu)!, scenario: MCUScenario(rawValue: scenario)!, port: PortPath(port)!,
+                memoryDirectory: directory)
+            do { board = try VirtualMCU(configuration: configuration) } catch {
+                throw ValidationError("\(error)")
+            }
+        } else if fixedDFU {
             let settings = FixedDFUSettings(
                 chipDeviceID: fixedChipDeviceID!, transferSize: transferSize, storageDirectory: storage,
                 downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
@@ -121,6 +151,7 @@ struct EmulatorCommand: ParsableCommand {
                 soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: PortPath(port)!,
                 storageDirectory: directory, fault: FaultScenario(rawValue: scenario)!)
             if let serial { configuration.serial = serial.uppercased() }
+            configuration.speed = speed == "full" ? .full : .high
             virtualBoard = VirtualBoard(configuration: configuration)
             board = virtualBoard!
         }
@@ -165,6 +196,7 @@ struct EmulatorCommand: ParsableCommand {
         testbed.destroy()
         if let envFile { unlink(envFile) }
         if storageIsTemporary, let virtualBoard { removeStorage(virtualBoard.storage) }
+        if storageIsTemporary, let mcu = board as? VirtualMCU { removeMCUMemory(mcu) }
         throw ExitCode(status)
     }
 }
@@ -177,6 +209,12 @@ private func makeTemporaryDirectory() throws -> String {
         throw ValidationError("cannot create a storage folder in \(base): \(String(cString: strerror(errno)))")
     }
     return String(cString: made)
+}
+
+/// Deletes a temporary folder's MCU memory files, then the folder.
+private func removeMCUMemory(_ mcu: VirtualMCU) {
+    for path in mcu.memoryFiles { unlink(path) }
+    rmdir(mcu.configuration.memoryDirectory)
 }
 
 /// Deletes the images of a temporary storage folder, then the folder (left alone when something

@@ -45,7 +45,7 @@ struct BigImageCommandTests {
         }
         #expect(notes.contains { ($0["message"] as? String)?.contains("map \(fixture.bmap)") == true })
         let images = try #require(file["images"] as? [[String: Any]])
-        let rootfs = try #require(images.first { $0["id"] as? Int == 0x11 })
+        let rootfs = try #require(images.first { $0["id"] as? String == "0x11" })
         #expect(rootfs["selection"] as? String == "blockMap")
         #expect(rootfs["bytesToSend"] as? Int == mappedBlocks * 4096)
         #expect(rootfs["imageSize"] as? Int == 8 << 20)
@@ -58,9 +58,9 @@ struct BigImageCommandTests {
         #expect(plan.status == 0, "\(plan.standardError)")
         let devices = try #require(try json(plan.standardOutput)["devices"] as? [[String: Any]])
         let partitions = try #require(devices.first?["partitions"] as? [[String: Any]])
-        let send = try #require(partitions.first { $0["id"] as? Int == 0x11 }?["send"] as? [String: Any])
+        let send = try #require(partitions.first { $0["id"] as? String == "0x11" }?["send"] as? [String: Any])
         #expect(send["bytesToSend"] as? Int == mappedBlocks * 4096)
-        #expect(partitions.first { $0["id"] as? Int == 0x09 }?["send"] is NSNull)
+        #expect(partitions.first { $0["id"] as? String == "0x09" }?["send"] is NSNull)
         let table = try tool.run(["plan", layout])
         #expect(table.standardOutput.contains("Sends"))
         #expect(table.standardOutput.contains("rootfs.ext4.bmap"))
@@ -68,7 +68,7 @@ struct BigImageCommandTests {
         let none = try tool.run(["plan", "--json", "--bmap", "none", layout])
         let noneDevices = try #require(try json(none.standardOutput)["devices"] as? [[String: Any]])
         let noneSend = try #require(
-            (noneDevices.first?["partitions"] as? [[String: Any]])?.first { $0["id"] as? Int == 0x11 }?["send"]
+            (noneDevices.first?["partitions"] as? [[String: Any]])?.first { $0["id"] as? String == "0x11" }?["send"]
                 as? [String: Any])
         #expect(noneSend["bytesToSend"] as? Int == 8 << 20)
 

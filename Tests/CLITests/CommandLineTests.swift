@@ -50,7 +50,7 @@ struct CommandLineTests {
         #expect(known.status == 0, "\(known.standardError)")
         let root = try #require(try json(known.standardOutput) as? [String: Any])
         let stages = try #require(root["bootStages"] as? [[String: Any]])
-        #expect(stages.map { $0["id"] as? Int } == [1, 3])
+        #expect(stages.map { $0["id"] as? String } == ["0x01", "0x03"])
         #expect(stages.allSatisfy { ($0["fileSize"] as? Int ?? 0) > 0 && $0["file"] is String && $0["name"] is String })
         let devices = try #require(root["devices"] as? [[String: Any]])
         #expect(devices.count == 1)
@@ -135,9 +135,11 @@ struct CommandLineTests {
             "layout-rejected",
         ])
         #expect(result.status == 1)
-        #expect(result.standardOutput.contains("the board reported: Layout line 2: type parsing error : 'FIP'"))
-        #expect(result.standardOutput.contains("layout-rejected:"))
-        #expect(!result.standardOutput.contains("Done:"))
+        // Human output (progress, error, diagnosis) is on stderr; stdout is for machine output.
+        #expect(result.standardError.contains("the board reported: Layout line 2: type parsing error : 'FIP'"))
+        #expect(result.standardError.contains("layout-rejected:"))
+        #expect(!result.standardError.contains("Done:"))
+        #expect(result.standardOutput.isEmpty)
     }
 }
 

@@ -71,6 +71,32 @@ struct LayoutInputTests {
         #expect(chosen.status == 0, "\(chosen.standardError)")
     }
 
+    @Test("control characters in names and paths are printed escaped by check, plan and flash")
+    func terminalSafety() throws {
+        let directory = try TemporaryDirectory()
+        let layout = directory.file("evil\u{1B}]0;title\u{07}.tsv")
+        let source = try String(contentsOfFile: "\(examples)/mp15-sdcard.tsv", encoding: .utf8)
+        let text =
+            source.replacingOccurrences(of: "mp15-sdcard/", with: "\(examples)/mp15-sdcard/")
+            .replacingOccurrences(of: "\tuserfs\t", with: "\tuser\u{1B}[2Jfs\t")
+            + "P\t0x13\tbad\u{1B}[31m\tFileSystem\tmmc0\t0x4400\tnone\n"
+        try text.write(toFile: layout, atomically: true, encoding: .utf8)
+        let check = try tool.run(["check", layout])
+        let plan = try tool.run(["plan", layout])
+        let flash = try tool.run(["flash", layout, "--simulate", "--sim-dir", directory.file("vb")])
+        for result in [check, plan, flash] {
+            let all = result.standardOutput + result.standardError
+            #expect(!all.contains("\u{1B}") && !all.contains("\u{07}"), "raw control character in: \(all)")
+            #expect(all.contains("\\x1b"), "\(all)")
+        }
+        // Without the bad line the plan table shows the escaped name.
+        try text.split(separator: "\n").dropLast().joined(separator: "\n").appending("\n")
+            .write(toFile: layout, atomically: true, encoding: .utf8)
+        let table = try tool.run(["plan", layout])
+        #expect(table.status == 0, "\(table.standardError)")
+        #expect(table.standardOutput.contains("user\\x1b[2Jfs") && !table.standardOutput.contains("\u{1B}"))
+    }
+
     @Test("flash --list-scenarios needs no layout and describes each scenario")
     func listScenarios() throws {
         let result = try tool.run(["flash", "--list-scenarios"])

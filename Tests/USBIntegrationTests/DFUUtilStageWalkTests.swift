@@ -91,7 +91,7 @@ private let stageWalkScript = """
     """
 
 /// The script's output split at its `=== name` lines.
-private func scriptSections(_ output: String) -> [String: String] {
+func scriptSections(_ output: String) -> [String: String] {
     var sections: [String: String] = [:]
     var name = ""
     for line in output.split(separator: "\n", omittingEmptySubsequences: false) {

@@ -19,7 +19,8 @@ import Testing
             ["--soc", soc, "--storage", storage, "--stats", "--", flash, "flash", layout],
             in: directory, timeout: 240)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
-        #expect(result.stdout.contains("board reports END"), "\(result.stdout)")
+        // Human progress is on stderr (stdout is for machine output).
+        #expect(result.stderr.contains("board reports END"), "\(result.stderr)")
         for line in result.stderr.split(separator: "\n") where line.hasPrefix("[emulator]") {
             print("[figure] flash \(soc): \(line)")
         }
@@ -107,7 +108,7 @@ struct FlashPlan: Decodable {
         var partitions: [Partition]
     }
     struct Partition: Decodable {
-        var id: Int
+        var id: String
         var name: String
         var option: String
         var offset: Int

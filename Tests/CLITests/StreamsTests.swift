@@ -1,0 +1,52 @@
+import Foundation
+import TestSupport
+import Testing
+
+@testable import FlashCLI
+
+/// Issue 9 item 17: machine output on stdout, human output on stderr, `--quiet`, and plain
+/// progress lines in logs at least every 10 % or 5 s of a phase.
+@Suite("streams, quiet and plain progress", .timeLimit(.minutes(2)))
+struct StreamsTests {
+    @Test("the throttle: every 10 % step, or after 5 s of silence on the injected clock, never at the end")
+    func throttle() {
+        var throttle = ProgressThrottle()
+        throttle.start(at: .zero)
+        let steps: [(Int64, Duration)] = [
+            (5, .seconds(1)), (10, .seconds(2)), (15, .seconds(3)),
+            // A slow link: 5 s without a new step still gets a line.
+            (16, .seconds(7)), (17, .seconds(8)), (35, .seconds(9)), (100, .seconds(30)),
+        ]
+        let due = steps.map { throttle.due(sent: $0.0, total: 100, now: $0.1) }
+        #expect(due == [false, true, false, true, false, true, false])
+    }
+
+    @Test("flash text: steps and plain progress on stderr, nothing on stdout; --quiet keeps both quiet")
+    func flashStreams() throws {
+        let tool = try BuiltProducts.tool("stm32mp-flash")
+        let examples = try CLIExamples.directory()
+        let storage = try TemporaryDirectory()
+        let run = try tool.run(["flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--sim-dir", storage.path])
+        #expect(run.status == 0, "\(run.standardError)")
+        #expect(run.standardOutput.isEmpty, "\(run.standardOutput)")
+        #expect(run.standardError.contains("board reports END") && run.standardError.contains("Done:"))
+        let progress = run.standardError.split(separator: "\n").filter { $0.hasPrefix("  0x11 rootfs: ") }
+        #expect(progress.count >= 5, "plain progress lines for the largest partition: \(progress)")
+
+        let quiet = try tool.run([
+            "flash", "\(examples)/mp15-sdcard.tsv", "--simulate", "--sim-dir", try TemporaryDirectory().path, "--quiet",
+        ])
+        #expect(quiet.status == 0, "\(quiet.standardError)")
+        #expect(quiet.standardOutput.isEmpty && quiet.standardError.isEmpty, "\(quiet.standardError)")
+    }
+
+    @Test("machine output stays on stdout: plan's table, check's diagnostics, --list-scenarios")
+    func machineOutput() throws {
+        let tool = try BuiltProducts.tool("stm32mp-flash")
+        let examples = try CLIExamples.directory()
+        let plan = try tool.run(["plan", "\(examples)/mp15-sdcard.tsv"])
+        #expect(plan.standardOutput.contains("U-Boot will ask for") && plan.standardError.isEmpty)
+        let scenarios = try tool.run(["flash", "--list-scenarios"])
+        #expect(!scenarios.standardOutput.isEmpty && scenarios.standardError.isEmpty)
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+
+/// Virtual MCU bootloaders at the kernel interface: dfu-util and lsusb, unmodified, see what the
+/// real bootloaders show (AN3156 alternates, DfuSe functional descriptor), and files move both
+/// ways between dfu-util and `stm32mp-flash mcu` byte for byte.
+@Suite(.timeLimit(.minutes(4))) struct MCUEmulationTests {
+    @Test func dfuUtilAndMCUCommandsAgreeOnTheVirtualF746() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let flash = try builtExecutable("stm32mp-flash")
+        let a = directory.file("a.bin")
+        let b = directory.file("b.bin")
+        try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }).write(to: URL(fileURLWithPath: a))
+        try Data((0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }).write(to: URL(fileURLWithPath: b))
+        let script = directory.file("mcu.sh")
+        try mcuScript.write(toFile: script, atomically: true, encoding: .utf8)
+        let result = try await run(
+            try builtExecutable("stm32mp-board-emulator"),
+            ["--mcu", "f746", "--storage", directory.file("mem"), "--", "sh", script, flash, directory.path],
+            in: directory, timeout: 200)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let sections = scriptSections(result.stdout)
+
+        // dfu-util -l: the four F7 bootloader alternates, bcdDevice as `ver=2200`.
+        let listed = try #require(sections["list"])
+        for (index, name) in [
+            "@Internal Flash  /0x08000000/04*032Kg,01*128Kg,03*256Kg", "@Option Bytes  /0x1FFF0000/01*032 e",
+            "@OTP Memory /0x1FF0F000/01*1056 e", "@Device Feature/0xFFFF0000/01*004 e",
+        ].enumerated() {
+            #expect(listed.contains("ver=2200") && listed.contains("alt=\(index), name=\"\(name)\""), "\(listed)")
+        }
+        let lsusb = try #require(sections["lsusb"])
+        #expect(lsusb.contains("STM32  BOOTLOADER") && lsusb.contains("bcdDFUVersion                   1.1a"))
+        #expect(lsusb.contains("wTransferSize                    2048 bytes"))
+
+        // dfu-util writes, stm32mp-flash reads; stm32mp-flash writes, dfu-util reads.
+        #expect(sections["dfu-util-download"]?.contains("File downloaded successfully") == true)
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: directory.file("a.back")))
+                == Data(contentsOf: URL(fileURLWithPath: a)))
+        #expect(
+            sections["mcu-write"]?.contains("70000 bytes written and verified") == true,
+            "\(sections["mcu-write"] ?? "")")
+        #expect(
+            try Data(contentsOf: URL(fileURLWithPath: directory.file("b.up")))
+                == Data(contentsOf: URL(fileURLWithPath: b)))
+
+        // An option-byte write resets the chip: followed across the real hot-plug events.
+        let options = try #require(sections["option-bytes"])
+        #expect(options.contains("\"event\":\"reenumeration\""), "\(options)")
+        #expect(options.contains("\"USER\":\"0xFE\""), "\(options)")
+        #expect(options.split(separator: "\n").last?.contains("\"event\":\"done\"") == true)
+    }
+}
+
+/// `$1` stm32mp-flash, `$2` the folder with a.bin and b.bin; `=== name` starts a section.
+private let mcuScript = """
+    set -e
+    tool="$1"; dir="$2"
+    echo "=== list"; dfu-util -l 2>&1
+    echo "=== lsusb"; lsusb -v -d 0483:df11 2>&1
+    echo "=== dfu-util-download"; dfu-util -a 0 -s 0x08000000 -D "$dir/a.bin" 2>&1 | tr '\\r' '\\n' | tail -3
+    echo "=== mcu-read"; "$tool" mcu read --address 0x08000000 --length 100000 --output "$dir/a.back" 2>&1
+    echo "=== mcu-write"; "$tool" mcu write "$dir/b.bin" --address 0x08020000 2>&1
+    echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
+    echo "=== option-bytes"; "$tool" mcu option-bytes --set USER=0xFE --json 2>&1
+    """
