@@ -57,13 +57,16 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
+            name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
             name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
             name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
             dependencies: [
-                "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
+                "BoardTracking", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess",
+                systemPackage, logging,
             ],
             swiftSettings: strictSwift),
         .target(
@@ -80,7 +83,10 @@ let package = Package(
             name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
         .target(
             name: "Diagnostics",
-            dependencies: ["FlashEngine", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel", systemPackage],
+            dependencies: [
+                "FlashEngine", "BoardTracking", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
+            ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
         .target(name: "AndroidSparse", dependencies: ["DFU"], swiftSettings: strictSwift),
@@ -108,9 +114,10 @@ let package = Package(
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "FlashEngine", "ImageSources", "Decompression",
-                "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug",
-                "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser, logging, systemPackage,
+                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "ImageSources",
+                "Decompression", "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
+                logging, systemPackage,
             ],
             swiftSettings: strictSwift),
         .executableTarget(name: "stm32mp-flash", dependencies: ["FlashCLI"], swiftSettings: strictSwift),
@@ -123,7 +130,8 @@ let package = Package(
         .executableTarget(
             name: "stm32mp-flash-bench",
             dependencies: [
-                "FlashLayout", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping", systemPackage,
+                "FlashLayout", "BoardTracking", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
             ],
             swiftSettings: strictSwift),
 
@@ -134,11 +142,19 @@ let package = Package(
             name: "TestSupport", dependencies: ["FlashLayout", "USBModel", "Timekeeping", systemPackage],
             path: "Tests/TestSupport", swiftSettings: strictSwift),
         .target(
-            name: "VirtualBoardTestSupport", dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport"],
+            name: "VirtualBoardTestSupport",
+            dependencies: ["VirtualBoard", "DFU", "Timekeeping", "TestSupport", "USBModel"],
             path: "Tests/VirtualBoardTestSupport", swiftSettings: strictSwift),
         .testTarget(name: "TimekeepingTests", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .testTarget(name: "TerminalTextTests", dependencies: ["TerminalText"], swiftSettings: strictSwift),
-        .testTarget(name: "USBModelTests", dependencies: ["USBModel"], swiftSettings: strictSwift),
+        .testTarget(name: "USBModelTests", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "BoardTrackingTests",
+            dependencies: [
+                "BoardTracking", "VirtualBoard", "DFU", "USBModel", "Timekeeping", "TestSupport",
+                "VirtualBoardTestSupport",
+            ],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "BootImagesTests", dependencies: ["BootImages", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "GPTTests", dependencies: ["GPT", "TestSupport"], swiftSettings: strictSwift),
@@ -152,8 +168,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "FlashEngine", "ImageSources", "Diagnostics", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI",
-                "TestSupport",
+                "BoardTracking", "FlashEngine", "ImageSources", "Diagnostics", "VirtualBoard", "FlashLayout", "DFU",
+                "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -165,7 +181,11 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .testTarget(
-            name: "DiagnosticsTests", dependencies: ["Diagnostics", "FlashEngine", "TestSupport"],
+            name: "DiagnosticsTests",
+            dependencies: [
+                "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
+                "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
+            ],
             swiftSettings: strictSwift),
         .testTarget(
             name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],

@@ -1,4 +1,6 @@
+import BoardTracking
 import FlashEngine
+import Timekeeping
 import USBModel
 
 /// Turns a failure plus host evidence into one diagnosis. The mapping, reason by reason (each
@@ -32,6 +34,9 @@ public enum Diagnoser {
     static func rule(for reason: FlashFailure.Reason, _ context: Context) -> Diagnosis {
         switch reason {
         case .noBoard(let waited): return noBoard(waited: waited, context)
+        case .unsupportedDevice(let identity, let kind, let reason):
+            return PhaseRules.unsupportedDevice(identity, kind: kind, reason: reason, context)
+        case .boardBusy(let port): return PhaseRules.boardBusy(port, context)
         case .severalBoards(let boards): return severalBoards(boards, context)
         case .openFailed(let error): return openFailed(error, context)
         case .transferFailed(let error): return transferFailed(error, context)
@@ -51,7 +56,7 @@ public enum Diagnoser {
     // MARK: Finding the board
 
     static func noBoard(waited: Duration, _ context: Context) -> Diagnosis {
-        var evidence = ["waited \(roundedSeconds(waited)) s; no 0483:df11 device appeared"]
+        var evidence = ["waited \(roundedSeconds(waited)) s (--wait-timeout); no 0483:df11 device appeared"]
         var steps = [
             "Set the boot pins to USB (serial) boot and reset the board: on ST discovery kits both boot switches OFF; other boards: see their manual.",
             "Use a data cable on the board's USB OTG (device) connector, not the ST-LINK or power-only connector.",
@@ -97,8 +102,9 @@ public enum Diagnoser {
 
     static func openFailed(_ error: USBTransferError, _ context: Context) -> Diagnosis {
         if let shared = usbErrorRule(error, context) { return shared }
-        let text = (error.operation + " " + (error.detail ?? "")).lowercased()
-        if text.contains("string") || text.contains("descriptor") {
+        // The operation names a string read (`libusb_get_string_descriptor`, `string descriptor 2`);
+        // a missing functional descriptor is not one.
+        if error.operation.lowercased().contains("string") {
             return Diagnosis(
                 code: .stringsUnreadable, cause: DiagnosisCode.stringsUnreadable.summary, evidence: ["\(error)"],
                 nextSteps: [
@@ -128,7 +134,7 @@ public enum Diagnoser {
         if let fullSpeed = context.facts.fullSpeedEntry {
             return Diagnosis(
                 code: .fullSpeedLink, cause: DiagnosisCode.fullSpeedLink.summary,
-                evidence: ["\(error)", "full-speed link: " + TimelineFacts.describe(fullSpeed)],
+                evidence: ["\(error)", "full-speed link: " + fullSpeed.description],
                 nextSteps: fullSpeedSteps,
                 alternatives: [
                     AlternativeCause(
@@ -246,9 +252,31 @@ public enum Diagnoser {
     // MARK: Re-enumeration
 
     static func reconnectTimeout(waited: Duration, _ context: Context) -> Diagnosis {
+        var diagnosis = reconnectTimeoutRanked(waited: waited, context)
+        // Item: every "did not come back within N s" names the option that sets N and says what
+        // the grace listening after the timeout saw.
         let facts = context.facts
+        if let late = facts.lateArrival {
+            let option = facts.lastWait?.option ?? "the reconnect timeout"
+            let seconds = Int(late.afterDetach.inSeconds.rounded(.up))
+            diagnosis.evidence.append(
+                "the board did enumerate \(roundedSeconds(late.afterDetach)) s after the DETACH, after the wait had ended: "
+                    + "\(late.identity.port) \(late.identity.vendorProduct) \"\(late.identity.product ?? "?")\"")
+            diagnosis.nextSteps.insert(
+                "The board came back late: run again with `\(option) \(seconds + 10)` (or more); nothing else may be wrong.",
+                at: 0)
+        } else if let listened = facts.listenedAfterTimeout {
+            diagnosis.evidence.append(
+                "nothing enumerated in the \(roundedSeconds(listened)) s listened after the wait ended either")
+        }
+        return diagnosis
+    }
+
+    static func reconnectTimeoutRanked(waited: Duration, _ context: Context) -> Diagnosis {
+        let facts = context.facts
+        let option = facts.lastWait.map { " (\($0.option))" } ?? ""
         var evidence = [
-            "nothing came back within \(roundedSeconds(waited)) s after the DETACH"
+            "nothing came back within \(roundedSeconds(waited)) s\(option) after the DETACH"
                 + (facts.detachedStage.map { " sent to " + $0.displayName } ?? "")
         ]
         if facts.addedAfterDetach.isEmpty { evidence.append("no USB add event at all after the DETACH") }
@@ -257,9 +285,9 @@ public enum Diagnoser {
         if let other = facts.otherPortAfterDetach.last {
             return Diagnosis(
                 code: .otherPort, cause: DiagnosisCode.otherPort.summary,
-                evidence: evidence + ["after the DETACH: " + TimelineFacts.describe(other)],
+                evidence: evidence + ["after the DETACH: " + other.description],
                 nextSteps: [
-                    "If that is this board (another connector, a hub that re-numbers), plug it where it stays on one port, or pass that port with `--port \(other.device?.port.description ?? "B-P.P")`.",
+                    "If that is this board (another connector, a hub that re-numbers), plug it where it stays on one port, or pass that port with `--port \(other.event.device?.port.description ?? "B-P.P")`.",
                     "If it is another board, unplug it or pass `--port \(facts.boardPort?.description ?? "B-P.P")` so the tool ignores it.",
                 ],
                 alternatives: [
@@ -285,6 +313,23 @@ public enum Diagnoser {
         if !console.isEmpty {
             return silence(
                 expected, context, evidence: evidence + console.map { "console: \($0.line) — \($0.meaning)" })
+        }
+        // A board that already re-enumerated in this run showed that new identities do reach this
+        // system: passthrough is then the less likely cause.
+        if context.environment.isPassthrough, let earlier = facts.reenumeratedBefore {
+            var diagnosis = silence(
+                expected, context,
+                evidence: evidence + [
+                    "the board already re-enumerated in this run and was opened: " + earlier.description
+                ])
+            diagnosis.alternatives.append(
+                AlternativeCause(
+                    code: .vmPassthroughLost,
+                    cause: "The passthrough layer lost the board at this re-enumeration only.",
+                    howToTell:
+                        "look at the host's own device list after the DETACH (`lsusb -d 0483:df11` on a Linux host, `usbipd list`, `VBoxManage list usbhost`): if the host shows the board and this system does not, passthrough lost it."
+                ))
+            return diagnosis
         }
         if context.environment.isPassthrough {
             var diagnosis = HostRules.passthroughLost(context, evidence: evidence)

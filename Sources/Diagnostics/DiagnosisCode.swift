@@ -62,6 +62,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case protocolError = "protocol-error"
     /// The user stopped the run.
     case cancelled = "cancelled"
+    /// The DFU device is not an STM32MP board (an STM32 MCU system bootloader …).
+    case unsupportedDevice = "unsupported-device"
+    /// Another job of this process is flashing the board on that port.
+    case boardBusy = "board-busy"
     /// MCU: the DFU device is an application's DFU class (CubeMX template), not ST's bootloader.
     case mcuAppDFU = "mcu-app-dfu"
     /// MCU: RDP level 1 refuses reads, writes and erases (errVENDOR).
@@ -118,6 +122,8 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .incomplete: "The board ended the session without asking for every selected partition."
         case .protocolError: "The board's answers broke the STM32MP DFU protocol."
         case .cancelled: "The run was cancelled."
+        case .unsupportedDevice: "The DFU device found is not an STM32MP board, so `flash` does not program it."
+        case .boardBusy: "Another flashing job of this process holds the board on that port."
         case .mcuAppDFU:
             "This DFU device is your application's DFU class, not ST's system bootloader: it accepts writes without storing them."
         case .mcuReadProtected:

@@ -1,3 +1,4 @@
+import BoardTracking
 import FlashEngine
 
 extension Diagnoser {
@@ -31,7 +32,7 @@ extension Diagnoser {
             return AlternativeCause(
                 code: .fullSpeedLink,
                 cause:
-                    "The board was on a full-speed (12 Mbit/s) link (\(TimelineFacts.describe(entry))); TF-A declares high speed only.",
+                    "The board was on a full-speed (12 Mbit/s) link (\(entry.description)); TF-A declares high speed only.",
                 howToTell:
                     "move it to a port where `speed` in sysfs reads 480; if it then works, the link was the cause.")
         }

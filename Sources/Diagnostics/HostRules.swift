@@ -1,3 +1,4 @@
+import BoardTracking
 import FlashEngine
 import USBModel
 
@@ -94,7 +95,7 @@ enum HostRules {
         }
         var cause = DiagnosisCode.romCameBack.summary
         if let error = facts.errorPhaseBeforeDetach {
-            seen.append("GetPhase reported an error before the DETACH: " + TimelineFacts.describe(error))
+            seen.append("GetPhase reported an error before the DETACH: " + error.description)
             cause = "U-Boot reset the board after reporting an error, so the ROM came back."
         }
         var alternatives: [AlternativeCause] = [powerAlternative]

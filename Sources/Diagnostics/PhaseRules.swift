@@ -1,5 +1,7 @@
+import BoardTracking
 import FlashEngine
 import ImageSources
+import USBModel
 
 /// Diagnoses about the phases the board asks for and the session's end.
 enum PhaseRules {
@@ -37,7 +39,7 @@ enum PhaseRules {
                 "Phase \(phaseHex(id)) is \(id == 0xF2 ? "OTP" : "PMIC NVM"): this U-Boot was built without that support; remove the line or use ST's U-Boot.",
                 at: 0)
         }
-        let alternates = context.failure.timeline.last { $0.kind == .opened }?.detail
+        let alternates = context.facts.lastAlternates?.joined(separator: " ")
         return Diagnosis(
             code: .missingAlternate,
             cause: "The board asks for phase \(phaseHex(id)) but offers no DFU alternate setting for it.",
@@ -100,5 +102,32 @@ enum PhaseRules {
             }
         return Diagnosis(
             code: code, cause: code.summary, evidence: [error.description], nextSteps: steps)
+    }
+
+    static func unsupportedDevice(
+        _ identity: USBDeviceIdentity, kind: String, reason: String, _ context: Diagnoser.Context
+    ) -> Diagnosis {
+        var evidence = [
+            "\(identity.port) \(identity.vendorProduct) \"\(identity.product ?? "?")\" is an \(kind)"
+        ]
+        if let alternates = context.facts.lastAlternates, !alternates.isEmpty {
+            evidence.append("alternates: " + alternates.joined(separator: " "))
+        }
+        return Diagnosis(
+            code: .unsupportedDevice, cause: "The DFU device is an \(kind): \(reason).", evidence: evidence,
+            nextSteps: [
+                "If you meant to flash an STM32MP board, put it in USB boot mode and pass its port with `--port` (`stm32mp-flash list` shows what each DFU device is).",
+                "STM32 microcontrollers are programmed with their own tools (dfu-util with DfuSe addresses, STM32CubeProgrammer).",
+            ])
+    }
+
+    static func boardBusy(_ port: PortPath, _ context: Diagnoser.Context) -> Diagnosis {
+        Diagnosis(
+            code: .boardBusy, cause: DiagnosisCode.boardBusy.summary,
+            evidence: ["port \(port) is leased by another job of this process"],
+            nextSteps: [
+                "Wait for the other job on \(port) to finish, or choose another port.",
+                "Each port takes one job at a time: the tool never opens a board another job holds.",
+            ])
     }
 }

@@ -1,84 +1,110 @@
+import BoardTracking
+import DFU
 import FlashEngine
 import USBModel
 
-/// Facts read off a failure's timeline once, so each rule of the diagnosis states its condition
-/// plainly.
+/// Facts read off a failure's timeline once, by matching its typed events, so each rule of the
+/// diagnosis states its condition plainly.
 struct TimelineFacts {
     let timeline: [TimelineEntry]
     /// The board's port: from the last time we opened it, else from any entry with a stage.
     let boardPort: PortPath?
     /// Index of the last DFU_DETACH we sent.
     let lastDetachIndex: Int?
-    /// The stage we detached from last.
+    /// The stage we detached from last, and what that DETACH waited for.
     let detachedStage: BoardStage?
+    let lastWait: ReconnectWait?
     /// Devices that appeared after the last detach.
     let addedAfterDetach: [TimelineEntry]
     /// DFU devices seen on other ports (any time, and after the last detach).
     let otherPortEntries: [TimelineEntry]
     let otherPortAfterDetach: [TimelineEntry]
-    /// A GetPhase reply marked as an error (`FF …`) came before the last detach.
+    /// A GetPhase reply that is an error (`FF …`) came before the last detach.
     let errorPhaseBeforeDetach: TimelineEntry?
     /// The board was seen on a full-speed link.
     let fullSpeedEntry: TimelineEntry?
+    /// The board came back after an earlier DETACH of this run and was opened: re-enumeration
+    /// (and any passthrough of new identities) demonstrably worked.
+    let reenumeratedBefore: TimelineEntry?
+    /// After the last wait ran out: the board enumerated later, or nothing came in the grace time.
+    let lateArrival: (identity: USBDeviceIdentity, afterDetach: Duration)?
+    let listenedAfterTimeout: Duration?
 
     init(_ failure: FlashFailure) {
         let entries = failure.timeline
-        let board =
-            entries.last(where: { $0.kind == .opened && $0.device != nil })?.device?.port
-            ?? entries.last(where: { $0.stage != nil && $0.kind != .otherPort && $0.device != nil })?.device?.port
-        let detachIndex = entries.lastIndex { $0.kind == .detachSent }
+        var opened: USBDeviceIdentity?
+        var staged: USBDeviceIdentity?
+        for entry in entries {
+            if case .opened(let device, _, _, _) = entry.event { opened = device }
+            if entry.event.stage != nil, let device = entry.event.device { staged = device }
+        }
+        let board = (opened ?? staged)?.port
+        let detachIndex = entries.lastIndex { if case .detachSent = $0.event { true } else { false } }
         let afterDetach = detachIndex.map { Array(entries[($0 + 1)...]) } ?? []
         let beforeDetach = detachIndex.map { Array(entries[..<$0]) } ?? entries
         let isOtherPort: (TimelineEntry) -> Bool = { entry in
-            entry.kind == .otherPort
-                || (entry.kind == .added && board != nil && entry.device != nil && entry.device?.port != board)
+            switch entry.event {
+            case .otherPort: true
+            case .hotplug(.add, let device): board != nil && device.port != board
+            default: false
+            }
         }
         timeline = entries
         boardPort = board
         lastDetachIndex = detachIndex
-        detachedStage = detachIndex.flatMap { entries[$0].stage } ?? (detachIndex != nil ? failure.stage : nil)
-        addedAfterDetach = afterDetach.filter { $0.kind == .added }
+        if let detachIndex, case .detachSent(let from, let wait) = entries[detachIndex].event {
+            detachedStage = from
+            lastWait = wait
+        } else {
+            detachedStage = nil
+            lastWait = nil
+        }
+        addedAfterDetach = afterDetach.filter { if case .hotplug(.add, _) = $0.event { true } else { false } }
         otherPortEntries = entries.filter(isOtherPort)
         otherPortAfterDetach = afterDetach.filter(isOtherPort)
-        errorPhaseBeforeDetach = beforeDetach.last { $0.kind == .phase && TimelineFacts.isErrorReply($0.detail) }
-        fullSpeedEntry = entries.first { entry in
-            entry.kind != .otherPort && entry.device?.speed == .full && (board == nil || entry.device?.port == board)
+        errorPhaseBeforeDetach = beforeDetach.last {
+            if case .phase(let reply, _) = $0.event { reply.phase == 0xFF } else { false }
         }
+        fullSpeedEntry = entries.first { entry in
+            if case .otherPort = entry.event { return false }
+            guard let device = entry.event.device else { return false }
+            return device.speed == .full && (board == nil || device.port == board)
+        }
+        var sawDetach = false
+        var reopened: TimelineEntry?
+        for entry in beforeDetach {
+            switch entry.event {
+            case .detachSent: sawDetach = true
+            case .opened where sawDetach: reopened = entry
+            default: break
+            }
+        }
+        reenumeratedBefore = reopened
+        var late: (USBDeviceIdentity, Duration)?
+        var listened: Duration?
+        for entry in afterDetach {
+            if case .lateArrival(let identity, let after) = entry.event { late = (identity, after) }
+            if case .nothingLate(let time) = entry.event { listened = time }
+        }
+        lateArrival = late.map { (identity: $0.0, afterDetach: $0.1) }
+        listenedAfterTimeout = listened
     }
 
-    /// The engine's decoded GetPhase reply for an error starts with `FF` (or `0xFF`). Only the
-    /// start counts: a normal reply carries addresses such as `0xFFFFFFFF` further on.
-    static func isErrorReply(_ detail: String?) -> Bool {
-        guard let detail else { return false }
-        let upper = detail.uppercased()
-        return upper.hasPrefix("FF") || upper.hasPrefix("0XFF ")
-    }
-
-    /// Whether a data transfer to this stage had completed (`sendDone`) before the failure.
+    /// Whether a data transfer to this stage had completed before the failure.
     func sentData(to stage: BoardStage) -> Bool {
-        timeline.contains { $0.kind == .sendDone && $0.stage == stage }
+        timeline.contains { if case .sendDone(_, _, _, stage) = $0.event { true } else { false } }
+    }
+
+    /// The alternates of the last board opened.
+    var lastAlternates: [String]? {
+        for entry in timeline.reversed() {
+            if case .opened(_, _, let alternates, _) = entry.event { return alternates }
+        }
+        return nil
     }
 
     /// The last entries, formatted for the evidence list.
     func recent(_ count: Int) -> [String] {
-        timeline.suffix(count).map(TimelineFacts.describe)
-    }
-
-    static func describe(_ entry: TimelineEntry) -> String {
-        var text = "t=" + seconds(entry.time) + " s " + entry.kind.rawValue
-        if let stage = entry.stage { text += " [" + stage.displayName + "]" }
-        if let device = entry.device {
-            text += " " + device.port.description + " " + device.vendorProduct
-            if let product = device.product { text += " \"" + product + "\"" }
-            if device.speed != .high { text += " (" + device.speed.sysfsMbps + " Mbit/s)" }
-        }
-        if let detail = entry.detail { text += ": " + detail }
-        return text
-    }
-
-    /// `12.3` style, one decimal.
-    static func seconds(_ value: Double) -> String {
-        let tenths = Int((value * 10).rounded())
-        return String(tenths / 10) + "." + String(abs(tenths % 10))
+        timeline.suffix(count).map(\.description)
     }
 }

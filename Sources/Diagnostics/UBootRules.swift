@@ -1,3 +1,4 @@
+import BoardTracking
 import FlashEngine
 
 /// Diagnoses about the firmware after TF-A: U-Boot's USB gadget and the identity it comes back as.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import BootImages
 import Diagnostics
 import FlashEngine
@@ -72,6 +73,12 @@ struct FlashCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Seconds to wait between U-Boot's two enumerations (erases happen there).", valueName: "seconds"))
     var reenumerationTimeout: Double = 120
+
+    @Option(
+        help: ArgumentHelp(
+            "After a wait above ran out, seconds to keep listening, only to tell whether a longer wait would have worked.",
+            valueName: "seconds"))
+    var lateGrace: Double = 10
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
@@ -166,12 +173,13 @@ struct FlashCommand: AsyncParsableCommand {
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
-            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout))
+            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
+            lateArrivalGrace: .seconds(max(0, lateGrace)))
         var request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
         do {
             request.images = try images.prepare(plan: plan)
         } catch {
-            Terminal.error("error: \(error)")
+            Terminal.error("error: " + TerminalText.escaped("\(error)"))
             throw ExitCode.failure
         }
 
@@ -203,8 +211,10 @@ struct FlashCommand: AsyncParsableCommand {
             TerminalLogHandler(output: output, logLevel: verbose ? .debug : .warning)
         }
         let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
+        // One tracker per process; this run takes one lease from it (a station takes several).
+        let tracker = BoardTracker(bus: bus)
         let flasher = Flasher(
-            bus: bus, request: request, logger: logger,
+            tracker: tracker, request: request, logger: logger,
             events: {
                 recording?.observe($0)
                 output.handle($0)

@@ -1,3 +1,4 @@
+import BoardTracking
 import Diagnostics
 import FlashEngine
 import FlashLayout

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import BootImages
 import FlashEngine
 import FoundationEssentials
@@ -18,7 +19,7 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let bus = try SystemUSBBus()
-        let listings = try await bus.dfuListings()
+        let listings = try await bus.dfuDevices()
         for listing in listings {
             let report = DeviceReport(listing.identity, alternates: listing.alternates)
             writeLine(json ? try jsonLine(report) : report.text)
@@ -33,7 +34,10 @@ struct DeviceReport: Codable {
     var bus: Int
     var device: Int
     var vendorProduct: String
-    var stage: BoardStage
+    /// `stm32mp`, `stm32-mcu`, `unknown`: which board family recognised the device.
+    var family: String
+    /// The family's code: `rom`, `tfa`, `uboot`, `uboot-dfu`, `fastboot`, `mcu-bootloader`, `unknown`.
+    var stage: String
     var stageName: String
     var chip: ChipFamily?
     var manufacturer: String?
@@ -43,7 +47,8 @@ struct DeviceReport: Codable {
     var alternates: [DFUInterfaceAlternate]?
 
     enum CodingKeys: String, CodingKey {
-        case port, bus, device, vendorProduct, stage, stageName, chip, manufacturer, product, serial, speed, alternates
+        case port, bus, device, vendorProduct, family, stage, stageName, chip, manufacturer, product, serial, speed,
+            alternates
     }
 
     /// Unknown values are written as null, never left out (docs/json.md).
@@ -53,6 +58,7 @@ struct DeviceReport: Codable {
         try container.encode(bus, forKey: .bus)
         try container.encode(device, forKey: .device)
         try container.encode(vendorProduct, forKey: .vendorProduct)
+        try container.encode(family, forKey: .family)
         try container.encode(stage, forKey: .stage)
         try container.encode(stageName, forKey: .stageName)
         try container.encode(chip, forKey: .chip)
@@ -68,10 +74,11 @@ struct DeviceReport: Codable {
         bus = identity.busNumber
         device = identity.deviceAddress
         vendorProduct = identity.vendorProduct
-        stage = BoardStage.classify(
-            vendorID: identity.vendorID, productID: identity.productID, product: identity.product)
-        stageName = stage.displayName
-        chip = ChipFamily.fromProduct(identity.product)
+        let kind = BoardFamilies.standard.classify(identity, alternates: alternates?.compactMap(\.name) ?? [])
+        family = kind.family.rawValue
+        stage = kind.code
+        stageName = kind.displayName
+        chip = kind.family == .stm32mp ? ChipFamily.fromProduct(identity.product) : nil
         manufacturer = identity.manufacturer
         product = identity.product
         serial = identity.serial
@@ -85,7 +92,7 @@ struct DeviceReport: Codable {
         if let chip { line += " (\(chip.rawValue))" }
         // The strings are the device's choice: shown escaped and shortened, never raw.
         line += "  serial \(TerminalText.field(serial ?? "?", limit: 40))  \(speed.rawValue) speed"
-        if stage == .unknown, let product { line += "  \"\(TerminalText.field(product))\"" }
+        if family != BoardFamilyName.stm32mp.rawValue, let product { line += "  \"\(TerminalText.field(product))\"" }
         for alt in alternates ?? [] {
             line += "\n    alt \(alt.alternate): \(alt.name.map { TerminalText.field($0) } ?? "(name unreadable)")"
         }

@@ -34,12 +34,12 @@ struct WatchCommand: AsyncParsableCommand {
     func run() async throws {
         let source = eventSource.flatMap(UdevEventSource.init(rawValue:)) ?? .detect()
         let bus = try SystemUSBBus(eventSource: source)
-        try await bus.startWatching()
+        let events = try await bus.subscribe()
         printError("Watching USB devices (\(source.rawValue) events). Press Ctrl-C to stop.")
         let deadline = timeout.map { bus.clock.now + .milliseconds(Int64($0 * 1000)) } ?? .seconds(Int64(Int32.max))
         var seen = 0
         while count.map({ seen < $0 }) ?? true {
-            guard let event = try await bus.nextEvent(until: deadline) else {
+            guard let event = try await events.next(until: deadline) else {
                 if count != nil { throw ExitCode(1) }
                 return
             }

@@ -1,3 +1,4 @@
+public import BoardTracking
 public import FlashLayout
 public import ImageSources
 public import USBModel
@@ -60,6 +61,17 @@ public enum BoardSelection: Sendable, Hashable {
     case any
     case port(PortPath)
     case serial(String)
+}
+
+extension BoardSelection {
+    /// The tracker's name for the same choice (`.any`: the only STM32MP board).
+    public var match: BoardMatch {
+        switch self {
+        case .any: .only(.stm32mp)
+        case .port(let port): .port(port)
+        case .serial(let serial): .serial(serial)
+        }
+    }
 }
 
 /// Everything a run needs besides the bus.

@@ -1,48 +1,177 @@
+public import BoardTracking
+public import DFU
 public import ImageSources
 import Timekeeping
 public import USBModel
 
 /// One thing the host observed during a run, kept in order so that a failure can be explained
-/// from evidence (the diagnosis reads it) and shown to the user.
-public struct TimelineEntry: Sendable, Hashable, Codable {
-    public enum Kind: String, Sendable, Hashable, Codable {
-        /// A device appeared (udev add / virtual attach).
-        case added
-        /// A device disappeared.
-        case removed
-        /// We opened the board and read its identity and alternates.
-        case opened
-        /// GetPhase answer (detail holds the decoded reply).
-        case phase
-        /// We started sending a phase's data.
-        case sendStarted
-        /// The phase's data and the zero-length DNLOAD were accepted.
-        case sendDone
-        /// We sent DFU_DETACH.
-        case detachSent
-        /// A USB transfer failed.
-        case transferError
-        /// A DFU device appeared on a port that is not the board's.
-        case otherPort
-        /// Anything else worth knowing.
-        case note
-    }
-
+/// from evidence (the diagnosis pattern-matches the values) and shown to the user (rendered to
+/// text only for output).
+public struct TimelineEntry: Sendable, Hashable, CustomStringConvertible {
     /// Seconds since the run started.
     public var time: Double
-    public var kind: Kind
-    public var stage: BoardStage?
-    public var device: USBDeviceIdentity?
-    public var detail: String?
+    public var event: TimelineEvent
 
-    public init(
-        time: Double, kind: Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil
-    ) {
+    public init(time: Double, _ event: TimelineEvent) {
         self.time = time
-        self.kind = kind
-        self.stage = stage
-        self.device = device
-        self.detail = detail
+        self.event = event
+    }
+
+    /// `t=12.3 s opened [TF-A] 1-1 0483:df11 "DFU @Device ID …": …`, the form every text output uses.
+    public var description: String {
+        var text = "t=" + Self.seconds(time) + " s " + event.label
+        if let stage = event.stage { text += " [" + stage.displayName + "]" }
+        if let device = event.device {
+            text += " " + device.port.description + " " + device.vendorProduct
+            if let product = device.product { text += " \"" + product + "\"" }
+            if device.speed != .high { text += " (" + device.speed.sysfsMbps + " Mbit/s)" }
+        }
+        if let detail = event.detail { text += ": " + detail }
+        return text
+    }
+
+    /// `12.3` style, one decimal.
+    static func seconds(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return String(tenths / 10) + "." + String(abs(tenths % 10))
+    }
+}
+
+/// What the engine and its board lease observed, as values.
+public enum TimelineEvent: Sendable, Hashable {
+    /// A device appeared or disappeared (udev add/remove, virtual attach/detach).
+    case hotplug(HotplugEvent.Action, USBDeviceIdentity)
+    /// We opened the board and read its identity and alternates (`attempts` > 1: after retries).
+    case opened(USBDeviceIdentity, stage: BoardStage, alternates: [String], attempts: Int)
+    /// An open attempt failed; the lease retries until its deadline.
+    case openFailed(USBTransferError, port: PortPath, attempt: Int)
+    /// GetPhase's answer, read from the stage we believed answered.
+    case phase(GetPhaseReply, stage: BoardStage)
+    /// GetPhase showed that another stage answers than the product string suggested.
+    case stageCorrected(from: BoardStage, to: BoardStage)
+    /// We started sending a phase's data.
+    case sendStarted(phase: UInt8, name: String, bytes: Int64, stage: BoardStage)
+    /// The phase's data and the zero-length DNLOAD were accepted.
+    case sendDone(phase: UInt8, bytes: Int64, duration: Duration, stage: BoardStage)
+    /// We sent DFU_DETACH; `wait` says for what and how long (nil: the DETACH at END).
+    case detachSent(from: BoardStage, wait: ReconnectWait?)
+    /// A DFU request failed (the USB error kind and the DFU operation are in the value).
+    case transferError(DFUError, stage: BoardStage?)
+    /// A board of a known family appeared on another port while ours was away.
+    case otherPort(USBDeviceIdentity, boardPort: PortPath?)
+    /// The board came back on another port with the same serial; we follow it.
+    case followed(USBDeviceIdentity, from: PortPath)
+    /// A rescan found the board back although its add event never reached us.
+    case foundByRescan(USBDeviceIdentity)
+    /// After the reconnect wait had run out, the board did enumerate (`after` the DETACH).
+    case lateArrival(USBDeviceIdentity, afterDetach: Duration)
+    /// After the reconnect wait had run out we listened `listened` longer and nothing came.
+    case nothingLate(listened: Duration)
+    /// U-Boot's layout line number mapped back to the user's file.
+    case layoutLine(payloadLine: Int, sourceLine: Int, path: String)
+    /// Anything else worth knowing.
+    case note(String, stage: BoardStage?)
+
+    /// The short label text outputs show.
+    public var label: String {
+        switch self {
+        case .hotplug(let action, _): action == .add ? "added" : "removed"
+        case .opened: "opened"
+        case .openFailed: "openRetry"
+        case .phase: "phase"
+        case .stageCorrected: "note"
+        case .sendStarted: "sendStarted"
+        case .sendDone: "sendDone"
+        case .detachSent: "detachSent"
+        case .transferError: "transferError"
+        case .otherPort: "otherPort"
+        case .followed: "followed"
+        case .foundByRescan: "rescan"
+        case .lateArrival: "lateArrival"
+        case .nothingLate: "nothingLate"
+        case .layoutLine, .note: "note"
+        }
+    }
+
+    /// The stage the entry is about, when it is about one.
+    public var stage: BoardStage? {
+        switch self {
+        case .opened(_, let stage, _, _), .phase(_, let stage), .sendStarted(_, _, _, let stage),
+            .sendDone(_, _, _, let stage), .detachSent(let stage, _):
+            stage
+        case .stageCorrected(_, let to): to
+        case .transferError(_, let stage), .note(_, let stage): stage
+        default: nil
+        }
+    }
+
+    /// The device the entry is about, when it is about one.
+    public var device: USBDeviceIdentity? {
+        switch self {
+        case .hotplug(_, let device), .opened(let device, _, _, _), .otherPort(let device, _), .followed(let device, _),
+            .foundByRescan(let device), .lateArrival(let device, _):
+            device
+        default: nil
+        }
+    }
+
+    /// The rest, as text.
+    public var detail: String? {
+        switch self {
+        case .hotplug: return nil
+        case .opened(_, _, let alternates, let attempts):
+            return alternates.joined(separator: " ") + (attempts > 1 ? " (after \(attempts) attempts)" : "")
+        case .openFailed(let error, let port, let attempt): return "open \(port) attempt \(attempt): \(error)"
+        case .phase(let reply, _): return Self.describe(reply)
+        case .stageCorrected(let from, let to): return "GetPhase shows \(to.displayName), not \(from.displayName)"
+        case .sendStarted(let phase, let name, let bytes, _): return "\(phaseHex(phase)) \(name) \(bytes) bytes"
+        case .sendDone(let phase, let bytes, let duration, _):
+            return "\(phaseHex(phase)) \(bytes) bytes in \(milliseconds(duration)) ms"
+        case .detachSent(_, let wait):
+            guard let wait else { return "END" }
+            return "expecting \(wait.expecting.displayName) within \(Int(wait.timeout.inSeconds.rounded())) s"
+        case .transferError(let error, _): return "\(error)"
+        case .otherPort(let device, let boardPort):
+            return
+                "a DFU device appeared on \(device.port) while the board on \(boardPort.map(\.description) ?? "?") was away"
+        case .followed(let device, let from):
+            return "the board came back on port \(device.port) (was \(from), same serial); following it"
+        case .foundByRescan: return "the board is back (found by a rescan; its add event did not reach us)"
+        case .lateArrival(_, let after):
+            return
+                "the board enumerated \(TimelineEntry.seconds(after.inSeconds)) s after the DETACH, after the wait had ended"
+        case .nothingLate(let listened):
+            return "nothing enumerated in the \(Int(listened.inSeconds.rounded())) s listened after the wait ended"
+        case .layoutLine(let payloadLine, let sourceLine, let path):
+            return "U-Boot's layout line \(payloadLine) is line \(sourceLine) of \(path)"
+        case .note(let text, _): return text
+        }
+    }
+
+    /// `03 address 0xC0000000 offset 0`, `FF error: …`, `FE END`.
+    static func describe(_ reply: GetPhaseReply) -> String {
+        switch reply.phase {
+        case 0xFF: return "FF error: \(reply.message ?? "")"
+        case 0xFE: return "FE END"
+        default:
+            let address = String(reply.address, radix: 16, uppercase: true)
+            return "\(phaseHex(reply.phase)) address 0x\(address) offset \(reply.offset)"
+                + (reply.needsDetach ? " detach requested" : "")
+        }
+    }
+}
+
+/// What a DETACH waits for: the stage expected, how long, and the option that sets how long.
+public struct ReconnectWait: Sendable, Hashable {
+    public var expecting: BoardStage
+    public var timeout: Duration
+    /// `--uboot-timeout` …: what a user changes to wait longer.
+    public var option: String
+
+    public init(expecting: BoardStage, timeout: Duration, option: String) {
+        self.expecting = expecting
+        self.timeout = timeout
+        self.option = option
     }
 }
 
@@ -52,6 +181,11 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
     public enum Reason: Sendable, Hashable {
         /// No STM32MP DFU device showed up within the wait.
         case noBoard(waited: Duration)
+        /// The device to flash is not an STM32MP board (an STM32 MCU bootloader …): what it is and why
+        /// `flash` does not drive it.
+        case unsupportedDevice(USBDeviceIdentity, kind: String, reason: String)
+        /// The board is being flashed by another job of this process.
+        case boardBusy(PortPath)
         /// Several boards and no `--port`/`--serial` to choose.
         case severalBoards([USBDeviceIdentity])
         /// Opening the board failed (permissions, busy …).
@@ -104,6 +238,10 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         switch reason {
         case .noBoard(let waited):
             return prefix + "no STM32MP board in USB DFU mode appeared within \(Int(waited.inSeconds.rounded())) s"
+        case .unsupportedDevice(let identity, let kind, let reason):
+            return prefix + "the DFU device on \(identity.port) is an \(kind): \(reason)"
+        case .boardBusy(let port):
+            return prefix + "the board on port \(port) is being flashed by another job of this process"
         case .severalBoards(let boards):
             return prefix + "\(boards.count) boards are connected; choose one with --port or --serial"
         case .openFailed(let error): return prefix + "cannot open the board: \(error)"

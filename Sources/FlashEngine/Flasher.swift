@@ -1,3 +1,4 @@
+public import BoardTracking
 public import DFU
 import FlashLayout
 import ImageSources
@@ -5,44 +6,108 @@ public import Logging
 import Timekeeping
 public import USBModel
 
-/// Runs `FlashStateMachine`'s actions against a `USBBus` (real USB or the virtual board): finds
-/// and opens the board, reads GetPhase, streams files, sends DETACH and follows the board across
-/// re-enumerations by port path first and serial second. Everything it observes goes into a
-/// timeline that a failure carries, for the diagnosis.
+/// Drives the GetPhase protocol (`FlashStateMachine`'s actions) over a `BoardLease`: reads
+/// GetPhase, streams files, sends DETACH; finding, opening and following the board across
+/// re-enumerations is the lease's job. Everything observed goes into a timeline of typed values
+/// that a failure carries, for the diagnosis.
 ///
-/// One `Flasher` runs once, on one task.
+/// One `Flasher` runs once, on one task. Several flashers, one lease each, may run at once on one
+/// tracker (a station).
 public final class Flasher: Sendable {
-    private let bus: any USBBus
+    private let source: LeaseSource
     private let request: FlashRequest
     private let emit: @Sendable (FlashEvent) -> Void
     private let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
+    private let clock: any FlashClock
 
+    /// What the tracker knows boards to be.
+    var families: BoardFamilies {
+        switch source {
+        case .lease(let lease): lease.tracker.families
+        case .tracker(let tracker): tracker.families
+        }
+    }
+
+    /// Where the lease comes from: given, or made from the request's selection on a new tracker.
+    private enum LeaseSource: Sendable {
+        case lease(BoardLease)
+        case tracker(BoardTracker)
+    }
+
+    /// Flashes the board `lease` is for (the caller releases the lease).
     /// - Parameters:
     ///   - logger: receives every timeline entry at `debug` (what `flash --verbose` shows).
-    public init(
+    public convenience init(
+        lease: BoardLease, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
+        logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
+        events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+    ) {
+        self.init(source: .lease(lease), request: request, dfuTimeouts: dfuTimeouts, logger: logger, events: events)
+    }
+
+    /// Flashes the board `request.selection` names on `bus`, with a tracker of its own (one board
+    /// per process; a station shares one tracker and passes leases instead).
+    public convenience init(
         bus: any USBBus, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
         logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
         events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) {
-        self.bus = bus
+        self.init(
+            tracker: BoardTracker(bus: bus), request: request, dfuTimeouts: dfuTimeouts, logger: logger, events: events)
+    }
+
+    /// Flashes the board `request.selection` names, leased from `tracker` for the run.
+    public convenience init(
+        tracker: BoardTracker, request: FlashRequest, dfuTimeouts: DFUTimeouts = .init(),
+        logger: Logger = Logger(label: "stm32mp-flash.engine", factory: { _ in SwiftLogNoOpLogHandler() }),
+        events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+    ) {
+        self.init(source: .tracker(tracker), request: request, dfuTimeouts: dfuTimeouts, logger: logger, events: events)
+    }
+
+    private init(
+        source: LeaseSource, request: FlashRequest, dfuTimeouts: DFUTimeouts, logger: Logger,
+        events: @escaping @Sendable (FlashEvent) -> Void
+    ) {
+        self.source = source
         self.request = request
-        self.emit = events
+        emit = events
         self.dfuTimeouts = dfuTimeouts
-        recorder = TimelineRecorder(clock: bus.clock, logger: logger)
+        switch source {
+        case .lease(let lease): clock = lease.tracker.bus.clock
+        case .tracker(let tracker): clock = tracker.bus.clock
+        }
+        recorder = TimelineRecorder(clock: clock, logger: logger)
     }
 
     /// Flashes the board.
     /// - Returns: the summary, only when the board said END and every selected partition was sent.
     /// - Throws: `FlashFailure` with the timeline of everything observed.
     public func run() async throws(FlashFailure) -> FlashSummary {
-        var run = Run(flasher: self)
+        let lease: BoardLease
+        switch source {
+        case .lease(let given):
+            lease = given
+        case .tracker(let tracker):
+            do {
+                lease = try await tracker.lease(request.selection.match)
+            } catch {
+                throw FlashFailure(.protocolError("cannot watch USB hot-plug events: \(error)"))
+            }
+        }
+        var run = Run(flasher: self, lease: lease)
+        defer {
+            if case .tracker = source { Task { await lease.release() } }
+        }
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
             throw failure
         } catch is CancellationError {
             throw run.failure(.cancelled)
+        } catch let error as TrackingError {
+            throw run.failure(run.reason(for: error))
         } catch let error as DFUError {
             throw run.failure(run.reason(for: error))
         } catch let error as USBTransferError {
@@ -55,8 +120,8 @@ public final class Flasher: Sendable {
     /// The mutable state of one run; lives on the calling task only.
     private struct Run {
         let flasher: Flasher
+        let lease: BoardLease
         var machine: FlashStateMachine
-        var port: PortPath?
         var device: DFUDevice?
         /// The last identity opened (kept after the END DETACH closes the device).
         var board: USBDeviceIdentity?
@@ -65,13 +130,14 @@ public final class Flasher: Sendable {
         var transfers = 0
         let started: Duration
 
-        init(flasher: Flasher) {
+        init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher
+            self.lease = lease
             machine = FlashStateMachine(plan: flasher.request.plan, timeouts: flasher.request.timeouts)
-            started = flasher.bus.clock.now
+            started = flasher.clock.now
         }
 
-        var bus: any USBBus { flasher.bus }
+        var clock: any FlashClock { flasher.clock }
         var plan: PartitionPlan { flasher.request.plan }
         var recorder: TimelineRecorder { flasher.recorder }
 
@@ -80,10 +146,13 @@ public final class Flasher: Sendable {
         }
 
         mutating func execute() async throws -> FlashSummary {
-            try await bus.startWatching()
-            let found = try await findBoard()
-            port = found
-            let opened = try await open(port: found)
+            let recorder = recorder
+            let emit = flasher.emit
+            let arrivalDeadline = clock.now + flasher.request.timeouts.boardArrival
+            _ = try await lease.arrival(until: arrivalDeadline) { observation in
+                Self.record(observation, recorder: recorder, emit: emit, expecting: nil, boardPort: nil)
+            }
+            let opened = try await open(until: max(arrivalDeadline, clock.now + lease.timing.openWindow))
             var action = machine.boardOpened(snapshot(opened))
             while true {
                 switch action {
@@ -91,9 +160,7 @@ public final class Flasher: Sendable {
                     let before = machine.stage
                     action = machine.phaseRead(try await readPhase())
                     if machine.stage != before {
-                        recorder.add(
-                            .note, stage: machine.stage,
-                            detail: "GetPhase shows \(machine.stage.displayName), not \(before.displayName)")
+                        recorder.add(.stageCorrected(from: before, to: machine.stage))
                         flasher.emit(.stageConfirmed(machine.stage))
                     }
                 case .send(let id, let mayLeave):
@@ -103,7 +170,7 @@ public final class Flasher: Sendable {
                     action = try await detachAndAwait(expecting: expecting, timeout: timeout)
                 case .detachAtEnd:
                     flasher.emit(.end)
-                    recorder.add(.detachSent, stage: machine.stage, detail: "END")
+                    recorder.add(.detachSent(from: machine.stage, wait: nil))
                     try await current().detach()
                     await closeCurrent()
                     action = machine.endDetached()
@@ -113,7 +180,7 @@ public final class Flasher: Sendable {
                 case .succeed:
                     guard let board else { throw failure(.protocolError("no board at END")) }
                     return FlashSummary(
-                        board: board, phases: results, duration: bus.clock.now - started, controlTransfers: transfers,
+                        board: board, phases: results, duration: clock.now - started, controlTransfers: transfers,
                         timeline: recorder.entries, partitions: machine.sent.filter { plan.requestOrder.contains($0) })
                 }
             }
@@ -124,71 +191,73 @@ public final class Flasher: Sendable {
             return device
         }
 
-        // MARK: Finding and opening the board
+        // MARK: Opening the board
 
-        func isSTM32MPDFU(_ identity: USBDeviceIdentity) -> Bool {
-            identity.vendorID == 0x0483 && identity.productID == 0xDF11
+        /// Opens the leased board (retrying until `deadline`) and records who answered. A device
+        /// of another family (an MCU bootloader) is refused here.
+        mutating func open(until deadline: Duration) async throws -> DFUDevice {
+            let recorder = recorder
+            let emit = flasher.emit
+            let expecting = machine.expectedStage
+            let boardPort = lease.port
+            let opened = try await lease.open(until: deadline, dfuTimeouts: flasher.dfuTimeouts) { observation in
+                Self.record(observation, recorder: recorder, emit: emit, expecting: expecting, boardPort: boardPort)
+            }
+            return try accept(opened)
         }
 
-        func matches(_ identity: USBDeviceIdentity) -> Bool {
-            guard isSTM32MPDFU(identity) else { return false }
-            switch flasher.request.selection {
-            case .any: return true
-            case .port(let wanted): return identity.port == wanted
-            case .serial(let wanted): return identity.serial == wanted
-            }
-        }
-
-        /// The selected board's port, waiting for it to appear (with a countdown) if needed.
-        mutating func findBoard() async throws -> PortPath {
-            let clock = bus.clock
-            let deadline = clock.now + flasher.request.timeouts.boardArrival
-            while true {
-                let candidates = try await bus.dfuDevices().filter(matches)
-                if candidates.count == 1 { return candidates[0].port }
-                if candidates.count > 1 { throw failure(.severalBoards(candidates)) }
-                let remaining = deadline - clock.now
-                guard remaining > .zero else { throw failure(.noBoard(waited: flasher.request.timeouts.boardArrival)) }
-                flasher.emit(.waitingForBoard(expecting: nil, remaining: remaining))
-                if let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) {
-                    recorder.add(event.action == .add ? .added : .removed, device: event.device)
-                }
-            }
-        }
-
-        /// Opens the DFU function on `port` and records who answered.
-        mutating func open(port: PortPath) async throws -> DFUDevice {
-            let transport: any USBControlTransport
-            do {
-                transport = try await bus.open(port: port)
-            } catch let error as USBTransferError {
-                throw failure(.openFailed(error))
-            }
-            let opened: DFUDevice
-            do {
-                opened = try await DFUDevice.open(transport, clock: bus.clock, timeouts: flasher.dfuTimeouts)
-            } catch let error as DFUError {
-                await transport.close()
+        /// Takes an opened board as the current one, or refuses a device of another family.
+        mutating func accept(_ opened: OpenedBoard) throws -> DFUDevice {
+            let identity = opened.device.identity
+            guard let stage = opened.kind.stage else {
+                Task { [transport = opened.device.transport] in await transport.close() }
                 throw failure(
-                    .openFailed(
-                        error.transferError ?? USBTransferError(.io, operation: error.operation, detail: "\(error)")))
+                    .unsupportedDevice(
+                        identity, kind: opened.kind.displayName, reason: opened.kind.refusal ?? "not an STM32MP board"))
             }
-            device = opened
-            board = opened.identity
-            let stage = BoardStage.classify(
-                vendorID: opened.identity.vendorID, productID: opened.identity.productID,
-                product: opened.identity.product)
-            let alternates = opened.alternates.compactMap(\.string).joined(separator: " ")
-            recorder.add(.opened, stage: stage, device: opened.identity, detail: alternates)
-            flasher.emit(.board(opened.identity, stage: stage))
-            return opened
+            device = opened.device
+            board = identity
+            recorder.add(
+                .opened(
+                    identity, stage: stage, alternates: opened.device.alternates.compactMap(\.string),
+                    attempts: opened.attempts))
+            flasher.emit(.board(identity, stage: stage))
+            return opened.device
+        }
+
+        /// A lease's observation into the timeline and, where the user should see it, an event.
+        static func record(
+            _ observation: TrackingObservation, recorder: TimelineRecorder, emit: @Sendable (FlashEvent) -> Void,
+            expecting: BoardStage?, boardPort: PortPath?
+        ) {
+            switch observation {
+            case .hotplug(let event): recorder.add(.hotplug(event.action, event.device))
+            case .openFailed(let error, let port, let attempt):
+                recorder.add(.openFailed(error, port: port, attempt: attempt))
+            case .otherPort(let identity):
+                recorder.add(.otherPort(identity, boardPort: boardPort))
+                emit(.otherPort(identity))
+            case .followed(let identity, let from): recorder.add(.followed(identity, from: from))
+            case .foundByRescan(let identity): recorder.add(.foundByRescan(identity))
+            case .waiting(let remaining): emit(.waitingForBoard(expecting: expecting, remaining: remaining))
+            }
+        }
+
+        func reason(for error: TrackingError) -> FlashFailure.Reason {
+            switch error {
+            case .noBoard(let waited): .noBoard(waited: waited)
+            case .severalBoards(let boards): .severalBoards(boards)
+            case .leasedElsewhere(let port): .boardBusy(port)
+            case .openFailed(let error): .openFailed(error)
+            case .otherFamily(let identity, let kind):
+                .unsupportedDevice(identity, kind: kind.displayName, reason: kind.refusal ?? "not an STM32MP board")
+            }
         }
 
         func snapshot(_ device: DFUDevice) -> BoardSnapshot {
             BoardSnapshot(
-                stage: BoardStage.classify(
-                    vendorID: device.identity.vendorID, productID: device.identity.productID,
-                    product: device.identity.product),
+                stage: flasher.families.classify(device.identity, alternates: device.alternates.compactMap(\.string))
+                    .stage ?? .unknown,
                 phases: Set(device.alternates.compactMap { $0.name?.phaseID }))
         }
 
@@ -210,7 +279,7 @@ public final class Flasher: Sendable {
             } catch let error as DFUError {
                 throw failure(reason(for: error))
             }
-            recorder.add(.phase, stage: before, detail: describe(reply))
+            recorder.add(.phase(reply, stage: before))
             return reply
         }
 
@@ -251,22 +320,20 @@ public final class Flasher: Sendable {
             }
             if let image, image.prepared.selection != .whole {
                 recorder.add(
-                    .note, stage: stage,
-                    detail:
-                        "\(phaseHex(id)) \(name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration"
-                )
+                    .note(
+                        "\(phaseHex(id)) \(name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration",
+                        stage: stage))
             }
             let total = source.count
             flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
-            recorder.add(.sendStarted, stage: stage, detail: "\(phaseHex(id)) \(name) \(total) bytes")
+            recorder.add(.sendStarted(phase: id, name: name, bytes: total, stage: stage))
             let report = try await transferring(id, total: total) { progress in
                 try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave, progress: progress)
             }
             finished(
                 PhaseResult(
                     phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
-                    controlTransfers: report.controlTransfers),
-                detail: "\(phaseHex(id)) \(report.bytes) bytes in \(milliseconds(report.duration)) ms")
+                    controlTransfers: report.controlTransfers))
         }
 
         /// Runs a transfer with a progress event every 1 % (at least 64 KiB). A DFU error is explained
@@ -288,9 +355,10 @@ public final class Flasher: Sendable {
         }
 
         /// A phase was sent: keep its result, note it, tell the user.
-        mutating func finished(_ result: PhaseResult, detail: String) {
+        mutating func finished(_ result: PhaseResult) {
             results.append(result)
-            recorder.add(.sendDone, stage: result.stage, detail: detail)
+            recorder.add(
+                .sendDone(phase: result.phase, bytes: result.bytes, duration: result.duration, stage: result.stage))
             flasher.emit(.phaseFinished(result))
         }
 
@@ -301,38 +369,39 @@ public final class Flasher: Sendable {
             let total = image.bytesToSend
             let how = image.map.map { "map \($0.path)" } ?? "data extents (--skip-holes)"
             flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
+            recorder.add(.sendStarted(phase: id, name: name, bytes: total, stage: stage))
             recorder.add(
-                .sendStarted, stage: stage,
-                detail:
-                    "\(phaseHex(id)) \(name) \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))")
-            let clock = bus.clock
+                .note(
+                    "\(phaseHex(id)) \(name): \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))",
+                    stage: stage))
+            let clock = self.clock
             let report = try await transferring(id, total: total) { progress in
                 try await ImageSending.sendRanges(
                     device: device, phase: id, image: image, reader: reader, clock: clock, progress: progress)
             }
             if let from = report.contiguousFrom {
                 recorder.add(
-                    .note, stage: stage,
-                    detail:
-                        "\(phaseHex(id)) \(name): \(report.beyondAddressLimit) ranges lie beyond the 4 GiB the command offset can address; sent as one contiguous run from offset \(from), holes included"
-                )
+                    .note(
+                        "\(phaseHex(id)) \(name): \(report.beyondAddressLimit) ranges lie beyond the 4 GiB the command offset can address; sent as one contiguous run from offset \(from), holes included",
+                        stage: stage))
             }
+            recorder.add(
+                .note(
+                    "\(phaseHex(id)) \(name): \(report.segments) downloads through the command alternate", stage: stage)
+            )
             finished(
                 PhaseResult(
                     phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
-                    controlTransfers: report.controlTransfers),
-                detail:
-                    "\(phaseHex(id)) \(report.bytes) bytes in \(report.segments) ranges in \(milliseconds(report.duration)) ms"
-            )
+                    controlTransfers: report.controlTransfers))
         }
 
         /// A failed download: ask the board why (GetPhase 0xFF carries U-Boot's or TF-A's first
         /// error), else report the USB error.
         mutating func explainSendFailure(_ error: DFUError) async -> FlashFailure.Reason {
-            recorder.add(.transferError, stage: machine.stage, detail: "\(error)")
+            recorder.add(.transferError(error, stage: machine.stage))
             if let transfer = error.transferError, transfer.kind == .noDevice { return .transferFailed(transfer) }
             if let device, let reply = try? await device.getPhase() {
-                recorder.add(.phase, stage: machine.stage, detail: describe(reply))
+                recorder.add(.phase(reply, stage: machine.stage))
                 if reply.phase == 0xFF {
                     let message = reply.message ?? "Unspecified"
                     noteLayoutLine(message)
@@ -353,72 +422,51 @@ public final class Flasher: Sendable {
         {
             let from = machine.stage
             let previous = try current().identity
+            let option = TransitionTimeouts.option(from: from, expecting: expecting)
             recorder.add(
-                .detachSent, stage: from,
-                detail: "expecting \(expecting.displayName) within \(Int(timeout.inSeconds)) s")
+                .detachSent(from: from, wait: ReconnectWait(expecting: expecting, timeout: timeout, option: option)))
             flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
             try await current().detach()
             await closeCurrent()
-            let clock = bus.clock
             let detachedAt = clock.now
-            let deadline = detachedAt + timeout
-            while clock.now < deadline {
-                // Wake at least once a second to tell the user how long is left.
-                guard let event = try await bus.nextEvent(until: min(deadline, clock.now + .seconds(1))) else {
-                    if clock.now < deadline {
-                        flasher.emit(.waitingForBoard(expecting: expecting, remaining: deadline - clock.now))
-                    }
-                    continue
-                }
-                let identity = event.device
-                recorder.add(event.action == .add ? .added : .removed, device: identity)
-                guard event.action == .add, isSTM32MPDFU(identity) || identity.vendorID == 0x0483 else { continue }
-                let samePort = identity.port == port
-                let sameSerial =
-                    previous.serial.map { !$0.isEmpty && !$0.allSatisfy { $0 == "0" } && $0 == identity.serial }
-                    ?? false
-                guard samePort || sameSerial else {
-                    recorder.add(
-                        .otherPort, device: identity,
-                        detail:
-                            "a DFU device appeared on \(identity.port) while the board on \(port.map(\.description) ?? "?") was away"
-                    )
-                    flasher.emit(.otherPort(identity))
-                    continue
-                }
-                if !samePort {
-                    recorder.add(
-                        .note, device: identity,
-                        detail: "the board came back on port \(identity.port) (same serial); following it")
-                    port = identity.port
-                }
-                do {
-                    let opened = try await open(port: identity.port)
-                    let to = snapshot(opened).stage
-                    flasher.emit(
-                        .reenumerated(from: from, to: to, device: opened.identity, after: clock.now - detachedAt))
-                    return machine.boardOpened(snapshot(opened))
-                } catch let failure as FlashFailure {
-                    // A device that vanishes again while we open it (enumeration trouble): keep waiting.
-                    recorder.add(.transferError, device: identity, detail: "\(failure.reason)")
-                    if case .openFailed(let error) = failure.reason, error.kind == .access { throw failure }
-                }
+            let recorder = recorder
+            let emit = flasher.emit
+            let boardPort = lease.port
+            let opened = try await lease.reappearance(
+                of: previous, until: detachedAt + timeout, dfuTimeouts: flasher.dfuTimeouts
+            ) { observation in
+                Self.record(observation, recorder: recorder, emit: emit, expecting: expecting, boardPort: boardPort)
             }
-            return machine.reconnectTimedOut(after: clock.now - detachedAt)
+            guard let opened else {
+                let waited = clock.now - detachedAt
+                await listenAfterTimeout(for: previous, detachedAt: detachedAt)
+                return machine.reconnectTimedOut(after: waited)
+            }
+            let device = try accept(opened)
+            let to = snapshot(device).stage
+            flasher.emit(.reenumerated(from: from, to: to, device: device.identity, after: clock.now - detachedAt))
+            return machine.boardOpened(snapshot(device))
+        }
+
+        /// The wait ran out: listen a little longer, only to say whether a longer wait would have
+        /// worked (the run fails either way).
+        func listenAfterTimeout(for previous: USBDeviceIdentity, detachedAt: Duration) async {
+            let grace = flasher.request.timeouts.lateArrivalGrace
+            guard grace > .zero else { return }
+            let recorder = recorder
+            let boardPort = lease.port
+            let started = clock.now
+            let late = try? await lease.lateArrival(of: previous, until: started + grace) { observation in
+                Self.record(observation, recorder: recorder, emit: { _ in }, expecting: nil, boardPort: boardPort)
+            }
+            if let late {
+                recorder.add(.lateArrival(late, afterDetach: clock.now - detachedAt))
+            } else {
+                recorder.add(.nothingLate(listened: clock.now - started))
+            }
         }
 
         // MARK: Helpers
-
-        func describe(_ reply: GetPhaseReply) -> String {
-            switch reply.phase {
-            case 0xFF: return "FF error: \(reply.message ?? "")"
-            case 0xFE: return "FE END"
-            default:
-                let address = String(reply.address, radix: 16, uppercase: true)
-                return "\(phaseHex(reply.phase)) address 0x\(address) offset \(reply.offset)"
-                    + (reply.needsDetach ? " detach requested" : "")
-            }
-        }
 
         /// U-Boot numbers lines of what we sent; say which line of the user's file that is.
         func noteLayoutLine(_ message: String) {
@@ -426,9 +474,7 @@ public final class Flasher: Sendable {
             let digits = message.dropFirst("Layout line ".count).prefix { $0.isNumber }
             guard let payloadLine = Int(digits), let source = plan.payload.sourceLine(forPayloadLine: payloadLine)
             else { return }
-            recorder.add(
-                .note, stage: machine.stage,
-                detail: "U-Boot's layout line \(payloadLine) is line \(source) of \(flasher.request.layoutPath)")
+            recorder.add(.layoutLine(payloadLine: payloadLine, sourceLine: source, path: flasher.request.layoutPath))
         }
     }
 }
@@ -449,16 +495,10 @@ final class TimelineRecorder: Sendable {
         origin = clock.now
     }
 
-    func add(
-        _ kind: TimelineEntry.Kind, stage: BoardStage? = nil, device: USBDeviceIdentity? = nil, detail: String? = nil
-    ) {
-        let time = (clock.now - origin).inSeconds
-        storage.withLock {
-            $0.append(TimelineEntry(time: time, kind: kind, stage: stage, device: device, detail: detail))
-        }
-        logger.debug(
-            "\(kind.rawValue)\(stage.map { " [\($0.displayName)]" } ?? "")\(device.map { " \($0.port) \($0.vendorProduct) \($0.product ?? "")" } ?? "")\(detail.map { ": \($0)" } ?? "")",
-            metadata: ["t": "\((time * 1000).rounded() / 1000)"])
+    func add(_ event: TimelineEvent) {
+        let entry = TimelineEntry(time: (clock.now - origin).inSeconds, event)
+        storage.withLock { $0.append(entry) }
+        logger.debug("\(entry)")
     }
 
     var entries: [TimelineEntry] { storage.withLock { $0 } }

@@ -1,3 +1,4 @@
+import BoardTracking
 import DFU
 import FlashLayout
 import ImageSources

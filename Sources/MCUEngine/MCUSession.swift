@@ -1,6 +1,7 @@
 import DFU
 package import DfuSe
 package import MCUImages
+import Synchronization
 import Timekeeping
 package import USBModel
 
@@ -41,6 +42,10 @@ package struct MCUSession: Sendable {
     package var resetTimeout: Duration = .seconds(10)
     package let events: @Sendable (MCUEvent) -> Void
 
+    /// This session's hot-plug subscription, made by `connect` (the bus fans events out to every
+    /// subscriber, so nothing else can take the reset's events).
+    private let hotplug = HotplugHolder()
+
     package init(bus: any USBBus, selection: MCUSelection, events: @escaping @Sendable (MCUEvent) -> Void = { _ in }) {
         self.bus = bus
         self.selection = selection
@@ -53,10 +58,10 @@ package struct MCUSession: Sendable {
     package func connect(_ operation: String) async throws(MCUFailure) -> (DfuSeDevice, MCUFacts) {
         var facts = MCUFacts()
         do {
-            try await bus.startWatching()
+            let hotplug = try await self.hotplug.subscription(on: bus)
             let deadline = bus.clock.now + arrivalTimeout
             while true {
-                let identities = try await bus.dfuDevices()
+                let identities = try await bus.dfuDevices().map(\.identity)
                 var matches: [(DfuSeDevice, MCUKind)] = []
                 for identity in identities where matchesSelection(identity) {
                     guard let device = try? await open(identity.port) else { continue }
@@ -80,7 +85,7 @@ package struct MCUSession: Sendable {
                 guard bus.clock.now < deadline else {
                     throw MCUFailure(.noDevice(seen: identities), facts: facts, operation: operation)
                 }
-                _ = try await bus.nextEvent(until: min(deadline, bus.clock.now + .milliseconds(500)))
+                _ = try await hotplug.next(until: min(deadline, bus.clock.now + .milliseconds(500)))
             }
         } catch let failure as MCUFailure {
             throw failure
@@ -118,7 +123,8 @@ package struct MCUSession: Sendable {
         let deadline = bus.clock.now + resetTimeout
         var left = false
         do {
-            while let event = try await bus.nextEvent(until: deadline) {
+            let hotplug = try await self.hotplug.subscription(on: bus)
+            while let event = try await hotplug.next(until: deadline) {
                 guard event.device.port == port else { continue }
                 if event.action == .remove { left = true }
                 if event.action == .add && left {
@@ -419,5 +425,20 @@ extension String {
     package init(format2 value: UInt8) {
         let s = String(value, radix: 16, uppercase: true)
         self = s.count < 2 ? "0" + s : s
+    }
+}
+
+/// A session's hot-plug subscription, made on first use and kept for the session's copies.
+private final class HotplugHolder: Sendable {
+    private let stored = Mutex<(any HotplugSubscription)?>(nil)
+
+    func subscription(on bus: any USBBus) async throws -> any HotplugSubscription {
+        if let existing = stored.withLock({ $0 }) { return existing }
+        let made = try await bus.subscribe()
+        return stored.withLock { current in
+            if let current { return current }
+            current = made
+            return made
+        }
     }
 }

@@ -2,41 +2,6 @@ import CLibUSB
 public import Timekeeping
 public import USBModel
 
-/// One alternate setting of a DFU interface and its name (`iInterface`), e.g. `@FSBL /0x01/1*1Me`.
-public struct DFUInterfaceAlternate: Sendable, Hashable, Codable {
-    public var interface: UInt8
-    public var alternate: UInt8
-    /// nil when the string could not be read.
-    public var name: String?
-
-    enum CodingKeys: String, CodingKey { case interface, alternate, name }
-
-    /// An unreadable name is written as null, never left out.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(interface, forKey: .interface)
-        try container.encode(alternate, forKey: .alternate)
-        try container.encode(name, forKey: .name)
-    }
-
-    public init(interface: UInt8, alternate: UInt8, name: String?) {
-        self.interface = interface
-        self.alternate = alternate
-        self.name = name
-    }
-}
-
-/// A device with a DFU interface as `list` shows it: identity plus its alternate settings.
-public struct DFUDeviceListing: Sendable, Hashable, Codable {
-    public var identity: USBDeviceIdentity
-    public var alternates: [DFUInterfaceAlternate]
-
-    public init(identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]) {
-        self.identity = identity
-        self.alternates = alternates
-    }
-}
-
 /// How long string reads keep trying right after enumeration, when a board may STALL them
 /// for a moment (ST's own tool retries for the same reason; dfu-util shows "UNKNOWN").
 public struct StringRetryPolicy: Sendable, Hashable {
@@ -77,11 +42,22 @@ public final class USBContext: @unchecked Sendable {
     /// Devices exposing a DFU interface (class 0xFE, subclass 0x01), found from cached
     /// descriptors only; only those devices are opened, to read their strings and alternate names.
     /// A device that cannot be opened (permissions) is still listed, without strings.
-    public func dfuDevices() async throws -> [DFUDeviceListing] {
+    /// Devices on `skipping` ports are listed from the cache only, without strings, never opened.
+    public func dfuDevices(skipping: Set<PortPath> = []) async throws -> [DFUDeviceListing] {
         let found = try await worker.run { [raw] () throws(USBTransferError) in try scanDFUDevices(raw.pointer) }
         var listings: [DFUDeviceListing] = []
         for device in found {
             let dfuAlternates = device.configuration.interfaces.filter(\.isDFU)
+            // From the cache alone: names unknown.
+            let unread = DFUDeviceListing(
+                identity: device.identity,
+                alternates: dfuAlternates.map {
+                    DFUInterfaceAlternate(interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
+                })
+            if skipping.contains(device.identity.port) {
+                listings.append(unread)
+                continue
+            }
             do {
                 let handle = try await open(port: device.identity.port)
                 var alternates: [DFUInterfaceAlternate] = []
@@ -97,13 +73,7 @@ public final class USBContext: @unchecked Sendable {
             } catch let error as USBTransferError where error.kind == .noDevice {
                 continue  // Gone between scan and open: it will show up as a hot-plug event instead.
             } catch {
-                listings.append(
-                    DFUDeviceListing(
-                        identity: device.identity,
-                        alternates: dfuAlternates.map {
-                            DFUInterfaceAlternate(
-                                interface: $0.interfaceNumber, alternate: $0.alternateSetting, name: nil)
-                        }))
+                listings.append(unread)
             }
         }
         return listings

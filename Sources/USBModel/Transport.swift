@@ -43,19 +43,74 @@ public struct HotplugEvent: Sendable, Hashable, Codable {
     }
 }
 
+/// One consumer's view of hot-plug events. Each subscriber has its own queue: it sees every event
+/// that happened after it subscribed, in order, whatever other subscribers read (events are
+/// multicast, never taken away from anyone).
+public protocol HotplugSubscription: Sendable {
+    /// The next add/remove event for this subscriber, or nil once `deadline` (on the bus clock)
+    /// has passed or the event source ended.
+    func next(until deadline: Duration) async throws -> HotplugEvent?
+}
+
 /// The host's view of the USB bus: which devices are there, what changes, and how to open one.
 /// Real: libusb + libudev, composed in the CLI. Simulated: the virtual bus of VirtualBoard.
+///
+/// The bus holds one event source per process (one udev monitor) and fans its events out to
+/// every subscription; the board tracker (BoardTracking) is the usual subscriber.
 public protocol USBBus: Sendable {
     /// The clock that event times and deadlines refer to.
     var clock: any FlashClock { get }
-    /// Starts listening for hot-plug events. Call it before anything that makes the board
-    /// re-enumerate (DFU_DETACH) so that no event is lost; events are buffered until read.
-    func startWatching() async throws
-    /// The next add/remove event, or nil once `deadline` (on `clock`) has passed.
-    func nextEvent(until deadline: Duration) async throws -> HotplugEvent?
-    /// USB devices present now that expose a DFU interface (class 0xFE/0x01), strings included
-    /// where readable, without opening any other device.
-    func dfuDevices() async throws -> [USBDeviceIdentity]
+    /// A new, independent subscription to hot-plug events, buffering from this call on. Subscribe
+    /// before anything that makes a board re-enumerate (DFU_DETACH) so that no event is lost.
+    /// Dropping the subscription ends it.
+    func subscribe() async throws -> any HotplugSubscription
+    /// USB devices present now that expose a DFU interface (class 0xFE/0x01), with their strings
+    /// and alternate names. Devices on `skipping` ports are listed from cached descriptors only,
+    /// never opened (another flasher holds them).
+    func dfuDevices(skipping: Set<PortPath>) async throws -> [DFUDeviceListing]
     /// Opens the device currently at `port`.
     func open(port: PortPath) async throws -> any USBControlTransport
+}
+
+extension USBBus {
+    /// Every DFU device present now, strings read where possible.
+    public func dfuDevices() async throws -> [DFUDeviceListing] { try await dfuDevices(skipping: []) }
+}
+
+/// One alternate setting of a DFU interface and its name (`iInterface`), e.g. `@FSBL /0x01/1*1Me`.
+public struct DFUInterfaceAlternate: Sendable, Hashable, Codable {
+    public var interface: UInt8
+    public var alternate: UInt8
+    /// nil when the string could not be read.
+    public var name: String?
+
+    enum CodingKeys: String, CodingKey { case interface, alternate, name }
+
+    /// An unreadable name is written as null, never left out.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(interface, forKey: .interface)
+        try container.encode(alternate, forKey: .alternate)
+        try container.encode(name, forKey: .name)
+    }
+
+    public init(interface: UInt8, alternate: UInt8, name: String?) {
+        self.interface = interface
+        self.alternate = alternate
+        self.name = name
+    }
+}
+
+/// A device with a DFU interface as a bus scan finds it: identity plus its alternate settings.
+public struct DFUDeviceListing: Sendable, Hashable, Codable {
+    public var identity: USBDeviceIdentity
+    public var alternates: [DFUInterfaceAlternate]
+
+    public init(identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]) {
+        self.identity = identity
+        self.alternates = alternates
+    }
+
+    /// The alternate names that could be read.
+    public var alternateNames: [String] { alternates.compactMap(\.name) }
 }

@@ -227,7 +227,9 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
         default:
             let layout = configuration.tfaVariant == .stV24 ? ramLayout : nil
             let moves = configuration.fault == .movesPort || configuration.fault == .movesPortNewSerial
-            enumerate(after: timing.tfaToUBoot) { [unowned self] in
+            // Counted from the soft disconnect too: with zero timing U-Boot must not enumerate
+            // before TF-A has left (the disconnect would then take U-Boot off the bus).
+            enumerate(after: disconnectDelay + timing.tfaToUBoot) { [unowned self] in
                 if moves { port = movedPort }
                 return UBootFirmware.boot(board: self, ramLayout: layout)
             }

@@ -15,18 +15,26 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public let stringAttempts: Int
     public let stringRetryDelay: Duration
 
+    /// How long after a device's add event it stays invisible to `open` and `dfuDevices`: the
+    /// host race where udev reports a device before libusb's own device list has it.
+    public let listLag: Duration
+
     private let lock = Mutex(())
     private var boards: [any SimulatedBoard]
-    private var watching = false
-    private var events: [HotplugEvent] = []
+    /// One queue per live subscription (events are multicast).
+    private var queues: [Int: [HotplugEvent]] = [:]
+    private var nextSubscription = 0
+    /// When each port's current device was announced (for `listLag`).
+    private var announcedAt: [PortPath: Duration] = [:]
     private var lastIdentity: [PortPath: USBDeviceIdentity] = [:]
     private var addresses: [ObjectIdentifier: Int] = [:]
     private var nextAddress = 2
 
     public init(
         clock: any FlashClock, boards: [any SimulatedBoard] = [], stringAttempts: Int = 5,
-        stringRetryDelay: Duration = .milliseconds(20)
+        stringRetryDelay: Duration = .milliseconds(20), listLag: Duration = .zero
     ) {
+        self.listLag = listLag
         self.clock = clock
         self.boards = boards
         self.stringAttempts = stringAttempts
@@ -37,19 +45,36 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public func plug(_ board: any SimulatedBoard) {
         lock.withLock { _ in
             boards.append(board)
-            if let device = board.attachedDevice { record(.add, identity(of: device, on: board)) }
+            if let device = board.attachedDevice {
+                announcedAt[board.port] = clock.now
+                record(.add, identity(of: device, on: board))
+            }
         }
     }
 
-    public func startWatching() async throws {
-        lock.withLock { _ in watching = true }
+    public func subscribe() async throws -> any HotplugSubscription { subscribeNow() }
+
+    /// `subscribe()` without suspending (the virtual bus needs no setup), for test rigs.
+    public func subscribeNow() -> any HotplugSubscription {
+        let id = lock.withLock { _ in
+            defer { nextSubscription += 1 }
+            queues[nextSubscription] = []
+            return nextSubscription
+        }
+        return HotplugSubscriber(
+            next: { [self] deadline in try await nextEvent(id, until: deadline) }, onEnd: { [self] in unsubscribe(id) })
     }
 
-    public func nextEvent(until deadline: Duration) async throws -> HotplugEvent? {
+    func unsubscribe(_ id: Int) {
+        lock.withLock { _ in queues[id] = nil }
+    }
+
+    /// Pops the subscriber's next event; time moves only by sleeping until the next transition.
+    func nextEvent(_ id: Int, until deadline: Duration) async throws -> HotplugEvent? {
         while true {
             let (event, nextTime): (HotplugEvent?, Duration?) = lock.withLock { _ in
                 applyDueTransitions()
-                if !events.isEmpty { return (events.removeFirst(), nil) }
+                if let event = pop(id) { return (event, nil) }
                 return (nil, boards.compactMap(\.nextTransitionTime).min())
             }
             if let event { return event }
@@ -57,21 +82,45 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
                 try await clock.sleep(until: deadline)
                 return lock.withLock { _ in
                     applyDueTransitions()
-                    return events.isEmpty ? nil : events.removeFirst()
+                    return pop(id)
                 }
             }
             try await clock.sleep(until: nextTime)
         }
     }
 
-    public func dfuDevices() async throws -> [USBDeviceIdentity] {
+    private func pop(_ id: Int) -> HotplugEvent? {
+        guard let first = queues[id]?.first else { return nil }
+        queues[id]?.removeFirst()
+        return first
+    }
+
+    /// Whether the device on `port` is past its `listLag` (visible to the host's device list).
+    private func listed(_ port: PortPath) -> Bool {
+        guard listLag > .zero, let announced = announcedAt[port] else { return true }
+        return clock.now >= announced + listLag
+    }
+
+    public func dfuDevices(skipping: Set<PortPath>) async throws -> [DFUDeviceListing] {
         lock.withLock { _ in
             applyDueTransitions()
             return boards.compactMap { board in
-                guard let device = board.attachedDevice, device.configuration.interfaces.contains(where: \.isDFU) else {
+                guard let device = board.attachedDevice, listed(board.port),
+                    device.configuration.interfaces.contains(where: \.isDFU)
+                else {
                     return nil
                 }
-                return identity(of: device, on: board)
+                let skipped = skipping.contains(board.port)
+                let identity = identity(of: device, on: board, readStrings: !skipped)
+                let alternates = device.configuration.interfaces.filter(\.isDFU).map { alt in
+                    DFUInterfaceAlternate(
+                        interface: alt.interfaceNumber, alternate: alt.alternateSetting,
+                        name: skipped || alt.interfaceStringIndex == 0
+                            ? nil
+                            : device.stringDescriptor(index: alt.interfaceStringIndex, languageID: 0x0409).flatMap(
+                                StringDescriptor.decode))
+                }
+                return DFUDeviceListing(identity: identity, alternates: alternates)
             }
         }
     }
@@ -79,8 +128,10 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     public func open(port: PortPath) async throws -> any USBControlTransport {
         try lock.withLock { _ in
             applyDueTransitions()
-            guard let board = boards.first(where: { $0.port == port }), let device = board.attachedDevice else {
-                throw USBTransferError(.notFound, operation: "open", detail: "no device on port \(port)")
+            guard let board = boards.first(where: { $0.port == port }), let device = board.attachedDevice,
+                listed(port)
+            else {
+                throw USBTransferError(.notFound, operation: "open", detail: "no DFU device at port \(port)")
             }
             let identity = lastIdentity[port] ?? identity(of: device, on: board, readStrings: false)
             if lastIdentity[port] == nil { lastIdentity[port] = identity }
@@ -108,7 +159,8 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
                 switch transition {
                 case .detach(let port):
                     if let last = lastIdentity[port] { record(.remove, last) }
-                case .attach(_, let device):
+                case .attach(let port, let device):
+                    announcedAt[port] = now
                     record(.add, identity(of: device, on: board))
                 }
             }
@@ -116,7 +168,8 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     }
 
     private func record(_ action: HotplugEvent.Action, _ identity: USBDeviceIdentity) {
-        if watching { events.append(HotplugEvent(action: action, device: identity, time: clock.now)) }
+        let event = HotplugEvent(action: action, device: identity, time: clock.now)
+        for id in queues.keys { queues[id]?.append(event) }
     }
 
     /// The identity the kernel would publish: IDs, strings where readable (a STALL leaves them out).
@@ -340,12 +393,13 @@ extension VirtualUSBBus {
     }
 
     /// Waits (on the bus clock) until a device enumerates on `port` and opens it; nil when none
-    /// did within `timeout`. Removals on the way are skipped. Call `startWatching()` first.
-    public func waitForDFU(port: PortPath, timeout: Duration, timeouts: DFUTimeouts = .init()) async throws
-        -> DFUDevice?
-    {
+    /// did within `timeout`. Removals on the way are skipped; `events` must have been subscribed
+    /// before the board was told to leave.
+    public func waitForDFU(
+        port: PortPath, timeout: Duration, events: any HotplugSubscription, timeouts: DFUTimeouts = .init()
+    ) async throws -> DFUDevice? {
         let deadline = clock.now + timeout
-        while let event = try await nextEvent(until: deadline) {
+        while let event = try await events.next(until: deadline) {
             if event.action == .add, event.device.port == port {
                 return try await openDFU(port: port, timeouts: timeouts)
             }

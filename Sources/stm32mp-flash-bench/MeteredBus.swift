@@ -14,11 +14,10 @@ final class MeteredBus: USBBus {
     init(_ inner: any USBBus) { self.inner = inner }
 
     var clock: any FlashClock { inner.clock }
-    func startWatching() async throws { try await inner.startWatching() }
-    func nextEvent(until deadline: Duration) async throws -> HotplugEvent? {
-        try await inner.nextEvent(until: deadline)
+    func subscribe() async throws -> any HotplugSubscription { try await inner.subscribe() }
+    func dfuDevices(skipping: Set<PortPath>) async throws -> [DFUDeviceListing] {
+        try await inner.dfuDevices(skipping: skipping)
     }
-    func dfuDevices() async throws -> [USBDeviceIdentity] { try await inner.dfuDevices() }
     func open(port: PortPath) async throws -> any USBControlTransport {
         MeteredTransport(inner: try await inner.open(port: port), meter: meter)
     }

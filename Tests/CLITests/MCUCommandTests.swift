@@ -83,9 +83,11 @@ struct MCUCommandTests {
             "--sim-dir", folder.path,
         ])
         #expect(result.status == 1)
-        #expect(result.standardOutput.contains("mcu-app-dfu: This is your firmware's DFU class"))
-        #expect(result.standardOutput.contains("\"STM32 DownLoad Firmware Update\""))
-        #expect(result.standardOutput.contains("More: docs/troubleshooting.md#mcu-app-dfu"))
+        // Human output goes to stderr (stdout is for data), as for `flash`.
+        let text = result.standardError
+        #expect(text.contains("mcu-app-dfu: This is your firmware's DFU class"), "\(text)")
+        #expect(text.contains("\"STM32 DownLoad Firmware Update\""))
+        #expect(text.contains("More: docs/troubleshooting.md#mcu-app-dfu"))
     }
 
     @Test("a file past the flash is refused with the addresses before anything is erased; code null")

@@ -13,7 +13,7 @@ typealias Rig = VirtualBoardBench
 extension VirtualBoardBench {
     /// Waits for the next device to appear on the board's port.
     func waitForDevice() async throws -> DFUDevice {
-        try #require(try await bus.waitForDFU(port: board.port, timeout: .seconds(60)))
+        try #require(try await bus.waitForDFU(port: board.port, timeout: .seconds(60), events: events))
     }
 
     /// GETSTATUS answers (bState) in the order the board sent them.
@@ -35,7 +35,6 @@ extension VirtualBoardBench {
     func bootMP15ToUBoot() async throws -> DFUDevice {
         let rom = try await open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
-        try await bus.startWatching()
         _ = try await rom.download(MemoryByteSource(SampleImages.fip()), phase: 0x03)
         #expect(try await rom.getPhase().needsDetach)
         try await rom.detach()
@@ -107,7 +106,6 @@ struct HostRuleTests {
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
         let afterFSBL = try await rom.getPhase()
         #expect(afterFSBL.bytes == [0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0x01])
-        try await rig.bus.startWatching()
         try await rom.detach()
         let tfa = try await rig.waitForDevice()
         #expect(tfa.identity.product?.hasPrefix("DFU @Device ID /0x501") == true)
@@ -213,10 +211,9 @@ struct HostRuleTests {
         let rig = try Rig { $0.soc = .mp13 }
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
-        try await rig.bus.startWatching()
         _ = try await rom.getPhase()
         try await rom.detach()
-        let removed = try await rig.bus.nextEvent(until: rig.clock.now + .seconds(1))
+        let removed = try await rig.events.next(until: rig.clock.now + .seconds(1))
         #expect(removed?.action == .remove)
         // Talking to the vanished ROM now fails as "no device"; DETACH still counts as done.
         try await rom.detach()

@@ -1,9 +1,11 @@
+import BoardTracking
 import Diagnostics
 import FlashEngine
 import Testing
 import USBModel
+import VirtualBoard
 
-/// Timelines shaped like the engine's, for one MP15 board on port 1-2.
+/// Identities and host environments around the recorded runs (RecordedRuns.swift).
 enum Scenario {
     static let port = PortPath(bus: 1, ports: [2])
 
@@ -21,35 +23,6 @@ enum Scenario {
     static let tfa = device("DFU @Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,", address: 6)
     static let uboot = device(
         "USB download gadget@Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,", address: 7)
-
-    /// ROM → FSBL → TF-A → FIP → DETACH to U-Boot.
-    static var upToTFADetach: [TimelineEntry] {
-        [
-            TimelineEntry(time: 0.0, kind: .added, stage: .rom, device: rom),
-            TimelineEntry(time: 0.1, kind: .opened, stage: .rom, device: rom, detail: "6 alternates"),
-            TimelineEntry(time: 0.2, kind: .phase, stage: .rom, detail: "01 00000000"),
-            TimelineEntry(time: 0.3, kind: .sendStarted, stage: .rom, detail: "phase 0x01"),
-            TimelineEntry(time: 1.4, kind: .sendDone, stage: .rom, detail: "phase 0x01"),
-            TimelineEntry(time: 1.6, kind: .opened, stage: .tfa, device: tfa, detail: "6 alternates"),
-            TimelineEntry(time: 1.7, kind: .phase, stage: .tfa, detail: "03 C7000000"),
-            TimelineEntry(time: 1.8, kind: .sendStarted, stage: .tfa, detail: "phase 0x03"),
-            TimelineEntry(time: 3.9, kind: .sendDone, stage: .tfa, detail: "phase 0x03"),
-            TimelineEntry(time: 4.0, kind: .phase, stage: .tfa, detail: "00 FFFFFFFF detach"),
-            TimelineEntry(time: 4.1, kind: .detachSent, stage: .tfa, device: tfa),
-            TimelineEntry(time: 4.2, kind: .removed, stage: .tfa, device: tfa),
-        ]
-    }
-
-    /// … U-Boot enumeration 2 asked for a partition, then DETACH.
-    static var upToUBootDetach: [TimelineEntry] {
-        upToTFADetach + [
-            TimelineEntry(time: 9.0, kind: .added, stage: .uboot, device: uboot),
-            TimelineEntry(time: 9.1, kind: .opened, stage: .uboot, device: uboot, detail: "@FlashLayout @virtual"),
-            TimelineEntry(time: 9.5, kind: .phase, stage: .uboot, detail: "10 00000000"),
-            TimelineEntry(time: 9.6, kind: .detachSent, stage: .uboot, device: uboot),
-            TimelineEntry(time: 9.7, kind: .removed, stage: .uboot, device: uboot),
-        ]
-    }
 
     static let linux = HostEnvironment()
     static let virtualBoxGuest = HostEnvironment(
@@ -70,12 +43,20 @@ struct DiagnoserTests {
             Evidence(failure: failure, kernelLog: kernel, environment: environment, consoleLog: console))
     }
 
+    /// A recorded engine failure plus host evidence.
+    func diagnose(
+        _ failure: FlashFailure, kernel: [String] = [], environment: HostEnvironment = Scenario.linux,
+        console: [String] = []
+    ) -> Diagnosis {
+        Diagnoser.diagnose(Evidence(failure: failure, kernelLog: kernel, environment: environment, consoleLog: console))
+    }
+
     // MARK: Finding and opening the board
 
     @Test func noBoard() {
         let diagnosis = diagnose(.noBoard(waited: .seconds(10)))
         #expect(diagnosis.code == .noBoard)
-        #expect(diagnosis.evidence.contains("waited 10 s; no 0483:df11 device appeared"))
+        #expect(diagnosis.evidence.contains("waited 10 s (--wait-timeout); no 0483:df11 device appeared"))
         #expect(diagnosis.nextSteps.contains { $0.contains("boot pins") })
         #expect(diagnosis.alternatives.isEmpty)
     }
@@ -104,9 +85,7 @@ struct DiagnoserTests {
     }
 
     @Test func openFailedAccessIsPermission() {
-        let diagnosis = diagnose(
-            .openFailed(USBTransferError(.access, operation: "libusb_open")), stage: .rom,
-            timeline: [TimelineEntry(time: 0, kind: .added, stage: .rom, device: Scenario.rom)])
+        let diagnosis = diagnose(.openFailed(USBTransferError(.access, operation: "libusb_open")), stage: .rom)
         #expect(diagnosis.code == .usbPermission)
         #expect(diagnosis.nextSteps.first?.contains("udev-rules --install") == true)
         #expect(diagnosis.evidence.contains { $0.hasPrefix("no udev rule for 0483:df11") })
@@ -122,6 +101,12 @@ struct DiagnoserTests {
 
     @Test func openFailedBusy() {
         #expect(diagnose(.openFailed(USBTransferError(.busy, operation: "libusb_claim_interface"))).code == .deviceBusy)
+    }
+
+    @Test func aMissingFunctionalDescriptorIsNotAStringProblem() {
+        let error = USBTransferError(
+            .io, operation: "open", detail: "open: malformed answer: no DFU functional descriptor")
+        #expect(diagnose(.openFailed(error), stage: .rom).code == .transferError)
     }
 
     @Test func unreadableStrings() {
@@ -162,9 +147,8 @@ struct DiagnoserTests {
 
     // MARK: Silence after DETACH
 
-    @Test func tfaDetachWithNothingBackIsUBootNoUSB() {
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach)
+    @Test func tfaDetachWithNothingBackIsUBootNoUSB() async throws {
+        let diagnosis = diagnose(try await Recorded.tfaSilence())
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.evidence.contains("no USB add event at all after the DETACH"))
         let steps = diagnosis.nextSteps.joined(separator: "\n")
@@ -181,65 +165,53 @@ struct DiagnoserTests {
         #expect(diagnosis.alternatives.map(\.code) == [.enumerationErrors])
     }
 
-    @Test func consoleLineNamesTheUBootCause() {
+    @Test func consoleLineNamesTheUBootCause() async throws {
         let console = [
             "NOTICE:  BL2: Booting BL33", "U-Boot 2023.10", "Can't get vdda1v1-supply regulator",
             "stm32prog: no USB device found",
         ]
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            kernel: ["usb 1-2: USB disconnect, device number 6"], console: console)
+            try await Recorded.tfaSilence(), kernel: ["usb 1-1: USB disconnect, device number 6"], console: console)
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.cause.contains("supply is missing"))
         #expect(diagnosis.evidence.contains { $0.hasPrefix("console: Can't get vdda1v1-supply regulator") })
     }
 
-    @Test func consoleEvidenceIsListedOnce() {
+    @Test func consoleEvidenceIsListedOnce() async throws {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            console: ["No USB device found", "udc_device_get_by_index failed"])
+            try await Recorded.tfaSilence(), console: ["No USB device found", "udc_device_get_by_index failed"])
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.evidence.filter { $0.hasPrefix("console: No USB device found") }.count == 1)
         #expect(Set(diagnosis.evidence).count == diagnosis.evidence.count)
     }
 
-    @Test func authenticationFailureOnTheConsole() {
+    @Test func authenticationFailureOnTheConsole() async throws {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            console: ["ERROR:   BL2: Failed to load image id 5 (-80)"])
+            try await Recorded.tfaSilence(), console: ["ERROR:   BL2: Failed to load image id 5 (-80)"])
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.cause.contains("authenticate"))
     }
 
-    @Test func kernelEnumerationErrorsWin() {
+    @Test func kernelEnumerationErrorsWin() async throws {
         let kernel = [
             "[12.1] usb 1-2: device descriptor read/64, error -110",
             "[13.4] usb 1-2: device not accepting address 9, error -71",
         ]
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach, kernel: kernel,
-            environment: Scenario.virtualBoxGuest)
+        let diagnosis = diagnose(try await Recorded.tfaSilence(), kernel: kernel, environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.code == .enumerationErrors)
         #expect(diagnosis.evidence.contains("kernel: [13.4] usb 1-2: device not accepting address 9, error -71"))
         #expect(diagnosis.nextSteps.first?.contains("USB 2") == true)
     }
 
-    @Test func addedOnAnotherPortIsOtherPort() {
-        let elsewhere = Scenario.device(
-            "USB download gadget@Device ID /0x500, @Revision ID /0x2000", port: PortPath(bus: 2, ports: [1]),
-            serial: "111")
-        let timeline =
-            Scenario.upToTFADetach + [TimelineEntry(time: 9.0, kind: .otherPort, stage: .uboot, device: elsewhere)]
-        let diagnosis = diagnose(.reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: timeline)
+    @Test func addedOnAnotherPortIsOtherPort() async throws {
+        let diagnosis = diagnose(try await Recorded.otherPort())
         #expect(diagnosis.code == .otherPort)
-        #expect(diagnosis.nextSteps.first?.contains("--port 2-1") == true)
+        #expect(diagnosis.nextSteps.first?.contains("--port 1-3") == true)
         #expect(diagnosis.alternatives.map(\.code) == [.ubootNoUSB])
     }
 
-    @Test func inAVMPassthroughComesFirstWithUBootAsAlternative() throws {
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            environment: Scenario.virtualBoxGuest)
+    @Test func inAVMPassthroughComesFirstWithUBootAsAlternative() async throws {
+        let diagnosis = diagnose(try await Recorded.tfaSilence(), environment: Scenario.virtualBoxGuest)
         #expect(diagnosis.code == .vmPassthroughLost)
         #expect(diagnosis.cause.contains("this VirtualBox VM"))
         #expect(diagnosis.nextSteps.first?.contains("stm32mp-flash vm-filter --for virtualbox") == true)
@@ -249,123 +221,111 @@ struct DiagnoserTests {
         #expect(alternative.howToTell.contains("host's own device list"))
     }
 
-    @Test func inWSLTheRecipeIsUsbipd() {
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            environment: Scenario.wslGuest)
+    @Test func inWSLTheRecipeIsUsbipd() async throws {
+        let diagnosis = diagnose(try await Recorded.tfaSilence(), environment: Scenario.wslGuest)
         #expect(diagnosis.code == .vmPassthroughLost)
         #expect(
             diagnosis.nextSteps.first?.contains(
                 "usbipd policy add --effect Allow --operation AutoBind --hardware-id 0483:df11") == true)
     }
 
-    @Test func aConsoleLineBeatsThePassthroughGuess() {
+    @Test("a board that already re-enumerated in this run does not rank passthrough first")
+    func earlierReenumerationDemotesPassthrough() async throws {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            environment: Scenario.virtualBoxGuest,
+            try await Recorded.tfaSilenceAfterReenumeration(), environment: Scenario.virtualBoxGuest)
+        #expect(diagnosis.code == .ubootNoUSB)
+        #expect(diagnosis.alternatives.map(\.code).contains(.vmPassthroughLost))
+        #expect(diagnosis.evidence.contains { $0.hasPrefix("the board already re-enumerated in this run") })
+    }
+
+    @Test("a wait that ran out names its option and says the board came later")
+    func lateBoardNamesTheOption() async throws {
+        let diagnosis = diagnose(try await Recorded.ubootSlow(grace: .seconds(10)))
+        #expect(diagnosis.code == .deviceInitTimeout)
+        #expect(diagnosis.evidence.contains { $0.contains("within 1 s (--reenumeration-timeout) after the DETACH") })
+        #expect(diagnosis.evidence.contains { $0.hasPrefix("the board did enumerate 5 s after the DETACH") })
+        #expect(diagnosis.nextSteps.first?.contains("--reenumeration-timeout 15") == true)
+    }
+
+    @Test("a wait that ran out says nothing came in the grace time either")
+    func nothingLateIsSaid() async throws {
+        let failure = try await Recorded.failure(
+            "mp15-sdcard", fault: .noUBoot, timeouts: TransitionTimeouts(lateArrivalGrace: .seconds(10)))
+        let diagnosis = diagnose(failure)
+        #expect(diagnosis.code == .ubootNoUSB)
+        #expect(diagnosis.evidence.contains { $0.contains("(--uboot-timeout)") })
+        #expect(diagnosis.evidence.contains("nothing enumerated in the 10 s listened after the wait ended either"))
+    }
+
+    @Test func aConsoleLineBeatsThePassthroughGuess() async throws {
+        let diagnosis = diagnose(
+            try await Recorded.tfaSilence(), environment: Scenario.virtualBoxGuest,
             console: ["udc_device_get_by_index failed"])
         #expect(diagnosis.code == .ubootNoUSB)
     }
 
-    @Test func romDetachWithNothingBackIsFSBLNotStarted() {
-        let timeline =
-            Array(Scenario.upToTFADetach.prefix(5)) + [
-                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
-            ]
+    @Test func romDetachWithNothingBackIsFSBLNotStarted() async throws {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: .seconds(3)), stage: .rom, phase: 0x01, timeline: timeline,
-            kernel: ["usb 1-2: USB disconnect, device number 5"])
+            try await Recorded.romSilence(), kernel: ["usb 1-1: USB disconnect, device number 5"])
         #expect(diagnosis.code == .fsblNotStarted)
         #expect(diagnosis.nextSteps.first?.contains("tf-a-<board>-usb.stm32") == true)
     }
 
-    @Test func storageBuildOfTFAOnTheConsole() {
-        let timeline =
-            Array(Scenario.upToTFADetach.prefix(5)) + [
-                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
-            ]
+    @Test func storageBuildOfTFAOnTheConsole() async throws {
         let diagnosis = diagnose(
-            .reconnectTimeout(waited: .seconds(3)), stage: .rom, timeline: timeline,
+            try await Recorded.romSilence(),
             console: ["ERROR:   Boot interface 6 not supported", "PANIC at PC : 0x2ffe1234"])
         #expect(diagnosis.code == .fsblNotStarted)
         #expect(diagnosis.cause.contains("storage boot"))
     }
 
-    @Test func ubootDetachAfterLayoutIsDeviceInitTimeout() {
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .uboot, timeline: Scenario.upToUBootDetach,
-            kernel: ["usb 1-2: USB disconnect, device number 7"])
+    @Test func ubootDetachAfterLayoutIsDeviceInitTimeout() async throws {
+        let diagnosis = diagnose(try await Recorded.ubootSlow(), kernel: ["usb 1-1: USB disconnect, device number 7"])
         #expect(diagnosis.code == .deviceInitTimeout)
         #expect(diagnosis.alternatives.isEmpty)
     }
 
-    @Test func fullSpeedLinkIsOfferedAsAlternativeToSilence() {
-        let slowROM = Scenario.device("DFU in HS Mode @Device ID /0x500, @Revision ID /0x0000", speed: .full)
-        var timeline = Scenario.upToTFADetach
-        timeline[0] = TimelineEntry(time: 0.0, kind: .added, stage: .rom, device: slowROM)
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: timeline,
-            kernel: ["usb 1-2: USB disconnect"])
+    @Test func fullSpeedLinkIsOfferedAsAlternativeToSilence() async throws {
+        let diagnosis = diagnose(try await Recorded.fullSpeedTFASilence(), kernel: ["usb 1-1: USB disconnect"])
         #expect(diagnosis.code == .ubootNoUSB)
         #expect(diagnosis.alternatives.map(\.code) == [.fullSpeedLink])
     }
 
     // MARK: Identity after DETACH
 
-    @Test func romAfterDetachToUBootIsRomCameBack() {
-        let timeline =
-            Scenario.upToTFADetach + [TimelineEntry(time: 6.0, kind: .added, stage: .rom, device: Scenario.rom)]
+    @Test func romAfterDetachToUBootIsRomCameBack() async throws {
         let diagnosis = diagnose(
-            .unexpectedIdentity(.rom), stage: .tfa, timeline: timeline,
-            kernel: ["usb 1-2: reset high-speed USB device number 8 using xhci_hcd"])
+            try await Recorded.romCameBack(), kernel: ["usb 1-1: reset high-speed USB device number 8 using xhci_hcd"])
         #expect(diagnosis.code == .romCameBack)
-        #expect(diagnosis.evidence.contains("kernel: usb 1-2: reset high-speed USB device number 8 using xhci_hcd"))
+        #expect(diagnosis.evidence.contains("kernel: usb 1-1: reset high-speed USB device number 8 using xhci_hcd"))
         #expect(diagnosis.alternatives.map(\.code) == [.powerSupply])
     }
 
-    @Test func romCameBackAfterAnErrorReplySaysSo() {
-        var timeline = Scenario.upToUBootDetach
-        timeline.insert(
-            TimelineEntry(time: 9.55, kind: .phase, stage: .uboot, detail: "FF: mmc device 1 not found"),
-            at: timeline.count - 2)
-        timeline.append(TimelineEntry(time: 12.0, kind: .added, stage: .rom, device: Scenario.rom))
-        let diagnosis = diagnose(
-            .unexpectedIdentity(.rom), stage: .uboot, timeline: timeline, environment: Scenario.virtualBoxGuest)
-        #expect(diagnosis.code == .romCameBack)
-        #expect(diagnosis.cause.contains("after reporting an error"))
-        #expect(diagnosis.alternatives.map(\.code) == [.vmPassthroughLost, .powerSupply])
-    }
-
-    @Test func overCurrentMakesItAPowerProblem() {
-        let diagnosis = diagnose(
-            .unexpectedIdentity(.rom), stage: .tfa, timeline: Scenario.upToTFADetach,
-            kernel: ["usb usb1-port2: over-current condition"])
+    @Test func overCurrentMakesItAPowerProblem() async throws {
+        let diagnosis = diagnose(try await Recorded.romCameBack(), kernel: ["usb usb1-port1: over-current condition"])
         #expect(diagnosis.code == .powerSupply)
     }
 
-    @Test func romAfterROMDetachIsFSBLNotStarted() {
-        let timeline =
-            Array(Scenario.upToTFADetach.prefix(5)) + [
-                TimelineEntry(time: 1.5, kind: .detachSent, stage: .rom, device: Scenario.rom)
-            ]
-        #expect(diagnose(.unexpectedIdentity(.rom), stage: .rom, timeline: timeline).code == .fsblNotStarted)
+    @Test func romAfterROMDetachIsFSBLNotStarted() async throws {
+        let failure = Recorded.with(try await Recorded.romSilence(), reason: .unexpectedIdentity(.rom))
+        #expect(diagnose(failure).code == .fsblNotStarted)
     }
 
     @Test(arguments: [BoardStage.ubootPlainDFU, .fastboot, .unknown])
-    func otherFirmwareIsUnexpectedStage(stage: BoardStage) {
-        let diagnosis = diagnose(.unexpectedIdentity(stage), stage: .tfa, timeline: Scenario.upToTFADetach)
+    func otherFirmwareIsUnexpectedStage(stage: BoardStage) async throws {
+        let diagnosis = diagnose(Recorded.with(try await Recorded.tfaSilence(), reason: .unexpectedIdentity(stage)))
         #expect(diagnosis.code == .unexpectedStage)
         #expect(diagnosis.cause.contains(stage.displayName))
     }
 
     // MARK: Transfers
 
-    @Test func deviceGoneMidPhaseIsDisconnected() {
-        let diagnosis = diagnose(
-            .transferFailed(USBTransferError(.noDevice, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x21,
-            timeline: Scenario.upToUBootDetach)
+    @Test func deviceGoneMidPhaseIsDisconnected() async throws {
+        let failure = try await Recorded.vanished()
+        let diagnosis = diagnose(failure)
         #expect(diagnosis.code == .disconnected)
-        #expect(diagnosis.evidence.contains { $0.contains("during phase 0x21") })
+        let phase = try #require(failure.phase)
+        #expect(diagnosis.evidence.contains { $0.contains("during phase \(phaseHex(phase))") })
         #expect(diagnosis.alternatives.map(\.code) == [.powerSupply])
     }
 
@@ -377,26 +337,24 @@ struct DiagnoserTests {
         #expect(diagnosis.evidence.contains("kernel: usb usb1-port2: over-current change"))
     }
 
-    @Test func transferTimeout() {
-        let diagnosis = diagnose(
-            .transferFailed(USBTransferError(.timeout, operation: "DFU_GETSTATUS")), stage: .uboot, phase: 0x22,
-            timeline: Scenario.upToUBootDetach)
-        #expect(diagnosis.code == .transferTimeout)
+    @Test func transferTimeout() async throws {
+        let failure = Recorded.with(
+            try await Recorded.vanished(),
+            reason: .transferFailed(USBTransferError(.timeout, operation: "DFU_GETSTATUS")))
+        #expect(diagnose(failure).code == .transferTimeout)
     }
 
-    @Test func stallWithoutMessageIsTransferError() {
-        let diagnosis = diagnose(
-            .transferFailed(USBTransferError(.stall, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22,
-            timeline: Scenario.upToUBootDetach)
-        #expect(diagnosis.code == .transferError)
+    @Test func stallWithoutMessageIsTransferError() async throws {
+        let failure = Recorded.with(
+            try await Recorded.vanished(), reason: .transferFailed(USBTransferError(.stall, operation: "DFU_DNLOAD")))
+        #expect(diagnose(failure).code == .transferError)
     }
 
-    @Test func transferTroubleOnAFullSpeedLinkBlamesTheLink() {
-        let slow = Scenario.device("USB download gadget@Device ID /0x500, @Revision ID /0x2000", speed: .full)
-        let timeline = [TimelineEntry(time: 0, kind: .opened, stage: .uboot, device: slow)]
+    @Test func transferTroubleOnAFullSpeedLinkBlamesTheLink() async throws {
         let diagnosis = diagnose(
-            .transferFailed(USBTransferError(.timeout, operation: "DFU_DNLOAD")), stage: .uboot, phase: 0x22,
-            timeline: timeline)
+            Recorded.with(
+                try await Recorded.fullSpeedTFASilence(),
+                reason: .transferFailed(USBTransferError(.timeout, operation: "DFU_DNLOAD")), stage: .tfa, phase: 0x03))
         #expect(diagnosis.code == .fullSpeedLink)
         #expect(diagnosis.alternatives.map(\.code) == [.transferTimeout])
     }
@@ -405,8 +363,11 @@ struct DiagnoserTests {
         #expect(diagnose(.transferFailed(USBTransferError(.access, operation: "libusb_open"))).code == .usbPermission)
     }
 
-    @Test func romStopsAnsweringAfterFSBLOnMP15() {
-        let timeline = Array(Scenario.upToTFADetach.prefix(5))
+    @Test func romStopsAnsweringAfterFSBLOnMP15() async throws {
+        let recorded = try await Recorded.tfaSilence()
+        let timeline = Recorded.prefix(recorded) {
+            if case .sendDone(0x01, _, _, .rom) = $0 { true } else { false }
+        }
         let diagnosis = diagnose(
             .transferFailed(USBTransferError(.stall, operation: "DFU_UPLOAD GetPhase")), stage: .rom, phase: 0x01,
             timeline: timeline)
@@ -432,11 +393,11 @@ struct DiagnoserTests {
         #expect(diagnosis.nextSteps.first?.contains("DDR firmware") == true)
     }
 
-    @Test func missingOTPAlternate() {
-        let diagnosis = diagnose(.missingAlternate(0xF2), stage: .uboot, timeline: Scenario.upToUBootDetach)
+    @Test func missingOTPAlternate() async throws {
+        let diagnosis = diagnose(Recorded.with(try await Recorded.ubootSlow(), reason: .missingAlternate(0xF2)))
         #expect(diagnosis.code == .missingAlternate)
         #expect(diagnosis.nextSteps.first?.contains("OTP") == true)
-        #expect(diagnosis.evidence.contains("alternates at the last open: @FlashLayout @virtual"))
+        #expect(diagnosis.evidence.contains { $0.hasPrefix("alternates at the last open: @FlashLayout/0x00/") })
     }
 
     @Test func incomplete() {
@@ -457,15 +418,14 @@ struct DiagnoserTests {
 
     // MARK: Shape of every diagnosis
 
-    @Test func evidenceStartsWithTheFailureAndTheTimeline() {
-        let diagnosis = diagnose(
-            .reconnectTimeout(waited: Scenario.waited), stage: .tfa, timeline: Scenario.upToTFADetach,
-            environment: Scenario.virtualBoxGuest)
-        #expect(diagnosis.evidence.first == "failure: [TF-A] the board did not come back within 30 s")
+    @Test func evidenceStartsWithTheFailureAndTheTimeline() async throws {
+        let diagnosis = diagnose(try await Recorded.tfaSilence(), environment: Scenario.virtualBoxGuest)
+        #expect(diagnosis.evidence.first == "failure: [TF-A, phase 0x03] the board did not come back within 30 s")
         #expect(
-            diagnosis.evidence.contains(
-                "timeline: t=4.1 s detachSent [TF-A] 1-2 0483:df11 \"DFU @Device ID /0x500, @Revision ID /0x2000, @Name /STM32MP157CAA Rev.B,\""
-            ))
+            diagnosis.evidence.contains {
+                $0.hasPrefix("timeline: t=")
+                    && $0.contains(" detachSent [TF-A]: expecting U-Boot stm32prog within 30 s")
+            })
         #expect(
             diagnosis.evidence.contains {
                 $0.hasPrefix("running in this VirtualBox VM (/sys/class/dmi/id/product_name")

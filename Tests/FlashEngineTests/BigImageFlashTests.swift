@@ -175,7 +175,11 @@ struct BigImageFlashTests {
         }
         #expect(error.code == .badCompressedImage)
         #expect(failure.phase == 0x11)
-        #expect(!failure.timeline.contains { $0.kind == .sendDone && ($0.detail ?? "").hasPrefix("0x11") })
+        let finished = failure.timeline.contains {
+            if case .sendDone(let phase, _, _, _) = $0.event { return phase == 0x11 }
+            return false
+        }
+        #expect(!finished)
         let diagnosis = Diagnoser.diagnose(Evidence(failure: failure))
         #expect(diagnosis.code == .badCompressedImage)
     }

@@ -1,3 +1,4 @@
+import BoardTracking
 import FlashEngine
 import FlashLayout
 import Foundation

@@ -61,7 +61,13 @@ struct FaultScenarioTests {
         let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .movesPort)
         let summary = try await rig.run()
         #expect(summary.board.port.description == "1-3")
-        #expect(summary.timeline.contains { $0.kind == .note && ($0.detail ?? "").contains("came back on port 1-3") })
+        #expect(
+            summary.timeline.contains {
+                if case .followed(let device, let from) = $0.event {
+                    return device.port.description == "1-3" && from.description == "1-2"
+                }
+                return false
+            })
     }
 
     @Test("a new device on another port with another serial is reported, not taken")

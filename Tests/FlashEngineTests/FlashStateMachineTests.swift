@@ -1,3 +1,4 @@
+import BoardTracking
 import DFU
 import FlashEngine
 import FlashLayout

@@ -28,7 +28,7 @@ final class SimulatedFlash: @unchecked Sendable {
     }
 
     init(
-        layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero,
+        layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero, listLag: Duration = .zero,
         configure: (inout BoardConfiguration) -> Void = { _ in }
     ) throws {
         let examples = try Self.exampleSet.get().path
@@ -37,7 +37,7 @@ final class SimulatedFlash: @unchecked Sendable {
         precondition(!check.hasErrors, "\(check.diagnostics)")
         plan = try PartitionPlanner.plan(check.lines, options: PlanOptions(layoutDirectory: examples)).get()
         let soc: VirtualSoC = name.hasPrefix("mp13") ? .mp13 : name.hasPrefix("mp25") ? .mp25 : .mp15
-        bench = try VirtualBoardBench { configuration in
+        bench = try VirtualBoardBench(listLag: listLag) { configuration in
             configuration.soc = soc
             configuration.storage = [.sdCard("mmc0", size: 64 << 20), .eMMC("mmc1", size: 64 << 20)]
             configuration.timing = timing

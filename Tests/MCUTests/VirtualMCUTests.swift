@@ -202,7 +202,7 @@ struct VirtualMCUTests {
         let rig = try Rig(.f746)
         try await rig.session.leave(address: 0x0800_0000)
         #expect(rig.mcu.jumpedTo == 0x0800_0000)
-        _ = try await rig.bus.nextEvent(until: rig.bus.clock.now + .milliseconds(10))
+        _ = try await rig.bus.subscribeNow().next(until: rig.bus.clock.now + .milliseconds(10))
         #expect(try await rig.bus.dfuDevices().isEmpty)
     }
 

@@ -24,7 +24,6 @@ extension VirtualBoardBench {
 
     /// ROM → TF-A (however the SoC does it) → FIP → DETACH; returns the first U-Boot device.
     func bootToUBoot(fip: [UInt8] = SampleImages.fip()) async throws -> DFUDevice? {
-        try await bus.startWatching()
         var device = try await open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
         if board.configuration.soc != .mp15 {
@@ -65,7 +64,7 @@ extension VirtualBoardBench {
         #expect(try await uboot.getPhase().phase == 0xFE)
         try await uboot.detach()
         let deadline = clock.now + .seconds(60)
-        while let event = try await bus.nextEvent(until: deadline) {
+        while let event = try await events.next(until: deadline) {
             if event.action == .add, event.device.port == board.port { return try await bus.open(port: board.port) }
         }
         return nil

@@ -43,7 +43,6 @@ struct FaultTests {
             #expect(rig.board.consoleLog.contains("Download done"))
 
         case .fipHeaderBad:
-            try await rig.bus.startWatching()
             let device = try await rig.open()
             _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
             await #expect { _ = try await device.download(MemoryByteSource(SampleImages.fip()), phase: 0x03) } throws: {
@@ -79,7 +78,7 @@ struct FaultTests {
         case .transientStrings:
             let listed = try await rig.bus.dfuDevices()
             #expect(listed.count == 1)
-            #expect(listed.first?.product == nil)
+            #expect(listed.first?.identity.product == nil)
             let rom = try await rig.open()
             #expect(rom.identity.product?.hasPrefix("DFU in HS Mode") == true)
             let stalledStrings = rig.board.trace.filter {
@@ -178,7 +177,6 @@ struct FaultTests {
             $0.soc = .mp13
             $0.fault = .bootInterfaceUnsupported
         }
-        try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
         _ = try await rom.getPhase()

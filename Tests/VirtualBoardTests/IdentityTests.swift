@@ -63,7 +63,6 @@ struct IdentityTests {
     @Test("TF-A MP13: SSBL and virtual, iInterface = 6 + alt, product with @Name")
     func tfaMP13() async throws {
         let rig = try BoardRig.smallBuffer { $0.soc = .mp13 }
-        try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
         _ = try await rom.getPhase()
@@ -83,7 +82,6 @@ struct IdentityTests {
     @Test("TF-A MP25: DDR FIP, FIP, virtual; GetPhase 02 00 00 00 0E 00 00 00 00 before the DDR firmware")
     func tfaMP25() async throws {
         let rig = try BoardRig.smallBuffer { $0.soc = .mp25 }
-        try await rig.bus.startWatching()
         let rom = try await rig.open()
         #expect(rom.identity.product == "DFU in HS Mode @Device ID /0x505, @Revision ID /0x2000")
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)

@@ -183,7 +183,6 @@ struct SessionTests {
         let fsbl1Before = try rig.board.storage.read(device: "mmc0", offset: 0x4400, length: 9000)
 
         // Reset into the ROM and flash again with the partial layout.
-        try await rig.bus.startWatching()
         try await full.writeCommand(phase: 0xFF, address: 0xC000_0000)
         #expect(rig.board.consoleLog.contains("## Starting application at 0xC0000000 ..."))
         let other = try BoardRig.smallBuffer { $0.storageDirectory = rig.directory.path }
@@ -236,12 +235,11 @@ struct SessionTests {
         let rig = try BoardRig.smallBuffer {
             $0.soc = .mp25; $0.mp25ROMChangesInPlace = true
         }
-        try await rig.bus.startWatching()
         let rom = try await rig.open()
         _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
-        #expect(try await rig.bus.nextEvent(until: rig.clock.now + .seconds(10)) == nil)
+        #expect(try await rig.events.next(until: rig.clock.now + .seconds(10)) == nil)
         let tfa = try await rig.open()
         #expect(tfa.identity.product?.hasPrefix("DFU @Device ID /0x505") == true)
         #expect(rig.board.enumerationCount == 1)
@@ -250,7 +248,6 @@ struct SessionTests {
     @Test("ST TF-A v2.4: FlashLayout first on alt 0, then the SSBL; U-Boot then skips enumeration 1")
     func tfaV24LayoutFirst() async throws {
         let rig = try BoardRig.smallBuffer { $0.tfaVariant = .stV24 }
-        try await rig.bus.startWatching()
         let device = try await rig.open()
         _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
         let first = try await device.getPhase()

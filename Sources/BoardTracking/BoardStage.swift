@@ -1,5 +1,6 @@
 /// Which firmware answers on the board's USB port. Told from the product string first, then
-/// confirmed by GetPhase (an old ST TF-A reuses the ROM's product string, for one).
+/// confirmed by GetPhase (an old ST TF-A reuses the ROM's product string, for one). `STM32MPFamily`
+/// tells them from a device's identity.
 public enum BoardStage: String, Sendable, Hashable, Codable, CaseIterable {
     /// The boot ROM's DFU (`DFU in HS Mode @Device ID /0x…` or `DFU in FS Mode …`).
     case rom
@@ -13,18 +14,6 @@ public enum BoardStage: String, Sendable, Hashable, Codable, CaseIterable {
     case fastboot
     /// Anything else.
     case unknown
-
-    /// Classifies a device from its VID:PID and product string (protocol reference §2.3).
-    public static func classify(vendorID: UInt16, productID: UInt16, product: String?) -> BoardStage {
-        guard vendorID == 0x0483 else { return .unknown }
-        if productID == 0x0AFB { return .fastboot }
-        guard productID == 0xDF11, let product else { return .unknown }
-        if product.hasPrefix("DFU in HS Mode") || product.hasPrefix("DFU in FS Mode") { return .rom }
-        if product.hasPrefix("DFU @Device ID") { return .tfa }
-        if product.hasPrefix("USB download gadget@") { return .uboot }
-        if product.hasPrefix("USB download gadget") { return .ubootPlainDFU }
-        return .unknown
-    }
 
     /// How people call this stage in messages.
     public var displayName: String {
