@@ -66,7 +66,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess",
-                systemPackage, logging,
+                systemPackage, logging, crypto,
             ],
             swiftSettings: strictSwift),
         .target(

@@ -19,6 +19,7 @@ import USBModel
 /// | `unexpectedIdentity(other)` | — | `unexpected-stage` |
 /// | `phaseRepeated(0x01)` at the ROM | — | `fsbl-not-started`; other phases `phase-repeated` |
 /// | `phaseWithoutFile`, `missingAlternate`, `incomplete`, `protocolError`, `cancelled` | — | the code of the same name |
+/// | `verifyMismatch`, `fileChanged`, `hostFile`, `otherSession` | — | `verify-mismatch`, `file-changed`, `host-file`, `other-session` |
 public enum Diagnoser {
     public static func diagnose(_ evidence: Evidence) -> Diagnosis {
         let context = Context(evidence)
@@ -49,6 +50,10 @@ public enum Diagnoser {
         case .incomplete(let ids): return PhaseRules.incomplete(ids, context)
         case .protocolError(let text): return PhaseRules.protocolError(text, context)
         case .cancelled: return PhaseRules.cancelled(context)
+        case .verifyMismatch(let mismatch): return IntegrityRules.verifyMismatch(mismatch, context)
+        case .fileChanged(let path, let detail): return IntegrityRules.fileChanged(path: path, detail: detail, context)
+        case .hostFile(let path, let reason): return IntegrityRules.hostFile(path: path, reason: reason, context)
+        case .otherSession(let detail): return IntegrityRules.otherSession(detail, context)
         case .badImage(let error): return PhaseRules.badImage(error, context)
         }
     }

@@ -62,6 +62,14 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case protocolError = "protocol-error"
     /// The user stopped the run.
     case cancelled = "cancelled"
+    /// A partition read back after writing differs from the Binary (`--verify`).
+    case verifyMismatch = "verify-mismatch"
+    /// A Binary changed on disk while it was being flashed.
+    case fileChanged = "file-changed"
+    /// A host file or folder could not be used: not a board fault.
+    case hostFile = "host-file"
+    /// The board is in U-Boot enumeration 2 of another FlashLayout.
+    case otherSession = "other-session"
     /// The DFU device is not an STM32MP board (an STM32 MCU system bootloader …).
     case unsupportedDevice = "unsupported-device"
     /// Another job of this process is flashing the board on that port.
@@ -122,6 +130,12 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .incomplete: "The board ended the session without asking for every selected partition."
         case .protocolError: "The board's answers broke the STM32MP DFU protocol."
         case .cancelled: "The run was cancelled."
+        case .verifyMismatch:
+            "What the board stored differs from what was sent: the readback does not match the Binary."
+        case .fileChanged: "A Binary changed on disk while it was being flashed, so the board may hold a torn image."
+        case .hostFile: "A file or folder on this computer could not be used."
+        case .otherSession:
+            "The board is in U-Boot stm32prog with another FlashLayout's partitions, so this layout cannot continue there."
         case .unsupportedDevice: "The DFU device found is not an STM32MP board, so `flash` does not program it."
         case .boardBusy: "Another flashing job of this process holds the board on that port."
         case .mcuAppDFU:

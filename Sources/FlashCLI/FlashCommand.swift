@@ -7,6 +7,7 @@ import FlashLayout
 import FoundationEssentials
 import Logging
 import StationRecords
+import Synchronization
 import TerminalText
 import Timekeeping
 import USBModel
@@ -20,7 +21,10 @@ struct FlashCommand: AsyncParsableCommand {
         discussion: """
             Success is printed only when the board said END and every selected partition was sent. \
             On failure, one diagnosis code, its cause, what was seen and what to change \
-            (docs/troubleshooting.md). Exit status: 0 done, 1 failed, 2 usage errors.
+            (docs/troubleshooting.md). Each partition is read back after it is written (--verify). A board \
+            already in U-Boot stm32prog from an interrupted run continues where its content stops \
+            matching (--no-resume starts over). Exit status: 0 done, 1 failed, 2 usage errors, \
+            130 Ctrl-C, 143 SIGTERM.
             """)
 
     @Argument(help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"))
@@ -82,6 +86,21 @@ struct FlashCommand: AsyncParsableCommand {
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
+    @Option(
+        help: ArgumentHelp(
+            "Read each partition back after writing it: full, sampled (first and last MiB and 1 MiB in every 16 MiB) or none.",
+            valueName: "mode"))
+    var verify: String = "sampled"
+
+    @Flag(help: "On a board already in U-Boot stm32prog, start from the first partition instead of resuming.")
+    var noResume = false
+
+    @Option(
+        help: ArgumentHelp(
+            "U-Boot's DFU buffer in MiB (CONFIG_SYS_DFU_DATA_BUF_SIZE or dfu_bufsiz) for readback and resume.",
+            valueName: "MiB"))
+    var ubootBufferMib: Int = 8
+
     @OptionGroup var images: ImageOptionsGroup
 
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
@@ -110,6 +129,10 @@ struct FlashCommand: AsyncParsableCommand {
                     + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if VerifyMode(rawValue: verify) == nil {
+            throw ValidationError("--verify takes full, sampled or none, got '\(verify)'")
+        }
+        if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
         }
@@ -175,7 +198,10 @@ struct FlashCommand: AsyncParsableCommand {
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
             ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
             lateArrivalGrace: .seconds(max(0, lateGrace)))
-        var request = FlashRequest(plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout)
+        var request = FlashRequest(
+            plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
+            verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
+            ubootBufferSize: Int64(ubootBufferMib) << 20)
         do {
             request.images = try images.prepare(plan: plan)
         } catch {
@@ -213,15 +239,37 @@ struct FlashCommand: AsyncParsableCommand {
         let recording = try await beginRecording(plan: plan, port: port.flatMap(PortPath.init) ?? board?.port)
         // One tracker per process; this run takes one lease from it (a station takes several).
         let tracker = BoardTracker(bus: bus)
+        let position = PositionTracker()
         let flasher = Flasher(
             tracker: tracker, request: request, logger: logger,
             events: {
+                position.observe($0)
                 recording?.observe($0)
                 output.handle($0)
             })
+        let json = json
+        let arguments = CommandLine.arguments
+        let forcedExit: @Sendable (Int32) -> Void = { _ in
+            let position = position.current
+            let sentence = WhereLeft.sentence(
+                position, command: WhereLeft.command(arguments: arguments, port: position.port))
+            if json {
+                output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
+                output.json(
+                    "failed",
+                    [
+                        "code": .string("cancelled"), "cause": .string(DiagnosisCode.cancelled.summary),
+                        "error": .string("cancelled (second signal: exit at once)"),
+                        "stage": .string(position.stage.rawValue),
+                        "phase": position.phase.map { .string(phaseHex($0)) } ?? .null,
+                    ])
+            } else {
+                Terminal.error(sentence)
+            }
+        }
         let outcome: Result<FlashSummary, FlashFailure>
         do {
-            outcome = .success(try await Self.run(flasher))
+            outcome = .success(try await Self.run(flasher, onForcedExit: forcedExit))
         } catch {
             outcome = .failure(error)
         }
@@ -239,6 +287,15 @@ struct FlashCommand: AsyncParsableCommand {
             let diagnosis = Diagnoser.diagnose(evidence)
             if case .cancelled = error.reason {
                 try await finishRecording(recording, .cancelled, diagnosis)
+                let position = error.position ?? position.current
+                let sentence = WhereLeft.sentence(
+                    position, command: WhereLeft.command(arguments: arguments, port: position.port))
+                if json {
+                    output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
+                } else {
+                    output.line("")
+                    output.line(output.style(.red, "cancelled: ") + sentence)
+                }
             } else {
                 try await finishRecording(recording, .failed, diagnosis)
             }
@@ -256,6 +313,9 @@ struct FlashCommand: AsyncParsableCommand {
                 output.important("")
                 output.important(output.style(.red, "error: ") + TerminalText.escaped(error.description))
                 output.important(TerminalText.escaped(diagnosis.text, keepNewlines: true))
+            }
+            if case .cancelled = error.reason {
+                throw ExitCode(Interrupts.exitStatus(for: Interrupts.received.load(ordering: .sequentiallyConsistent)))
             }
             throw ExitCode.failure
         }
@@ -286,15 +346,38 @@ struct FlashCommand: AsyncParsableCommand {
         }
     }
 
-    /// Runs the flasher with Ctrl-C turned into a clean `cancelled` failure.
-    static func run(_ flasher: Flasher) async throws(FlashFailure) -> FlashSummary {
+    /// Runs the flasher with SIGINT/SIGTERM turned into a clean `cancelled` failure. A run that got
+    /// a signal never succeeds, even when the engine had just finished.
+    static func run(_ flasher: Flasher, onForcedExit: @escaping @Sendable (Int32) -> Void = { _ in })
+        async throws(FlashFailure) -> FlashSummary
+    {
+        let summary: FlashSummary
         do {
-            return try await Interrupts.cancellingOnInterrupt { try await flasher.run() }
+            summary = try await Interrupts.cancellingOnInterrupt(onForcedExit: onForcedExit) { try await flasher.run() }
         } catch let failure as FlashFailure {
             throw failure
         } catch {
             throw FlashFailure(.cancelled)
         }
+        if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
+            throw FlashFailure(
+                .cancelled, stage: .uboot, timeline: summary.timeline,
+                position: BoardPosition(stage: .uboot, port: summary.board.port))
+        }
+        return summary
+    }
+
+    /// The `stopped` event of a cancelled run: where the board was left and the command that
+    /// continues (before its `failed` line).
+    static func stoppedFields(_ position: BoardPosition, sentence: String, arguments: [String]) -> [String: JSONValue] {
+        [
+            "stage": .string(position.stage.rawValue), "phase": position.phase.map { .string(phaseHex($0)) } ?? .null,
+            "name": position.name.map { .string($0) } ?? .null, "offset": .number(Double(position.offset)),
+            "total": position.total.map { .number(Double($0)) } ?? .null,
+            "port": position.port.map { .string($0.description) } ?? .null,
+            "command": .string(WhereLeft.command(arguments: arguments, port: position.port)),
+            "message": .string(sentence),
+        ]
     }
 
     /// Checks the layout (errors stop here) and builds the plan.
@@ -413,6 +496,9 @@ struct FlashCommand: AsyncParsableCommand {
                     "partitions": .array(summary.partitions.map { .string(phaseHex($0)) }),
                     "transfers": .number(Double(summary.controlTransfers)),
                     "images": .array(images.map { .string($0) }),
+                    "checks": .array(summary.checks.map { .object(FlashOutput.checkFields($0)) }),
+                    "skipped": .array((summary.resume?.skipped ?? []).map { .string(phaseHex($0)) }),
+                    "skippedBytes": .number(Double(summary.resume?.skippedBytes ?? 0)),
                 ])
             return
         }
@@ -425,6 +511,17 @@ struct FlashCommand: AsyncParsableCommand {
             output.line(
                 "  \(phaseHex(result.phase)) \(output.pad(result.name, 12)) \(output.pad(ByteSize.format(UInt64(result.bytes)), 10)) \(output.pad(FlashOutput.formatSeconds(result.duration), 8)) \(FlashOutput.formatRate(result.megabytesPerSecond))"
             )
+        }
+        if let resume = summary.resume, !resume.skipped.isEmpty {
+            output.line(
+                "  resumed: skipped \(resume.skipped.map(phaseHex).joined(separator: ", ")) "
+                    + "(\(ByteSize.format(UInt64(resume.skippedBytes))) already on the board, checked by readback)")
+        }
+        let verified = summary.checks.filter { $0.method == .full || $0.method == .sampled }
+        if !verified.isEmpty {
+            output.line(
+                "  verified by readback: "
+                    + verified.map { "\(phaseHex($0.phase)) (\($0.method.rawValue))" }.joined(separator: ", "))
         }
         if !images.isEmpty { output.line("Virtual board storage: " + images.joined(separator: " ")) }
     }

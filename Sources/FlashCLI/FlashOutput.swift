@@ -164,7 +164,29 @@ final class FlashOutput: Sendable {
             json("other-port", identityFields(device))
         case .end:
             json("end", [:])
+        case .verified(let check):
+            json("verified", Self.checkFields(check))
+        case .resumed(let report):
+            json(
+                "resume",
+                [
+                    "skipped": .array(report.skipped.map { .string(phaseHex($0)) }),
+                    "skippedBytes": .number(Double(report.skippedBytes)),
+                    "restartPhase": report.restartPhase.map { .string(phaseHex($0)) } ?? .null,
+                    "restartOffset": .number(Double(report.restartOffset)),
+                ])
+        case .recovered(let detail):
+            json("recovered", ["detail": .string(detail)])
         }
+    }
+
+    /// One partition's integrity record as JSON (`verified` events and `done.checks`).
+    static func checkFields(_ check: PartitionCheck) -> [String: JSONValue] {
+        [
+            "phase": .string(phaseHex(check.phase)), "name": .string(check.name), "bytes": .number(Double(check.bytes)),
+            "sha256": check.sha256.map { .string($0) } ?? .null, "verified": .string(check.method.rawValue),
+            "bytesRead": .number(Double(check.bytesRead)),
+        ]
     }
 
     /// Issue 9 item 4: a 12 Mbit/s link works but is many times slower; say so once, at the
@@ -271,6 +293,20 @@ final class FlashOutput: Sendable {
             )
         case .end:
             line("  board reports END: every selected partition is programmed")
+        case .verified(let check):
+            line(
+                "    read back \(ByteSize.format(UInt64(check.bytesRead))) (\(check.method.rawValue)): equal to the Binary"
+            )
+        case .resumed(let report):
+            line(
+                "  resuming: \(report.skipped.count) partition(s) already on the board ("
+                    + "\(ByteSize.format(UInt64(report.skippedBytes))), checked by readback)"
+                    + (report.restartPhase.map {
+                        ", continuing with \(phaseHex($0))"
+                            + (report.restartOffset > 0 ? " at byte \(report.restartOffset)" : "")
+                    } ?? ", nothing left to send"))
+        case .recovered(let detail):
+            line("  recovered the board: \(detail)")
         }
     }
 

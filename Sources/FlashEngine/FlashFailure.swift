@@ -209,8 +209,16 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case incomplete([UInt8])
         /// Something violates the protocol (bad GetPhase reply, DFU state machine error …).
         case protocolError(String)
-        /// The user pressed Ctrl-C.
+        /// The user pressed Ctrl-C (or the process got SIGTERM).
         case cancelled
+        /// A partition read back differs from what was sent.
+        case verifyMismatch(VerifyMismatch)
+        /// A Binary changed on disk while it was being flashed.
+        case fileChanged(path: String, detail: String)
+        /// A host file or folder could not be used (named, with the OS's reason).
+        case hostFile(path: String, reason: String)
+        /// The board is in U-Boot enumeration 2 with another layout's partitions.
+        case otherSession(String)
         /// A Binary's content is unusable: a range does not match its map's checksum, or a
         /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
         case badImage(ImageSourceError)
@@ -223,12 +231,19 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
     public var phase: UInt8?
     /// Everything observed up to the failure.
     public var timeline: [TimelineEntry]
+    /// Where the board was left: the partition being sent and how far (for the line a cancelled
+    /// run prints, and for resuming).
+    public var position: BoardPosition?
 
-    public init(_ reason: Reason, stage: BoardStage? = nil, phase: UInt8? = nil, timeline: [TimelineEntry] = []) {
+    public init(
+        _ reason: Reason, stage: BoardStage? = nil, phase: UInt8? = nil, timeline: [TimelineEntry] = [],
+        position: BoardPosition? = nil
+    ) {
         self.reason = reason
         self.stage = stage
         self.phase = phase
         self.timeline = timeline
+        self.position = position
     }
 
     public var description: String {
@@ -261,8 +276,67 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
             return prefix + "the board said END but never asked for " + ids.map(phaseHex).joined(separator: ", ")
         case .protocolError(let text): return prefix + "protocol error: \(text)"
         case .cancelled: return prefix + "cancelled"
+        case .verifyMismatch(let mismatch): return prefix + mismatch.description
+        case .fileChanged(let path, let detail):
+            return prefix + "\(path) changed while it was being flashed (\(detail))"
+        case .hostFile(let path, let reason): return prefix + "\(path): \(reason)"
+        case .otherSession(let detail): return prefix + detail
         case .badImage(let error): return prefix + "\(error)"
         }
+    }
+}
+
+/// A readback that differs from what was sent.
+public struct VerifyMismatch: Sendable, Hashable, CustomStringConvertible {
+    public var phase: UInt8
+    public var name: String
+    /// First byte (inside the partition) that differs.
+    public var offset: Int64
+    /// SHA-256 of the compared bytes as sent, and as read back (lower-case hex).
+    public var expectedSHA256: String
+    public var actualSHA256: String
+    /// `full` or `sampled`.
+    public var method: VerifyMode
+
+    public init(
+        phase: UInt8, name: String, offset: Int64, expectedSHA256: String, actualSHA256: String, method: VerifyMode
+    ) {
+        self.phase = phase
+        self.name = name
+        self.offset = offset
+        self.expectedSHA256 = expectedSHA256
+        self.actualSHA256 = actualSHA256
+        self.method = method
+    }
+
+    public var description: String {
+        "partition \(phaseHex(phase)) \(name) read back differs from what was sent at byte \(offset) "
+            + "(\(method.rawValue) readback; sent SHA-256 \(expectedSHA256), read \(actualSHA256))"
+    }
+}
+
+/// Where a run left the board.
+public struct BoardPosition: Sendable, Hashable {
+    public var stage: BoardStage
+    /// The partition (or boot phase) being sent, if one was.
+    public var phase: UInt8?
+    public var name: String?
+    /// Bytes of it the board had accepted.
+    public var offset: Int64
+    public var total: Int64?
+    /// The board's USB port, for the command that continues.
+    public var port: PortPath?
+
+    public init(
+        stage: BoardStage, phase: UInt8? = nil, name: String? = nil, offset: Int64 = 0, total: Int64? = nil,
+        port: PortPath? = nil
+    ) {
+        self.stage = stage
+        self.phase = phase
+        self.name = name
+        self.offset = offset
+        self.total = total
+        self.port = port
     }
 }
 

@@ -61,6 +61,8 @@ public struct FlashStateMachine: Sendable {
     private let required: Set<UInt8>
     /// Phases sent, in order.
     public private(set) var sent: [UInt8] = []
+    /// Partitions a resumed run found already on the board (checked by readback), not sent.
+    public private(set) var alreadyOnBoard: Set<UInt8> = []
     /// The phase sent last in the current stage (a board asking for it again did not take it).
     private var lastSentInStage: UInt8?
     private let timeouts: TransitionTimeouts
@@ -122,7 +124,7 @@ public struct FlashStateMachine: Sendable {
             state = .finished
             return .fail(.boardReportedError(reply.message ?? "Unspecified"))
         case 0xFE:
-            let missing = required.subtracting(sent).sorted()
+            let missing = required.subtracting(sent).subtracting(alreadyOnBoard).sorted()
             guard missing.isEmpty else {
                 state = .finished
                 return .fail(.incomplete(missing))
@@ -171,6 +173,12 @@ public struct FlashStateMachine: Sendable {
         lastSentInStage = phase
         state = .awaitingPhase
         return .readPhase
+    }
+
+    /// A resumed run found these partitions' content on the board already: END without them
+    /// sent again is complete.
+    public mutating func partitionsAlreadyOnBoard(_ ids: [UInt8]) {
+        alreadyOnBoard.formUnion(ids)
     }
 
     /// The DETACH at END was sent.

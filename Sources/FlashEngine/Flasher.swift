@@ -15,8 +15,8 @@ public import USBModel
 /// tracker (a station).
 public final class Flasher: Sendable {
     private let source: LeaseSource
-    private let request: FlashRequest
-    private let emit: @Sendable (FlashEvent) -> Void
+    let request: FlashRequest
+    let emit: @Sendable (FlashEvent) -> Void
     private let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
     private let clock: any FlashClock
@@ -103,8 +103,10 @@ public final class Flasher: Sendable {
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
+            if case .cancelled = failure.reason { await run.leaveUsable() }
             throw failure
         } catch is CancellationError {
+            await run.leaveUsable()
             throw run.failure(.cancelled)
         } catch let error as TrackingError {
             throw run.failure(run.reason(for: error))
@@ -118,7 +120,7 @@ public final class Flasher: Sendable {
     }
 
     /// The mutable state of one run; lives on the calling task only.
-    private struct Run {
+    struct Run {
         let flasher: Flasher
         let lease: BoardLease
         var machine: FlashStateMachine
@@ -129,6 +131,18 @@ public final class Flasher: Sendable {
         var results: [PhaseResult] = []
         var transfers = 0
         let started: Duration
+        /// The phase being sent (nil between phases), its name and size, and the bytes the board
+        /// accepted so far: where a cancelled run leaves the board.
+        var sending: (id: UInt8, name: String, total: Int64)?
+        let accepted = LockedBox<Int64>(0)
+        /// Per partition: what was sent and how it was checked.
+        var checks: [PartitionCheck] = []
+        /// Set when the run started on a board already in enumeration 2.
+        var resumeReport: ResumeReport?
+        /// Partition → offset a resumed run restarts it at.
+        var restartOffsets: [UInt8: Int64] = [:]
+        /// Phase → identity of its Binary when it was sent (checked again before success).
+        var identities: [UInt8: FileIdentity] = [:]
 
         init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher
@@ -142,7 +156,7 @@ public final class Flasher: Sendable {
         var recorder: TimelineRecorder { flasher.recorder }
 
         func failure(_ reason: FlashFailure.Reason) -> FlashFailure {
-            FlashFailure(reason, stage: machine.stage, phase: phase, timeline: recorder.entries)
+            FlashFailure(reason, stage: machine.stage, phase: phase, timeline: recorder.entries, position: position)
         }
 
         mutating func execute() async throws -> FlashSummary {
@@ -154,7 +168,11 @@ public final class Flasher: Sendable {
             }
             let opened = try await open(until: max(arrivalDeadline, clock.now + lease.timing.openWindow))
             var action = machine.boardOpened(snapshot(opened))
+            if snapshot(opened).stage == .uboot, !BoardRecovery.partitionIDs(opened).isEmpty {
+                try await startInEnumeration2(opened)
+            }
             while true {
+                try Task.checkCancellation()
                 switch action {
                 case .readPhase:
                     let before = machine.stage
@@ -179,9 +197,11 @@ public final class Flasher: Sendable {
                     throw failure(reason)
                 case .succeed:
                     guard let board else { throw failure(.protocolError("no board at END")) }
+                    try checkFilesUnchanged()
                     return FlashSummary(
                         board: board, phases: results, duration: clock.now - started, controlTransfers: transfers,
-                        timeline: recorder.entries, partitions: machine.sent.filter { plan.requestOrder.contains($0) })
+                        timeline: recorder.entries, partitions: machine.sent.filter { plan.requestOrder.contains($0) },
+                        checks: checks, resume: resumeReport)
                 }
             }
         }
@@ -287,57 +307,45 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
-            let source: any ByteSource
-            let name: String
-            var image: (prepared: PreparedImage, reader: ImageReader)?
-            if id == 0 {
-                source = MemoryByteSource(plan.payload.bytes)
-                name = "flashlayout"
-            } else if let file = plan.files[id] {
-                do {
-                    if let prepared = flasher.request.images[id] {
-                        let reader = try ImageReader(
-                            path: prepared.path, compression: prepared.compression, size: prepared.size)
-                        image = (prepared, reader)
-                        source = WholeImageSource(reader: reader)
-                    } else {
-                        source = try FileByteSource(path: file.path)
-                    }
-                } catch let error as ImageSourceError {
-                    throw failure(.badImage(error))
-                } catch {
-                    throw failure(.protocolError("cannot read \(file.path): \(error)"))
-                }
-                name =
-                    plan.bootStages.first { $0.line.id == id }?.line.name ?? plan.partition(id: id)?.partition.line.name
-                    ?? phaseHex(id)
-            } else {
-                throw failure(.phaseWithoutFile(id))
-            }
-            if let image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
-                try await sendRanges(id, name: name, image: image.prepared, reader: image.reader)
+            let input = try openInput(id)
+            if let image = input.image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
+                try await sendRanges(id, input: input, image: image.prepared, reader: image.reader)
+                try await check(id, input: input, stage: stage)
                 return
             }
-            if let image, image.prepared.selection != .whole {
+            if let image = input.image, image.prepared.selection != .whole {
                 recorder.add(
                     .note(
-                        "\(phaseHex(id)) \(name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration",
+                        "\(phaseHex(id)) \(input.name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration",
                         stage: stage))
             }
-            let total = source.count
-            flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
-            recorder.add(.sendStarted(phase: id, name: name, bytes: total, stage: stage))
+            let restart = restartOffsets.removeValue(forKey: id) ?? 0
+            let total = input.source.count
+            sending = (id, input.name, total)
+            accepted.withLock { $0 = restart }
+            flasher.emit(.phaseStarted(phase: id, name: input.name, bytes: total, stage: stage))
+            recorder.add(.sendStarted(phase: id, name: input.name, bytes: total, stage: stage))
+            if restart > 0 { recorder.add(.note("\(phaseHex(id)) continues from byte \(restart)", stage: stage)) }
+            let accepted = self.accepted
             let report = try await transferring(id, total: total) { progress in
-                try await device.download(source, phase: id, deviceMayLeave: deviceMayLeave, progress: progress)
+                try input.source.hashPrefix(upTo: restart)
+                let range: any ByteSource = restart > 0 ? SliceByteSource(input.source, from: restart) : input.source
+                return try await device.download(range, phase: id, deviceMayLeave: deviceMayLeave) { sent in
+                    accepted.withLock { $0 = restart + sent }
+                    progress(restart + sent)
+                }
             }
+            sending = nil
             finished(
                 PhaseResult(
-                    phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                    phase: id, name: input.name, stage: stage, bytes: report.bytes, duration: report.duration,
                     controlTransfers: report.controlTransfers))
+            try await check(id, input: input, stage: stage)
         }
 
         /// Runs a transfer with a progress event every 1 % (at least 64 KiB). A DFU error is explained
-        /// by the board's own message when it has one; an image error is the image's.
+        /// by the board's own message when it has one; a host read error names the file; an image
+        /// error is the image's.
         mutating func transferring<Report>(
             _ id: UInt8, total: Int64, _ body: (@escaping @Sendable (Int64) -> Void) async throws -> Report
         ) async throws -> Report {
@@ -349,6 +357,8 @@ public final class Flasher: Sendable {
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
+            } catch let error as FileReadError {
+                throw failure(.hostFile(path: error.path, reason: error.reason))
             } catch let error as ImageSourceError {
                 throw failure(.badImage(error))
             }
@@ -363,7 +373,10 @@ public final class Flasher: Sendable {
         }
 
         /// A partition sent as the ranges of its map (or data extents): only those bytes go out.
-        mutating func sendRanges(_ id: UInt8, name: String, image: PreparedImage, reader: ImageReader) async throws {
+        mutating func sendRanges(_ id: UInt8, input: FlashInput, image: PreparedImage, reader: ImageReader)
+            async throws
+        {
+            let name = input.name
             let device = try current()
             let stage = machine.stage
             let total = image.bytesToSend
@@ -375,6 +388,8 @@ public final class Flasher: Sendable {
                     "\(phaseHex(id)) \(name): \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))",
                     stage: stage))
             let clock = self.clock
+            sending = (id, name, total)
+            defer { sending = nil }
             let report = try await transferring(id, total: total) { progress in
                 try await ImageSending.sendRanges(
                     device: device, phase: id, image: image, reader: reader, clock: clock, progress: progress)

@@ -64,8 +64,10 @@ final class BigImageRig: @unchecked Sendable {
 
     func rootfsOffset() throws -> UInt64 { try offset(of: 0x11) }
 
-    func run(options: ImageOptions = .init()) async throws(FlashFailure) -> FlashSummary {
-        var request = FlashRequest(plan: plan, layoutPath: layoutPath)
+    func run(options: ImageOptions = .init(), verify: VerifyMode = .sampled) async throws(FlashFailure)
+        -> FlashSummary
+    {
+        var request = FlashRequest(plan: plan, layoutPath: layoutPath, verify: verify)
         do {
             if let file = plan.files[0x11] {
                 request.images[0x11] = try PreparedImage.prepare(path: file.path, options: options)
@@ -115,6 +117,28 @@ struct BigImageFlashTests {
         let userfs = try #require(rig.plan.files[0x12]).path
         let expected = Array(try Data(contentsOf: URL(fileURLWithPath: userfs)))
         #expect(try rig.storage(offset: try rig.offset(of: 0x12), length: expected.count) == expected)
+    }
+
+    @Test("--verify full reads back exactly the mapped ranges of a mapped rootfs, and a compressed one whole")
+    func verifyCoversWhatWasSent() async throws {
+        let mapped = try BigImageRig()
+        let map = try BlockMap.load(path: mapped.fixture.bmap)
+        let summary = try await mapped.run(verify: .full)
+        let check = try #require(summary.checks.first { $0.phase == 0x11 })
+        #expect(check.method == .full)
+        #expect(check.bytesRead == map.mappedBytes)
+
+        let compressed = try BigImageRig { fixture, folder in
+            let alone = folder + "/alone"
+            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
+            let copy = alone + "/rootfs.ext4"
+            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
+            return try SparseImageFixture.compress(copy, with: "xz")
+        }
+        let whole = try await compressed.run(verify: .full)
+        let wholeCheck = try #require(whole.checks.first { $0.phase == 0x11 })
+        #expect(wholeCheck.bytesRead == 8 << 20)
+        #expect(wholeCheck.sha256 != nil)
     }
 
     @Test("gzip, xz and zstd rootfs images flash byte-exact", arguments: ["gzip", "xz", "zstd"])

@@ -22,8 +22,8 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.serialChanges, nil),
     (.movesPort, nil),
     (.movesPortNewSerial, "other-port"),
-    // Every request succeeds: only readback verification (flash --verify) can catch it.
-    (.storesWrongBytes, nil),
+    // Every request succeeds: only the readback (flash --verify, sampled by default) catches it.
+    (.storesWrongBytes, "verify-mismatch"),
     // Faults of the fast path only: the DFU transport never sends a script.
     (.scriptRejected, nil),
     (.noFastboot, nil),

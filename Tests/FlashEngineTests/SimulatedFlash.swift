@@ -29,9 +29,10 @@ final class SimulatedFlash: @unchecked Sendable {
 
     init(
         layout name: String, fault: FaultScenario = .none, timing: BoardTiming = .zero, listLag: Duration = .zero,
+        examples folder: String? = nil,
         configure: (inout BoardConfiguration) -> Void = { _ in }
     ) throws {
-        let examples = try Self.exampleSet.get().path
+        let examples = try folder ?? Self.exampleSet.get().path
         layoutPath = examples + "/\(name).tsv"
         let check = LayoutChecker.check(path: layoutPath)
         precondition(!check.hasErrors, "\(check.diagnostics)")
@@ -46,11 +47,20 @@ final class SimulatedFlash: @unchecked Sendable {
         }
     }
 
-    func run(timeouts: TransitionTimeouts = .init()) async throws(FlashFailure) -> FlashSummary {
+    func run(
+        timeouts: TransitionTimeouts = .init(), verify: VerifyMode = .sampled, resume: Bool = true,
+        ubootBuffer: Int64 = 8 << 20, onEvent: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+    ) async throws(FlashFailure) -> FlashSummary {
         let events = self.events
         let flasher = Flasher(
-            bus: bus, request: FlashRequest(plan: plan, timeouts: timeouts, layoutPath: layoutPath),
-            events: { events.append($0) })
+            bus: bus,
+            request: FlashRequest(
+                plan: plan, timeouts: timeouts, layoutPath: layoutPath, verify: verify, resume: resume,
+                ubootBufferSize: ubootBuffer),
+            events: {
+                events.append($0)
+                onEvent($0)
+            })
         return try await flasher.run()
     }
 
