@@ -18,6 +18,8 @@ let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
 let grdb = Target.Dependency.product(name: "GRDB", package: "GRDB.swift")
 let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let prometheus = Target.Dependency.product(name: "Prometheus", package: "swift-prometheus")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
 
 let package = Package(
     name: "stm32mp-flash",
@@ -33,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // MARK: C libraries, each behind exactly one Swift wrapper target.
@@ -95,6 +99,10 @@ let package = Package(
         .target(
             name: "StationRecords", dependencies: ["FileAccess", grdb, crypto, systemPackage],
             swiftSettings: strictSwift),
+        .target(
+            name: "StationMonitor", dependencies: ["BoardTracking", "FlashEngine", "USBModel", prometheus],
+            swiftSettings: strictSwift),
+        .target(name: "StatusServer", dependencies: ["StationMonitor", hummingbird], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -116,7 +124,8 @@ let package = Package(
             dependencies: [
                 "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "ImageSources",
                 "Decompression", "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
-                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "TerminalText", argumentParser,
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "StationMonitor", "StatusServer",
+                "TerminalText", argumentParser,
                 logging, systemPackage,
             ],
             swiftSettings: strictSwift),
@@ -195,6 +204,12 @@ let package = Package(
             dependencies: [
                 "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
                 "Timekeeping", "TestSupport",
+            ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "StationMonitorTests",
+            dependencies: [
+                "StationMonitor", "StatusServer", "FlashEngine", "BoardTracking", "USBModel", "TestSupport",
             ],
             swiftSettings: strictSwift),
         .testTarget(

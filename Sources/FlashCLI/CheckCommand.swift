@@ -13,7 +13,7 @@ struct CheckCommand: AsyncParsableCommand {
             docs/layout-format.md.
             """)
 
-    @Argument(help: "FlashLayout files (.tsv).")
+    @Argument(help: "FlashLayout files (.tsv).", completion: .file(extensions: ["tsv"]))
     var layouts: [String]
 
     @Flag(help: "Print JSON instead of text.")

@@ -27,7 +27,9 @@ struct FlashCommand: AsyncParsableCommand {
             130 Ctrl-C, 143 SIGTERM.
             """)
 
-    @Argument(help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"))
+    @Argument(
+        help: ArgumentHelp("The FlashLayout file (.tsv); not needed with --list-scenarios.", valueName: "layout"),
+        completion: .file(extensions: ["tsv"]))
     var layoutArgument: String?
 
     /// The layout; `validate()` guarantees it outside `--list-scenarios`.
@@ -36,17 +38,21 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Flash the built-in virtual board instead of real USB.")
     var simulate = false
 
-    @Option(help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"))
+    @Option(
+        help: ArgumentHelp("Virtual board chip: mp15, mp13 or mp25 (default: from the layout).", valueName: "soc"),
+        completion: .list(VirtualSoC.allCases.map(\.rawValue)))
     var soc: String?
 
     @Option(
         name: .customLong("sim-dir"),
-        help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"))
+        help: ArgumentHelp("Where the virtual board keeps its storage images.", valueName: "dir"),
+        completion: .directory)
     var simulationDirectory = "virtual-board"
 
     @Option(
         name: .customLong("sim-scenario"),
-        help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"))
+        help: ArgumentHelp("A fault to inject on the virtual board (see --list-scenarios).", valueName: "name"),
+        completion: .list(FaultScenario.allCases.map(\.rawValue)))
     var scenario = "none"
 
     @Flag(help: "List the virtual board's fault scenarios and exit.")

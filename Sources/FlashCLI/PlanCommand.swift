@@ -14,7 +14,7 @@ struct PlanCommand: AsyncParsableCommand {
             layout or the plan has errors, 2 usage errors.
             """)
 
-    @Argument(help: "The FlashLayout file (.tsv).")
+    @Argument(help: "The FlashLayout file (.tsv).", completion: .file(extensions: ["tsv"]))
     var layout: String
 
     @OptionGroup var geometry: DeviceGeometryOptions

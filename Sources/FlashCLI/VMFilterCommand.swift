@@ -17,7 +17,8 @@ struct VMFilterCommand: AsyncParsableCommand {
         name: .customLong("for"),
         help: ArgumentHelp(
             "Hypervisor or runtime: \(PassthroughTarget.allCases.map(\.rawValue).joined(separator: ", ")).",
-            valueName: "NAME"))
+            valueName: "NAME"),
+        completion: .list(PassthroughTarget.allCases.map(\.rawValue)))
     var target: String?
 
     @Option(

@@ -103,6 +103,9 @@ public struct BoardTiming: Sendable, Hashable {
     public var ubootBytesPerSecond: Int64
     /// Storage write throughput of U-Boot (buffer drains), bytes per second.
     public var storageBytesPerSecond: Int64
+    /// Storage read throughput (U-Boot filling its DFU buffer for an UPLOAD), bytes per second.
+    /// SD cards and eMMC read several times faster than they write; 80 MB/s is UNCONFIRMED.
+    public var storageReadBytesPerSecond: Int64
     /// Erase throughput (D lines, RawImage), bytes per second.
     public var eraseBytesPerSecond: Int64
     /// Writing a GPT.
@@ -129,8 +132,10 @@ public struct BoardTiming: Sendable, Hashable {
         gptWrite: Duration = .milliseconds(50), romBlockStore: Duration = .milliseconds(2),
         detachToDisconnect: Duration = .milliseconds(10), romToTFA: Duration = .milliseconds(1500),
         tfaReconnect: Duration = .milliseconds(1500), tfaToUBoot: Duration = .seconds(3),
-        ubootReenumeration: Duration = .seconds(1), resetToROM: Duration = .seconds(2)
+        ubootReenumeration: Duration = .seconds(1), resetToROM: Duration = .seconds(2),
+        storageReadBytesPerSecond: Int64 = 80_000_000
     ) {
+        self.storageReadBytesPerSecond = storageReadBytesPerSecond
         self.controlOverhead = controlOverhead
         self.romBytesPerSecond = romBytesPerSecond
         self.tfaBytesPerSecond = tfaBytesPerSecond
@@ -152,7 +157,7 @@ public struct BoardTiming: Sendable, Hashable {
         controlOverhead: .zero, romBytesPerSecond: 0, tfaBytesPerSecond: 0, ubootBytesPerSecond: 0,
         storageBytesPerSecond: 0, eraseBytesPerSecond: 0, gptWrite: .zero, romBlockStore: .zero,
         detachToDisconnect: .zero, romToTFA: .zero, tfaReconnect: .zero, tfaToUBoot: .zero,
-        ubootReenumeration: .zero, resetToROM: .zero)
+        ubootReenumeration: .zero, resetToROM: .zero, storageReadBytesPerSecond: 0)
 
     /// Time to move `bytes` at `rate` bytes per second (0 = instantaneous).
     static func transfer(_ bytes: Int, rate: Int64) -> Duration {

@@ -389,7 +389,7 @@ final class UBootFirmware: Firmware {
             transaction.remaining -= UInt64(data.count)
             transaction.buffered = data[...]
             if case .partition = kind {
-                latency += BoardTiming.transfer(data.count, rate: configuration.timing.storageBytesPerSecond)
+                latency += BoardTiming.transfer(data.count, rate: configuration.timing.storageReadBytesPerSecond)
             }
         }
         // A short read ends the transaction (`dfu_transaction_cleanup()`); the defer stores it.

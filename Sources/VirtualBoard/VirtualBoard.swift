@@ -20,6 +20,8 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     public var recordsTrace = true
     /// DNLOAD requests that carried data, counted whether or not the trace is kept.
     private var dataBlocksReceived = 0
+    /// Bytes of every DNLOAD data stage received, counted whether or not the trace is kept.
+    public private(set) var dataBytesReceived: Int64 = 0
     /// What a UART console would have shown (firmware messages of the reference).
     public private(set) var consoleLog: [String] = []
     /// What the host kernel would have logged about this port (failed enumerations).
@@ -104,7 +106,10 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     func kernel(_ line: String) { kernelLog.append(line) }
     func violation(_ text: String) { protocolViolations.append(text) }
     func record(_ entry: BoardTraceEntry) {
-        if entry.isDFU(DFURequest.download), entry.dataLength > 0 { dataBlocksReceived += 1 }
+        if entry.isDFU(DFURequest.download), entry.dataLength > 0 {
+            dataBlocksReceived += 1
+            dataBytesReceived += Int64(entry.dataLength)
+        }
         if recordsTrace { trace.append(entry) }
     }
 

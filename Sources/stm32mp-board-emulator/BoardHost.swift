@@ -4,10 +4,11 @@ import Glibc
 import Timekeeping
 import USBModel
 
-/// Hosts a `SimulatedBoard` at the kernel interface: every device the board attaches becomes a
-/// fresh sysfs record and devnode (new device number, on the port the board names, which can
-/// differ from where it started), every detach a remove uevent, and ioctls on the devnodes reach
-/// the board's device models.
+/// Hosts one or several `SimulatedBoard`s at the kernel interface: every device a board attaches
+/// becomes a fresh sysfs record and devnode (new device number, on the port the board names, which
+/// can differ from where it started), every detach a remove uevent, and ioctls on the devnodes
+/// reach the board's device models. Several boards share the hubs above their ports and one
+/// device-number sequence, as on a real bus.
 ///
 /// `@unchecked Sendable`: all mutable state, the board and its models are touched only with
 /// `lock` held (ioctls arrive on umockdev's worker thread, timer ticks on `timerQueue`); testbed
@@ -19,8 +20,11 @@ final class BoardHost: @unchecked Sendable {
     let statistics = Statistics()
     let trace: Bool
     private let testbed: Testbed
-    private let board: any SimulatedBoard
-    private var current: EnumeratedDevice?
+    private let boards: [any SimulatedBoard]
+    /// The device each board has enumerated now, by board.
+    private var current: [ObjectIdentifier: EnumeratedDevice] = [:]
+    /// For each hub port, the highest port number below it that a board starts on.
+    private let hubReach: [PortPath: Int]
     private var nextDeviceNumber = 2
     /// Ports where a hub is plugged in (the root hub is the port path without ports), and the
     /// device numbers the hubs hold (never given to the board again after the numbers wrap).
@@ -31,8 +35,16 @@ final class BoardHost: @unchecked Sendable {
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
     private let timer: any DispatchSourceTimer
 
-    init(board: any SimulatedBoard, clock: any FlashClock, testbed: Testbed, trace: Bool) {
-        self.board = board
+    init(boards: [any SimulatedBoard], clock: any FlashClock, testbed: Testbed, trace: Bool) {
+        self.boards = boards
+        var reach: [PortPath: Int] = [:]
+        for board in boards {
+            for depth in 0..<board.port.ports.count {
+                let hubPort = PortPath(bus: board.port.bus, ports: Array(board.port.ports.prefix(depth)))
+                reach[hubPort] = max(reach[hubPort] ?? 0, board.port.ports[depth])
+            }
+        }
+        hubReach = reach
         self.clock = clock
         self.testbed = testbed
         self.trace = trace
@@ -45,8 +57,10 @@ final class BoardHost: @unchecked Sendable {
         timer.setEventHandler { [self] in lock.withLock { applyDueTransitions() } }
         timer.activate()
         lock.withLock {
-            plugHubs(above: board.port)
-            if let device = board.attachedDevice { attach(device, at: board.port) }
+            for board in boards {
+                plugHubs(above: board.port)
+                if let device = board.attachedDevice { attach(device, at: board.port, of: board) }
+            }
             applyDueTransitions()
         }
         waitForTestbed()
@@ -69,18 +83,21 @@ final class BoardHost: @unchecked Sendable {
     /// transition (DFU_DETACH), or be one.
     func applyDueTransitions() {
         guard !stopped else { return }
-        for transition in board.advance(to: clock.now) {
-            switch transition {
-            case .detach(let port):
-                guard let device = current, device.location.port == port else { continue }
-                detach(device)
-            case .attach(let port, let model):
-                if let device = current { detach(device) }
-                plugHubs(above: port)
-                attach(model, at: port)
+        for board in boards {
+            let key = ObjectIdentifier(board)
+            for transition in board.advance(to: clock.now) {
+                switch transition {
+                case .detach(let port):
+                    guard let device = current[key], device.location.port == port else { continue }
+                    detach(device, of: board)
+                case .attach(let port, let model):
+                    if let device = current[key] { detach(device, of: board) }
+                    plugHubs(above: port)
+                    attach(model, at: port, of: board)
+                }
             }
         }
-        if let next = board.nextTransitionTime {
+        if let next = boards.compactMap(\.nextTransitionTime).min() {
             let wait = max(.zero, next - clock.now)
             let nanoseconds = wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000
             timer.schedule(deadline: .now() + .nanoseconds(Int(nanoseconds)))
@@ -95,21 +112,23 @@ final class BoardHost: @unchecked Sendable {
         for depth in 0..<port.ports.count {
             let hubPort = PortPath(bus: port.bus, ports: Array(port.ports.prefix(depth)))
             guard hubs.insert(hubPort).inserted else { continue }
-            let hub = HubModel(isRoot: depth == 0, reaching: port.ports[depth])
-            attach(hub, at: hubPort, isBoard: false, deviceNumber: depth == 0 ? 1 : nil)
+            let hub = HubModel(isRoot: depth == 0, reaching: max(port.ports[depth], hubReach[hubPort] ?? 0))
+            attach(hub, at: hubPort, of: nil, deviceNumber: depth == 0 ? 1 : nil)
         }
     }
 
-    /// `deviceNumber`: the root hub's fixed 1; otherwise the next free one, as the kernel gives.
+    /// `board` nil: a hub. `deviceNumber`: the root hub's fixed 1; otherwise the next free one,
+    /// as the kernel gives.
     private func attach(
-        _ model: any USBDeviceModel, at port: PortPath, isBoard: Bool = true, deviceNumber: Int? = nil
+        _ model: any USBDeviceModel, at port: PortPath, of board: (any SimulatedBoard)?, deviceNumber: Int? = nil
     ) {
         let location = DeviceLocation(port: port, deviceNumber: deviceNumber ?? takeDeviceNumber())
-        if !isBoard { hubDeviceNumbers.insert(location.deviceNumber) }
         let device = EnumeratedDevice(location: location, model: model, host: self)
-        if isBoard {
-            current = device
+        if let board {
+            current[ObjectIdentifier(board)] = device
             statistics.enumerations.append(device)
+        } else {
+            hubDeviceNumbers.insert(location.deviceNumber)
         }
         let record = deviceRecord(for: model, at: location)
         log(
@@ -136,9 +155,9 @@ final class BoardHost: @unchecked Sendable {
 
     private func advanceDeviceNumber() { nextDeviceNumber = nextDeviceNumber >= 127 ? 2 : nextDeviceNumber + 1 }
 
-    private func detach(_ device: EnumeratedDevice) {
+    private func detach(_ device: EnumeratedDevice, of board: any SimulatedBoard) {
         device.connected = false  // Open handles get ENODEV from now on (gotcha 11).
-        if current === device { current = nil }
+        if current[ObjectIdentifier(board)] === device { current[ObjectIdentifier(board)] = nil }
         log("detach \(device.location.devnode)")
         operations.async { [testbed] in
             let syspath = device.location.syspath

@@ -53,6 +53,27 @@ struct EmulatorCommand: ParsableCommand {
     @Option(help: "The port path the board is plugged into, e.g. 1-1 or 1-2.3 (hubs are emulated on the way).")
     var port: String = "1-1"
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve this many boards at once, behind a hub on --port: on PORT.1 … PORT.N (1-1.1 … 1-1.N by default), each with its own serial (the last four digits are its number) and storage (STORAGE/PORT.K)."
+        ))
+    var boards: Int?
+
+    @Flag(help: "With --boards: every board reports the same serial (as some MCU bootloaders do).")
+    var sameSerial = false
+
+    @Option(
+        name: .customLong("board-scenario"),
+        help: ArgumentHelp(
+            "With --boards: a fault for one board only, e.g. 1-1.3=vanish-mid-partition.", valueName: "port=name"))
+    var boardScenarios: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "U-Boot's storage write speed in bytes per second (default 20000000), to model slow media.",
+            valueName: "bytes"))
+    var storageRate: Int64?
+
     @Option(help: "The link speed: high (480 Mbit/s) or full (12 Mbit/s: the ROM says 'DFU in FS Mode').")
     var speed: String = "high"
 
@@ -118,6 +139,32 @@ struct EmulatorCommand: ParsableCommand {
                 throw ValidationError("--serial must be 24 hexadecimal digits")
             }
         }
+        if let boards {
+            guard !fixedDFU, mcu == nil, (1...(HubModel.maximumPortCount - 1)).contains(boards),
+                PortPath(port)!.ports.count <= 5
+            else {
+                throw ValidationError(
+                    "--boards takes 1 to \(HubModel.maximumPortCount - 1) virtual boards below a --port of at most 5 levels"
+                )
+            }
+        }
+        let ports = Set(boardPorts.map(\.description))
+        for entry in boardScenarios {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, ports.contains(parts[0]), FaultScenario(rawValue: parts[1]) != nil else {
+                throw ValidationError(
+                    "--board-scenario takes PORT=SCENARIO with one of the boards' ports (\(boardPorts.map(\.description).joined(separator: ", "))), got '\(entry)'"
+                )
+            }
+        }
+        if let storageRate, storageRate <= 0 { throw ValidationError("--storage-rate must be positive") }
+    }
+
+    /// The boards' ports: --port itself, or PORT.1 … PORT.N with --boards.
+    private var boardPorts: [PortPath] {
+        guard let base = PortPath(port) else { return [] }
+        guard let boards else { return [base] }
+        return (1...max(1, boards)).map { PortPath(bus: base.bus, ports: base.ports + [$0]) }
     }
 
     private var fixedChipDeviceID: UInt16? {
@@ -128,40 +175,59 @@ struct EmulatorCommand: ParsableCommand {
         let testbed = Testbed()
         let clock = SystemClock()
         var storageIsTemporary = false
-        let board: any SimulatedBoard
-        var virtualBoard: VirtualBoard?
+        var hosted: [any SimulatedBoard] = []
+        var virtualBoards: [VirtualBoard] = []
+        var virtualMCU: VirtualMCU?
         if let mcu {
             let directory = try storage ?? makeTemporaryDirectory()
             storageIsTemporary = storage == nil
             let configuration = MCUConfiguration(
                 family: MCUFamily.named(mcu)!, scenario: MCUScenario(rawValue: scenario)!, port: PortPath(port)!,
                 memoryDirectory: directory)
-            do { board = try VirtualMCU(configuration: configuration) } catch {
+            do { virtualMCU = try VirtualMCU(configuration: configuration) } catch {
                 throw ValidationError("\(error)")
             }
+            hosted = [virtualMCU!]
         } else if fixedDFU {
             let settings = FixedDFUSettings(
                 chipDeviceID: fixedChipDeviceID!, transferSize: transferSize, storageDirectory: storage,
                 downloadLatency: .milliseconds(downloadLatencyMs), unreadableStringRequests: unreadableStrings)
-            board = FixedDFUBoard(port: PortPath(port)!, settings: settings)
+            hosted = [FixedDFUBoard(port: PortPath(port)!, settings: settings)]
         } else {
-            let directory = try storage ?? makeTemporaryDirectory()
             storageIsTemporary = storage == nil
-            var configuration = BoardConfiguration(
-                soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: PortPath(port)!,
-                storageDirectory: directory, fault: FaultScenario(rawValue: scenario)!)
-            if let serial { configuration.serial = serial.uppercased() }
-            configuration.speed = speed == "full" ? .full : .high
-            virtualBoard = VirtualBoard(configuration: configuration)
-            board = virtualBoard!
+            let faults = Dictionary(
+                boardScenarios.map { entry in
+                    let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                    return (parts[0], FaultScenario(rawValue: parts[1])!)
+                }, uniquingKeysWith: { $1 })
+            for (index, boardPort) in boardPorts.enumerated() {
+                var directory = try storage ?? makeTemporaryDirectory()
+                if boards != nil, storage != nil {
+                    directory += "/\(boardPort)"
+                    mkdir(directory, 0o755)
+                }
+                var configuration = BoardConfiguration(
+                    soc: VirtualSoC(rawValue: soc)!, tfaVariant: TFAVariant(rawValue: tfa)!, port: boardPort,
+                    storageDirectory: directory,
+                    fault: faults[boardPort.description] ?? FaultScenario(rawValue: scenario)!)
+                if let serial { configuration.serial = serial.uppercased() }
+                if boards != nil, !sameSerial {
+                    configuration.serial =
+                        String(configuration.serial.prefix(20)) + hex4(UInt16(index + 1)).uppercased()
+                }
+                if let storageRate { configuration.timing.storageBytesPerSecond = storageRate }
+                configuration.speed = speed == "full" ? .full : .high
+                virtualBoards.append(VirtualBoard(configuration: configuration))
+            }
+            hosted = virtualBoards
         }
-        let host = BoardHost(board: board, clock: clock, testbed: testbed, trace: trace)
+        let host = BoardHost(boards: hosted, clock: clock, testbed: testbed, trace: trace)
         host.start()
         // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
         signal(SIGUSR1, SIG_IGN)
         let reenumerate = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
         reenumerate.setEventHandler {
-            guard let fixed = board as? FixedDFUBoard else { return }
+            guard let fixed = hosted.first as? FixedDFUBoard else { return }
             host.lock.withLock {
                 fixed.requestReenumeration()
                 host.applyDueTransitions()
@@ -188,15 +254,20 @@ struct EmulatorCommand: ParsableCommand {
                 )
                 for line in host.statistics.enumerationLines { printError(line) }
             }
-            if trace, let virtualBoard {
-                for line in virtualBoard.consoleLog { printError("[console] \(line)") }
-                for line in virtualBoard.protocolViolations { printError("[violation] \(line)") }
+            if trace {
+                for virtualBoard in virtualBoards {
+                    let prefix = virtualBoards.count > 1 ? " \(virtualBoard.port)" : ""
+                    for line in virtualBoard.consoleLog { printError("[console\(prefix)] \(line)") }
+                    for line in virtualBoard.protocolViolations { printError("[violation\(prefix)] \(line)") }
+                }
             }
         }
         testbed.destroy()
         if let envFile { unlink(envFile) }
-        if storageIsTemporary, let virtualBoard { removeStorage(virtualBoard.storage) }
-        if storageIsTemporary, let mcu = board as? VirtualMCU { removeMCUMemory(mcu) }
+        if storageIsTemporary {
+            for virtualBoard in virtualBoards { removeStorage(virtualBoard.storage) }
+        }
+        if storageIsTemporary, let virtualMCU { removeMCUMemory(virtualMCU) }
         throw ExitCode(status)
     }
 }

@@ -4,7 +4,7 @@ import Glibc
 import Timekeeping
 
 /// Benchmarks that print figures (run in release: `scripts/bench`, or
-/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [rss]`; none = all).
+/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [integrity] [rss]`; none = all).
 /// Targets are checked here and reported as PASS/MISS; tests never assert on time.
 @main
 struct Benchmarks {
@@ -27,6 +27,10 @@ struct Benchmarks {
         if wanted("time") {
             let mib = option("--time-mib", in: arguments).flatMap(Int.init) ?? 256
             try await TimeBenchmark.run(rootfsMiB: mib, report: &report)
+        }
+        if wanted("integrity") {
+            let mib = option("--integrity-mib", in: arguments).flatMap(Int.init) ?? 64
+            try await IntegrityBenchmark.run(rootfsMiB: mib, report: &report)
         }
         // Last, and in a child process: nothing above counts in its peak RSS.
         report.flush()

@@ -51,14 +51,29 @@ struct BenchLayout {
     let rootfsBytes: Int64
     var rootfsPath: String { plan.files[0x10]?.path ?? "" }
 
-    /// - Parameter directory: best on tmpfs (`ScratchDirectory.imageBase`), see there.
-    init(in directory: ScratchDirectory, rootfsBytes: Int64) throws {
+    /// - Parameters:
+    ///   - directory: best on tmpfs (`ScratchDirectory.imageBase`), see there.
+    ///   - filled: real bytes (a pattern) instead of a sparse file, so that a blank medium does
+    ///     not already hold them (readback and resume benchmarks).
+    init(in directory: ScratchDirectory, rootfsBytes: Int64, filled: Bool = false) throws {
         try Self.write(SampleImages.fsbl(), to: directory.file("fsbl.stm32"))
         try Self.write(SampleImages.fip(), to: directory.file("fip.bin"))
         let rootfs = try FileDescriptor.open(
             FilePath(directory.file("rootfs.ext4")), .writeOnly, options: [.create, .truncate],
             permissions: [.ownerReadWrite])
-        try rootfs.closeAfter { try rootfs.resize(to: rootfsBytes) }
+        try rootfs.closeAfter {
+            if filled {
+                var written: Int64 = 0
+                while written < rootfsBytes {
+                    let chunk = SampleImages.pattern(
+                        Int(min(1 << 20, rootfsBytes - written)), seed: UInt8(written >> 20 & 0xFF))
+                    _ = try chunk.withUnsafeBytes { try rootfs.writeAll(toAbsoluteOffset: written, $0) }
+                    written += Int64(chunk.count)
+                }
+            } else {
+                try rootfs.resize(to: rootfsBytes)
+            }
+        }
         let text = """
             #Opt\tId\tName\tType\tIP\tOffset\tBinary
             -\t0x01\tfsbl-boot\tBinary\tnone\t0x0\tfsbl.stm32
@@ -89,10 +104,10 @@ struct BenchWorkspace {
     let images: ScratchDirectory
     let layout: BenchLayout
 
-    init(name: String, rootfsBytes: Int64) throws {
+    init(name: String, rootfsBytes: Int64, filled: Bool = false) throws {
         storage = try ScratchDirectory(prefix: "stm32mp-bench-\(name)")
         images = try ScratchDirectory(prefix: "stm32mp-bench-\(name)-images", base: ScratchDirectory.imageBase)
-        layout = try BenchLayout(in: images, rootfsBytes: rootfsBytes)
+        layout = try BenchLayout(in: images, rootfsBytes: rootfsBytes, filled: filled)
     }
 
     func flash(timing: BoardTiming, storageFolder: String = "storage") -> BenchFlash {
@@ -122,9 +137,16 @@ struct BenchFlash {
         bus = VirtualUSBBus(clock: clock, boards: [board])
     }
 
-    /// - Parameter meter: counts the CPU time spent inside the virtual bus and board.
-    func run(meter: MeteredBus? = nil) async throws -> FlashSummary {
-        let flasher = Flasher(bus: meter ?? bus, request: FlashRequest(plan: layout.plan, layoutPath: layout.path))
+    /// - Parameters:
+    ///   - meter: counts the CPU time spent inside the virtual bus and board.
+    ///   - verify: the readback after each partition (none: these benchmarks measure sending).
+    func run(
+        meter: MeteredBus? = nil, verify: VerifyMode = .none,
+        events: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+    ) async throws -> FlashSummary {
+        let flasher = Flasher(
+            bus: meter ?? bus, request: FlashRequest(plan: layout.plan, layoutPath: layout.path, verify: verify),
+            events: events)
         do {
             return try await flasher.run()
         } catch {
