@@ -95,7 +95,10 @@ public enum UdevRules {
         var current = ""
         for part in path.split(separator: "/") {
             current += "/" + part
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            if mkdir(current, 0o755) == 0 {
+                // udev (and every user) must be able to traverse it, whatever the umask.
+                _ = chmod(current, 0o755)
+            } else if errno != EEXIST {
                 throw Failure(
                     description: "Cannot create \(current): \(String(cString: strerror(errno))). Nothing was written.")
             }
@@ -103,10 +106,16 @@ public enum UdevRules {
     }
 
     static func write(_ content: String, to path: String) throws(Failure) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else {
             throw Failure(
                 description: "Cannot write \(path): \(String(cString: strerror(errno))). Nothing was written.")
+        }
+        // Rules must be readable by udev and by `doctor` run as a user: 0644 whatever the umask.
+        guard fchmod(fd, 0o644) == 0 else {
+            close(fd)
+            unlink(path)
+            throw Failure(description: "Cannot set the mode of \(path): \(String(cString: strerror(errno))).")
         }
         let bytes = Array(content.utf8)
         var offset = 0

@@ -61,6 +61,11 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Run the virtual board's timing model in real time (default: simulated time, instant).")
     var realtime = false
 
+    @Flag(
+        name: .customLong("sim-replace-images"),
+        help: "Recreate virtual board images whose size differs from this layout's devices (default: refuse).")
+    var simReplaceImages = false
+
     @Option(help: ArgumentHelp("The board's USB port path, e.g. 1-2.3.", valueName: "path"))
     var port: String?
 
@@ -221,6 +226,16 @@ struct FlashCommand: AsyncParsableCommand {
             let configuration = try simulationConfiguration(plan)
             let virtual = VirtualBoard(configuration: configuration)
             virtual.recordsTrace = false
+            // Lock the folder and check every image (links, sizes) before the first byte.
+            virtual.storage.replacesMismatchedImages = simReplaceImages
+            do {
+                try virtual.storage.prepareAll()
+            } catch let error as StorageError {
+                Terminal.error("error: " + TerminalText.escaped(error.description))
+                throw FlashPreflightError(
+                    code: "host-error", cause: "the virtual board's storage folder cannot be used",
+                    message: error.description)
+            }
             board = virtual
             bus = VirtualUSBBus(clock: clock, boards: [virtual])
             if json {

@@ -2,12 +2,31 @@ import FileAccess
 import Glibc
 import SystemPackage
 
+/// Why the storage folder or an image cannot be used, said before anything is written.
+public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "virtual board storage '\(path)': \(reason)" }
+}
+
 /// The board's storage devices as sparse image files in one folder: `<ip>.img` for the user area
 /// (`mmc0.img`, `nor0.img`), `<ip>-boot1.img` / `<ip>-boot2.img` for eMMC boot partitions.
+///
+/// Safety (issue 9 item 15): images are opened without following symbolic links (a link would
+/// make the board overwrite whatever it points to); an existing image of another size is refused
+/// unless `replacesMismatchedImages`; the folder is locked (`flock` on `.lock`) while images are
+/// open, so two runs cannot write one board; blocks of zeros are not written into holes, so a
+/// sparse image stays sparse.
 public final class BoardStorage {
     public let directory: String
     public let devices: [StorageDeviceConfiguration]
+    /// Recreate an image whose size differs from the device's instead of refusing it.
+    public var replacesMismatchedImages = false
     private var handles: [String: FileDescriptor] = [:]
+    private var lock: FileDescriptor?
+
+    /// Name of the lock file inside the storage folder.
+    public static let lockFileName = ".lock"
 
     public init(directory: String, devices: [StorageDeviceConfiguration]) {
         self.directory = directory
@@ -30,7 +49,7 @@ public final class BoardStorage {
         return hardwarePartition == nil ? config.size : config.bootPartitionSize
     }
 
-    /// Opens (creating a sparse file of the device's size when missing).
+    /// Opens (creating a sparse file of the device's size when missing), never through a link.
     private func handle(_ device: String, _ hardwarePartition: Int?) throws -> FileDescriptor {
         let file = path(device: device, hardwarePartition: hardwarePartition)
         if let fd = handles[file] { return fd }
@@ -38,12 +57,79 @@ public final class BoardStorage {
             throw Errno.noSuchFileOrDirectory
         }
         _ = mkdir(directory, 0o755)
-        let fd = try FileDescriptor.open(
-            FilePath(file), .readWrite, options: [.create], permissions: [.ownerReadWrite, .groupRead, .otherRead])
-        let current = try fd.seek(offset: 0, from: .end)
-        if UInt64(current) != size { try fd.resize(to: Int64(size)) }
+        try lockFolder()
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(
+                FilePath(file), .readWrite, options: [.create, .noFollow, .closeOnExec],
+                permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch Errno.tooManySymbolicLinkLevels {
+            throw StorageError(
+                path: file,
+                reason:
+                    "is a symbolic link; the virtual board never writes through links (it would overwrite the link's target). Remove the link or choose another --sim-dir"
+            )
+        }
+        var info = stat()
+        guard fstat(fd.rawValue, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            try? fd.close()
+            throw StorageError(path: file, reason: "is not a regular file")
+        }
+        let current = UInt64(info.st_size)
+        if current != size {
+            if current != 0, !replacesMismatchedImages {
+                try? fd.close()
+                throw StorageError(
+                    path: file,
+                    reason:
+                        "holds \(current) bytes but \(device)\(hardwarePartition.map { " boot\($0)" } ?? "") is \(size) bytes; it is another board's image. Remove it, choose another --sim-dir, or pass --sim-replace-images to recreate it"
+                )
+            }
+            try fd.resize(to: 0)
+            try fd.resize(to: Int64(size))
+        }
         handles[file] = fd
         return fd
+    }
+
+    /// Takes the folder's lock for this run (once): a second run on the same folder is told who
+    /// holds it instead of interleaving its writes with ours.
+    private func lockFolder() throws {
+        guard lock == nil else { return }
+        let file = directory + "/" + Self.lockFileName
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(
+                FilePath(file), .readWrite, options: [.create, .noFollow, .closeOnExec],
+                permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw StorageError(path: file, reason: "cannot be opened to lock the folder: \(error)")
+        }
+        guard flock(fd.rawValue, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? fd.read(count: 32, atAbsoluteOffset: 0)).map { String(decoding: $0, as: UTF8.self) }
+            try? fd.close()
+            let pid = holder?.split(separator: "\n").first.map { " (process \($0))" } ?? ""
+            throw StorageError(
+                path: directory,
+                reason:
+                    "another run is using this virtual board\(pid); wait for it to finish or choose another --sim-dir")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        try? fd.resize(to: 0)
+        _ = try? text.withUnsafeBytes { try fd.writeAll(toAbsoluteOffset: 0, $0) }
+        lock = fd
+    }
+
+    /// Opens every image now (lock, links, sizes), so a problem is reported before the first
+    /// byte is flashed rather than as a write error in the middle of a run.
+    public func prepareAll() throws {
+        for device in devices {
+            try prepareImage(device: device.name)
+            if device.bootPartitionSize != nil {
+                try prepareImage(device: device.name, hardwarePartition: 1)
+                try prepareImage(device: device.name, hardwarePartition: 2)
+            }
+        }
     }
 
     /// Creates the image file (sparse, full size) if it does not exist yet; returns its path.
@@ -62,7 +148,65 @@ public final class BoardStorage {
             throw Errno.noSpace
         }
         let fd = try handle(device, hardwarePartition)
-        _ = try bytes.withUnsafeBytes { try fd.writeAll(toAbsoluteOffset: Int64(offset), $0) }
+        try bytes.withUnsafeBytes { buffer in
+            var start = 0
+            for run in Self.zeroRuns(buffer, fileOffset: offset) {
+                if run.lowerBound > start {
+                    try fd.writeAll(
+                        toAbsoluteOffset: Int64(offset) + Int64(start),
+                        UnsafeRawBufferPointer(rebasing: buffer[start..<run.lowerBound]))
+                }
+                try writeZeros(
+                    fd, at: Int64(offset) + Int64(run.lowerBound), count: run.count, buffer: buffer, run: run)
+                start = run.upperBound
+            }
+            if start < buffer.count {
+                try fd.writeAll(
+                    toAbsoluteOffset: Int64(offset) + Int64(start), UnsafeRawBufferPointer(rebasing: buffer[start...]))
+            }
+        }
+    }
+
+    /// Block size for hole detection: the file system's usual block.
+    static let block = 4096
+
+    /// Runs of whole, block-aligned (in the file) all-zero blocks in `buffer`, in order.
+    static func zeroRuns(_ buffer: UnsafeRawBufferPointer, fileOffset: UInt64) -> [Range<Int>] {
+        var runs: [Range<Int>] = []
+        let misalignment = Int(fileOffset % UInt64(block))
+        var position = misalignment == 0 ? 0 : block - misalignment
+        while position + block <= buffer.count {
+            if isZero(buffer, from: position) {
+                if let last = runs.last, last.upperBound == position {
+                    runs[runs.count - 1] = last.lowerBound..<position + block
+                } else {
+                    runs.append(position..<position + block)
+                }
+            }
+            position += block
+        }
+        return runs
+    }
+
+    /// True when the `block` bytes at `start` are all zero (read 8 bytes at a time).
+    static func isZero(_ buffer: UnsafeRawBufferPointer, from start: Int) -> Bool {
+        var index = start
+        while index < start + block {
+            if buffer.loadUnaligned(fromByteOffset: index, as: UInt64.self) != 0 { return false }
+            index += 8
+        }
+        return true
+    }
+
+    /// Zeros at `offset`: nothing when the range is a hole already (it reads as zeros), written
+    /// zeros when it holds earlier data.
+    private func writeZeros(
+        _ fd: FileDescriptor, at offset: Int64, count: Int, buffer: UnsafeRawBufferPointer, run: Range<Int>
+    ) throws {
+        // SEEK_DATA = 3: the next data at or after `offset`; ENXIO (-1) when there is none.
+        let data = Int64(lseek(fd.rawValue, Int(offset), 3))
+        if data < 0 || data >= offset + Int64(count) { return }
+        try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(rebasing: buffer[run]))
     }
 
     /// Reads up to `length` bytes at `offset` (fewer at the end of the device).
@@ -98,9 +242,11 @@ public final class BoardStorage {
         }
     }
 
-    /// Closes every image file (they stay on disk).
+    /// Closes every image file (they stay on disk) and releases the folder's lock.
     public func closeAll() {
         for fd in handles.values { try? fd.close() }
         handles = [:]
+        try? lock?.close()
+        lock = nil
     }
 }

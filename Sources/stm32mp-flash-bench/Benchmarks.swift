@@ -4,7 +4,7 @@ import Glibc
 import Timekeeping
 
 /// Benchmarks that print figures (run in release: `scripts/bench`, or
-/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [integrity] [rss]`; none = all).
+/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [integrity] [storage] [rss]`; none = all).
 /// Targets are checked here and reported as PASS/MISS; tests never assert on time.
 @main
 struct Benchmarks {
@@ -31,6 +31,10 @@ struct Benchmarks {
         if wanted("integrity") {
             let mib = option("--integrity-mib", in: arguments).flatMap(Int.init) ?? 64
             try await IntegrityBenchmark.run(rootfsMiB: mib, report: &report)
+        }
+        if wanted("storage") {
+            let gib = option("--storage-gib", in: arguments).flatMap(Int.init) ?? 4
+            try StorageBenchmark.run(gib: gib, report: &report)
         }
         // Last, and in a child process: nothing above counts in its peak RSS.
         report.flush()

@@ -32,6 +32,22 @@ struct DiagnosticsCommandsTests {
         #expect(text.contains(#"ATTR{idProduct}=="df11", MODE="0660", GROUP="plugdev", TAG+="uaccess""#))
     }
 
+    /// Issue 9 item 18: the folders are created and the rule is 0644 (folders 0755) even
+    /// under a strict umask, so udevd and `doctor` can read it.
+    @Test func udevRulesInstallIgnoresTheUmask() throws {
+        let target = root.path + "/new/root"
+        let tool = try BuiltProducts.path("stm32mp-flash")
+        let result = try ExternalTool(path: "/bin/sh").run([
+            "-c", "umask 077 && exec \"$0\" udev-rules --install --root \"$1\"", tool, target,
+        ])
+        #expect(result.status == 0, "\(result.standardError)")
+        let rule = target + "/etc/udev/rules.d/60-stm32mp-flash.rules"
+        let mode = try FileManager.default.attributesOfItem(atPath: rule)[.posixPermissions] as? Int
+        #expect(mode == 0o644)
+        let folder = try FileManager.default.attributesOfItem(atPath: target + "/etc/udev")[.posixPermissions] as? Int
+        #expect(folder == 0o755)
+    }
+
     @Test func udevRulesRejectsABadGroupWithStatus1() async {
         #expect(await RootCommand.runMain(["udev-rules", "--group", "a b"]) == 1)
     }

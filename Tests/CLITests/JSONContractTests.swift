@@ -117,3 +117,21 @@ struct JSONContractTests {
         #expect((events.last?["error"] as? String)?.contains("mmc9") == true)
     }
 }
+
+extension JSONContractTests {
+    @Test("flash --json when the virtual board's folder cannot be used: host-error, nothing flashed")
+    func flashStorageRefused() throws {
+        let storage = try TemporaryDirectory()
+        let target = storage.file("precious.bin")
+        try Data("keep".utf8).write(to: URL(fileURLWithPath: target))
+        try FileManager.default.createSymbolicLink(atPath: storage.file("mmc0.img"), withDestinationPath: target)
+        let result = try tool.run([
+            "flash", "--json", "--simulate", "--sim-dir", storage.path, "\(examples)/mp15-sdcard.tsv",
+        ])
+        #expect(result.status == 1)
+        #expect(contract.flashRunProblems(result.standardOutput) == [], "\(result.standardOutput)")
+        #expect(result.standardOutput.contains(#""code":"host-error""#))
+        #expect(result.standardError.contains("symbolic link"))
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep")
+    }
+}

@@ -185,6 +185,9 @@ struct SessionTests {
         // Reset into the ROM and flash again with the partial layout.
         try await full.writeCommand(phase: 0xFF, address: 0xC000_0000)
         #expect(rig.board.consoleLog.contains("## Starting application at 0xC0000000 ..."))
+        // The first run ends (its images close and the folder's lock is released) before the
+        // second board opens the same storage: two live boards on one folder are refused.
+        rig.board.storage.closeAll()
         let other = try BoardRig.smallBuffer { $0.storageDirectory = rig.directory.path }
         let uboot2 = try #require(try await other.bootToUBoot())
         let partial = try #require(try await other.sendLayout(TestLayouts.partial, to: uboot2))
