@@ -315,6 +315,23 @@ public final class DFUDevice: Sendable {
         return try await download(source, phase: phase, progress: progress)
     }
 
+    /// After a STALL or dfuERROR: GETSTATUS, and CLRSTATUS when (and only when) it says dfuERROR
+    /// (rule 6), so that GetPhase can be read next. TF-A keeps its DFU state across SET_INTERFACE
+    /// and refuses requests in dfuERROR; U-Boot's SET_INTERFACE resets it anyway.
+    /// - Returns: the status before clearing.
+    @discardableResult
+    public func clearError() async throws -> DFUStatusReply {
+        let interface = alternates.first?.interface ?? 0
+        let status = try await getStatus(interface: interface)
+        try await honour(status)
+        if status.state == .error {
+            try await controlOut(
+                request: DFURequest.clearStatus, value: 0, interface: interface, data: [], timeout: timeouts.control,
+                "DFU_CLRSTATUS after an error")
+        }
+        return status
+    }
+
     /// One GETSTATUS.
     public func getStatus(interface: UInt8 = 0, timeout: Duration? = nil) async throws -> DFUStatusReply {
         let bytes = try await controlIn(

@@ -415,6 +415,9 @@ public final class Flasher: Sendable {
         mutating func explainSendFailure(_ error: DFUError) async -> FlashFailure.Reason {
             recorder.add(.transferError(error, stage: machine.stage))
             if let transfer = error.transferError, transfer.kind == .noDevice { return .transferFailed(transfer) }
+            // After a STALL or dfuERROR: clear the status first, or TF-A refuses the GetPhase read
+            // that carries its message (issue 9 item 1: `FIP Header check failed for phase N`).
+            if let device { _ = try? await device.clearError() }
             if let device, let reply = try? await device.getPhase() {
                 recorder.add(.phase(reply, stage: machine.stage))
                 if reply.phase == 0xFF {

@@ -40,6 +40,20 @@ public enum LayoutChecker {
 
     /// Checks the file at `path`.
     public static func check(path: String, options: LayoutCheckOptions = .init()) -> LayoutCheckResult {
+        // A FIFO or device as the layout would block the read forever: refuse it by type first.
+        if case .failure(let problem) = BinaryFile.inspect(path), !problem.reason.hasPrefix("is empty"),
+            problem.reason.hasPrefix("is ")
+        {
+            return LayoutCheckResult(
+                path: path,
+                diagnostics: [
+                    LayoutDiagnostic(
+                        line: 0, column: 0, severity: .error, code: .unreadable,
+                        message: "the layout "
+                            + (problem.reason.split(separator: ";").first.map(String.init) ?? problem.reason)
+                            + "; a layout must be a regular text file")
+                ], lines: [], fieldColumns: [:])
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             return LayoutCheckResult(
                 path: path,

@@ -251,7 +251,9 @@ final class DFUFunction {
                 return .stall
             }
         case .tfaUpstream:
-            break
+            // dfuERROR refuses UPLOAD until CLRSTATUS (seen on an independent emulation, issue 9
+            // item 1; TF-A's own handler UNCONFIRMED): a host must clear before reading GetPhase.
+            guard state != .error else { return .stall }
         case .uboot:
             return ubootUpload(block: block, length: length)
         }

@@ -40,6 +40,23 @@ struct StreamsTests {
         #expect(quiet.standardOutput.isEmpty && quiet.standardError.isEmpty, "\(quiet.standardError)")
     }
 
+    @Test("Ctrl-C ends a command with status 130")
+    func interruptStatus() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try BuiltProducts.path("stm32mp-flash"))
+        process.arguments = ["watch", "--timeout", "30"]
+        process.standardOutput = FileHandle.nullDevice
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        // Interrupt once it is watching (its first stderr line), as a user at the terminal would.
+        _ = errors.fileHandleForReading.availableData
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 130)
+    }
+
     @Test("machine output stays on stdout: plan's table, check's diagnostics, --list-scenarios")
     func machineOutput() throws {
         let tool = try BuiltProducts.tool("stm32mp-flash")

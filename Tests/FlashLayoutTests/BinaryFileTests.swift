@@ -42,6 +42,14 @@ struct BinaryFileTests {
         #expect(try unusable("pipe")?.message.contains("FIFO") == true)
     }
 
+    @Test("a FIFO as the layout itself is an error, not a hang")
+    func layoutFIFO() throws {
+        #expect(mkfifo(directory.file("layout-pipe"), 0o600) == 0)
+        let result = LayoutChecker.check(path: directory.file("layout-pipe"))
+        #expect(result.diagnostics.map(\.code) == ["unreadable"])
+        #expect(result.diagnostics.first?.message.contains("FIFO") == true)
+    }
+
     @Test("a directory is an error")
     func directoryBinary() throws {
         try FileManager.default.createDirectory(atPath: directory.file("folder"), withIntermediateDirectories: false)

@@ -48,6 +48,9 @@ struct FaultTests {
             await #expect { _ = try await device.download(MemoryByteSource(SampleImages.fip()), phase: 0x03) } throws: {
                 isTransfer($0, .stall)
             }
+            // TF-A stays in dfuERROR and refuses the GetPhase read until CLRSTATUS.
+            await #expect(throws: DFUError.self) { _ = try await device.getPhase() }
+            #expect(try await device.clearError().state == .error)
             let reply = try await device.getPhase()
             #expect(reply.phase == 0xFF)
             #expect(reply.message == "FIP Header check failed for phase 3")
