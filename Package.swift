@@ -70,7 +70,7 @@ let package = Package(
             name: "FlashEngine",
             dependencies: [
                 "BoardTracking", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess",
-                systemPackage, logging, crypto,
+                systemPackage, logging, crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -177,8 +177,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "BoardTracking", "FlashEngine", "ImageSources", "Diagnostics", "VirtualBoard", "FlashLayout", "DFU",
-                "GPT", "FlashCLI", "TestSupport",
+                "BoardTracking", "FlashEngine", "ImageSources", "Diagnostics", "UBootScript", "VirtualBoard",
+                "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),

@@ -26,8 +26,8 @@ public final class BoardLease: Sendable {
     /// The port this lease holds, once `arrival` found the board.
     public var port: PortPath? { held.withLock { $0 } }
 
-    private var bus: any USBBus { tracker.bus }
-    private var families: BoardFamilies { tracker.families }
+    var bus: any USBBus { tracker.bus }
+    var families: BoardFamilies { tracker.families }
 
     // MARK: Arrival
 
@@ -158,6 +158,23 @@ public final class BoardLease: Sendable {
         observe: (TrackingObservation) -> Void = { _ in }
     ) async throws -> OpenedBoard? {
         let clock = bus.clock
+        while try await awaitReturn(of: previous, until: deadline, observe: observe) != nil {
+            do {
+                return try await open(
+                    until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
+            } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
+                // It vanished again while we opened it (enumeration trouble): keep waiting.
+            }
+        }
+        return nil
+    }
+
+    /// Waits until `deadline` for the board to enumerate again (an add event on its port or with
+    /// its serial, or a rescan that finds it) and holds its port; nil when nothing came back.
+    func awaitReturn(
+        of previous: USBDeviceIdentity, until deadline: Duration, observe: (TrackingObservation) -> Void
+    ) async throws -> USBDeviceIdentity? {
+        let clock = bus.clock
         while clock.now < deadline {
             try Task.checkCancellation()
             let returned: USBDeviceIdentity?
@@ -169,14 +186,7 @@ public final class BoardLease: Sendable {
                 if clock.now < deadline { observe(.waiting(remaining: deadline - clock.now)) }
                 returned = try await rescan(for: previous, observe: observe)
             }
-            guard let returned else { continue }
-            do {
-                return try await open(
-                    until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
-            } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
-                // It vanished again while we opened it (enumeration trouble): keep waiting.
-                _ = returned
-            }
+            if let returned { return returned }
         }
         return nil
     }

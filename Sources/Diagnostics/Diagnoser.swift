@@ -20,6 +20,7 @@ import USBModel
 /// | `phaseRepeated(0x01)` at the ROM | — | `fsbl-not-started`; other phases `phase-repeated` |
 /// | `phaseWithoutFile`, `missingAlternate`, `incomplete`, `protocolError`, `cancelled` | — | the code of the same name |
 /// | `verifyMismatch`, `fileChanged`, `hostFile`, `otherSession` | — | `verify-mismatch`, `file-changed`, `host-file`, `other-session` |
+/// | fast path: `scriptRejected`, `noFastboot`, `storageMismatch`, `serialChanged`, `fastbootFailed`, `fastbootPartitions`, `fastbootUnsuitable` | — | `script-rejected`, `no-fastboot`, `storage-mismatch`, `serial-changed`, `fastboot-failed`, `fastboot-partitions`, `fastboot-unsuitable` (FastbootRules) |
 public enum Diagnoser {
     public static func diagnose(_ evidence: Evidence) -> Diagnosis {
         let context = Context(evidence)
@@ -54,6 +55,13 @@ public enum Diagnoser {
         case .fileChanged(let path, let detail): return IntegrityRules.fileChanged(path: path, detail: detail, context)
         case .hostFile(let path, let reason): return IntegrityRules.hostFile(path: path, reason: reason, context)
         case .otherSession(let detail): return IntegrityRules.otherSession(detail, context)
+        case .scriptRejected(let message): return FastbootRules.scriptRejected(message, context)
+        case .noFastboot(let waited): return FastbootRules.noFastboot(waited: waited, context)
+        case .storageMismatch(let board, let layout): return FastbootRules.storageMismatch(board, layout, context)
+        case .serialChanged(let expected, let found): return FastbootRules.serialChanged(expected, found, context)
+        case .fastbootFailed(let command, let reason): return FastbootRules.failed(command, reason, context)
+        case .fastbootPartitions(let text): return FastbootRules.partitions(text, context)
+        case .fastbootUnsuitable(let text): return FastbootRules.unsuitable(text, context)
         case .badImage(let error): return PhaseRules.badImage(error, context)
         }
     }

@@ -84,6 +84,20 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case mcuUSBClock = "mcu-usb-clock"
     /// MCU: the readback differs from what was written.
     case mcuVerifyMismatch = "mcu-verify-mismatch"
+    /// Fast path: U-Boot parsed the hand-off script as a FlashLayout (no legacy-image support).
+    case scriptRejected = "script-rejected"
+    /// Fast path: nothing came back after the script's DETACH.
+    case noFastboot = "no-fastboot"
+    /// Fast path: U-Boot's fastboot writes another storage than the layout's.
+    case storageMismatch = "storage-mismatch"
+    /// The board's serial differs between stages.
+    case serialChanged = "serial-changed"
+    /// Fast path: the board answered FAIL to a fastboot command.
+    case fastbootFailed = "fastboot-failed"
+    /// Fast path: the board's partitions do not match the plan.
+    case fastbootPartitions = "fastboot-partitions"
+    /// `--transport fastboot` with a layout the fast path cannot flash.
+    case fastbootUnsuitable = "fastboot-unsuitable"
     /// A mapped range of a Binary does not match its block map's checksum.
     case bmapChecksum = "bmap-checksum"
     /// A compressed Binary is corrupt, truncated or not of its format.
@@ -147,6 +161,14 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .mcuUSBClock:
             "The MCU bootloader runs USB on a mis-measured HSE clock: transfers and strings fail now and then."
         case .mcuVerifyMismatch: "The MCU's flash does not read back what was written."
+        case .scriptRejected:
+            "U-Boot took the fastboot hand-off script for a FlashLayout: it cannot run scripts sent over USB."
+        case .noFastboot: "After the hand-off script's DETACH neither U-Boot's fastboot nor stm32prog came back."
+        case .storageMismatch: "U-Boot's fastboot writes a different storage device than the FlashLayout programs."
+        case .serialChanged: "The board announced a different serial number than in the previous stage."
+        case .fastbootFailed: "U-Boot's fastboot refused a command (FAIL)."
+        case .fastbootPartitions: "The partitions U-Boot's fastboot sees do not match the FlashLayout's plan."
+        case .fastbootUnsuitable: "This FlashLayout cannot be flashed over fastboot."
         case .bmapChecksum: "A range of a Binary does not match its block map's checksum; it was not sent."
         case .badCompressedImage: "A compressed Binary is corrupt or truncated; its partition was not finished."
         case .badBlockMap: "A block map (.bmap) is malformed or does not describe its image."

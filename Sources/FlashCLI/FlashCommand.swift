@@ -129,6 +129,12 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress or step lines; only warnings, errors and the diagnosis.")
     var quiet = false
 
+    @Option(
+        help: ArgumentHelp(
+            "How partitions reach the storage once U-Boot runs: dfu (default), fastboot (hand U-Boot a script that starts fastboot; UNCONFIRMED on hardware) or auto (fastboot when the layout allows it, else DFU).",
+            valueName: "dfu|fastboot|auto"))
+    var transport = "dfu"
+
     func validate() throws {
         if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
@@ -144,6 +150,9 @@ struct FlashCommand: AsyncParsableCommand {
             throw ValidationError("--verify takes full, sampled or none, got '\(verify)'")
         }
         if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
+        if FlashTransport(rawValue: transport) == nil {
+            throw ValidationError("--transport takes dfu, fastboot or auto, got '\(transport)'")
+        }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
         }
@@ -212,7 +221,7 @@ struct FlashCommand: AsyncParsableCommand {
         var request = FlashRequest(
             plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
             verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
-            ubootBufferSize: Int64(ubootBufferMib) << 20)
+            ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
         do {
             request.images = try images.prepare(plan: plan)
         } catch {
@@ -474,9 +483,16 @@ struct FlashCommand: AsyncParsableCommand {
             }
         }
         if storage.isEmpty { storage = [.sdCard("mmc0")] }
-        return BoardConfiguration(
+        var configuration = BoardConfiguration(
             soc: chip, storageDirectory: simulationDirectory, storage: storage, timing: BoardTiming(),
             fault: FaultScenario(rawValue: scenario) ?? .none)
+        // The simulated U-Boot's fastboot flashes the layout's MMC (as a FIP built for it would).
+        if let mmc = plan.devices.first(where: {
+            $0.target.kind == .mmc && $0.partitions.contains { $0.line.isRequested }
+        }) {
+            configuration.fastboot.mmcDevice = mmc.target.index
+        }
+        return configuration
     }
 
     /// Lines in first-seen order without repeats (a firmware retrying prints the same line twice).

@@ -177,6 +177,8 @@ final class FlashOutput: Sendable {
                 ])
         case .recovered(let detail):
             json("recovered", ["detail": .string(detail)])
+        case .message(let text):
+            json("message", ["text": .string(text)])
         }
     }
 
@@ -307,6 +309,8 @@ final class FlashOutput: Sendable {
                     } ?? ", nothing left to send"))
         case .recovered(let detail):
             line("  recovered the board: \(detail)")
+        case .message(let text):
+            line("  \(text)")
         }
     }
 

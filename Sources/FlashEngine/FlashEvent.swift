@@ -32,6 +32,8 @@ public enum FlashEvent: Sendable, Hashable {
     case resumed(ResumeReport)
     /// A board left mid-transfer by an earlier run was put back in order (reference §4.4).
     case recovered(detail: String)
+    /// A line worth showing as it happens (fastboot INFO lines, a fallback to DFU).
+    case message(String)
 }
 
 /// How a partition's content was checked after it was written.
@@ -155,6 +157,8 @@ public struct FlashRequest: Sendable {
     /// default, or the `dfu_bufsiz` variable): reads fill it from the medium, so a read from an
     /// offset must stay one buffer away from the partition end, and drains happen at its multiples.
     public var ubootBufferSize: Int64
+    /// How partitions reach the storage once U-Boot runs.
+    public var transport: FlashTransport
     /// Binaries read through ImageSources (compressed, with a map or holes), by phase Id; the
     /// others are sent as the plain file.
     public var images: [UInt8: PreparedImage] = [:]
@@ -162,7 +166,7 @@ public struct FlashRequest: Sendable {
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),
         layoutPath: String = "layout", verify: VerifyMode = .sampled, resume: Bool = true,
-        ubootBufferSize: Int64 = 8 << 20
+        ubootBufferSize: Int64 = 8 << 20, transport: FlashTransport = .dfu
     ) {
         self.plan = plan
         self.selection = selection
@@ -171,5 +175,6 @@ public struct FlashRequest: Sendable {
         self.verify = verify
         self.resume = resume
         self.ubootBufferSize = ubootBufferSize
+        self.transport = transport
     }
 }

@@ -219,6 +219,21 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case hostFile(path: String, reason: String)
         /// The board is in U-Boot enumeration 2 with another layout's partitions.
         case otherSession(String)
+        /// Fast path: U-Boot took the hand-off script for a FlashLayout and rejected it (no
+        /// legacy-image support); its message, verbatim.
+        case scriptRejected(String)
+        /// Fast path: after the script's DETACH neither fastboot nor stm32prog came back.
+        case noFastboot(waited: Duration)
+        /// Fast path: U-Boot's fastboot writes another storage than the layout's.
+        case storageMismatch(board: String, layout: String)
+        /// The board announced another serial than the one it had in the previous stage.
+        case serialChanged(expected: String, found: String)
+        /// Fast path: the board answered FAIL to a fastboot command.
+        case fastbootFailed(command: String, reason: String)
+        /// Fast path: the board's partitions do not match the plan (missing, other size, GPT failed).
+        case fastbootPartitions(String)
+        /// `--transport fastboot` with a layout the fast path cannot flash.
+        case fastbootUnsuitable(String)
         /// A Binary's content is unusable: a range does not match its map's checksum, or a
         /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
         case badImage(ImageSourceError)
@@ -281,6 +296,19 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
             return prefix + "\(path) changed while it was being flashed (\(detail))"
         case .hostFile(let path, let reason): return prefix + "\(path): \(reason)"
         case .otherSession(let detail): return prefix + detail
+        case .scriptRejected(let message):
+            return prefix + "U-Boot rejected the fastboot hand-off script as a FlashLayout: \(message)"
+        case .noFastboot(let waited):
+            return prefix
+                + "neither fastboot nor stm32prog came back within \(Int(waited.inSeconds.rounded())) s of the hand-off"
+        case .storageMismatch(let board, let layout):
+            return prefix + "U-Boot's fastboot writes \(board) but the layout programs \(layout); nothing was written"
+        case .serialChanged(let expected, let found):
+            return prefix + "the board's serial changed from \(expected) to \(found)"
+        case .fastbootFailed(let command, let reason):
+            return prefix + "fastboot \(command) failed: FAIL\(reason)"
+        case .fastbootPartitions(let text): return prefix + "fastboot partitions: \(text)"
+        case .fastbootUnsuitable(let text): return prefix + "the layout cannot take the fastboot path: \(text)"
         case .badImage(let error): return prefix + "\(error)"
         }
     }

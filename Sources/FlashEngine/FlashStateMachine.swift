@@ -40,6 +40,28 @@ public struct FlashStateMachine: Sendable {
         case fail(FlashFailure.Reason)
         /// Everything was sent and the board said END.
         case succeed
+        /// Fast path: send the hand-off script instead of the layout (phase 0x00 of U-Boot's
+        /// first enumeration).
+        case sendScript
+        /// Fast path: the board is U-Boot's fastboot gadget; run the fastboot session.
+        case runFastboot
+        /// Wait up to `timeout` for the board to enumerate as `expecting` (no DETACH: the board
+        /// was told to leave otherwise, e.g. fastboot `continue`).
+        case awaitBoard(expecting: BoardStage, timeout: Duration)
+    }
+
+    /// Where the fast-path hand-off stands.
+    public enum HandOff: Sendable, Hashable {
+        /// DFU only (`--transport dfu`, or a layout the fast path cannot take).
+        case off
+        /// The script goes at U-Boot's first phase 0x00.
+        case pending
+        case scriptSent
+        /// DETACH sent after the script's END; waiting for 0483:0afb.
+        case awaitingFastboot
+        case runningFastboot
+        /// stm32prog came back instead of fastboot: the run goes on over DFU.
+        case fellBack
     }
 
     private enum State: Sendable {
@@ -48,6 +70,7 @@ public struct FlashStateMachine: Sendable {
         case sending(UInt8)
         case awaitingBoard(expecting: BoardStage)
         case ending
+        case fastboot
         case finished
     }
 
@@ -66,6 +89,7 @@ public struct FlashStateMachine: Sendable {
     /// The phase sent last in the current stage (a board asking for it again did not take it).
     private var lastSentInStage: UInt8?
     private let timeouts: TransitionTimeouts
+    public private(set) var handOff: HandOff
     /// A device with the ROM's product string came back where TF-A was expected: only GetPhase
     /// tells an ST TF-A that reuses the ROM's string (MP13/MP25) from the ROM restarting.
     private var romLookingAfterDetach = false
@@ -73,7 +97,9 @@ public struct FlashStateMachine: Sendable {
     /// - Parameters:
     ///   - plan: the layout's plan (what exists to send, what must be sent).
     ///   - timeouts: per-transition reconnect timeouts.
-    public init(plan: PartitionPlan, timeouts: TransitionTimeouts = .init()) {
+    ///   - handOff: try the fastboot hand-off at U-Boot's first phase 0x00.
+    public init(plan: PartitionPlan, timeouts: TransitionTimeouts = .init(), handOff: Bool = false) {
+        self.handOff = handOff ? .pending : .off
         var available: Set<UInt8> = [0x00]
         for stage in plan.bootStages where stage.file != nil { available.insert(stage.line.id) }
         for id in plan.requestOrder where plan.files[id] != nil { available.insert(id) }
@@ -87,6 +113,21 @@ public struct FlashStateMachine: Sendable {
         offeredPhases = board.phases
         stage = board.stage
         lastSentInStage = nil
+        if case .awaitingBoard = state, handOff == .awaitingFastboot {
+            switch board.stage {
+            case .fastboot:
+                handOff = .runningFastboot
+                state = .fastboot
+                return .runFastboot
+            case .uboot:
+                // `fastboot usb 0; stm32prog usb 0` without fastboot: enumeration 1 again, go on over DFU.
+                handOff = .fellBack
+                state = .awaitingPhase
+                return .readPhase
+            default:
+                break
+            }
+        }
         if case .awaitingBoard = state {
             // The engine never resets the board, so the ROM coming back after a DETACH means
             // something else did (a host port reset, an error path, a brown-out), or the FSBL
@@ -122,7 +163,13 @@ public struct FlashStateMachine: Sendable {
         switch reply.phase {
         case 0xFF:
             state = .finished
+            if handOff == .scriptSent { return .fail(.scriptRejected(reply.message ?? "Unspecified")) }
             return .fail(.boardReportedError(reply.message ?? "Unspecified"))
+        case 0xFE where handOff == .scriptSent:
+            // "U-Boot script received": END; the script runs at the DETACH.
+            handOff = .awaitingFastboot
+            state = .awaitingBoard(expecting: .fastboot)
+            return .detachAndAwait(expecting: .fastboot, timeout: timeouts.ubootReenumeration)
         case 0xFE:
             let missing = required.subtracting(sent).subtracting(alreadyOnBoard).sorted()
             guard missing.isEmpty else {
@@ -161,6 +208,10 @@ public struct FlashStateMachine: Sendable {
                 return .fail(.missingAlternate(phase))
             }
             state = .sending(phase)
+            if phase == 0x00, stage == .uboot, !reply.needsDetach, handOff == .pending {
+                handOff = .scriptSent
+                return .sendScript
+            }
             // The MP15 ROM starts TF-A on manifestation and may not answer the last GETSTATUS.
             return .send(phase: phase, deviceMayLeave: stage == .rom && phase == 0x01)
         }
@@ -188,10 +239,29 @@ public struct FlashStateMachine: Sendable {
         return .succeed
     }
 
+    /// The fastboot session flashed `flashed` (line Ids) and rebooted the board.
+    public mutating func fastbootFinished(flashed: [UInt8]) -> Action {
+        guard case .fastboot = state else { preconditionFailure("fastbootFinished in state \(state)") }
+        sent += flashed
+        let missing = required.subtracting(sent).sorted()
+        state = .finished
+        return missing.isEmpty ? .succeed : .fail(.incomplete(missing))
+    }
+
+    /// `--transport auto`: fastboot cannot flash this layout on this board (checked before any
+    /// write) and was told `continue`; the script's `stm32prog usb 0` brings DFU back.
+    public mutating func fastbootDeclined() -> Action {
+        guard case .fastboot = state else { preconditionFailure("fastbootDeclined in state \(state)") }
+        handOff = .fellBack
+        state = .awaitingBoard(expecting: .uboot)
+        return .awaitBoard(expecting: .uboot, timeout: timeouts.ubootReenumeration)
+    }
+
     /// Nothing came back within the transition's timeout.
     public mutating func reconnectTimedOut(after waited: Duration) -> Action {
         guard case .awaitingBoard = state else { preconditionFailure("reconnectTimedOut in state \(state)") }
         state = .finished
+        if handOff == .awaitingFastboot { return .fail(.noFastboot(waited: waited)) }
         return .fail(.reconnectTimeout(waited: waited))
     }
 

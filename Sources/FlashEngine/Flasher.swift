@@ -1,9 +1,11 @@
 public import BoardTracking
 public import DFU
+import Fastboot
 import FlashLayout
 import ImageSources
 public import Logging
 import Timekeeping
+import UBootScript
 public import USBModel
 
 /// Drives the GetPhase protocol (`FlashStateMachine`'s actions) over a `BoardLease`: reads
@@ -143,11 +145,30 @@ public final class Flasher: Sendable {
         var restartOffsets: [UInt8: Int64] = [:]
         /// Phase → identity of its Binary when it was sent (checked again before success).
         var identities: [UInt8: FileIdentity] = [:]
+        /// The fast path's plan (nil: DFU only) and why the layout cannot take it.
+        let fastbootPlan: FastbootPlan?
+        let fastbootUnsuitable: String?
+        /// The opened fastboot gadget while the fast path runs.
+        var fastbootTransport: (any USBControlTransport)?
+        /// The serial of the stage before the last DETACH (fastboot must show the same).
+        var previousSerial: String?
 
         init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher
             self.lease = lease
-            machine = FlashStateMachine(plan: flasher.request.plan, timeouts: flasher.request.timeouts)
+            var fastbootPlan: FastbootPlan?
+            var unsuitable: String?
+            if flasher.request.transport != .dfu {
+                do {
+                    fastbootPlan = try FastbootPlan(flasher.request.plan)
+                } catch {
+                    unsuitable = error.reason
+                }
+            }
+            self.fastbootPlan = fastbootPlan
+            fastbootUnsuitable = unsuitable
+            machine = FlashStateMachine(
+                plan: flasher.request.plan, timeouts: flasher.request.timeouts, handOff: fastbootPlan != nil)
             started = flasher.clock.now
         }
 
@@ -160,6 +181,11 @@ public final class Flasher: Sendable {
         }
 
         mutating func execute() async throws -> FlashSummary {
+            if let fastbootUnsuitable {
+                if flasher.request.transport == .fastboot { throw failure(.fastbootUnsuitable(fastbootUnsuitable)) }
+                recorder.add(.note("transport auto: DFU, because \(fastbootUnsuitable)", stage: nil))
+                flasher.emit(.message("fastboot not used: \(fastbootUnsuitable); flashing over DFU"))
+            }
             let recorder = recorder
             let emit = flasher.emit
             let arrivalDeadline = clock.now + flasher.request.timeouts.boardArrival
@@ -192,6 +218,17 @@ public final class Flasher: Sendable {
                     try await current().detach()
                     await closeCurrent()
                     action = machine.endDetached()
+                case .sendScript:
+                    try await sendScript()
+                    action = machine.phaseSent()
+                case .runFastboot:
+                    if let flashed = try await runFastboot() {
+                        action = machine.fastbootFinished(flashed: flashed)
+                    } else {
+                        action = machine.fastbootDeclined()
+                    }
+                case .awaitBoard(let expecting, let timeout):
+                    action = try await detachAndAwait(expecting: expecting, timeout: timeout, sendDetach: false)
                 case .fail(let reason):
                     if case .boardReportedError(let message) = reason { noteLayoutLine(message) }
                     throw failure(reason)
@@ -434,26 +471,154 @@ public final class Flasher: Sendable {
             return .protocolError("\(error)")
         }
 
+        // MARK: The fast path
+
+        /// Phase 0x00 of U-Boot's first enumeration: the hand-off script instead of the layout.
+        mutating func sendScript() async throws {
+            guard let fastbootPlan else { throw failure(.protocolError("no fastboot plan")) }
+            phase = 0
+            let device = try current()
+            let image = fastbootPlan.script.image.bytes
+            let stage = machine.stage
+            let name = "fastboot hand-off script"
+            flasher.emit(.phaseStarted(phase: 0, name: name, bytes: Int64(image.count), stage: stage))
+            recorder.add(.sendStarted(phase: 0, name: name, bytes: Int64(image.count), stage: stage))
+            recorder.add(.note("script: \(fastbootPlan.script.text)", stage: stage))
+            let report: DownloadReport
+            do {
+                report = try await device.download(MemoryByteSource(image), phase: 0)
+            } catch let error as DFUError {
+                throw failure(await explainSendFailure(error))
+            }
+            let result = PhaseResult(
+                phase: 0, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                controlTransfers: report.controlTransfers)
+            results.append(result)
+            recorder.add(.sendDone(phase: 0, bytes: report.bytes, duration: report.duration, stage: stage))
+            flasher.emit(.phaseFinished(result))
+        }
+
+        /// The fastboot session on the opened gadget; returns the line Ids flashed, or nil when
+        /// `--transport auto` declined the fast path after the probe (nothing written; the board
+        /// was told `continue` and comes back in stm32prog).
+        mutating func runFastboot() async throws -> [UInt8]? {
+            guard let fastbootPlan, let transport = fastbootTransport else {
+                throw failure(.protocolError("fastboot without an opened gadget"))
+            }
+            defer { fastbootTransport = nil }
+            guard let bulk = transport as? any USBBulkTransport,
+                let interface = FastbootInterface.find(in: try await transport.configurationDescriptor())
+            else {
+                await transport.close()
+                throw failure(.protocolError("the fastboot device has no FF/42/03 interface with bulk endpoints"))
+            }
+            try await bulk.claimBulk(
+                interface: interface.interface, outEndpoint: interface.outEndpoint, inEndpoint: interface.inEndpoint)
+            let recorder = self.recorder
+            let emit = flasher.emit
+            let stage = FastbootStage(
+                client: FastbootClient(transport: bulk), plan: plan, fastboot: fastbootPlan,
+                expectedSerial: previousSerial, clock: clock, emit: emit,
+                note: { text in
+                    recorder.add(.note(text, stage: .fastboot))
+                    emit(.message(text))
+                })
+            do {
+                let maxDownload: Int
+                do {
+                    maxDownload = try await stage.probe()
+                } catch let declined as FastbootStage.Failure {
+                    // Nothing is written yet: `continue` lets the script's `stm32prog usb 0` run.
+                    _ = try? await stage.command(.continueBoot, phase: nil)
+                    guard flasher.request.transport == .auto else { throw declined }
+                    await transport.close()
+                    let why = FlashFailure(declined.reason).description
+                    recorder.add(.note("transport auto: back to DFU: \(why)", stage: .fastboot))
+                    flasher.emit(.message("fastboot cannot flash this layout here (\(why)); continuing over DFU"))
+                    return nil
+                }
+                let sent = try await stage.run(maxDownload: maxDownload)
+                results += sent
+                // U-Boot's fastboot on ST's configs cannot read back (docs/flashing.md).
+                checks += sent.map {
+                    PartitionCheck(
+                        phase: $0.phase, name: $0.name, bytes: $0.bytes, sha256: nil, method: .none, bytesRead: 0)
+                }
+                if flasher.request.verify != .none {
+                    let text = "not read back: U-Boot's fastboot has no readback, so --verify applies to DFU only"
+                    recorder.add(.note(text, stage: .fastboot))
+                    flasher.emit(.message(text))
+                }
+            } catch let stageFailure as FastbootStage.Failure {
+                await transport.close()
+                phase = stageFailure.phase
+                throw failure(stageFailure.reason)
+            } catch let error as USBTransferError {
+                await transport.close()
+                recorder.add(.note("fastboot transfer: \(error)", stage: .fastboot))
+                throw failure(.transferFailed(error))
+            }
+            await transport.close()
+            return fastbootPlan.flashedIDs
+        }
+
         // MARK: Re-enumeration
 
-        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration) async throws -> FlashStateMachine.Action
+        /// DETACH (unless the board was told to leave otherwise), then wait for it to come back.
+        mutating func detachAndAwait(expecting: BoardStage, timeout: Duration, sendDetach: Bool = true) async throws
+            -> FlashStateMachine.Action
         {
             let from = machine.stage
-            let previous = try current().identity
-            let option = TransitionTimeouts.option(from: from, expecting: expecting)
-            recorder.add(
-                .detachSent(from: from, wait: ReconnectWait(expecting: expecting, timeout: timeout, option: option)))
-            flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
-            try await current().detach()
+            guard let previous = device?.identity ?? board else { throw failure(.protocolError("no board to follow")) }
+            if sendDetach {
+                previousSerial = previous.serial
+                let option = TransitionTimeouts.option(from: from, expecting: expecting)
+                recorder.add(
+                    .detachSent(from: from, wait: ReconnectWait(expecting: expecting, timeout: timeout, option: option))
+                )
+                flasher.emit(.detached(from: from, expecting: expecting, timeout: timeout))
+                try await current().detach()
+            }
             await closeCurrent()
             let detachedAt = clock.now
             let recorder = recorder
             let emit = flasher.emit
             let boardPort = lease.port
-            let opened = try await lease.reappearance(
-                of: previous, until: detachedAt + timeout, dfuTimeouts: flasher.dfuTimeouts
-            ) { observation in
-                Self.record(observation, recorder: recorder, emit: emit, expecting: expecting, boardPort: boardPort)
+            let opened: OpenedBoard?
+            if machine.handOff == .awaitingFastboot {
+                let returned = try await lease.reappearanceAfterHandOff(
+                    of: previous, until: detachedAt + timeout, dfuTimeouts: flasher.dfuTimeouts
+                ) { observation in
+                    Self.record(observation, recorder: recorder, emit: emit, expecting: expecting, boardPort: boardPort)
+                }
+                switch returned {
+                case .fastboot(let transport):
+                    fastbootTransport = transport
+                    board = transport.identity
+                    recorder.add(.opened(transport.identity, stage: .fastboot, alternates: [], attempts: 1))
+                    flasher.emit(.board(transport.identity, stage: .fastboot))
+                    flasher.emit(
+                        .reenumerated(
+                            from: from, to: .fastboot, device: transport.identity, after: clock.now - detachedAt))
+                    return machine.boardOpened(BoardSnapshot(stage: .fastboot, phases: []))
+                case .dfu(let board):
+                    opened = board
+                    if board.kind.stage == .uboot {
+                        recorder.add(.note("stm32prog came back instead of fastboot", stage: .uboot))
+                        flasher.emit(
+                            .message(
+                                "U-Boot did not start fastboot (not built in, or no cable detected) and went back to stm32prog: continuing over DFU"
+                            ))
+                    }
+                case nil:
+                    opened = nil
+                }
+            } else {
+                opened = try await lease.reappearance(
+                    of: previous, until: detachedAt + timeout, dfuTimeouts: flasher.dfuTimeouts
+                ) { observation in
+                    Self.record(observation, recorder: recorder, emit: emit, expecting: expecting, boardPort: boardPort)
+                }
             }
             guard let opened else {
                 let waited = clock.now - detachedAt

@@ -3,14 +3,16 @@ public import FlashLayout
 /// The script the host sends to U-Boot's first `stm32prog` enumeration instead of a FlashLayout
 /// (fastboot reference §1, §7 step 4). It writes the GPT the layout asks for on the device this
 /// U-Boot's fastboot flashes, records the outcome where `getvar` can read it, and starts
-/// fastboot; when fastboot is missing or cannot start it re-enters `stm32prog`, so the host can go
-/// on over DFU in the same U-Boot session. Every construct here is UNCONFIRMED on hardware.
+/// fastboot; when fastboot is missing, cannot start, or the host ends it with `continue` (it
+/// declined to flash), it re-enters `stm32prog`, so the host can go on over DFU in the same
+/// U-Boot session. After a successful flash the host sends `reboot`, so `stm32prog` never runs.
+/// Every construct here is UNCONFIRMED on hardware.
 public struct HandoffScript: Sendable, Hashable {
     /// The MMC index fastboot should flash (the layout's device).
     public var mmcIndex: Int
     /// `gpt write` partition string; nil when the plan writes no GPT (partial update).
     public var partitions: String?
-    /// Run `stm32prog usb 0` when `fastboot usb 0` fails (back to DFU phase 0x00).
+    /// Run `stm32prog usb 0` after `fastboot usb 0` (back to DFU phase 0x00).
     public var fallbackToDFU: Bool
 
     public init(mmcIndex: Int, partitions: String?, fallbackToDFU: Bool = true) {
@@ -44,7 +46,8 @@ public struct HandoffScript: Sendable, Hashable {
         } else {
             commands.append("env set \(Self.statusVariable) kept")
         }
-        commands.append(fallbackToDFU ? "fastboot usb 0 || stm32prog usb 0" : "fastboot usb 0")
+        commands.append("fastboot usb 0")
+        if fallbackToDFU { commands.append("stm32prog usb 0") }
         return commands.joined(separator: "; ")
     }
 

@@ -13,6 +13,9 @@ public struct FastbootSettings: Sendable, Hashable {
     public var maxDownloadSize: Int
     /// Bulk throughput of the gadget (USB → DDR buffer), bytes per second; 0 = instantaneous.
     public var bytesPerSecond: Int64
+    /// An environment `serial#` other than the chip UID (a saved U-Boot environment that sets
+    /// it): fastboot then reports another serial than the DFU stages.
+    public var environmentSerial: String?
 
     public init(
         builtIn: Bool = true, mmcDevice: Int? = nil, maxDownloadSize: Int = 0x0200_0000,
@@ -42,6 +45,7 @@ final class FastbootGadget: USBBulkDeviceModel {
     private var expected = 0
     private var replies: [(bytes: [UInt8], readyAt: Duration)] = []
     private enum Ending { case reboot, leave }
+    private var writeFaultDone = false
     private var endAfterReply: Ending?
     /// Time the gadget is busy until (download data arriving, a storage write).
     private var busyUntil: Duration = .zero
@@ -233,6 +237,15 @@ final class FastbootGadget: USBBulkDeviceModel {
         guard let target = resolve(name) else {
             board.console("cannot find partition: '\(name)'")
             reply("FAILno such partition")
+            return
+        }
+        // write-error: the first write to a user partition (after the boot stages) fails.
+        if board.configuration.fault == .writeError, !writeFaultDone, target.hardwarePartition == nil,
+            target.offset >= 0x0040_0000
+        {
+            writeFaultDone = true
+            board.console("mmc write failed")
+            reply("FAILfailed writing to device")
             return
         }
         let data = buffer

@@ -4,8 +4,9 @@
 /// `mmc partconf`/`bootbus`, `echo`, `true`/`false`, `fastboot usb 0` and `stm32prog usb 0`.
 ///
 /// `fastboot` and `stm32prog` start a USB gadget loop and do not return until the host ends it;
-/// the model stops the script there and reports which gadget to start (what follows a
-/// gadget in a script is not modelled: ours ends with it). Anything else is
+/// the model stops the script there and reports which gadget to start. `resume()` goes on after
+/// the gadget ended (fastboot `continue`) when the gadget command stood at the script's top
+/// level; inside `if`/`&&`/`||` the rest is not run (not modelled). Anything else is
 /// `Unknown command '…' - try 'help'` and fails, as in U-Boot.
 struct UBootShell {
     /// How the script ended.
@@ -49,6 +50,10 @@ struct UBootShell {
     private enum Stop: Error { case gadget(Outcome) }
 
     var machine: Machine
+    /// Top-level commands after a gadget that stopped the script.
+    private var pending: [Node] = []
+
+    init(machine: Machine) { self.machine = machine }
 
     /// Runs `script`; `machine.env` keeps what it set.
     mutating func run(_ script: String) -> Outcome {
@@ -60,15 +65,32 @@ struct UBootShell {
             machine.console("syntax error")
             return .syntaxError("\(error)")
         }
+        guard case .sequence(let nodes) = program else { return .finished(status: 0) }
+        return runTopLevel(nodes)
+    }
+
+    /// Goes on after the gadget loop returned (status 0).
+    mutating func resume() -> Outcome {
+        let rest = pending
+        pending = []
+        return runTopLevel(rest)
+    }
+
+    private mutating func runTopLevel(_ nodes: [Node]) -> Outcome {
         var state = machine
         defer { machine = state }
-        do {
-            return .finished(status: try Self.evaluate(program, &state))
-        } catch Stop.gadget(let outcome) {
-            return outcome
-        } catch {
-            return .finished(status: 1)
+        var status = 0
+        for (index, node) in nodes.enumerated() {
+            do {
+                status = try Self.evaluate(node, &state)
+            } catch Stop.gadget(let outcome) {
+                if case .command = node { pending = Array(nodes[(index + 1)...]) }
+                return outcome
+            } catch {
+                status = 1
+            }
         }
+        return .finished(status: status)
     }
 
     // MARK: Evaluation

@@ -17,7 +17,7 @@ extension VirtualBoard {
     /// `fastboot.mmcdev` ST's board code sets (downstream only).
     func resetUBootEnvironment() {
         ubootEnv = [
-            "serial#": configuration.serial, "board": "stm32mp1",
+            "serial#": configuration.fastboot.environmentSerial ?? configuration.serial, "board": "stm32mp1",
             "fastboot.mmcdev": String(fastbootMMCDevice),
         ]
     }
@@ -43,6 +43,12 @@ extension VirtualBoard {
                 console: { [unowned self] line in console(line) }))
         let outcome = shell.run(script.script)
         ubootEnv = shell.machine.env
+        runningScript = shell
+        startGadget(outcome)
+    }
+
+    /// Enumerates the gadget a script started, or leaves U-Boot at its prompt.
+    func startGadget(_ outcome: UBootShell.Outcome) {
         let delay = configuration.timing.detachToDisconnect + configuration.timing.ubootReenumeration
         switch outcome {
         case .fastboot:
@@ -56,6 +62,7 @@ extension VirtualBoard {
         case .stm32prog:
             enumerate(after: delay) { [unowned self] in UBootFirmware.boot(board: self, ramLayout: nil) }
         case .finished, .syntaxError:
+            runningScript = nil
             console("=> ")
         }
     }
@@ -68,7 +75,16 @@ extension VirtualBoard {
             powerCycleToROM(after: configuration.timing.resetToROM)
         } else {
             disconnect(after: configuration.timing.detachToDisconnect)
-            console("=> ")
+            // `fastboot usb 0` returns 0; the script goes on (ours: `stm32prog usb 0`).
+            guard var shell = runningScript else {
+                console("=> ")
+                return
+            }
+            shell.machine.env = ubootEnv
+            let outcome = shell.resume()
+            ubootEnv = shell.machine.env
+            runningScript = shell
+            startGadget(outcome)
         }
     }
 

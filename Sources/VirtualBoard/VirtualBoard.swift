@@ -34,6 +34,8 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     var current: BoardDevice?
     /// The fastboot gadget, when U-Boot runs `fastboot usb 0` (then `current` is nil).
     var gadget: FastbootGadget?
+    /// The script that started the fastboot gadget (it goes on after `continue`).
+    var runningScript: UBootShell?
     /// U-Boot's environment as the hand-off script and fastboot see it.
     public internal(set) var ubootEnv: [String: String] = [:]
     /// Fastboot commands received, in order (`getvar:…`, `flash:rootfs`, …).

@@ -330,9 +330,13 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
 
     /// Completes a transfer the model answered: injected failures, a vanished device, then the
     /// reply's latency on the bus clock (a timeout when it exceeds `timeout`).
-    func finish(_ reply: DeviceControlReply, operation: String, timeout: Duration) async throws -> [UInt8] {
+    /// `delivered`: the device's answer left before it disconnected (a fastboot OKAY to `reboot`).
+    func finish(_ reply: DeviceControlReply, operation: String, timeout: Duration, delivered: Bool = false)
+        async throws -> [UInt8]
+    {
         let (attached, failure) = bus.state(of: board, device)
         if let failure { throw USBTransferError(failure, operation: operation) }
+        if delivered, case .ok(let bytes) = reply.outcome { return bytes }
         guard attached else { throw USBTransferError(.noDevice, operation: operation) }
         switch reply.outcome {
         case .ok(let bytes):
@@ -432,7 +436,7 @@ extension VirtualControlTransport: USBBulkTransport {
         let reply = try bus.withDevice(board, device, operation: operation) { model in
             (model as? any USBBulkDeviceModel)?.bulkIn(endpoint: endpoint, maxLength: maxLength) ?? .stall
         }
-        return try await finish(reply, operation: operation, timeout: timeout)
+        return try await finish(reply, operation: operation, timeout: timeout, delivered: true)
     }
 
     private func endpoints() throws -> (out: UInt8, input: UInt8) {

@@ -18,34 +18,7 @@ struct EndToEndTests {
         #expect(summary.partitions == rig.plan.requestOrder)
         #expect(rig.board.protocolViolations.isEmpty, "\(rig.board.protocolViolations)")
 
-        // The board's own plan (its real geometry) decides offsets; compare each file there.
-        for device in rig.plan.devices {
-            let storage = try #require(rig.board.storage.device(named: device.target.description))
-            let geometry = DeviceGeometry(
-                size: storage.size, eraseSize: storage.eraseSize, bootPartitionSize: storage.bootPartitionSize)
-            let boardPlan = try DevicePlanner.plan(
-                LayoutDevice(target: device.target, lines: device.partitions.map(\.line)), geometry: geometry
-            ).get()
-            for partition in boardPlan.partitions where partition.line.isRequested {
-                let file = try #require(rig.plan.files[partition.line.id])
-                let expected = Array(try Data(contentsOf: URL(fileURLWithPath: file.path)))
-                let written = try readBytes(
-                    rig.image(device, partition), offset: partition.offset, length: expected.count)
-                #expect(written == expected, "\(partition.line.name) differs on \(device.target)")
-            }
-            if boardPlan.writesGPT {
-                let table = try Sfdisk.read(rig.board.storage.path(device: device.target.description))
-                let inGPT = boardPlan.partitions.filter { $0.gptNumber != nil }
-                #expect(table.partitions.count == inGPT.count)
-                for (entry, planned) in zip(table.partitions, inGPT) {
-                    #expect(entry.name == planned.line.name)
-                    #expect(entry.start * 512 == planned.offset)
-                    #expect(entry.size * 512 == planned.size)
-                    #expect(entry.type == planned.gptTypeGUID)
-                    if let fixed = planned.gptUniqueGUID { #expect(entry.uuid == fixed) }
-                }
-            }
-        }
+        _ = try rig.checkWrittenAsPlanned()
     }
 
     @Test("MP15 goes ROM → TF-A in one USB session; MP13 and MP25 re-enumerate; U-Boot enumerates twice")

@@ -107,7 +107,7 @@ import Testing
         #expect(script.text.hasPrefix("env set partitions \"name="))
         #expect(script.text.contains("test \"${fastboot.mmcdev}\" = 0"))
         #expect(script.text.contains("gpt write mmc 0 \"${partitions}\""))
-        #expect(script.text.hasSuffix("; fastboot usb 0 || stm32prog usb 0"))
+        #expect(script.text.hasSuffix("; fastboot usb 0; stm32prog usb 0"))
         #expect(try LegacyScriptImage.decode(script.image.bytes).script == script.text)
         #expect(!HandoffScript(device: device, fallbackToDFU: false).text.contains("stm32prog"))
     }
