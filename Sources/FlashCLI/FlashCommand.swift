@@ -129,6 +129,8 @@ struct FlashCommand: AsyncParsableCommand {
             valueName: "MiB"))
     var ubootBufferMib: Int = 8
 
+    @OptionGroup var images: ImageOptionsGroup
+
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
@@ -246,7 +248,13 @@ struct FlashCommand: AsyncParsableCommand {
         }
         let selection: BoardSelection =
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
-        let request = flashRequest(plan: plan, selection: selection)
+        let request: FlashRequest
+        do {
+            request = try flashRequest(plan: plan, selection: selection)
+        } catch {
+            Terminal.error("error: " + TerminalText.escaped("\(error)"))
+            throw ExitCode.failure
+        }
 
         let bus: any USBBus
         var board: VirtualBoard?

@@ -10,15 +10,18 @@ import VirtualBoard
 
 extension FlashCommand {
     /// The request for one board, from the command line's timeouts and options.
-    func flashRequest(plan: PartitionPlan, selection: BoardSelection) -> FlashRequest {
+    func flashRequest(plan: PartitionPlan, selection: BoardSelection) throws -> FlashRequest {
         let timeouts = TransitionTimeouts(
             romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
             ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
             lateArrivalGrace: .seconds(max(0, lateGrace)))
-        return FlashRequest(
+        var request = FlashRequest(
             plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
             verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
             ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
+        // Compressed Binaries and block maps: every board sends the same decoded, mapped bytes.
+        request.images = try images.prepare(plan: plan)
+        return request
     }
 
     /// `--port P --port Q …`, `--all`, `--simulate --boards N`: every board its own concurrent
@@ -50,15 +53,17 @@ extension FlashCommand {
         let tracker = BoardTracker(bus: bus)
         let store: RecordStore?
         let fingerprint: LayoutFingerprint
+        let request: FlashRequest
         do {
             store = try db.map { try RecordLocation.open($0) }
             fingerprint = try LayoutFingerprint(path: layout)
+            request = try flashRequest(plan: plan, selection: .any)
         } catch {
             Terminal.error("error: \(error)")
             throw ExitCode.failure
         }
         let settings = BoardJobSettings(
-            tracker: tracker, layout: fingerprint, plan: plan, request: flashRequest(plan: plan, selection: .any),
+            tracker: tracker, layout: fingerprint, plan: plan, request: request,
             store: store, status: nil, output: output, simulated: simulate)
 
         let explicit = ports.compactMap(PortPath.init)
