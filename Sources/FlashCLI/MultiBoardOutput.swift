@@ -104,6 +104,8 @@ final class MultiBoardOutput: Sendable {
                 plain = "board reports END"
             case .otherPort(let device):
                 plain = "note: a DFU device appeared on \(device.port)"
+            case .message(let text):
+                plain = TerminalText.escaped(text)
             case .waitingForBoard, .verified, .resumed, .recovered:
                 break
             }
