@@ -243,7 +243,9 @@ public enum Diagnoser {
                 code: code, cause: "U-Boot could not prepare the target storage: \(message.trimmingCharacters)",
                 evidence: seen,
                 nextSteps: BoardMessages.deviceAdvice(message) + [
-                    "After this error U-Boot resets the board and the ROM DFU device appears again; fix the layout or board and run again."
+                    context.facts.detachedAfterError
+                        ? "The tool sent the DETACH after reading this error, so U-Boot resets the board and the ROM DFU device appears again (boot pins still on USB); fix the layout or board and run again."
+                        : "The DETACH after this error could not be sent, so the board stays in U-Boot: reset it (reset button or power cycle, boot pins still on USB) before the next run."
                 ])
         case .otpUpdateFailed:
             return Diagnosis(
