@@ -119,7 +119,10 @@ struct HostObservableFailureTests {
             #expect(diagnosis.code.rawValue == "device-init-failed")
             // Item 7: the advice says U-Boot resets the board; the tool sent the DETACH that makes
             // the armed reset happen, and the virtual U-Boot did reset.
-            #expect(error.timeline.contains { if case .detachAfterError(BoardStage.uboot) = $0.event { true } else { false } })
+            #expect(
+                error.timeline.contains {
+                    if case .detachAfterError(BoardStage.uboot) = $0.event { true } else { false }
+                })
             #expect(rig.board.consoleLog.contains("resetting ..."), "\(rig.board.consoleLog)")
             #expect(diagnosis.nextSteps.contains { $0.contains("The tool sent the DETACH after reading this error") })
         }
