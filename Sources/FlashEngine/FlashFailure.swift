@@ -242,6 +242,10 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         /// A Binary's content is unusable: a range does not match its map's checksum, or a
         /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
         case badImage(ImageSourceError)
+        /// The ROM refused the FSBL (dfuERROR, errVERIFY at its manifestation).
+        case fsblRejected(FSBLRejection)
+        /// The FSBL's STM32 header is for another chip than the board's; nothing was sent.
+        case fsblWrongChip(FSBLChipMismatch)
     }
 
     public var reason: Reason
@@ -315,6 +319,9 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case .fastbootPartitions(let text): return prefix + "fastboot partitions: \(text)"
         case .fastbootUnsuitable(let text): return prefix + "the layout cannot take the fastboot path: \(text)"
         case .badImage(let error): return prefix + "\(error)"
+        case .fsblRejected(let rejection):
+            return prefix + "the ROM refused the FSBL \(rejection.path): \(rejection.statusText)"
+        case .fsblWrongChip(let mismatch): return prefix + mismatch.description
         }
     }
 }

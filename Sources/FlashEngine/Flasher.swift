@@ -347,6 +347,7 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
+            if id == 0x01, stage == .rom { try checkFSBLFitsBoard() }
             let input = try openInput(id)
             if let image = input.image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
                 try await sendRanges(id, input: input, image: image.prepared, reader: image.reader)
@@ -467,6 +468,10 @@ public final class Flasher: Sendable {
                     noteLayoutLine(message)
                     return .boardReportedError(message)
                 }
+            }
+            // Item 2: the ROM's dfuERROR (errVERIFY at the manifestation) is its refusal of the FSBL.
+            if machine.stage == .rom, phase == 0x01, case .deviceError(let state, let status) = error.kind {
+                return .fsblRejected(fsblRejection(state, status: status))
             }
             return reason(for: error)
         }

@@ -30,6 +30,7 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.scriptRejected, nil),
     (.noFastboot, nil),
     (.fastbootOtherMMC, nil),
+    (.fsblRejected, "fsbl-rejected"),
 ]
 
 @Suite("virtual-board faults end in their own diagnosis")
