@@ -40,18 +40,7 @@ import Testing
         #expect(written.partitions.map { Optional($0.size) } == planned.map { $0.size.map { $0 / 512 } })
         #expect(written.partitions.map { $0.type.uppercased() } == planned.map { $0.gptType?.uppercased() })
 
-        let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: imagePath))
-        defer { try? image.close() }
-        let programmed = device.partitions.filter { $0.option == "P" }
-        try #require(programmed.count >= 8, "the example layouts program at least 8 partitions")
-        for partition in programmed {
-            let file = try #require(partition.file, "\(partition.name) has a file")
-            let expected = try Data(contentsOf: URL(fileURLWithPath: file))
-            try image.seek(toOffset: UInt64(partition.offset))
-            #expect(
-                try image.read(upToCount: expected.count) == expected,
-                "\(partition.name) holds \(file) at \(partition.offset)")
-        }
+        try await expectCardHoldsEveryPartition(layout: layout, image: imagePath, in: directory)
     }
 
     /// `serial-changes`: the ROM says 000000000000 and the later stages the chip UID, each time
@@ -90,6 +79,26 @@ func makeExamples(in directory: ShortTemporaryDirectory) async throws -> String 
     let made = try await run(try builtExecutable("stm32mp-flash"), ["make-examples", "--out", examples], in: directory)
     try #require(made.status == 0, "\(made.stderr)")
     return examples
+}
+
+/// Every `P` partition of `layout` holds its file at its offset in the SD card `image` (mmc0).
+func expectCardHoldsEveryPartition(layout: String, image imagePath: String, in directory: ShortTemporaryDirectory)
+    async throws
+{
+    let plan = try await boardPlan(layout, in: directory)
+    let device = try #require(plan.devices.first { $0.ip == "mmc0" })
+    let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: imagePath))
+    defer { try? image.close() }
+    let programmed = device.partitions.filter { $0.option == "P" }
+    try #require(programmed.count >= 8, "the example layouts program at least 8 partitions")
+    for partition in programmed {
+        let file = try #require(partition.file, "\(partition.name) has a file")
+        let expected = try Data(contentsOf: URL(fileURLWithPath: file))
+        try image.seek(toOffset: UInt64(partition.offset))
+        #expect(
+            try image.read(upToCount: expected.count) == expected,
+            "\(partition.name) holds \(file) at \(partition.offset)")
+    }
 }
 
 /// `plan --json` with the emulated board's geometry (mmc0 is a 4 GiB SD card).
