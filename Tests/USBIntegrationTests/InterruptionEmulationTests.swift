@@ -90,7 +90,8 @@ struct InterruptionEmulationTests {
             to: URL(fileURLWithPath: rootfs))
         // U-Boot writes in 1 MiB buffers; block 1200 (of 1536) is 4.7 MiB into rootfs.
         let board = try await HeldBoard(
-            pauseAt: "0x11:1200", emulatorOptions: ["--uboot-buffer-mib", "1"], flashOptions: ["--uboot-buffer-mib", "1"],
+            pauseAt: "0x11:1200", emulatorOptions: ["--uboot-buffer-mib", "1"],
+            flashOptions: ["--uboot-buffer-mib", "1"],
             directory: directory, examples: examples)
         let run = try board.flash()
         try await board.waitUntilHeld(run, phase: "0x11")
