@@ -203,7 +203,8 @@ let package = Package(
         .testTarget(
             name: "MCUTests",
             dependencies: [
-                "BoardTracking", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "BoardTracking", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU",
+                "USBModel",
                 "Timekeeping", "TestSupport",
             ],
             swiftSettings: strictSwift),
