@@ -253,12 +253,8 @@ package struct MCUSession: Sendable {
                 }
                 events(.verified(bytes: checked))
             }
-        } catch let failure as DfuSeFailure {
-            throw await failed(failure, device: device, facts: facts, operation: "write")
-        } catch let failure as MCUFailure {
-            throw failure
         } catch {
-            throw MCUFailure(.cancelled, facts: facts, operation: "write")
+            throw await failed(any: error, device: device, facts: facts, operation: "write")
         }
         return MCUWriteReport(
             bytes: plan.byteCount, erased: plan.erase, verified: verify,
@@ -332,12 +328,8 @@ package struct MCUSession: Sendable {
                 let sectors = map.sectors(overlapping: range.address, length: range.length).filter(\.erasable)
                 try await eraseSectors(sectors, on: device)
                 return sectors
-            } catch let failure as DfuSeFailure {
-                throw await failed(failure, device: device, facts: facts, operation: "erase")
-            } catch let failure as MCUFailure {
-                throw failure
             } catch {
-                throw MCUFailure(.cancelled, facts: facts, operation: "erase")
+                throw await failed(any: error, device: device, facts: facts, operation: "erase")
             }
         }
     }
@@ -457,6 +449,17 @@ package struct MCUSession: Sendable {
             } catch {
                 throw await failed(error, device: device, facts: facts, operation: "leave")
             }
+        }
+    }
+
+    /// Any error of a step that mixes DfuSe requests and MCU checks, as the command's failure.
+    private func failed(any error: any Error, device: DfuSeDevice, facts: MCUFacts, operation: String) async
+        -> MCUFailure
+    {
+        switch error {
+        case let failure as DfuSeFailure: await failed(failure, device: device, facts: facts, operation: operation)
+        case let failure as MCUFailure: failure
+        default: MCUFailure(.cancelled, facts: facts, operation: operation)
         }
     }
 
