@@ -336,7 +336,10 @@ final class VirtualControlTransport: USBControlTransport, @unchecked Sendable {
     {
         let (attached, failure) = bus.state(of: board, device)
         if let failure { throw USBTransferError(failure, operation: operation) }
-        if delivered, case .ok(let bytes) = reply.outcome { return bytes }
+        if delivered, case .ok(let bytes) = reply.outcome {
+            try await bus.clock.sleep(for: min(reply.latency, timeout))
+            return bytes
+        }
         guard attached else { throw USBTransferError(.noDevice, operation: operation) }
         switch reply.outcome {
         case .ok(let bytes):
