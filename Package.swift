@@ -45,6 +45,9 @@ let package = Package(
         .systemLibrary(name: "CLibUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
         .systemLibrary(
             name: "CUMockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
@@ -58,16 +61,17 @@ let package = Package(
             swiftSettings: strictSwift),
         .target(name: "DFU", dependencies: ["USBModel", "Timekeeping"], swiftSettings: strictSwift),
         .target(
-            name: "BoardTracking", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
-        .target(
             name: "DfuSe", dependencies: ["DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift),
+        .target(
+            name: "BoardTracking", dependencies: ["DfuSe", "DFU", "USBModel", "Timekeeping"], swiftSettings: strictSwift
+        ),
         .target(
             name: "MCUImages", dependencies: ["DfuSe", "FileAccess", systemPackage], swiftSettings: strictSwift),
         .target(
             name: "FlashEngine",
             dependencies: [
-                "BoardTracking", "DFU", "FlashLayout", "USBModel", "Timekeeping", "FileAccess", systemPackage, logging,
-                crypto, "Fastboot", "AndroidSparse", "UBootScript",
+                "BoardTracking", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess",
+                systemPackage, logging, crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -85,7 +89,8 @@ let package = Package(
         .target(
             name: "Diagnostics",
             dependencies: [
-                "FlashEngine", "BoardTracking", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping", systemPackage,
+                "FlashEngine", "BoardTracking", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping",
+                systemPackage,
             ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
@@ -105,14 +110,23 @@ let package = Package(
             name: "USBHost", dependencies: ["CLibUSB", "USBModel", "Timekeeping"],
             swiftSettings: strictSwift),
         .target(name: "Hotplug", dependencies: ["CLibUdev", "USBModel"], swiftSettings: strictSwift),
+        .target(
+            name: "Decompression", dependencies: ["CZlib", "CLzma", "CZstd", "FileAccess", systemPackage],
+            swiftSettings: strictSwift),
+
+        // MARK: Images: block maps, holes, compressed Binaries (uses Decompression).
+        .target(
+            name: "ImageSources", dependencies: ["Decompression", "DFU", "FileAccess", crypto, systemPackage],
+            swiftSettings: strictSwift),
 
         // MARK: Command line.
         .target(
             name: "FlashCLI",
             dependencies: [
-                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "VirtualBoard",
-                "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "USBHost", "Hotplug", "USBModel",
-                "Timekeeping", "StationRecords", "StationMonitor", "StatusServer", "TerminalText", argumentParser,
+                "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "ImageSources",
+                "Decompression", "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
+                "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "StationMonitor", "StatusServer",
+                "TerminalText", argumentParser,
                 logging, systemPackage,
             ],
             swiftSettings: strictSwift),
@@ -164,8 +178,8 @@ let package = Package(
         .testTarget(
             name: "FlashEngineTests",
             dependencies: [
-                "BoardTracking", "FlashEngine", "UBootScript", "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI",
-                "TestSupport",
+                "BoardTracking", "FlashEngine", "ImageSources", "Diagnostics", "UBootScript", "VirtualMCU", "DfuSe",
+                "VirtualBoard", "FlashLayout", "DFU", "GPT", "FlashCLI", "TestSupport",
                 "VirtualBoardTestSupport",
             ],
             swiftSettings: strictSwift),
@@ -182,6 +196,9 @@ let package = Package(
                 "Diagnostics", "FlashEngine", "FlashCLI", "BoardTracking", "DFU", "VirtualBoard", "FlashLayout",
                 "TestSupport", "VirtualBoardTestSupport", "USBModel", "Timekeeping",
             ],
+            swiftSettings: strictSwift),
+        .testTarget(
+            name: "ImageSourcesTests", dependencies: ["ImageSources", "Decompression", "DFU", "TestSupport"],
             swiftSettings: strictSwift),
         .testTarget(
             name: "MCUTests",

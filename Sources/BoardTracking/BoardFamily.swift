@@ -1,3 +1,4 @@
+import DfuSe
 public import USBModel
 
 /// The name of a board family, stable in JSON (`stm32mp`, `stm32-mcu`). Families outside this
@@ -110,11 +111,12 @@ public struct STM32MPFamily: BoardFamily {
     public static let fastbootProductID: UInt16 = 0x0AFB
 }
 
-/// STM32 microcontroller system bootloaders (DfuSe, AN3156): 0483:df11 like the MP ROM, product
-/// `STM32 BOOTLOADER` or (H7, G0 and others) the very `DFU in FS Mode` of the MP ROM, and
+/// STM32 microcontroller DFU devices (DfuSe, AN3156): 0483:df11 like the MP ROM, product
+/// `STM32 BOOTLOADER` or (H7, H5, G0 and others) the very `DFU in FS Mode` of the MP ROM, and
 /// alternates that describe memory (`@Internal Flash  /0x08000000/04*016Kg,…`) instead of the
-/// MP's phase IDs (`@FSBL /0x01/1*1Me`). Recognised so that they are never taken for an MP ROM;
-/// flashing them is another tool's job here.
+/// MP's phase IDs (`@FSBL /0x01/1*1Me`). The DfuSe target decides which: ST's system bootloader
+/// (`mcu-bootloader`) or an application's DFU class such as CubeMX's template (`mcu-app-dfu`).
+/// Never taken for an MP ROM; `stm32mp-flash mcu …` programs them (docs/mcu.md).
 public struct STM32MCUBootloaderFamily: BoardFamily {
     public init() {}
 
@@ -124,14 +126,18 @@ public struct STM32MCUBootloaderFamily: BoardFamily {
         guard identity.vendorID == STM32MPFamily.vendorID, identity.productID == STM32MPFamily.dfuProductID else {
             return nil
         }
-        let product = identity.product ?? ""
-        let namedBootloader = product.hasPrefix("STM32 BOOTLOADER") || product.hasPrefix("STM32  BOOTLOADER")
-        guard namedBootloader || alternates.contains(where: Self.isMemoryMap) else { return nil }
+        let refusal =
+            "it is an STM32 microcontroller's DFU (DfuSe, alternates such as `@Internal Flash /0x08000000/…`), not an STM32MP board; program it with `stm32mp-flash mcu …` (docs/mcu.md)"
+        if let kind = MCUKind.of(identity, alternates: alternates) {
+            return BoardClass(
+                family: .stm32MCU, code: kind.isApplication ? "mcu-app-dfu" : "mcu-bootloader",
+                displayName: kind.isApplication ? "STM32 MCU application DFU" : "STM32 MCU system bootloader",
+                refusal: refusal)
+        }
+        // Memory maps the DfuSe classifier does not place (no `Internal Flash` alternate).
+        guard alternates.contains(where: Self.isMemoryMap) else { return nil }
         return BoardClass(
-            family: .stm32MCU, code: "mcu-bootloader", displayName: "STM32 MCU system bootloader",
-            refusal:
-                "it is an STM32 microcontroller's system bootloader (DfuSe, alternates such as `@Internal Flash /0x08000000/…`), not an STM32MP board; `flash` programs STM32MP boards from a FlashLayout only"
-        )
+            family: .stm32MCU, code: "mcu-bootloader", displayName: "STM32 MCU system bootloader", refusal: refusal)
     }
 
     /// A DfuSe memory description: `@NAME /0xADDRESS/…` with a 32-bit address (the MP names carry a

@@ -62,6 +62,7 @@ public enum Diagnoser {
         case .fastbootFailed(let command, let reason): return FastbootRules.failed(command, reason, context)
         case .fastbootPartitions(let text): return FastbootRules.partitions(text, context)
         case .fastbootUnsuitable(let text): return FastbootRules.unsuitable(text, context)
+        case .badImage(let error): return PhaseRules.badImage(error, context)
         }
     }
 

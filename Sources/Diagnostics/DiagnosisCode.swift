@@ -98,6 +98,14 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case fastbootPartitions = "fastboot-partitions"
     /// `--transport fastboot` with a layout the fast path cannot flash.
     case fastbootUnsuitable = "fastboot-unsuitable"
+    /// A mapped range of a Binary does not match its block map's checksum.
+    case bmapChecksum = "bmap-checksum"
+    /// A compressed Binary is corrupt, truncated or not of its format.
+    case badCompressedImage = "bad-compressed-image"
+    /// A block map is malformed or was made for another image.
+    case badBlockMap = "bad-block-map"
+    /// A Binary could not be read on the host.
+    case imageUnreadable = "image-unreadable"
 
     /// Every code, in the order the troubleshooting guide lists them.
     public static var allCodes: [DiagnosisCode] { allCases }
@@ -161,6 +169,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .fastbootFailed: "U-Boot's fastboot refused a command (FAIL)."
         case .fastbootPartitions: "The partitions U-Boot's fastboot sees do not match the FlashLayout's plan."
         case .fastbootUnsuitable: "This FlashLayout cannot be flashed over fastboot."
+        case .bmapChecksum: "A range of a Binary does not match its block map's checksum; it was not sent."
+        case .badCompressedImage: "A compressed Binary is corrupt or truncated; its partition was not finished."
+        case .badBlockMap: "A block map (.bmap) is malformed or does not describe its image."
+        case .imageUnreadable: "A Binary could not be read on the host."
         }
     }
 

@@ -1,3 +1,4 @@
+import DfuSe
 import USBModel
 
 /// The `doctor` checklist: each host prerequisite for flashing, its state and its fix.
@@ -31,7 +32,37 @@ public enum Doctor {
         [
             libusb(environment), boards(environment), devicePermissions(environment), udevRule(environment),
             udevDaemon(environment), virtualization(environment), kernelLog(environment),
-        ]
+        ] + (mcuBootloaders(environment).map { [$0] } ?? [])
+    }
+
+    /// STM32 MCU DFU devices among the `0483:df11` ones (they share the MP stages' identity), with
+    /// the troubleshooting sections the tool cannot check over DFU (H5 OBK, H7 supply); nil when
+    /// there is none.
+    static func mcuBootloaders(_ environment: HostEnvironment) -> DoctorCheck? {
+        let found = environment.boards.compactMap { board -> (SysfsBoard, MCUKind)? in
+            MCUKind.fromIdentity(
+                vendorID: board.vendorID, productID: board.productID, bcdDevice: 0, product: board.product
+            ).map { (board, $0) }
+        }
+        guard !found.isEmpty else { return nil }
+        var details: [String] = []
+        for (board, kind) in found {
+            details.append(
+                "\(board.port): \(kind.isApplication ? "an application's DFU (not ST's bootloader, docs/troubleshooting.md#mcu-app-dfu)" : "STM32 MCU system bootloader") \"\(board.product ?? "")\""
+            )
+            if !kind.isApplication, MCUKind.isBootloaderProduct(board.product),
+                board.product?.hasPrefix("DFU in") == true
+            {
+                details.append(
+                    "  an STM32H5 or H7 bootloader reports this name: H5 OBK provisioning with USB attached → docs/troubleshooting.md#h5-obk-with-usb; H7 lock-up after a wrong SMPS/LDO setting → docs/troubleshooting.md#h7-smps-ldo"
+                )
+            }
+        }
+        return DoctorCheck(
+            id: "mcu-bootloaders", status: .pass,
+            summary:
+                "\(found.count) STM32 MCU DFU device\(found.count == 1 ? "" : "s") (not STM32MP): use `stm32mp-flash mcu …` (docs/mcu.md)",
+            details: details)
     }
 
     /// `doctor` exits 1 when any check fails.

@@ -1,5 +1,6 @@
 import BoardTracking
 import FlashEngine
+import ImageSources
 import USBModel
 
 /// Diagnoses about the phases the board asks for and the session's end.
@@ -71,6 +72,36 @@ enum PhaseRules {
             nextSteps: [
                 "Reset the board with the boot pins on USB and run again; a partition that was being written is incomplete."
             ])
+    }
+
+    /// The image itself is at fault (host side): the board only saw whole, correct ranges.
+    static func badImage(_ error: ImageSourceError, _ context: Diagnoser.Context) -> Diagnosis {
+        let code: DiagnosisCode =
+            switch error.code {
+            case .bmapChecksum: .bmapChecksum
+            case .badCompressedImage: .badCompressedImage
+            case .badBlockMap: .badBlockMap
+            case .unreadable: .imageUnreadable
+            }
+        let steps: [String] =
+            switch error.code {
+            case .bmapChecksum:
+                [
+                    "Use the map made for this image (bmaptool create writes it next to the image), or flash with --bmap none.",
+                    "Check the image: `bmaptool copy --bmap \(error.path).bmap \(error.path) /dev/null` verifies every range too.",
+                ]
+            case .badCompressedImage:
+                [
+                    "Test the file with its own tool (`gzip -t`, `xz -t`, `zstd -t`) and download or build it again.",
+                    "The partition was left unfinished; run again with a good file.",
+                ]
+            case .badBlockMap:
+                ["Make the map again with `bmaptool create -o \(error.path) IMAGE`, or flash with --bmap none."]
+            case .unreadable:
+                ["Check that the file exists and this user may read it."]
+            }
+        return Diagnosis(
+            code: code, cause: code.summary, evidence: [error.description], nextSteps: steps)
     }
 
     static func unsupportedDevice(

@@ -29,22 +29,43 @@ struct CheckCommand: AsyncParsableCommand {
 
     @OptionGroup var geometry: DeviceGeometryOptions
 
+    @OptionGroup var images: ImageOptionsGroup
+
+    @Option(help: ArgumentHelp("Link speed the time estimates assume, in MB/s.", valueName: "MB/s"))
+    var linkSpeed: Double = ImageSummary.defaultLinkSpeed
+
     func validate() throws {
+        guard linkSpeed > 0 else { throw ValidationError("--link-speed takes a positive number of MB/s") }
         if let ubootVersion, UBootVersion(ubootVersion) == nil {
             throw ValidationError("--uboot-version takes a release like v2022.10, got '\(ubootVersion)'")
         }
     }
 
     func run() async throws {
-        let results = try layouts.map { layout in
+        var results = try layouts.map { layout in
             let options = LayoutCheckOptions(
                 ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly,
                 plan: try geometry.planOptions(layoutDirectory: parentDirectory(of: layout)))
             return LayoutChecker.check(path: layout, options: options)
         }
         try geometry.requireUsedDevices(results.flatMap(\.lines))
+        var sends: [String: [ImageSendInfo]] = [:]
+        if !layoutOnly {
+            for index in results.indices {
+                let result = results[index]
+                let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: result.path))
+                guard case .success(let plan) = PartitionPlanner.plan(result.lines, options: planOptions) else {
+                    continue
+                }
+                let outcome = ImageSummary.build(plan: plan, options: images, linkSpeed: linkSpeed)
+                results[index].diagnostics += ImageSummary.diagnostics(
+                    outcome, plan: plan, result: result, linkSpeed: linkSpeed)
+                results[index].diagnostics.sort { ($0.line, $0.column) < ($1.line, $1.column) }
+                sends[result.path] = outcome.infos.values.sorted { $0.id < $1.id }
+            }
+        }
         if json {
-            print(try CheckReport(results: results).jsonString())
+            print(try CheckReport(results: results, images: sends).jsonString())
         } else {
             let color = Terminal.useColor(1)
             for result in results {
@@ -63,12 +84,14 @@ struct CheckReport: Encodable {
     struct File: Encodable {
         var path: String
         var diagnostics: [LayoutDiagnostic]
+        /// What each Binary sends (docs/json.md); empty with --layout-only or when no plan exists.
+        var images: [ImageSendInfo]
     }
 
     var files: [File]
 
-    init(results: [LayoutCheckResult]) {
-        files = results.map { File(path: $0.path, diagnostics: $0.diagnostics) }
+    init(results: [LayoutCheckResult], images: [String: [ImageSendInfo]] = [:]) {
+        files = results.map { File(path: $0.path, diagnostics: $0.diagnostics, images: images[$0.path] ?? []) }
     }
 
     func jsonString() throws -> String {

@@ -66,8 +66,25 @@ struct FlashCommand: AsyncParsableCommand {
         help: "Recreate virtual board images whose size differs from this layout's devices (default: refuse).")
     var simReplaceImages = false
 
-    @Option(help: ArgumentHelp("The board's USB port path, e.g. 1-2.3.", valueName: "path"))
-    var port: String?
+    @Option(
+        name: .customLong("port"),
+        help: ArgumentHelp(
+            "The board's USB port path, e.g. 1-2.3; repeat it to flash several boards at once, one per port.",
+            valueName: "path"))
+    var ports: [String] = []
+
+    /// The one port of a single-board run.
+    var port: String? { ports.count == 1 ? ports.first : nil }
+
+    @Flag(
+        help:
+            "Flash every STM32MP board present in the ROM code, and those that appear during --wait-timeout, at once.")
+    var all = false
+
+    @Option(
+        help: ArgumentHelp(
+            "With --simulate: this many virtual boards on ports 1-1.1 … 1-1.N, flashed at once.", valueName: "n"))
+    var boards = 1
 
     @Option(help: ArgumentHelp("The board's USB serial number.", valueName: "serial"))
     var serial: String?
@@ -112,6 +129,8 @@ struct FlashCommand: AsyncParsableCommand {
             valueName: "MiB"))
     var ubootBufferMib: Int = 8
 
+    @OptionGroup var images: ImageOptionsGroup
+
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
@@ -143,7 +162,18 @@ struct FlashCommand: AsyncParsableCommand {
                 "unknown --sim-scenario '\(scenario)'; known: "
                     + FaultScenario.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if !ports.isEmpty && serial != nil { throw ValidationError("give --port or --serial, not both") }
+        if all && (!ports.isEmpty || serial != nil) {
+            throw ValidationError("--all takes every board: no --port or --serial")
+        }
+        if boards < 1 || boards > 30 { throw ValidationError("--boards takes 1 to 30, got \(boards)") }
+        if boards > 1 && !simulate {
+            throw ValidationError("--boards needs --simulate (real boards: --port … or --all)")
+        }
+        if Set(ports).count != ports.count { throw ValidationError("--port names the same port twice") }
+        for port in ports where PortPath(port) == nil {
+            throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
+        }
         if VerifyMode(rawValue: verify) == nil {
             throw ValidationError("--verify takes full, sampled or none, got '\(verify)'")
         }
@@ -172,6 +202,8 @@ struct FlashCommand: AsyncParsableCommand {
             mode: json ? .json : Terminal.isInteractive(2) ? .interactive : .plain, quiet: quiet, clock: clock)
         do {
             try await flash(output: output, clock: clock)
+        } catch is SeveralBoardsFailed {
+            throw ExitCode.failure  // its last line (`failed`, per board) is written
         } catch {
             // docs/json.md: every run ends with exactly one `done` or `failed` line, also when it
             // stops before the board (a layout with errors, a usage error found after parsing).
@@ -210,16 +242,19 @@ struct FlashCommand: AsyncParsableCommand {
     /// The whole run once the arguments are valid.
     func flash(output: FlashOutput, clock: any FlashClock) async throws {
         let plan = try prepare(output)
+        if ports.count > 1 || all || boards > 1 {
+            try await flashSeveral(plan: plan, clock: clock)
+            return
+        }
         let selection: BoardSelection =
             port.flatMap(PortPath.init).map { .port($0) } ?? serial.map { .serial($0) } ?? .any
-        let timeouts = TransitionTimeouts(
-            romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
-            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
-            lateArrivalGrace: .seconds(max(0, lateGrace)))
-        let request = FlashRequest(
-            plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
-            verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
-            ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
+        let request: FlashRequest
+        do {
+            request = try flashRequest(plan: plan, selection: selection)
+        } catch {
+            Terminal.error("error: " + TerminalText.escaped("\(error)"))
+            throw ExitCode.failure
+        }
 
         let bus: any USBBus
         var board: VirtualBoard?

@@ -72,7 +72,11 @@ final class FlashOutput: Sendable {
     /// `--quiet`: no progress, no step lines; warnings, errors and the diagnosis still print.
     let quiet: Bool
 
-    init(mode: FlashOutputMode, quiet: Bool = false, clock: any FlashClock = SystemClock()) {
+    /// Several boards in one run: `port` and `serial` added to every JSON line of this board.
+    let tags: BoardTags?
+
+    init(mode: FlashOutputMode, quiet: Bool = false, clock: any FlashClock = SystemClock(), tags: BoardTags? = nil) {
+        self.tags = tags
         self.mode = mode
         self.quiet = quiet
         self.clock = clock
@@ -90,6 +94,13 @@ final class FlashOutput: Sendable {
     func json(_ event: String, _ fields: [String: JSONValue]) {
         var object = fields
         object["event"] = .string(event)
+        if let tags {
+            let (port, serial) = tags.values
+            object["port"] = .string(port)
+            if object["serial"] == nil || object["serial"].map({ if case .null = $0 { true } else { false } }) == true {
+                object["serial"] = serial.map { .string($0) } ?? .null
+            }
+        }
         let last = state.withLock { state -> Bool in
             if event == "start" { state.started = true }
             defer { if event == "done" || event == "failed" { state.finished = true } }
@@ -453,5 +464,19 @@ enum JSONValue: Sendable {
             }
         }
         return out + "\""
+    }
+}
+
+/// The port and last-seen serial of one board in a several-boards run (JSON mode).
+final class BoardTags: Sendable {
+    private let state: Mutex<(String, String?)>
+
+    init(port: String) { state = Mutex((port, nil)) }
+
+    var values: (String, String?) { state.withLock { $0 } }
+
+    func saw(serial: String?) {
+        guard let serial, !serial.isEmpty else { return }
+        state.withLock { $0.1 = serial }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BoardTracking
 import BootImages
+import DfuSe
 import FlashEngine
 import FoundationEssentials
 import Glibc
@@ -45,10 +46,12 @@ struct DeviceReport: Codable {
     var serial: String?
     var speed: USBSpeed
     var alternates: [DFUInterfaceAlternate]?
+    /// Set when the device is an STM32 microcontroller's DFU (docs/mcu.md), not an STM32MP stage.
+    var mcu: MCUDeviceReport?
 
     enum CodingKeys: String, CodingKey {
         case port, bus, device, vendorProduct, family, stage, stageName, chip, manufacturer, product, serial, speed,
-            alternates
+            alternates, mcu
     }
 
     /// Unknown values are written as null, never left out (docs/json.md).
@@ -67,6 +70,7 @@ struct DeviceReport: Codable {
         try container.encode(serial, forKey: .serial)
         try container.encode(speed, forKey: .speed)
         try container.encode(alternates, forKey: .alternates)
+        try container.encode(mcu, forKey: .mcu)
     }
 
     init(_ identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]?) {
@@ -84,6 +88,13 @@ struct DeviceReport: Codable {
         serial = identity.serial
         speed = identity.speed
         self.alternates = alternates
+        // An MCU's DFU (the stm32-mcu family): what DfuSe knows of it, for people and scripts.
+        let names = alternates?.compactMap(\.name)
+        if kind.family == .stm32MCU, let mcuKind = MCUKind.of(identity, alternates: names ?? []) {
+            let report = MCUDeviceReport(mcuKind, flashString: names?.first { $0.contains("Internal Flash") })
+            mcu = report
+            stageName = mcuKind.displayName(series: report.series)
+        }
     }
 
     /// `1-1  bus 1 dev 2  0483:df11  ROM code (mp15)  serial …  high speed`, then one line per alternate.
@@ -93,10 +104,44 @@ struct DeviceReport: Codable {
         // The strings are the device's choice: shown escaped and shortened, never raw.
         line += "  serial \(TerminalText.field(serial ?? "?", limit: 40))  \(speed.rawValue) speed"
         if family != BoardFamilyName.stm32mp.rawValue, let product { line += "  \"\(TerminalText.field(product))\"" }
+        for note in mcu?.notes ?? [] { line += "\n    note: \(note)" }
         for alt in alternates ?? [] {
             line += "\n    alt \(alt.alternate): \(alt.name.map { TerminalText.field($0) } ?? "(name unreadable)")"
         }
         return line
+    }
+}
+
+/// What `list` and `watch` say about an STM32 MCU DFU device.
+struct MCUDeviceReport: Codable {
+    /// `system-bootloader` or `application-dfu`.
+    var kind: String
+    /// `f105`, `f746`, `h562`, `g0`, or null.
+    var family: String?
+    /// The series, from the family or the flash map (`STM32H74x/75x`); null when unknown.
+    var series: String?
+    /// From bcdDevice (`2.2`); null for an application.
+    var bootloaderVersion: String?
+    /// What to read for this series (H5 OBK, H7 SMPS/LDO).
+    var notes: [String]
+
+    init(_ kind: MCUKind, flashString: String?) {
+        self.kind = kind.name
+        family = kind.family?.id
+        series = kind.family?.name ?? flashString.flatMap(MCUFamily.seriesName(flashString:))
+        if case .systemBootloader(_, let version) = kind { bootloaderVersion = MCUKind.versionText(version) }
+        notes = (kind.family?.notes ?? []) + (flashString.map(MCUFamily.seriesNotes(flashString:)) ?? [])
+    }
+
+    enum CodingKeys: String, CodingKey { case kind, family, series, bootloaderVersion, notes }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(family, forKey: .family)
+        try container.encode(series, forKey: .series)
+        try container.encode(bootloaderVersion, forKey: .bootloaderVersion)
+        try container.encode(notes, forKey: .notes)
     }
 }
 

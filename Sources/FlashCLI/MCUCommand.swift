@@ -288,6 +288,14 @@ struct MCURunner {
     }
 }
 
+/// The decoded option-byte fields: [{`name`, `value`, `meaning`}].
+func decodedJSON(_ facts: MCUFacts) -> JSONValue {
+    .array(
+        facts.decodedOptionBytes.map {
+            .object(["name": .string($0.name), "value": .number(Double($0.value)), "meaning": .string($0.meaning)])
+        })
+}
+
 /// A USB string for a terminal: control characters escaped, long ones shortened.
 func shown(_ text: String?) -> String { text.map { TerminalText.field($0) } ?? "?" }
 
@@ -351,8 +359,7 @@ struct MCUInfoCommand: AsyncParsableCommand {
             })
         fields["optionBytes"] = facts.optionBytes.map { .string(hexString($0)) } ?? .null
         fields["optionBytesError"] = facts.optionBytesFailure.map { .string($0.description) } ?? .null
-        fields["decoded"] = .object(
-            Dictionary(uniqueKeysWithValues: facts.decodedOptionBytes.map { ($0.name, JSONValue.string($0.meaning)) }))
+        fields["decoded"] = decodedJSON(facts)
         fields["uid"] = facts.uid.map { .string(hexString($0)) } ?? .null
         fields["expectedSerial"] = facts.expectedSerial.map { .string($0) } ?? .null
         fields["serialMatchesUID"] = facts.expectedSerial == nil ? .null : .bool(!facts.serialMismatch)
@@ -580,9 +587,7 @@ struct MCUOptionBytesCommand: AsyncParsableCommand {
             return [
                 "before": .string(hexString(before)),
                 "after": after.optionBytes.map { .string(hexString($0)) } ?? .null,
-                "decoded": .object(
-                    Dictionary(
-                        uniqueKeysWithValues: after.decodedOptionBytes.map { ($0.name, JSONValue.string($0.meaning)) })),
+                "decoded": decodedJSON(after),
             ]
         }
     }

@@ -25,6 +25,15 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(help: "Plan the layout alone, without its binary files.")
     var layoutOnly = false
 
+    @OptionGroup var images: ImageOptionsGroup
+
+    @Option(help: ArgumentHelp("Link speed the time estimates assume, in MB/s.", valueName: "MB/s"))
+    var linkSpeed: Double = ImageSummary.defaultLinkSpeed
+
+    func validate() throws {
+        guard linkSpeed > 0 else { throw ValidationError("--link-speed takes a positive number of MB/s") }
+    }
+
     func run() async throws {
         let planOptions = try geometry.planOptions(layoutDirectory: parentDirectory(of: layout))
         let check = LayoutChecker.check(
@@ -42,12 +51,21 @@ struct PlanCommand: AsyncParsableCommand {
                         message: "U-Boot would reject this device: \(error.message)"))
             }
         }
+        // What each Binary sends; an unusable map or compressed file is an error like any other.
+        var sends = ImageSummary.Outcome()
+        if let planned = plan, !layoutOnly {
+            sends = ImageSummary.build(plan: planned, options: images, linkSpeed: linkSpeed)
+            let found = ImageSummary.diagnostics(sends, plan: planned, result: check, linkSpeed: linkSpeed)
+            diagnostics += found
+            if found.contains(where: { $0.severity == .error }) { plan = nil }
+        }
         // --json prints the same object whatever happened: the diagnostics, and the plan or
         // nulls (docs/json.md).
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(PlanReport(plan, diagnostics: diagnostics)), as: UTF8.self))
+            let report = PlanReport(plan, diagnostics: diagnostics, sends: sends.infos, linkSpeed: linkSpeed)
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
             if plan == nil { throw ExitCode.failure }
             return
         }
@@ -61,12 +79,14 @@ struct PlanCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         guard let plan else {
-            for diagnostic in diagnostics where diagnostic.code == DiagnosticCode.deviceCheck.rawValue {
+            for diagnostic in diagnostics where diagnostic.severity == .error {
                 Terminal.error(DiagnosticPrinter.render(diagnostic, path: layout, color: Terminal.useColor(2)))
             }
             throw ExitCode.failure
         }
-        print(PlanTable.render(plan, layout: layout, color: Terminal.useColor(1)))
+        print(
+            PlanTable.render(
+                plan, layout: layout, color: Terminal.useColor(1), sends: sends.infos, linkSpeed: linkSpeed))
     }
 }
 
@@ -105,10 +125,12 @@ struct PlanReport: Encodable {
         var gptNumber: Int?
         var gptUniqueGUID: String?
         var alternate: String
+        /// What goes over the wire for this partition's Binary; null without one.
+        var send: ImageSendInfo?
 
         enum CodingKeys: String, CodingKey {
             case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber,
-                gptUniqueGUID, alternate
+                gptUniqueGUID, alternate, send
         }
 
         /// Unknown values are written as null, never left out (docs/json.md).
@@ -127,6 +149,7 @@ struct PlanReport: Encodable {
             try container.encode(gptNumber, forKey: .gptNumber)
             try container.encode(gptUniqueGUID, forKey: .gptUniqueGUID)
             try container.encode(alternate, forKey: .alternate)
+            try container.encode(send, forKey: .send)
         }
     }
 
@@ -160,9 +183,15 @@ struct PlanReport: Encodable {
     var requestOrder: [String]?
     var layoutPayloadBytes: Int?
     var notes: [String]
+    /// Bytes the partitions send (mapped, holes skipped, decompressed) and the estimate at
+    /// `linkSpeed` (bytes per second); null without a plan.
+    var partitionBytesToSend: Int64?
+    var estimatedSeconds: Double?
+    var linkSpeed: Double
 
     enum CodingKeys: String, CodingKey {
-        case diagnostics, bootStages, devices, requestOrder, layoutPayloadBytes, notes
+        case diagnostics, bootStages, devices, requestOrder, layoutPayloadBytes, notes, partitionBytesToSend,
+            estimatedSeconds, linkSpeed
     }
 
     /// Unknown values are written as null, never left out (docs/json.md).
@@ -174,10 +203,17 @@ struct PlanReport: Encodable {
         try container.encode(requestOrder, forKey: .requestOrder)
         try container.encode(layoutPayloadBytes, forKey: .layoutPayloadBytes)
         try container.encode(notes, forKey: .notes)
+        try container.encode(partitionBytesToSend, forKey: .partitionBytesToSend)
+        try container.encode(estimatedSeconds, forKey: .estimatedSeconds)
+        try container.encode(linkSpeed, forKey: .linkSpeed)
     }
 
-    init(_ plan: PartitionPlan?, diagnostics: [LayoutDiagnostic]) {
+    init(
+        _ plan: PartitionPlan?, diagnostics: [LayoutDiagnostic], sends: [UInt8: ImageSendInfo] = [:],
+        linkSpeed: Double = ImageSummary.defaultLinkSpeed
+    ) {
         self.diagnostics = diagnostics
+        self.linkSpeed = linkSpeed * 1e6
         guard let plan else {
             notes = []
             return
@@ -198,18 +234,25 @@ struct PlanReport: Encodable {
                         hardwarePartition: partition.hardwarePartition.map { "boot\($0)" }, size: partition.size,
                         file: file?.path ?? partition.line.binary, fileSize: file?.size,
                         gptType: partition.gptTypeGUID, gptNumber: partition.gptNumber,
-                        gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName)
+                        gptUniqueGUID: partition.gptUniqueGUID, alternate: partition.altName,
+                        send: sends[partition.line.id])
                 })
         }
         requestOrder = plan.requestOrder.map(hexByte)
         layoutPayloadBytes = plan.payload.bytes.count
         notes = plan.notes
+        let requested = plan.requestOrder.compactMap { sends[$0] }
+        partitionBytesToSend = requested.reduce(0) { $0 + $1.bytesToSend }
+        estimatedSeconds = (requested.reduce(0) { $0 + $1.estimatedSeconds } * 100).rounded() / 100
     }
 }
 
 /// The human-readable plan.
 enum PlanTable {
-    static func render(_ plan: PartitionPlan, layout: String, color: Bool) -> String {
+    static func render(
+        _ plan: PartitionPlan, layout: String, color: Bool, sends: [UInt8: ImageSendInfo] = [:],
+        linkSpeed: Double = ImageSummary.defaultLinkSpeed
+    ) -> String {
         var out: [String] = ["Plan for \(TerminalText.field(layout))", ""]
         if !plan.bootStages.isEmpty {
             out.append(ANSI.bold.wrap("Boot stages sent to RAM over USB (phase: file)", enabled: color))
@@ -236,9 +279,10 @@ enum PlanTable {
                     "\(device.target): \(gpt); \(size), erase unit \(ByteSize.format(device.geometry.eraseSize))",
                     enabled: color))
             out += table(
-                ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "GPT type"],
+                ["#", "Id", "Opt", "Name", "Type", "Offset", "Size", "File", "File size", "Sends", "How", "GPT type"],
                 device.partitions.map { p in
                     let file = plan.files[p.line.id]
+                    let send = sends[p.line.id]
                     return [
                         p.gptNumber.map(String.init) ?? p.hardwarePartition.map { "boot\($0)" } ?? "-",
                         hexByte(p.line.id),
@@ -246,7 +290,8 @@ enum PlanTable {
                         p.hardwarePartition == nil ? "0x" + String(p.offset, radix: 16, uppercase: true) : "0x0",
                         p.size.map(ByteSize.format) ?? "to end",
                         shortPath(file?.path ?? p.line.binary ?? "none"),
-                        file.map { ByteSize.format(UInt64($0.size)) } ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
+                        file.map { ByteSize.format(UInt64($0.size)) } ?? "-", send?.sendsText ?? "-",
+                        send?.howText ?? "-", p.gptTypeGUID.map(gptTypeName) ?? "-",
                     ]
                 })
             out.append("")
@@ -258,6 +303,20 @@ enum PlanTable {
         out.append(
             "Bytes to send: layout \(plan.payload.bytes.count) B, boot stages \(ByteSize.format(UInt64(plan.bootStages.compactMap(\.fileSize).reduce(0, +)))), partitions \(ByteSize.format(UInt64(total)))"
         )
+        let requested = plan.requestOrder.compactMap { sends[$0] }
+        if !requested.isEmpty {
+            let bytes = requested.reduce(0) { $0 + $1.bytesToSend }
+            let image = requested.reduce(0) { $0 + $1.imageSize }
+            let seconds = requested.reduce(0) { $0 + $1.estimatedSeconds }
+            out.append(
+                "Partitions send \(ByteSize.format(UInt64(bytes))) of \(ByteSize.format(UInt64(image))) (maps, holes and compression applied): about \(ImageSummary.formatSeconds(seconds)) at \(ImageSummary.speedText(linkSpeed)) (--link-speed)"
+            )
+            for send in requested where send.beyondAddressLimit > 0 {
+                out.append(
+                    "note: \(PlanTable.shortPath(send.file)): \(send.beyondAddressLimit) ranges lie past 4 GiB; they go as one contiguous run (the command offset is 32 bits)"
+                )
+            }
+        }
         for note in plan.notes { out.append("note: \(TerminalText.escaped(note))") }
         return out.joined(separator: "\n")
     }

@@ -1,5 +1,6 @@
 public import BoardTracking
 public import FlashLayout
+public import ImageSources
 public import USBModel
 
 /// What the engine reports while it works, for progress display and JSON Lines (docs/json.md).
@@ -158,6 +159,9 @@ public struct FlashRequest: Sendable {
     public var ubootBufferSize: Int64
     /// How partitions reach the storage once U-Boot runs.
     public var transport: FlashTransport
+    /// Binaries read through ImageSources (compressed, with a map or holes), by phase Id; the
+    /// others are sent as the plain file.
+    public var images: [UInt8: PreparedImage] = [:]
 
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),

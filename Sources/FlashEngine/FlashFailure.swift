@@ -1,5 +1,6 @@
 public import BoardTracking
 public import DFU
+public import ImageSources
 import Timekeeping
 public import USBModel
 
@@ -233,6 +234,9 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case fastbootPartitions(String)
         /// `--transport fastboot` with a layout the fast path cannot flash.
         case fastbootUnsuitable(String)
+        /// A Binary's content is unusable: a range does not match its map's checksum, or a
+        /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
+        case badImage(ImageSourceError)
     }
 
     public var reason: Reason
@@ -305,6 +309,7 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
             return prefix + "fastboot \(command) failed: FAIL\(reason)"
         case .fastbootPartitions(let text): return prefix + "fastboot partitions: \(text)"
         case .fastbootUnsuitable(let text): return prefix + "the layout cannot take the fastboot path: \(text)"
+        case .badImage(let error): return prefix + "\(error)"
         }
     }
 }

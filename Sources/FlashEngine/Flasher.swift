@@ -2,6 +2,7 @@ public import BoardTracking
 public import DFU
 import Fastboot
 import FlashLayout
+import ImageSources
 public import Logging
 import Timekeeping
 import UBootScript
@@ -344,6 +345,17 @@ public final class Flasher: Sendable {
             let device = try current()
             let stage = machine.stage
             let input = try openInput(id)
+            if let image = input.image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
+                try await sendRanges(id, input: input, image: image.prepared, reader: image.reader)
+                try await check(id, input: input, stage: stage)
+                return
+            }
+            if let image = input.image, image.prepared.selection != .whole {
+                recorder.add(
+                    .note(
+                        "\(phaseHex(id)) \(input.name): sent whole; ranges go only to MMC partitions of U-Boot's second enumeration",
+                        stage: stage))
+            }
             let restart = restartOffsets.removeValue(forKey: id) ?? 0
             let total = input.source.count
             sending = (id, input.name, total)
@@ -351,33 +363,88 @@ public final class Flasher: Sendable {
             flasher.emit(.phaseStarted(phase: id, name: input.name, bytes: total, stage: stage))
             recorder.add(.sendStarted(phase: id, name: input.name, bytes: total, stage: stage))
             if restart > 0 { recorder.add(.note("\(phaseHex(id)) continues from byte \(restart)", stage: stage)) }
-            let step = max(total / 100, 64 * 1024)
-            let emit = flasher.emit
-            let lastReported = ProgressGate(step: step)
             let accepted = self.accepted
-            let report: DownloadReport
-            do {
+            let report = try await transferring(id, total: total) { progress in
                 try input.source.hashPrefix(upTo: restart)
                 let range: any ByteSource = restart > 0 ? SliceByteSource(input.source, from: restart) : input.source
-                report = try await device.download(range, phase: id, deviceMayLeave: deviceMayLeave) { sent in
+                return try await device.download(range, phase: id, deviceMayLeave: deviceMayLeave) { sent in
                     accepted.withLock { $0 = restart + sent }
-                    if lastReported.shouldReport(restart + sent, total: total) {
-                        emit(.progress(phase: id, sent: restart + sent, total: total))
-                    }
+                    progress(restart + sent)
+                }
+            }
+            sending = nil
+            finished(
+                PhaseResult(
+                    phase: id, name: input.name, stage: stage, bytes: report.bytes, duration: report.duration,
+                    controlTransfers: report.controlTransfers))
+            try await check(id, input: input, stage: stage)
+        }
+
+        /// Runs a transfer with a progress event every 1 % (at least 64 KiB). A DFU error is explained
+        /// by the board's own message when it has one; a host read error names the file; an image
+        /// error is the image's.
+        mutating func transferring<Report>(
+            _ id: UInt8, total: Int64, _ body: (@escaping @Sendable (Int64) -> Void) async throws -> Report
+        ) async throws -> Report {
+            let emit = flasher.emit
+            let gate = ProgressGate(step: max(total / 100, 64 * 1024))
+            do {
+                return try await body { sent in
+                    if gate.shouldReport(sent, total: total) { emit(.progress(phase: id, sent: sent, total: total)) }
                 }
             } catch let error as DFUError {
                 throw failure(await explainSendFailure(error))
             } catch let error as FileReadError {
                 throw failure(.hostFile(path: error.path, reason: error.reason))
+            } catch let error as ImageSourceError {
+                throw failure(.badImage(error))
             }
-            sending = nil
-            let result = PhaseResult(
-                phase: id, name: input.name, stage: stage, bytes: report.bytes, duration: report.duration,
-                controlTransfers: report.controlTransfers)
+        }
+
+        /// A phase was sent: keep its result, note it, tell the user.
+        mutating func finished(_ result: PhaseResult) {
             results.append(result)
-            recorder.add(.sendDone(phase: id, bytes: report.bytes, duration: report.duration, stage: stage))
+            recorder.add(
+                .sendDone(phase: result.phase, bytes: result.bytes, duration: result.duration, stage: result.stage))
             flasher.emit(.phaseFinished(result))
-            try await check(id, input: input, stage: stage)
+        }
+
+        /// A partition sent as the ranges of its map (or data extents): only those bytes go out.
+        mutating func sendRanges(_ id: UInt8, input: FlashInput, image: PreparedImage, reader: ImageReader)
+            async throws
+        {
+            let name = input.name
+            let device = try current()
+            let stage = machine.stage
+            let total = image.bytesToSend
+            let how = image.map.map { "map \($0.path)" } ?? "data extents (--skip-holes)"
+            flasher.emit(.phaseStarted(phase: id, name: name, bytes: total, stage: stage))
+            recorder.add(.sendStarted(phase: id, name: name, bytes: total, stage: stage))
+            recorder.add(
+                .note(
+                    "\(phaseHex(id)) \(name): \(total) of \(image.size) bytes in \(image.extents.count) ranges (\(how))",
+                    stage: stage))
+            let clock = self.clock
+            sending = (id, name, total)
+            defer { sending = nil }
+            let report = try await transferring(id, total: total) { progress in
+                try await ImageSending.sendRanges(
+                    device: device, phase: id, image: image, reader: reader, clock: clock, progress: progress)
+            }
+            if let from = report.contiguousFrom {
+                recorder.add(
+                    .note(
+                        "\(phaseHex(id)) \(name): \(report.beyondAddressLimit) ranges lie beyond the 4 GiB the command offset can address; sent as one contiguous run from offset \(from), holes included",
+                        stage: stage))
+            }
+            recorder.add(
+                .note(
+                    "\(phaseHex(id)) \(name): \(report.segments) downloads through the command alternate", stage: stage)
+            )
+            finished(
+                PhaseResult(
+                    phase: id, name: name, stage: stage, bytes: report.bytes, duration: report.duration,
+                    controlTransfers: report.controlTransfers))
         }
 
         /// A failed download: ask the board why (GetPhase 0xFF carries U-Boot's or TF-A's first

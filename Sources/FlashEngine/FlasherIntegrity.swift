@@ -1,6 +1,7 @@
 import BoardTracking
 import DFU
 import FlashLayout
+import ImageSources
 import USBModel
 
 /// A Binary being sent: hashed as it goes, with its identity taken before.
@@ -10,6 +11,9 @@ struct FlashInput {
     /// nil for the layout payload (built in memory).
     var path: String?
     var identity: FileIdentity?
+    /// A Binary read through ImageSources (compressed, mapped or sparse): what is sent is the
+    /// uncompressed image, or only its ranges.
+    var image: (prepared: PreparedImage, reader: ImageReader)?
 }
 
 /// A read of a Binary failed on the host (not a board fault).
@@ -74,6 +78,17 @@ extension Flasher.Run {
         } catch {
             throw failure(error.reason)
         }
+        if let prepared = flasher.request.images[id] {
+            let reader: ImageReader
+            do {
+                reader = try ImageReader(path: prepared.path, compression: prepared.compression, size: prepared.size)
+            } catch {
+                throw failure(.badImage(error))
+            }
+            return FlashInput(
+                source: HashingByteSource(WholeImageSource(reader: reader)), name: name, path: file.path,
+                identity: identity, image: (prepared, reader))
+        }
         let opened: FileByteSource
         do {
             opened = try FileByteSource(path: file.path)
@@ -82,6 +97,43 @@ extension Flasher.Run {
         }
         return FlashInput(
             source: HashingByteSource(HostFileSource(file: opened)), name: name, path: file.path, identity: identity)
+    }
+
+    /// What a Binary holds as the board should hold it: the uncompressed image for a Binary read
+    /// through ImageSources, else the file.
+    func contentSource(_ id: UInt8) throws -> any ByteSource {
+        if let prepared = flasher.request.images[id] {
+            do {
+                return WholeImageSource(
+                    reader: try ImageReader(path: prepared.path, compression: prepared.compression, size: prepared.size)
+                )
+            } catch {
+                throw failure(.badImage(error))
+            }
+        }
+        guard let path = plan.files[id]?.path else { throw failure(.phaseWithoutFile(id)) }
+        return HostFileSource(file: try openFile(path))
+    }
+
+    /// The byte ranges of phase `id` worth reading back: `ranges` of the whole Binary, cut to what
+    /// a mapped or sparse image really sends (the rest of the partition keeps the medium's bytes).
+    func sentRanges(_ id: UInt8, _ ranges: [Range<Int64>], stage: BoardStage) -> [Range<Int64>] {
+        guard let image = flasher.request.images[id],
+            ImageSending.usesRanges(image, stage: stage, plan: plan, phase: id)
+        else { return ranges }
+        let sent = RangeSchedule.segments(image.extents, blockSize: image.map?.blockSize ?? 4096).segments.map {
+            $0.offset..<$0.end
+        }
+        var cut: [Range<Int64>] = []
+        for range in ranges {
+            for segment in sent where segment.overlaps(range) {
+                cut.append(max(range.lowerBound, segment.lowerBound)..<min(range.upperBound, segment.upperBound))
+            }
+        }
+        if cut.isEmpty, let first = sent.first {
+            cut = [first.lowerBound..<min(first.upperBound, first.lowerBound + ReadbackRanges.mebibyte)]
+        }
+        return cut
     }
 
     /// The Binary's identity must be what it was before it was sent.
@@ -132,10 +184,9 @@ extension Flasher.Run {
             if next.offset != 0 { try await reader.restore(phase: next.phase, last: nil) { [] } }
             return
         }
-        let ranges = ReadbackRanges.ranges(length: total, mode: mode)
+        let ranges = sentRanges(id, ReadbackRanges.ranges(length: total, mode: mode), stage: stage)
         let outcome = try await reader.compare(
-            id, ranges: ranges, partitionSize: partitionSize(device, id),
-            source: HostFileSource(file: try reopen(input))
+            id, ranges: ranges, partitionSize: partitionSize(device, id), source: try contentSource(id)
         )
         try await restore(reader, to: next.phase)
         try verifyUnchanged(input)
@@ -184,9 +235,10 @@ extension Flasher.Run {
     func restore(_ reader: PartitionReadback, to phase: UInt8) async throws {
         let last = plan.requestOrder.max()
         try await reader.restore(phase: phase, last: last) {
-            guard let last, let path = plan.files[last]?.path else { return [] }
-            let file = try FileByteSource(path: path)
-            return try file.read(offset: 0, length: Int(min(4096, file.count)))
+            guard let last else { return [] }
+            // The image's first block as the board holds it (decompressed for .gz/.xz/.zst).
+            let content = try contentSource(last)
+            return try content.read(offset: 0, length: Int(min(4096, content.count)))
         }
     }
 
@@ -235,20 +287,27 @@ extension Flasher.Run {
         var skippedBytes: Int64 = 0
         var restart: (id: UInt8, offset: Int64)?
         for id in plan.requestOrder {
-            guard flasher.request.resume, let file = plan.files[id] else {
+            guard flasher.request.resume, plan.files[id] != nil else {
                 restart = (id, 0)
                 break
             }
-            let source = HostFileSource(file: try openFile(file.path))
+            let source = try contentSource(id)
             let outcome = try await reader.compare(
-                id, ranges: ReadbackRanges.ranges(length: source.count, mode: .sampled),
+                id, ranges: sentRanges(id, ReadbackRanges.ranges(length: source.count, mode: .sampled), stage: .uboot),
                 partitionSize: partitionSize(device, id), source: source)
             guard let difference = outcome.firstDifference else {
                 skipped.append(id)
                 skippedBytes += source.count
                 continue
             }
-            restart = (id, try await restartOffset(id, source: source, before: difference, reader: reader))
+            // A mapped or sparse image is sent again whole range by range (each range sets its offset).
+            let ranged =
+                flasher.request.images[id].map {
+                    ImageSending.usesRanges($0, stage: .uboot, plan: plan, phase: id)
+                } ?? false
+            restart = (
+                id, ranged ? 0 : try await restartOffset(id, source: source, before: difference, reader: reader)
+            )
             break
         }
         if let restart {

@@ -101,10 +101,13 @@ public enum BinaryFile {
         let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
+            // ENOENT means a dangling link only when the path itself exists (as a link).
+            var linkInfo = stat()
+            let dangling = code == ENOENT && lstat(path, &linkInfo) == 0
             let reason =
                 code == ELOOP
                 ? "cannot be opened: too many levels of symbolic links (a link loop)"
-                : code == ENOENT
+                : dangling
                     ? "is a symbolic link to a missing file" : "cannot be opened: \(String(cString: strerror(code)))"
             return .failure(UnusableBinary(path: path, reason: reason))
         }

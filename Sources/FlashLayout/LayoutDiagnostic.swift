@@ -80,6 +80,9 @@ public enum DiagnosticCode: String, Sendable, CaseIterable, Codable {
     case badBootImage = "bad-boot-image"
     case badFIP = "bad-fip"
     case bootImageInfo = "boot-image"
+    case badBlockMap = "bad-block-map"
+    case badCompressedImage = "bad-compressed-image"
+    case imageInfo = "image-info"
     // Formatting that only a raw parser trips on (warnings: we send a normalized copy).
     case trailingTab = "trailing-tab"
     case tabRun = "tab-run"

@@ -21,7 +21,7 @@ public struct StringRetryPolicy: Sendable, Hashable {
 /// `@unchecked Sendable`: libusb contexts are thread-safe (libusb documents this); the only other
 /// state is immutable. Blocking enumeration runs on a private queue, never on the caller's thread.
 public final class USBContext: @unchecked Sendable {
-    private let raw: ContextPointer
+    fileprivate let raw: ContextPointer
     /// The clock that string-read retries wait on.
     public let clock: any FlashClock
     public let stringRetry: StringRetryPolicy
@@ -91,6 +91,16 @@ public final class USBContext: @unchecked Sendable {
         identity.serial = try await core.optionalString(index: descriptor.serialNumberIndex)
         return USBDeviceHandle(
             core: core, identity: identity, descriptor: descriptor, configuration: opened.configuration)
+    }
+}
+
+extension USBContext {
+    /// Whether libusb still lists `device` (it drops a disconnected device from its list in the
+    /// step that marks it detached). Blocking, for a handle's queue.
+    /// The corresponding C function is `libusb_get_device_list`.
+    func lists(_ device: OpaquePointer?) -> Bool {
+        guard let device else { return false }
+        return (try? withDeviceList(raw.pointer) { devices in devices.contains(device) }) ?? false
     }
 }
 

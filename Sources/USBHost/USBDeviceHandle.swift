@@ -58,8 +58,16 @@ public final class USBDeviceHandle: USBControlTransport {
 
 /// The libusb handle and its state, confined to one serial queue.
 ///
-/// `@unchecked Sendable`: `handle`, `claimed` and `closed` are only touched inside `worker.run`
-/// (one serial queue) or in `deinit` (no other reference exists then).
+/// After the device is gone the handle is never used again except for one `libusb_close`:
+/// libusb 1.0.26 (Debian 12) unlocks the handle's mutex without locking it when
+/// `libusb_set_interface_alt_setting` runs on a device it already marked detached, and the close
+/// that follows aborts (`usbi_mutex_destroy: Assertion … failed`; libusb issue #1199, fixed in
+/// 1.0.27). So every call that returns LIBUSB_ERROR_NO_DEVICE marks the handle gone, a gone handle
+/// answers `noDevice` without calling libusb, and SET_INTERFACE first checks that libusb still
+/// lists the device (its list drops a device in the same step that marks it detached).
+///
+/// `@unchecked Sendable`: `handle`, `claimed`, `closed` and `gone` are only touched inside
+/// `worker.run` (one serial queue) or in `deinit` (no other reference exists then).
 final class HandleCore: @unchecked Sendable {
     private let handle: OpaquePointer
     private let worker: BlockingWorker
@@ -67,6 +75,8 @@ final class HandleCore: @unchecked Sendable {
     private let context: USBContext
     private var claimed: Set<UInt8> = []
     private var closed = false
+    /// The device disconnected: nothing but `libusb_close` may touch the handle any more.
+    private var gone = false
 
     init(opened: OpenedDevice, context: USBContext) {
         handle = opened.handle
@@ -105,14 +115,20 @@ final class HandleCore: @unchecked Sendable {
 
     func setAlternate(interface: UInt8, alternate: UInt8) async throws {
         try await worker.run { () throws(USBTransferError) in
-            try self.ensureOpen("libusb_set_interface_alt_setting")
+            try self.ensureUsable("libusb_set_interface_alt_setting")
             if !self.claimed.contains(interface) {
                 // Detaching is best effort: NOT_SUPPORTED where the platform has no such notion.
                 _ = libusb_set_auto_detach_kernel_driver(self.handle, 1)
-                try checkLibUSB(libusb_claim_interface(self.handle, Int32(interface)), "libusb_claim_interface")
+                try self.check(libusb_claim_interface(self.handle, Int32(interface)), "libusb_claim_interface")
                 self.claimed.insert(interface)
             }
-            try checkLibUSB(
+            // libusb 1.0.26 must not see this call on a device it marked detached (see above).
+            guard self.context.lists(libusb_get_device(self.handle)) else {
+                self.gone = true
+                throw USBTransferError(
+                    .noDevice, operation: "libusb_set_interface_alt_setting", detail: "the board disconnected")
+            }
+            try self.check(
                 libusb_set_interface_alt_setting(self.handle, Int32(interface), Int32(alternate)),
                 "libusb_set_interface_alt_setting")
         }
@@ -121,20 +137,24 @@ final class HandleCore: @unchecked Sendable {
     func control(_ setup: SetupPacket, data: [UInt8], timeout: Duration) async throws -> [UInt8] {
         let milliseconds = UInt32(clamping: max(1, Int64((timeout.inSeconds * 1000).rounded(.up))))
         return try await worker.run { () throws(USBTransferError) in
-            try self.ensureOpen("libusb_control_transfer")
+            try self.ensureUsable("libusb_control_transfer")
             var buffer = setup.isIn ? [UInt8](repeating: 0, count: Int(setup.length)) : data
             let count = libusb_control_transfer(
                 self.handle, setup.requestType, setup.request, setup.value, setup.index, &buffer, setup.length,
                 milliseconds)
-            try checkLibUSB(count, "libusb_control_transfer")
+            try self.check(count, "libusb_control_transfer")
             return setup.isIn ? Array(buffer.prefix(Int(count))) : []
         }
     }
 
+    /// Closes once. A gone device's interfaces are not released (the kernel dropped them with the
+    /// device; libusb is not asked about a device it marked detached).
     func close() async {
         _ = try? await worker.run { () throws(USBTransferError) in
             guard !self.closed else { return }
-            for interface in self.claimed { _ = libusb_release_interface(self.handle, Int32(interface)) }
+            if !self.gone {
+                for interface in self.claimed { _ = libusb_release_interface(self.handle, Int32(interface)) }
+            }
             self.claimed = []
             libusb_close(self.handle)
             self.closed = true
@@ -143,10 +163,10 @@ final class HandleCore: @unchecked Sendable {
 
     /// Runs on the worker queue.
     private func readString(index: UInt8) throws(USBTransferError) -> String {
-        try ensureOpen("libusb_get_string_descriptor")
+        try ensureUsable("libusb_get_string_descriptor")
         var buffer = [UInt8](repeating: 0, count: 255)
         let count = libusb_get_string_descriptor(self.handle, index, 0x0409, &buffer, Int32(buffer.count))
-        try checkLibUSB(count, "libusb_get_string_descriptor")
+        try check(count, "libusb_get_string_descriptor")
         guard let text = StringDescriptor.decode(Array(buffer.prefix(Int(count)))) else {
             throw USBTransferError(
                 .io, operation: "libusb_get_string_descriptor", detail: "malformed string descriptor \(index)")
@@ -154,8 +174,16 @@ final class HandleCore: @unchecked Sendable {
         return text
     }
 
+    /// A libusb result; NO_DEVICE marks the handle gone for good. Runs on the worker queue.
+    @discardableResult
+    private func check(_ code: Int32, _ operation: String) throws(USBTransferError) -> Int32 {
+        if code == LIBUSB_ERROR_NO_DEVICE.rawValue { gone = true }
+        return try checkLibUSB(code, operation)
+    }
+
     /// Runs on the worker queue.
-    private func ensureOpen(_ operation: String) throws(USBTransferError) {
+    private func ensureUsable(_ operation: String) throws(USBTransferError) {
         if closed { throw USBTransferError(.other, operation: operation, detail: "the handle was closed") }
+        if gone { throw USBTransferError(.noDevice, operation: operation, detail: "the board disconnected") }
     }
 }

@@ -43,6 +43,8 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     case getStatusStall = "getstatus-stall"
     /// The board disappears in the middle of a partition download.
     case vanishMidPartition = "vanish-mid-partition"
+    /// The MP15 ROM drops off the bus at the FSBL's manifestation, as after a rejected FSBL.
+    case vanishAfterFSBL = "vanish-after-fsbl"
     /// The serial string differs between stages.
     case serialChanges = "serial-changes"
     /// A storage TF-A was sent over USB: after the FSBL nothing TF-A-like appears.
@@ -77,7 +79,9 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
         case .resetAfterDetach: "the ROM comes back after the DETACH to U-Boot (port reset or brown-out)"
         case .transientStrings: "string descriptors STALL for the first requests after each enumeration"
         case .getStatusStall: "one GETSTATUS during a download STALLs"
-        case .vanishMidPartition: "the board disappears in the middle of a partition download"
+        case .vanishMidPartition:
+            "the board disappears in the middle of a partition download (at block --vanish-block, default 1)"
+        case .vanishAfterFSBL: "the ROM drops off the bus when the FSBL manifests, as after a rejected FSBL"
         case .serialChanges: "the serial string differs between stages"
         case .bootInterfaceUnsupported: "a storage TF-A was sent over USB: nothing TF-A-like appears after the FSBL"
         case .enumerationErrors: "after TF-A's DETACH only failed enumerations happen (kernel error -71 / -110)"
@@ -228,6 +232,9 @@ public struct BoardConfiguration: Sendable {
     public var ubootBufferSize: Int
     /// Link speed of the port.
     public var speed: USBSpeed
+    /// vanish-mid-partition: the data block (counted from 0) of the first partition at which the
+    /// board drops off the bus.
+    public var vanishBlock: Int = 1
     /// U-Boot's fastboot (the fast path of `flash --transport fastboot`).
     public var fastboot = FastbootSettings()
 

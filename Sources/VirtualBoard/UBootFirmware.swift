@@ -335,7 +335,9 @@ final class UBootFirmware: Firmware {
             return .failed
         }
         transaction.nextBlock &+= 1
-        if case .partition = kind, configuration.fault == .vanishMidPartition, block > 0, !vanished {
+        if case .partition = kind, configuration.fault == .vanishMidPartition,
+            block >= max(1, configuration.vanishBlock), !vanished
+        {
             vanished = true
             board.vanish()
             return .accepted(latency: .zero)

@@ -182,6 +182,13 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
             }
             return
         }
+        if config.fault == .vanishAfterFSBL {
+            // What a host sees when the ROM refuses the FSBL and the board resets or dies: the
+            // device is gone in the middle of the manifestation's status requests.
+            console("(the board dropped off the bus after the FSBL)")
+            vanish()
+            return
+        }
         console("NOTICE:  BL2: Booting from USB (STM32CubeProgrammer)")
         if config.soc == .mp15 {
             // Same USB session: TF-A keeps the ROM's configuration (§A.4).

@@ -35,7 +35,14 @@ final class BoardHost: @unchecked Sendable {
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
     private let timer: any DispatchSourceTimer
 
-    init(boards: [any SimulatedBoard], clock: any FlashClock, testbed: Testbed, trace: Bool) {
+    /// The udev/libusb race (`--libusb-lag-ms`): how much later than the other listeners the
+    /// first-bound uevent listener hears of each added device.
+    let libusbLag: Duration
+
+    init(
+        boards: [any SimulatedBoard], clock: any FlashClock, testbed: Testbed, trace: Bool, libusbLag: Duration = .zero
+    ) {
+        self.libusbLag = libusbLag
         self.boards = boards
         var reach: [PortPath: Int] = [:]
         for board in boards {
@@ -134,14 +141,38 @@ final class BoardHost: @unchecked Sendable {
         log(
             "attach \(hex4(model.deviceDescriptor.vendorID)):\(hex4(model.deviceDescriptor.productID)) at \(location.port) as \(location.devnode)"
         )
+        let lag = board != nil ? libusbLag : .zero
         operations.async { [testbed] in
             do {
                 // Before the add uevent, so that a fast client never opens an unhandled node (gotcha 13).
                 try testbed.attachIoctl(location.devnode, handler: device.handler)
-                try testbed.add(record: record)
-                self.lock.withLock { device.announcedAt = self.clock.now }
+                if lag > .zero {
+                    // The race: the first-bound listener (libusb's) misses this add now and gets it later.
+                    let lagging = testbed.withListeners(hidden: { $0.prefix(1) }) { try testbed.add(record: record) }
+                    self.lock.withLock { device.announcedAt = self.clock.now }
+                    try lagging.get()
+                    self.deliverLate(device, after: lag)
+                } else {
+                    try testbed.add(record: record)
+                    self.lock.withLock { device.announcedAt = self.clock.now }
+                }
             } catch {
                 printError("cannot add \(location.devnode): \(error)")
+            }
+        }
+    }
+
+    /// Sends the add uevent of `device` to the listener that missed it, `lag` later, if the device
+    /// is still there then (queued on the testbed queue, so removal cannot overtake it).
+    private func deliverLate(_ device: EnumeratedDevice, after lag: Duration) {
+        let nanoseconds = lag.components.seconds * 1_000_000_000 + lag.components.attoseconds / 1_000_000_000
+        timerQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [self] in
+            operations.async { [testbed] in
+                guard self.lock.withLock({ device.connected && !self.stopped }) else { return }
+                _ = testbed.withListeners(hidden: { $0.dropFirst(1) }) {
+                    testbed.sendUevent(device.location.syspath, action: "add")
+                }
+                self.log("late add uevent for \(device.location.devnode) to the first listener")
             }
         }
     }

@@ -92,6 +92,21 @@ struct EmulatorCommand: ParsableCommand {
     )
     var unreadableStrings: Int = 0
 
+    @Option(
+        help: ArgumentHelp(
+            "Every stage change (ROM → TF-A, TF-A → U-Boot, U-Boot's re-enumeration, reset) takes this many ms instead of the timing model's seconds, for benchmarks that repeat many flashes.",
+            valueName: "ms"))
+    var transitionMs: Int?
+
+    @Option(help: "vanish-mid-partition: the data block of the first partition at which the board drops off the bus.")
+    var vanishBlock: Int = 1
+
+    @Option(
+        help: ArgumentHelp(
+            "The udev/libusb race: each add uevent reaches the listener that bound first (libusb's own monitor, opened at libusb_init before the tool's) this many ms after the others, so the tool hears of a device before libusb lists it.",
+            valueName: "ms"))
+    var libusbLagMs: Int = 0
+
     @Flag(help: "Log every request and transition to stderr; at exit, the board's console and protocol violations.")
     var trace = false
 
@@ -203,6 +218,7 @@ struct EmulatorCommand: ParsableCommand {
             for (index, boardPort) in boardPorts.enumerated() {
                 var directory = try storage ?? makeTemporaryDirectory()
                 if boards != nil, storage != nil {
+                    mkdir(directory, 0o755)
                     directory += "/\(boardPort)"
                     mkdir(directory, 0o755)
                 }
@@ -217,11 +233,21 @@ struct EmulatorCommand: ParsableCommand {
                 }
                 if let storageRate { configuration.timing.storageBytesPerSecond = storageRate }
                 configuration.speed = speed == "full" ? .full : .high
+                configuration.vanishBlock = vanishBlock
+                if let transitionMs {
+                    let transition = Duration.milliseconds(max(0, transitionMs))
+                    configuration.timing.romToTFA = transition
+                    configuration.timing.tfaReconnect = transition
+                    configuration.timing.tfaToUBoot = transition
+                    configuration.timing.ubootReenumeration = transition
+                    configuration.timing.resetToROM = transition
+                }
                 virtualBoards.append(VirtualBoard(configuration: configuration))
             }
             hosted = virtualBoards
         }
-        let host = BoardHost(boards: hosted, clock: clock, testbed: testbed, trace: trace)
+        let host = BoardHost(
+            boards: hosted, clock: clock, testbed: testbed, trace: trace, libusbLag: .milliseconds(max(0, libusbLagMs)))
         host.start()
         // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
         signal(SIGUSR1, SIG_IGN)

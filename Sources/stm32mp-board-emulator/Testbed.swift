@@ -35,6 +35,34 @@ final class Testbed: @unchecked Sendable {
     /// `syspath` starts with `/sys/devices/`.
     func sendUevent(_ syspath: String, action: String) { umockdev_testbed_uevent(raw, syspath, action) }
 
+    /// Runs `body` (which sends uevents) while the listeners `hidden` picks are out of umockdev's
+    /// sight: umockdev sends each uevent to every `$UMOCKDEV_DIR/event<fd>` socket that exists at
+    /// that moment, so renaming one away for the duration makes it miss the event. `hidden` gets the
+    /// listeners in the order they bound (lowest fd first: a client's first monitor).
+    func withListeners<T>(hidden: ([String]) -> some Sequence<String>, _ body: () throws -> T) -> Result<T, any Error> {
+        let root = rootDirectory
+        let listeners = Self.listenerNames(in: root)
+        let moved = Array(hidden(listeners))
+        for name in moved { Glibc.rename(root + "/" + name, root + "/lag-" + name) }
+        defer { for name in moved { Glibc.rename(root + "/lag-" + name, root + "/" + name) } }
+        return Result { try body() }
+    }
+
+    /// `event<fd>` sockets in `root`, lowest fd first.
+    static func listenerNames(in root: String) -> [String] {
+        guard let folder = opendir(root) else { return [] }
+        defer { closedir(folder) }
+        var names: [(Int, String)] = []
+        while let entry = readdir(folder) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name.hasPrefix("event"), let fd = Int(name.dropFirst(5)) else { continue }
+            names.append((fd, name))
+        }
+        return names.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
     /// `syspath` starts with `/sys/devices/`.
     func removeDevice(_ syspath: String) { umockdev_testbed_remove_device(raw, syspath) }
 

@@ -124,6 +124,27 @@ struct MCUCommandTests {
         #expect(info.status == 0, "\(info.standardOutput)")
     }
 
+    @Test("every mcu --json line uses only keys docs/json.md documents for mcu")
+    func contract() throws {
+        let contract = try JSONContract()
+        let folder = try TemporaryDirectory()
+        let app = try file(folder, "app.bin", bytes: 8192)
+        let sim = ["--simulate", "--mcu", "f105", "--sim-dir", folder.path, "--json"]
+        let runs = [
+            ["mcu", "info"] + sim, ["mcu", "write", app, "--address", "0x08000000"] + sim,
+            ["mcu", "erase", "--address", "0x08000000", "--length", "4K"] + sim, ["mcu", "option-bytes"] + sim,
+            ["mcu", "option-bytes", "--set", "DATA0=0x12"] + sim, ["mcu", "leave", "--address", "0x08000000"] + sim,
+            ["mcu", "write", app, "--address", "0x08008000", "--sim-scenario", "app-dfu"] + sim,
+        ]
+        for arguments in runs {
+            let result = try tool.run(arguments)
+            for line in result.standardOutput.split(separator: "\n") {
+                let json = try JSONSerialization.jsonObject(with: Data(line.utf8))
+                #expect(contract.undocumentedKeys(json, section: "mcu … --json") == [], "\(arguments): \(line)")
+            }
+        }
+    }
+
     @Test("info --json: kind, version, Get, maps, decoded option bytes, serial rule; H5 note; app-dfu warning")
     func infoJSON() throws {
         let folder = try TemporaryDirectory()
@@ -132,7 +153,9 @@ struct MCUCommandTests {
         let info = try #require(try events(result.standardOutput).first { $0["event"] as? String == "info" })
         #expect(info["commands"] as? [String] == ["00", "21", "41"])
         #expect(info["bootloaderVersion"] as? String == "3.0")
-        #expect((info["decoded"] as? [String: String])?["PRODUCT_STATE"] == "0xED (Open)")
+        let decoded = (info["decoded"] as? [[String: Any]]) ?? []
+        #expect(
+            decoded.contains { $0["name"] as? String == "PRODUCT_STATE" && $0["meaning"] as? String == "0xED (Open)" })
         #expect(info["serialMatchesUID"] as? Bool == true)
         #expect(((info["notes"] as? [String]) ?? []).contains { $0.contains("h5-obk-with-usb") })
         let app = try tool.run([

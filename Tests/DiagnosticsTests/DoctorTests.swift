@@ -33,6 +33,21 @@ struct DoctorTests {
         #expect(Doctor.render(checks).hasPrefix("[PASS] libusb: libusb-1.0 is available\n"))
     }
 
+    @Test func mcuBootloadersAreToldApartAndH5H7SectionsLinked() throws {
+        let root = try healthyRoot()
+        try root.addUSBDevice(port: "1-3", busnum: 1, devnum: 10, productString: "DFU in FS Mode", speed: "12")
+        try root.addUSBDevice(
+            port: "1-4", busnum: 1, devnum: 11, productString: "STM32 DownLoad Firmware Update", speed: "12")
+        let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
+        let mcu = try #require(checks.first { $0.id == "mcu-bootloaders" })
+        #expect(mcu.summary.hasPrefix("2 STM32 MCU DFU devices (not STM32MP)"))
+        #expect(mcu.details.contains { $0.hasPrefix("1-3: STM32 MCU system bootloader") })
+        #expect(mcu.details.contains { $0.contains("#h5-obk-with-usb") && $0.contains("#h7-smps-ldo") })
+        #expect(mcu.details.contains { $0.hasPrefix("1-4: an application's DFU") && $0.contains("#mcu-app-dfu") })
+        // The MP15 ROM of the healthy root is no MCU.
+        #expect(!mcu.details.contains { $0.hasPrefix("1-2") })
+    }
+
     @Test func missingRuleAndUnopenableNodeFail() throws {
         let root = try healthyRoot()
         try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")

@@ -16,6 +16,7 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.resetAfterDetach, "rom-came-back"),
     (.getStatusStall, "transfer-error"),
     (.vanishMidPartition, "disconnected"),
+    (.vanishAfterFSBL, "fsbl-not-started"),
     (.bootInterfaceUnsupported, "fsbl-not-started"),
     (.enumerationErrors, "enumeration-errors"),
     (.transientStrings, nil),

@@ -187,6 +187,8 @@ struct LayoutCheckerRuleTests {
             .unreadable, .fileTooLarge, .invalidUTF8, .notALayout, .tooManyLines, .layoutTooLarge, .missingFile,
             .fileLargerThanPartition, .badBootImage, .badFIP, .bootImageInfo, .unusableFile, .shadowedBinary,
             .binaryOutsideLayout,
+            // Binaries read through ImageSources: CLITests/BigImageCommandTests.
+            .badBlockMap, .badCompressedImage, .imageInfo,
         ])
         #expect(Set(DiagnosticCode.allCases).subtracting(covered).isEmpty)
     }

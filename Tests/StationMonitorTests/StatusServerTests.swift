@@ -91,9 +91,9 @@ struct StatusServerTests {
             #expect(tiles.map { $0["port"] as? String } == ["1-1.2", "1-1.10"])
             #expect(tiles.allSatisfy { $0["state"] as? String == "empty" })
 
-            // curl reads the event stream for two seconds while the station changes.
-            let events = Task { try await fetch(["-s", "-N", "--max-time", "2", base + "/events"]) }
-            try await Task.sleep(for: .milliseconds(700))
+            // curl reads the event stream for six seconds while the station changes.
+            let events = Task { try await fetch(["-s", "-N", "--max-time", "6", base + "/events"]) }
+            try await Task.sleep(for: .milliseconds(2500))
             status.started(port: port("1-1.10"), serial: "0029002A4C4250110038344D")
             status.observe(
                 port: port("1-1.10"), .board(identity("1-1.10", serial: "0029002A4C4250110038344D"), stage: .rom),

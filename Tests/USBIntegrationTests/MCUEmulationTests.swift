@@ -48,8 +48,16 @@ import Testing
         // An option-byte write resets the chip: followed across the real hot-plug events.
         let options = try #require(sections["option-bytes"])
         #expect(options.contains("\"event\":\"reenumeration\""), "\(options)")
-        #expect(options.contains("\"USER\":\"0xFE\""), "\(options)")
+        #expect(options.contains("{\"meaning\":\"0xFE\",\"name\":\"USER\",\"value\":254}"), "\(options)")
         #expect(options.split(separator: "\n").last?.contains("\"event\":\"done\"") == true)
+
+        // `list` tells the MCU bootloader from an STM32MP stage (same 0483:df11).
+        let listLine = try #require(sections["tool-list"]?.split(separator: "\n").first)
+        let device = try #require(try JSONSerialization.jsonObject(with: Data(listLine.utf8)) as? [String: Any])
+        #expect(device["stage"] as? String == "mcu-bootloader" && device["family"] as? String == "stm32-mcu")
+        let mcu = try #require(device["mcu"] as? [String: Any])
+        #expect(mcu["kind"] as? String == "system-bootloader" && mcu["family"] as? String == "f746")
+        #expect(mcu["bootloaderVersion"] as? String == "2.2")
     }
 }
 
@@ -64,4 +72,5 @@ private let mcuScript = """
     echo "=== mcu-write"; "$tool" mcu write "$dir/b.bin" --address 0x08020000 2>&1
     echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
     echo "=== option-bytes"; "$tool" mcu option-bytes --set USER=0xFE --json 2>&1
+    echo "=== tool-list"; "$tool" list --json
     """

@@ -128,6 +128,13 @@ struct FaultTests {
             #expect(rom.identity.serial == "000000000000")
             #expect(uboot.identity.serial == "0029002A4C4250110038344D")
 
+        case .vanishAfterFSBL:
+            let device = try await rig.open()
+            _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
+            await #expect { _ = try await device.getPhase() } throws: { isTransfer($0, .noDevice) }
+            #expect(try await rig.next(within: .seconds(10)) == nil)
+            #expect(rig.board.stage == nil)
+
         case .bootInterfaceUnsupported:
             let device = try await rig.open()
             _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)

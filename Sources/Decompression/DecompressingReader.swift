@@ -1,0 +1,155 @@
+import SystemPackage
+
+/// The uncompressed bytes of one compressed file, read forward only, in constant memory (one
+/// input buffer; output goes straight into the caller's array).
+///
+/// It is strict where flashing needs it: a truncated stream, corrupt data, a failed integrity
+/// check (gzip CRC-32, xz check, zstd content checksum) or trailing garbage is an error, never a
+/// short image. Not thread-safe: one owner reads it.
+public final class DecompressingReader {
+    public let path: String
+    public let format: CompressionFormat
+    /// Uncompressed bytes handed out (or skipped) so far.
+    public private(set) var produced: Int64 = 0
+    private let descriptor: FileDescriptor
+    private let codec: any Codec
+    private var input: [UInt8]
+    private var inputStart = 0
+    private var inputEnd = 0
+    private var endOfFile = false
+    /// True between gzip members / zstd frames: input may end here without truncation.
+    private var betweenFrames = false
+    private var finished = false
+
+    /// Input is read in pieces of this size.
+    static let inputBufferSize = 256 * 1024
+
+    /// - Throws: `Errno` when the file cannot be opened, `DecompressionError` when the library
+    ///   refuses to start.
+    public init(path: String, format: CompressionFormat) throws {
+        self.path = path
+        self.format = format
+        let codec: any Codec
+        do {
+            switch format {
+            case .gzip: codec = try GzipCodec()
+            case .xz: codec = try XZCodec()
+            case .zstd: codec = try ZstdCodec()
+            }
+        } catch {
+            throw DecompressionError(path: path, format: format, offset: 0, reason: error.reason)
+        }
+        self.codec = codec
+        descriptor = try FileDescriptor.open(FilePath(path), .readOnly)
+        input = [UInt8](repeating: 0, count: Self.inputBufferSize)
+    }
+
+    deinit { try? descriptor.close() }
+
+    /// True once the stream has ended cleanly (every member / frame / index complete).
+    public var isAtEnd: Bool { finished }
+
+    /// Up to `count` bytes; fewer only when the stream ended cleanly.
+    /// - Throws: `DecompressionError` (corrupt, truncated, trailing garbage), `Errno` from `read`.
+    public func read(_ count: Int) throws -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: max(0, count))
+        let filled = try output.withUnsafeMutableBytes { try fill($0) }
+        output.removeLast(output.count - filled)
+        return output
+    }
+
+    /// Decodes and drops `count` bytes (to reach a range further on).
+    /// - Returns: the bytes skipped (fewer only when the stream ended).
+    @discardableResult
+    public func skip(_ count: Int64) throws -> Int64 {
+        var scratch = [UInt8](repeating: 0, count: 256 * 1024)
+        var left = count
+        while left > 0 {
+            let want = Int(min(Int64(scratch.count), left))
+            let got = try scratch.withUnsafeMutableBytes {
+                try fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
+            }
+            if got == 0 { break }
+            left -= Int64(got)
+        }
+        return count - left
+    }
+
+    /// Reads to the end and returns the total uncompressed size (one streaming pass).
+    public func measure() throws -> Int64 {
+        while try skip(1 << 30) > 0 {}
+        return produced
+    }
+
+    private func fail(_ reason: String) -> DecompressionError {
+        DecompressionError(path: path, format: format, offset: produced, reason: reason)
+    }
+
+    /// Moves unread input to the front and reads more from the file.
+    private func refill() throws {
+        if inputStart > 0 {
+            let pending = inputEnd - inputStart
+            if pending > 0 {
+                input.withUnsafeMutableBytes {
+                    $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inputStart..<inputEnd]))
+                }
+            }
+            inputStart = 0
+            inputEnd = pending
+        }
+        guard inputEnd < input.count, !endOfFile else { return }
+        let got = try input.withUnsafeMutableBytes { buffer in
+            try descriptor.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[inputEnd...]))
+        }
+        if got == 0 { endOfFile = true } else { inputEnd += got }
+    }
+
+    private func fill(_ output: UnsafeMutableRawBufferPointer) throws -> Int {
+        var filled = 0
+        while filled < output.count, !finished {
+            if inputStart == inputEnd { try refill() }
+            let noInput = inputStart == inputEnd
+            if noInput, endOfFile, betweenFrames, format != .xz {
+                finished = true
+                break
+            }
+            let step: CodecStep
+            do {
+                step = try input.withUnsafeBytes { buffer in
+                    try codec.step(
+                        input: UnsafeRawBufferPointer(rebasing: buffer[inputStart..<inputEnd]),
+                        output: UnsafeMutableRawBufferPointer(rebasing: output[filled...]), finish: endOfFile)
+                }
+            } catch let failure as CodecFailure {
+                throw fail(failure.reason)
+            }
+            inputStart += step.consumed
+            filled += step.produced
+            produced += Int64(step.produced)
+            switch step.status {
+            case .streamEnd:
+                finished = true
+            case .frameEnd:
+                betweenFrames = true
+                if inputStart == inputEnd { try refill() }
+                if inputStart == inputEnd, endOfFile {
+                    finished = true
+                } else {
+                    do { try codec.nextFrame() } catch { throw fail(error.reason) }
+                }
+            case .progress:
+                if step.consumed > 0 { betweenFrames = false }
+                if step.consumed == 0, step.produced == 0 {
+                    // No progress: the decoder needs more input than is buffered.
+                    let buffered = inputEnd - inputStart
+                    try refill()
+                    if inputEnd - inputStart == buffered {
+                        throw fail(
+                            endOfFile ? "the stream ends early (truncated file)" : "the decoder made no progress")
+                    }
+                }
+            }
+        }
+        return filled
+    }
+}

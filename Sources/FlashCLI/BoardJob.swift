@@ -1,0 +1,153 @@
+import BoardTracking
+import Diagnostics
+import FlashEngine
+import FlashLayout
+import FoundationEssentials
+import Logging
+import StationMonitor
+import StationRecords
+import Timekeeping
+import USBModel
+import VirtualBoard
+
+/// How one board's attempt ended, for the summary table and the exit status.
+struct BoardOutcome: Sendable {
+    var port: PortPath
+    var serial: String?
+    var result: AttemptResult
+    var code: String?
+    var cause: String?
+    var partitions: Int
+    var bytes: Int64
+    var seconds: Double
+}
+
+/// Everything the attempts of one run share: the tracker (one per process), the layout and its
+/// plan, where records and status go. A station swaps the layout on SIGHUP by making a new one.
+struct BoardJobSettings: Sendable {
+    var tracker: BoardTracker
+    var layout: LayoutFingerprint
+    var plan: PartitionPlan
+    /// The request every board gets, its selection set to the board's port.
+    var request: FlashRequest
+    var store: RecordStore?
+    var status: StationStatus?
+    var output: MultiBoardOutput
+    var simulated: Bool
+}
+
+/// One board's attempt on one port: lease the port from the tracker, flash it with a `Flasher`,
+/// diagnose a failure, record the attempt, report. Nothing here can disturb another port's
+/// attempt: each has its own lease, flasher, record and output line.
+struct BoardJob: Sendable {
+    let settings: BoardJobSettings
+    let port: PortPath
+    /// The virtual board on this port (simulation), for its console and kernel log as evidence.
+    let virtualBoard: VirtualBoard?
+
+    func run() async -> BoardOutcome {
+        let clock = SystemClock()
+        let started = clock.now
+        let output = settings.output
+        output.started(port, serial: nil)
+        settings.status?.started(port: port, serial: nil)
+        var opened: AttemptRecording?
+        if let store = settings.store {
+            do {
+                opened = try await AttemptRecording.begin(
+                    store: store, layout: settings.layout, plan: settings.plan, port: port, serial: nil,
+                    soc: virtualBoard.map { $0.configuration.soc.rawValue })
+            } catch {
+                // No record, no flash: a station that cannot record must not program boards.
+                return finish(.failed, code: "records-unwritable", cause: "\(error)", started: started, clock: clock)
+            }
+        }
+        let recording = opened
+        var request = settings.request
+        request.selection = .port(port)
+        let status = settings.status
+        let port = self.port
+        let logger = Logger(label: "stm32mp-flash.\(port)") { _ in SwiftLogNoOpLogHandler() }
+        let outcome: Result<FlashSummary, FlashFailure>
+        do {
+            let lease = try await settings.tracker.lease(.port(port))
+            let flasher = Flasher(
+                lease: lease, request: request, logger: logger,
+                events: { event in
+                    recording?.observe(event)
+                    status?.observe(port: port, event, now: UInt64(clock.now.inSeconds * 1e9))
+                    output.handle(port, event)
+                })
+            do {
+                outcome = .success(try await flasher.run())
+            } catch {
+                outcome = .failure(error)
+            }
+            await lease.release()
+        } catch {
+            outcome = .failure(FlashFailure(.protocolError("cannot lease port \(port): \(error)")))
+        }
+        switch outcome {
+        case .success(let summary):
+            return await finishRecorded(
+                recording, .done, diagnosis: nil, started: started, clock: clock,
+                partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes })
+        case .failure(let failure):
+            let diagnosis = Diagnoser.diagnose(
+                Evidence(
+                    failure: failure, kernelLog: virtualBoard?.kernelLog ?? KernelLog.usbLines(),
+                    environment: settings.simulated ? HostEnvironment() : EnvironmentProbe.detect(),
+                    consoleLog: virtualBoard?.consoleLog ?? []))
+            let result: AttemptResult
+            if case .cancelled = failure.reason { result = .cancelled } else { result = .failed }
+            return await finishRecorded(
+                recording, result, diagnosis: diagnosis, started: started, clock: clock, partitions: 0, bytes: 0,
+                error: failure.description)
+        }
+    }
+
+    private func finishRecorded(
+        _ recording: AttemptRecording?, _ result: AttemptResult, diagnosis: Diagnosis?, started: Duration,
+        clock: SystemClock, partitions: Int, bytes: Int64, error: String? = nil
+    ) async -> BoardOutcome {
+        var code = diagnosis?.code.rawValue
+        var cause = diagnosis?.cause
+        do {
+            try await recording?.finish(result: result, diagnosis: diagnosis)
+        } catch {
+            code = code ?? "records-unwritable"
+            cause = (cause.map { $0 + "; " } ?? "") + "\(error)"
+        }
+        var outcome = finish(result, code: code, cause: cause, started: started, clock: clock)
+        outcome.partitions = partitions
+        outcome.bytes = bytes
+        if settings.output.mode == .json {
+            var fields: [String: JSONValue] = [
+                "port": .string(port.description), "serial": outcome.serial.map { .string($0) } ?? .null,
+                "seconds": .number((outcome.seconds * 1000).rounded() / 1000),
+            ]
+            if result == .done {
+                fields["bytes"] = .number(Double(bytes))
+                fields["partitions"] = .number(Double(partitions))
+                settings.output.json("board-done", fields)
+            } else {
+                fields["code"] = code.map { .string($0) } ?? .null
+                fields["cause"] = cause.map { .string($0) } ?? .null
+                fields["error"] = error.map { .string($0) } ?? .null
+                settings.output.json("board-failed", fields)
+            }
+        }
+        return outcome
+    }
+
+    private func finish(
+        _ result: AttemptResult, code: String?, cause: String?, started: Duration, clock: SystemClock
+    ) -> BoardOutcome {
+        let seconds = (clock.now - started).inSeconds
+        settings.status?.finished(port: port, result: result.rawValue, code: code, seconds: seconds)
+        settings.output.finished(port, done: result == .done, code: code, cause: cause, seconds: seconds)
+        return BoardOutcome(
+            port: port, serial: settings.output.serial(port), result: result, code: code, cause: cause, partitions: 0,
+            bytes: 0, seconds: seconds)
+    }
+}

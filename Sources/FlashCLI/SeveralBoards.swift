@@ -1,0 +1,174 @@
+import ArgumentParser
+import BoardTracking
+import FlashEngine
+import FlashLayout
+import Glibc
+import StationRecords
+import Timekeeping
+import USBModel
+import VirtualBoard
+
+extension FlashCommand {
+    /// The request for one board, from the command line's timeouts and options.
+    func flashRequest(plan: PartitionPlan, selection: BoardSelection) throws -> FlashRequest {
+        let timeouts = TransitionTimeouts(
+            romToTFA: .seconds(tfaTimeout), tfaReconnect: .seconds(tfaTimeout), tfaToUBoot: .seconds(ubootTimeout),
+            ubootReenumeration: .seconds(reenumerationTimeout), boardArrival: .seconds(waitTimeout),
+            lateArrivalGrace: .seconds(max(0, lateGrace)))
+        var request = FlashRequest(
+            plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
+            verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
+            ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
+        // Compressed Binaries and block maps: every board sends the same decoded, mapped bytes.
+        request.images = try images.prepare(plan: plan)
+        return request
+    }
+
+    /// `--port P --port Q …`, `--all`, `--simulate --boards N`: every board its own concurrent
+    /// flash on its own lease from one tracker, keyed by port; a board that fails or vanishes
+    /// ends only its own attempt. Exit 0 only when every board is done.
+    func flashSeveral(plan: PartitionPlan, clock: any FlashClock) async throws {
+        let mode: FlashOutputMode = json ? .json : Terminal.isInteractive(2) ? .interactive : .plain
+        let output = MultiBoardOutput(mode: mode)
+        var virtualBoards: [PortPath: VirtualBoard] = [:]
+        let bus: any USBBus
+        if simulate {
+            let base = try simulationConfiguration(plan)
+            for index in 1...boards {
+                var configuration = base
+                configuration.port = PortPath(bus: 1, ports: [1, index])
+                configuration.storageDirectory = simulationDirectory + "/\(configuration.port)"
+                mkdir(simulationDirectory, 0o755)
+                mkdir(configuration.storageDirectory, 0o755)
+                configuration.serial = String(base.serial.prefix(20)) + hex4(UInt16(index)).uppercased()
+                let board = VirtualBoard(configuration: configuration)
+                board.recordsTrace = false
+                virtualBoards[configuration.port] = board
+            }
+            bus = VirtualUSBBus(
+                clock: clock, boards: virtualBoards.keys.sorted(by: portOrder).map { virtualBoards[$0]! })
+        } else {
+            bus = try SystemBus.make()
+        }
+        let tracker = BoardTracker(bus: bus)
+        let store: RecordStore?
+        let fingerprint: LayoutFingerprint
+        let request: FlashRequest
+        do {
+            store = try db.map { try RecordLocation.open($0) }
+            fingerprint = try LayoutFingerprint(path: layout)
+            request = try flashRequest(plan: plan, selection: .any)
+        } catch {
+            Terminal.error("error: \(error)")
+            throw ExitCode.failure
+        }
+        let settings = BoardJobSettings(
+            tracker: tracker, layout: fingerprint, plan: plan, request: request,
+            store: store, status: nil, output: output, simulated: simulate)
+
+        let explicit = ports.compactMap(PortPath.init)
+        let initial: [PortPath]
+        if !explicit.isEmpty {
+            initial = explicit
+        } else if simulate {
+            initial = virtualBoards.keys.sorted(by: portOrder)
+        } else {
+            initial = try await tracker.devices()
+                .filter { $0.kind.family == .stm32mp && $0.kind.stage == .rom && !$0.leased }
+                .map(\.identity.port).sorted(by: portOrder)
+        }
+        if json {
+            output.json(
+                "start",
+                [
+                    "layout": .string(layout), "mode": .string(simulate ? "simulate" : "usb"),
+                    "ports": .array(initial.map { .string($0.description) }),
+                ])
+        } else {
+            output.line(
+                "Flashing \(layout) on \(initial.count) board(s)"
+                    + (all && !simulate ? " (and any that appear within \(Int(waitTimeout)) s)" : ""))
+        }
+        let watchForMore = all && !simulate
+        let boardsByPort = virtualBoards
+        let waitSeconds = waitTimeout
+        let outcomes = try await Interrupts.cancellingOnInterrupt {
+            await withTaskGroup(of: BoardOutcome.self) { group in
+                var started = Set<PortPath>()
+                for port in initial {
+                    started.insert(port)
+                    let job = BoardJob(settings: settings, port: port, virtualBoard: boardsByPort[port])
+                    group.addTask { await job.run() }
+                }
+                if watchForMore, let events = try? await bus.subscribe() {
+                    let deadline = bus.clock.now + .seconds(waitSeconds)
+                    while !Task.isCancelled, let event = try? await events.next(until: deadline) {
+                        guard event.action == .add, !started.contains(event.device.port) else { continue }
+                        let kind = tracker.families.classify(event.device)
+                        guard kind.family == .stm32mp, kind.stage == .rom else { continue }
+                        started.insert(event.device.port)
+                        let job = BoardJob(settings: settings, port: event.device.port, virtualBoard: nil)
+                        group.addTask { await job.run() }
+                    }
+                }
+                var outcomes: [BoardOutcome] = []
+                for await outcome in group { outcomes.append(outcome) }
+                return outcomes.sorted { portOrder($0.port, $1.port) }
+            }
+        }
+        for board in virtualBoards.values { board.storage.closeAll() }
+        report(outcomes, output: output)
+        if outcomes.isEmpty || outcomes.contains(where: { $0.result != .done }) { throw SeveralBoardsFailed() }
+    }
+
+    /// The summary table (text) or the last JSON line: `done` when every board is done, else `failed`.
+    func report(_ outcomes: [BoardOutcome], output: MultiBoardOutput) {
+        let done = outcomes.filter { $0.result == .done }.count
+        if json {
+            let boards: [JSONValue] = outcomes.map { outcome in
+                .object([
+                    "port": .string(outcome.port.description), "serial": outcome.serial.map { .string($0) } ?? .null,
+                    "result": .string(outcome.result.rawValue), "code": outcome.code.map { .string($0) } ?? .null,
+                    "seconds": .number((outcome.seconds * 1000).rounded() / 1000),
+                ])
+            }
+            let fields: [String: JSONValue] = [
+                "boards": .array(boards), "done": .number(Double(done)),
+                "failed": .number(Double(outcomes.count - done)),
+            ]
+            if done == outcomes.count && done > 0 {
+                output.json("done", fields)
+            } else {
+                output.json(
+                    "failed",
+                    fields.merging([
+                        "code": .string(outcomes.isEmpty ? "no-board" : "boards-failed"),
+                        "cause": .string(
+                            outcomes.isEmpty
+                                ? "no STM32MP board in the ROM code was found"
+                                : "\(outcomes.count - done) of \(outcomes.count) boards failed"),
+                    ]) { $1 })
+            }
+            return
+        }
+        output.line("")
+        output.line("PORT      SERIAL                    RESULT     CODE                    SECONDS")
+        func pad(_ text: String, _ width: Int) -> String {
+            text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+        }
+        for outcome in outcomes {
+            output.line(
+                pad(outcome.port.description, 10) + pad(outcome.serial ?? "–", 26) + pad(outcome.result.rawValue, 11)
+                    + pad(outcome.code ?? "", 24) + FlashOutput.formatSeconds(.seconds(outcome.seconds)))
+        }
+        output.line("\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : ""))
+    }
+}
+
+/// Port paths in the order of their numbers (`1-1.2` before `1-1.10`).
+func portOrder(_ a: PortPath, _ b: PortPath) -> Bool {
+    ([a.bus] + a.ports).lexicographicallyPrecedes([b.bus] + b.ports)
+}
+
+/// A several-boards run ended with a board not done; everything is reported already.
+struct SeveralBoardsFailed: Error {}
