@@ -226,8 +226,8 @@ private final class HeldBoard: Sendable {
     }
 
     func expectStorageHoldsTheLayout() async throws {
-        try await expectCardHoldsEveryPartition(
-            layout: examples + "/mp15-sdcard.tsv", image: storage + "/mmc0.img", in: directory)
+        try await expectStorageMatchesPlan(
+            examples + "/mp15-sdcard.tsv", storage: storage, device: "mmc0", in: directory)
     }
 }
 
