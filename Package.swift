@@ -82,7 +82,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            name: "MCUEngine", dependencies: ["BoardTracking", "DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
@@ -103,7 +103,8 @@ let package = Package(
         .target(
             name: "StationMonitor", dependencies: ["BoardTracking", "FlashEngine", "USBModel", prometheus],
             swiftSettings: strictSwift),
-        .target(name: "StatusServer", dependencies: ["StationMonitor", hummingbird], swiftSettings: strictSwift),
+        .target(
+            name: "StatusServer", dependencies: ["StationMonitor", hummingbird, logging], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(
@@ -203,7 +204,8 @@ let package = Package(
         .testTarget(
             name: "MCUTests",
             dependencies: [
-                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "BoardTracking", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU",
+                "USBModel",
                 "Timekeeping", "TestSupport",
             ],
             swiftSettings: strictSwift),

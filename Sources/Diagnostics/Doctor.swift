@@ -40,16 +40,30 @@ public enum Doctor {
     /// there is none.
     static func mcuBootloaders(_ environment: HostEnvironment) -> DoctorCheck? {
         let found = environment.boards.compactMap { board -> (SysfsBoard, MCUKind)? in
-            MCUKind.fromIdentity(
-                vendorID: board.vendorID, productID: board.productID, bcdDevice: 0, product: board.product
-            ).map { (board, $0) }
+            let identified = board.interfaceName.flatMap { name in
+                MCUKind.classify(
+                    vendorID: board.vendorID, productID: board.productID, bcdDevice: board.bcdDevice ?? 0,
+                    product: board.product, alternates: [name])
+            }
+            return
+                (identified
+                ?? MCUKind.fromIdentity(
+                    vendorID: board.vendorID, productID: board.productID, bcdDevice: board.bcdDevice ?? 0,
+                    product: board.product)).map { (board, $0) }
         }
         guard !found.isEmpty else { return nil }
         var details: [String] = []
         for (board, kind) in found {
-            details.append(
+            var line =
                 "\(board.port): \(kind.isApplication ? "an application's DFU (not ST's bootloader, docs/troubleshooting.md#mcu-app-dfu)" : "STM32 MCU system bootloader") \"\(board.product ?? "")\""
-            )
+            if case .systemBootloader(_, let version) = kind, board.bcdDevice != nil {
+                line += ", bootloader v\(MCUKind.versionText(version))"
+            }
+            // The sysfs interface string is the active alternate's name: alternate 0, the flash map.
+            if let id = board.interfaceName.flatMap({ MCUDeviceID.from(alternates: [$0]) }) {
+                line += ", device ID \(id) (\(id.series), from the memory map)"
+            }
+            details.append(line)
             if !kind.isApplication, MCUKind.isBootloaderProduct(board.product),
                 board.product?.hasPrefix("DFU in") == true
             {
@@ -130,8 +144,8 @@ public enum Doctor {
     }
 
     static func udevRule(_ environment: HostEnvironment) -> DoctorCheck {
-        let rules = environment.udevRules
-        let details = rules.map { "\($0.file):\($0.line): \($0.text)" }
+        let rules = environment.udevRules.filter { $0.covers(product: "df11") }
+        let details = environment.udevRules.map { "\($0.file):\($0.line): \($0.text)" }
         let install = "`sudo stm32mp-flash udev-rules --install`"
         if rules.isEmpty {
             if environment.container != nil {
@@ -157,7 +171,17 @@ public enum Doctor {
                 details: details,
                 fix: "prefer MODE=\"0660\" with TAG+=\"uaccess\" or a group: \(install)")
         }
-        return DoctorCheck(id: "udev-rule", status: .pass, summary: "a udev rule covers 0483:df11", details: details)
+        // U-Boot's fastboot gadget is another PID: without it `--transport fastboot` loses the board
+        // at the hand-off (libusb cannot open 0483:0afb).
+        guard environment.udevRules.contains(where: { $0.covers(product: "0afb") }) || environment.user.uid == 0 else {
+            return DoctorCheck(
+                id: "udev-rule", status: .warn,
+                summary: "the udev rules cover 0483:df11 but not 0483:0afb (U-Boot's fastboot)",
+                details: details,
+                fix: "`flash --transport fastboot|auto` could not open the board after the hand-off: \(install)")
+        }
+        return DoctorCheck(
+            id: "udev-rule", status: .pass, summary: "a udev rule covers 0483:df11 and 0483:0afb", details: details)
     }
 
     static func udevDaemon(_ environment: HostEnvironment) -> DoctorCheck {

@@ -152,10 +152,11 @@ public enum EnvironmentProbe {
         return rules
     }
 
-    /// A rule line that names vendor 0483 and product df11 (alone or in an `a|b` list).
+    /// A rule line that names vendor 0483 and product df11 or 0afb (alone or in an `a|b` list).
     static func ruleMatchesBoard(_ line: String) -> Bool {
         let lower = line.lowercased()
-        return lower.contains("\"0483\"") && lower.contains("idproduct") && lower.contains("df11")
+        return lower.contains("\"0483\"") && lower.contains("idproduct")
+            && (lower.contains("df11") || lower.contains("0afb"))
     }
 
     // MARK: Devices
@@ -189,7 +190,9 @@ public enum EnvironmentProbe {
                     serial: files.attribute(dir + "/serial"),
                     speed: USBSpeed(sysfsMbps: files.attribute(dir + "/speed") ?? ""), node: node,
                     nodeMode: status.map { $0.st_mode & 0o7777 },
-                    nodeGroup: status.map { groups[$0.st_gid] ?? String($0.st_gid) }, userCanOpen: canOpen))
+                    nodeGroup: status.map { groups[$0.st_gid] ?? String($0.st_gid) }, userCanOpen: canOpen,
+                    bcdDevice: files.attribute(dir + "/bcdDevice").flatMap { UInt16($0, radix: 16) },
+                    interfaceName: files.attribute(dir + "/" + name + ":1.0/interface")))
         }
         return boards.sorted { $0.port < $1.port }
     }

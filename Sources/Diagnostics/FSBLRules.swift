@@ -25,7 +25,8 @@ enum FSBLRules {
                     + (header.isSigned ? "signed" : "not signed"))
             if let board = rejection.board { evidence.append("the ROM's product string names an \(board)") }
             if let board = rejection.board, !image.chipHint.contains(board) {
-                cause = "The ROM refused the FSBL: its STM32 header \(version) is for \(fits), the board is an \(board)."
+                cause =
+                    "The ROM refused the FSBL: its STM32 header \(version) is for \(fits), the board is an \(board)."
                 steps = [
                     "Use the FlashLayout and TF-A built for this board's chip (\(board)).",
                     "`stm32mp-flash check --soc \(socOption(board)) <layout>` checks this offline.",
@@ -36,7 +37,8 @@ enum FSBLRules {
                         ? "the file is \(image.missingPayloadBytes) bytes short of the length its header announces"
                         : "the payload's byte sum is 0x\(String(image.computedChecksum ?? 0, radix: 16, uppercase: true)), the header says 0x\(String(header.checksum, radix: 16, uppercase: true))"
                 )
-                cause = "The ROM refused the FSBL: its payload does not match the STM32 header's checksum (a truncated or modified file)."
+                cause =
+                    "The ROM refused the FSBL: its payload does not match the STM32 header's checksum (a truncated or modified file)."
                 steps = [
                     "Copy or build the TF-A image again; do not edit a .stm32 file after it is made (re-run `stm32image`/`mkimage` if you must).",
                     "Run `stm32mp-flash check <layout>`: it verifies the checksum before any run.",

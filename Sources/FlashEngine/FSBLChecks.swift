@@ -1,5 +1,5 @@
-public import BootImages
 import BoardTracking
+public import BootImages
 public import DFU
 import FlashLayout
 import USBModel
@@ -53,7 +53,8 @@ public struct FSBLChipMismatch: Sendable, Hashable, CustomStringConvertible {
     /// The ROM's product string the board's chip was read from.
     public var product: String
 
-    public init(path: String, header: STM32ImageHeader.Version, fits: [ChipFamily], board: ChipFamily, product: String) {
+    public init(path: String, header: STM32ImageHeader.Version, fits: [ChipFamily], board: ChipFamily, product: String)
+    {
         self.path = path
         self.header = header
         self.fits = fits

@@ -37,6 +37,9 @@ class Firmware: DFUBackend {
     func dfuError(alternate: UInt8, message: String) {}
     func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult { .failed }
     func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)? { nil }
+    func dfuDataBlockArriving(alternate: UInt8, block: UInt16) {
+        board.dataBlockObserver?(advertisedPhase(alternate) ?? 0xFF, Int(block))
+    }
 }
 
 /// The STM32 image header magic `STM2`.
@@ -122,10 +125,13 @@ final class ROMFirmware: Firmware {
             return "STM32 header: \(error)"
         }
         guard header.candidateFamilies.contains(soc.family) else {
-            return "header for \(header.candidateFamilies.map(\.description).joined(separator: "/")), chip \(soc.family)"
+            return
+                "header for \(header.candidateFamilies.map(\.description).joined(separator: "/")), chip \(soc.family)"
         }
         let end = header.headerLength + Int(header.imageLength)
-        guard image.count >= end else { return "payload \(image.count - header.headerLength) of \(header.imageLength) bytes" }
+        guard image.count >= end else {
+            return "payload \(image.count - header.headerLength) of \(header.imageLength) bytes"
+        }
         guard STM32ImageHeader.checksum(of: image[header.headerLength..<end]) == header.checksum else {
             return "checksum"
         }

@@ -1,4 +1,5 @@
 import BootImages
+
 /// Small, well-formed boot images for demos, benchmarks and tests of the virtual board: the board
 /// checks headers (FIP ToC, STM32 magic), not what the code inside does.
 public enum SampleImages {

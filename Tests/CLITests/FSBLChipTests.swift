@@ -15,7 +15,8 @@ struct FSBLChipTests {
         examples = try CLIExamples.directory()
     }
 
-    @Test("an MP13 or MP25 layout on the virtual MP15 fails with fsbl-wrong-chip, exit 1, nothing written",
+    @Test(
+        "an MP13 or MP25 layout on the virtual MP15 fails with fsbl-wrong-chip, exit 1, nothing written",
         arguments: [("mp13-sdcard", "STM32MP13"), ("mp25-sdcard", "STM32MP2")])
     func flashRefusesAnotherChip(layout: String, chip: String) throws {
         let directory = try TemporaryDirectory()
@@ -28,7 +29,8 @@ struct FSBLChipTests {
         #expect(failed.contains(#""stage":"rom""#) && failed.contains(#""phase":"0x01""#), "\(failed)")
         #expect(failed.contains("but the board is an STM32MP15; nothing was sent"), "\(failed)")
         #expect(failed.contains(chip), "\(failed)")
-        #expect(!result.standardOutput.contains(#""event":"phase-start""#), "no phase may start: \(result.standardOutput)")
+        #expect(
+            !result.standardOutput.contains(#""event":"phase-start""#), "no phase may start: \(result.standardOutput)")
         // The storage the layout would program is untouched: its image holds no data block at all.
         var info = stat()
         #expect(stat(directory.file("mmc0.img"), &info) == 0)
@@ -44,9 +46,12 @@ struct FSBLChipTests {
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
     }
 
-    @Test("check --soc reports an FSBL header for another chip as an error, offline",
-        arguments: [("mp13-sdcard", "mp15", true), ("mp15-sdcard", "mp13", true), ("mp25-sdcard", "mp13", true),
-            ("mp13-sdcard", "mp13", false), ("mp25-sdcard", "mp25", false), ("mp15-sdcard", "mp15", false)])
+    @Test(
+        "check --soc reports an FSBL header for another chip as an error, offline",
+        arguments: [
+            ("mp13-sdcard", "mp15", true), ("mp15-sdcard", "mp13", true), ("mp25-sdcard", "mp13", true),
+            ("mp13-sdcard", "mp13", false), ("mp25-sdcard", "mp25", false), ("mp15-sdcard", "mp15", false),
+        ])
     func checkSoC(layout: String, soc: String, mismatch: Bool) throws {
         let result = try tool.run(["check", "--soc", soc, "\(examples)/\(layout).tsv"])
         #expect(result.standardOutput.contains("[fsbl-wrong-chip]") == mismatch, "\(result.standardOutput)")

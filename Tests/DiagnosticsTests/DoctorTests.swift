@@ -1,6 +1,7 @@
 import Diagnostics
 import Foundation
 import Testing
+import USBModel
 
 @Suite("Doctor checklist")
 struct DoctorTests {
@@ -48,6 +49,30 @@ struct DoctorTests {
         #expect(!mcu.details.contains { $0.hasPrefix("1-2") })
     }
 
+    @Test("doctor names an MCU bootloader's version and device ID from sysfs (bcdDevice, interface string)")
+    func mcuDeviceIDFromSysfs() throws {
+        let root = try healthyRoot()
+        try root.addUSBDevice(port: "1-5", busnum: 1, devnum: 12, productString: "STM32  BOOTLOADER", speed: "12")
+        try root.write("/sys/bus/usb/devices/1-5/bcdDevice", "2200\n")
+        try root.write(
+            "/sys/bus/usb/devices/1-5/1-5:1.0/interface", "@Internal Flash  /0x08000000/04*032Kg,01*128Kg,03*256Kg\n")
+        // An H7 (a series the tool recognises by its map but does not model).
+        try root.addUSBDevice(port: "1-6", busnum: 1, devnum: 13, productString: "DFU in FS Mode", speed: "12")
+        try root.write("/sys/bus/usb/devices/1-6/bcdDevice", "0200\n")
+        try root.write("/sys/bus/usb/devices/1-6/1-6:1.0/interface", "@Internal Flash   /0x08000000/16*128Kg\n")
+        let environment = EnvironmentProbe.detect(root: root.path, user: user)
+        #expect(environment.boards.first { $0.port.description == "1-5" }?.bcdDevice == 0x2200)
+        let mcu = try #require(Doctor.checks(environment).first { $0.id == "mcu-bootloaders" })
+        #expect(
+            mcu.details.contains {
+                $0.hasPrefix("1-5: STM32 MCU system bootloader \"STM32  BOOTLOADER\", bootloader v2.2")
+                    && $0.contains("device ID 0x449 (STM32F74x/75x, from the memory map)")
+            }, "\(mcu.details)")
+        #expect(mcu.details.contains { $0.hasPrefix("1-6:") && $0.contains("device ID 0x450 (STM32H74x/75x") })
+        let json = String(decoding: try JSONEncoder().encode(environment), as: UTF8.self)
+        #expect(json.contains("\"interfaceName\":\"@Internal Flash   \\/0x08000000\\/16*128Kg\""), "\(json)")
+    }
+
     @Test func missingRuleAndUnopenableNodeFail() throws {
         let root = try healthyRoot()
         try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
@@ -74,6 +99,29 @@ struct DoctorTests {
         let checks = Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user))
         #expect(status(checks, "udev-rule") == .warn)
         #expect(checks.first { $0.id == "udev-rule" }?.summary.contains("99-late.rules") == true)
+    }
+
+    /// A rule written for DFU only (as ST's and older tools install) lets the DFU stages open but
+    /// not U-Boot's fastboot gadget: the fast path would lose the board at the hand-off.
+    @Test func ruleWithoutTheFastbootPIDWarnsAndNamesIt() throws {
+        let root = try healthyRoot()
+        try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
+        try root.write(
+            "/etc/udev/rules.d/60-dfu.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="df11", MODE="0660", TAG+="uaccess""# + "\n")
+        var check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "udev-rule" })
+        #expect(check.status == .warn)
+        #expect(check.summary == "the udev rules cover 0483:df11 but not 0483:0afb (U-Boot's fastboot)")
+        #expect(check.fix?.contains("udev-rules --install") == true)
+        // A second line for 0afb (as `udev-rules` writes) makes it pass.
+        try root.write(
+            "/etc/udev/rules.d/61-fastboot.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="0afb", MODE="0660", TAG+="uaccess""# + "\n")
+        check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "udev-rule" })
+        #expect(check.status == .pass)
+        #expect(check.details.count == 2)
     }
 
     @Test func noBoardAndNoUdevdWarnButDoNotFail() throws {

@@ -210,7 +210,8 @@ struct FaultTests {
         let bytes: [UInt8]
         switch image {
         case "v2 header": bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
-        case "v2 header for MP13": bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
+        case "v2 header for MP13":
+            bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
         case "v1 header": bytes = STM32ImageHeader.wrap(payload: payload, version: .v1)
         case "checksum":
             var wrapped = STM32ImageHeader.wrap(payload: payload, version: .v1)
