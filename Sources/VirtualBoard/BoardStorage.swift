@@ -120,7 +120,9 @@ public final class BoardStorage {
             if error == .noSuchFileOrDirectory {
                 throw StorageError(
                     path: directory,
-                    reason: "cannot be created: its parent folder '\(parent.isEmpty ? "/" : parent)' does not exist (\(error))")
+                    reason:
+                        "cannot be created: its parent folder '\(parent.isEmpty ? "/" : parent)' does not exist (\(error))"
+                )
             }
             throw StorageError(path: directory, reason: "cannot be created: \(error)")
         }

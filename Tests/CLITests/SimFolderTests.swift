@@ -52,7 +52,8 @@ struct SimFolderTests {
         let mount = try TmpfsMount(options: "ro,size=1m")
         defer { mount.unmount() }
         try expectHostFile(
-            folder: mount.path + "/board", path: mount.path + "/board", reason: "cannot be created: Read-only file system")
+            folder: mount.path + "/board", path: mount.path + "/board",
+            reason: "cannot be created: Read-only file system")
         try expectHostFile(folder: mount.path, path: mount.path, reason: "is not writable: Read-only file system")
     }
 

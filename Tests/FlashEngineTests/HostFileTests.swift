@@ -26,7 +26,9 @@ struct HostFileTests {
         let (rig, copy) = try rig()
         let path = try #require(rig.plan.files[0x10]?.path)
         try FileManager.default.removeItem(atPath: path)
-        if change == "is a directory" { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) }
+        if change == "is a directory" {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        }
         do {
             _ = try await rig.run()
             Issue.record("flashed although \(path) \(change)")
