@@ -29,6 +29,30 @@ import Testing
         try await expectStorageMatchesPlan(layout, storage: storage, device: "mmc0", in: directory)
     }
 
+    /// Issue 9 item 6: ST's legacy TF-A on MP13 enumerates with the ROM's own product string. The
+    /// tool asks GetPhase instead of taking it for a ROM that restarted (`fsbl-not-started`), and
+    /// the flash completes.
+    @Test func tfaWithTheROMsProductStringIsAskedGetPhase() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let flash = try builtExecutable("stm32mp-flash")
+        let examples = try await makeExamples(in: directory)
+        let storage = directory.file("storage")
+        try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
+        let layout = examples + "/mp13-sdcard.tsv"
+        let result = try await run(
+            try builtExecutable("stm32mp-board-emulator"),
+            ["--soc", "mp13", "--tfa", "stLegacy", "--storage", storage, "--", flash, "flash", "--json", layout],
+            in: directory, timeout: 240)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        let events = try result.lines.map { try JSONDecoder().decode(IdentityEvent.self, from: Data($0.utf8)) }
+        #expect(events.last?.event == "done", "\(result.stdout)")
+        let rom = try #require(events.first { $0.event == "board" })
+        // The first re-enumeration is TF-A, with the ROM's string: the case this test is about.
+        let tfa = try #require(events.first { $0.event == "reenumeration" })
+        #expect(tfa.product == rom.product, "\(result.stdout)")
+        try await expectStorageMatchesPlan(layout, storage: storage, device: "mmc0", in: directory)
+    }
+
     /// `serial-changes`: the ROM says 000000000000 and the later stages the chip UID, each time
     /// on the same port. The run follows the board by its port and the JSON events show the new
     /// identity.
