@@ -541,6 +541,7 @@ public final class Flasher: Sendable {
             let emit = flasher.emit
             let stage = FastbootStage(
                 client: FastbootClient(transport: bulk), plan: plan, fastboot: fastbootPlan,
+                images: flasher.request.images,
                 expectedSerial: previousSerial, clock: clock, emit: emit,
                 note: { text in
                     recorder.add(.note(text, stage: .fastboot))
