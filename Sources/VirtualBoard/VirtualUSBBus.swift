@@ -415,6 +415,11 @@ extension VirtualUSBBus {
     }
 }
 
+/// A port reset on the virtual bus: the board's device sees a bus reset.
+extension VirtualControlTransport: USBPortResetting {
+    func resetPort() async throws { bus.resetPort(board.port) }
+}
+
 /// Bulk transfers on the virtual bus go to a `USBBulkDeviceModel` (the fastboot gadget).
 extension VirtualControlTransport: USBBulkTransport {
     func claimBulk(interface: UInt8, outEndpoint: UInt8, inEndpoint: UInt8) async throws {
