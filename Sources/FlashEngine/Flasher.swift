@@ -115,16 +115,22 @@ public final class Flasher: Sendable {
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
-            if case .cancelled = failure.reason { await run.leaveUsable() }
-            if case .scriptRejected(let message) = failure.reason, request.transport == .auto,
-                await run.resetAfterRejectedScript(message)
-            {
-                // The ROM is back: the whole run again, over DFU, on the same lease and timeline.
-                var again = request
-                again.transport = .dfu
-                return try await Flasher(retrying: self, lease: lease, request: again).run()
+            if case .scriptRejected(let message) = failure.reason, request.transport == .auto {
+                if await run.resetAfterRejectedScript(message) {
+                    // The ROM is back: the whole run again, over DFU, on the same lease and timeline.
+                    var again = request
+                    again.transport = .dfu
+                    return try await Flasher(retrying: self, lease: lease, request: again).run()
+                }
+            } else {
+                guard case .cancelled = failure.reason else { throw failure }
+                await run.leaveUsable()
             }
-            throw failure
+            // The same failure, with what the cleanup (or the reset) did in its timeline (the
+            // diagnosis reads it).
+            throw FlashFailure(
+                failure.reason, stage: failure.stage, phase: failure.phase, timeline: run.recorder.entries,
+                position: failure.position)
         } catch is CancellationError {
             await run.leaveUsable()
             throw run.failure(.cancelled)
@@ -384,7 +390,7 @@ public final class Flasher: Sendable {
             accepted.withLock { $0 = restart }
             flasher.emit(.phaseStarted(phase: id, name: input.name, bytes: total, stage: stage))
             recorder.add(.sendStarted(phase: id, name: input.name, bytes: total, stage: stage))
-            if restart > 0 { recorder.add(.note("\(phaseHex(id)) continues from byte \(restart)", stage: stage)) }
+            if restart > 0 { recorder.add(.restartedAt(phase: id, offset: restart, stage: stage)) }
             let accepted = self.accepted
             let report = try await transferring(id, total: total) { progress in
                 try input.source.hashPrefix(upTo: restart)
