@@ -82,7 +82,7 @@ let package = Package(
             ],
             swiftSettings: strictSwift),
         .target(
-            name: "MCUEngine", dependencies: ["DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
+            name: "MCUEngine", dependencies: ["BoardTracking", "DfuSe", "MCUImages", "DFU", "USBModel", "Timekeeping"],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualMCU", dependencies: ["DfuSe", "DFU", "USBModel", systemPackage], swiftSettings: strictSwift),
@@ -203,7 +203,8 @@ let package = Package(
         .testTarget(
             name: "MCUTests",
             dependencies: [
-                "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU", "USBModel",
+                "BoardTracking", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU", "VirtualBoard", "Diagnostics", "DFU",
+                "USBModel",
                 "Timekeeping", "TestSupport",
             ],
             swiftSettings: strictSwift),

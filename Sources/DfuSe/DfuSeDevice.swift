@@ -63,6 +63,11 @@ package final class DfuSeDevice: Sendable {
         DfuSeDevice(dfu: try await DFUDevice.open(transport, clock: clock, timeouts: timeouts), clock: clock)
     }
 
+    /// A DFU device already opened (by a board lease) spoken to as DfuSe.
+    package convenience init(opened dfu: DFUDevice, clock: any FlashClock) {
+        self.init(dfu: dfu, clock: clock)
+    }
+
     package var identity: USBDeviceIdentity { dfu.identity }
     package var alternates: [DFUAlternate] { dfu.alternates }
     /// Every control transfer so far, the opening descriptor reads included.
@@ -331,7 +336,7 @@ package final class DfuSeDevice: Sendable {
 
 extension Task where Success == Never, Failure == Never {
     /// Cancellation as a typed DfuSe failure of `step`.
-    static func checkCancellationAsFailure(_ step: DfuSeFailure.Step) throws(DfuSeFailure) {
+    package static func checkCancellationAsFailure(_ step: DfuSeFailure.Step) throws(DfuSeFailure) {
         if Task.isCancelled {
             throw DfuSeFailure(
                 step, DFUError(.malformed("the run was cancelled"), operation: "\(step)"), cancelled: true)

@@ -241,12 +241,13 @@ extension MCUFamily {
     package static func named(_ id: String) -> MCUFamily? { all.first { $0.id == id } }
 
     /// Flash strings of families we recognise but do not model (so `list` still names them).
-    static let otherFlashStrings: [(prefix: String, name: String)] = [
-        ("04*016Kg,01*064Kg,07*128Kg", "STM32F405/407/415/417"),
-        ("04*016Kg,01*064Kg,03*128Kg", "STM32F72x/73x"),
-        ("04*016Kg,01*064Kg,01*128Kg", "STM32F401/411"),
-        ("16*128Kg", "STM32H74x/75x"),
-        ("08*128Kg", "STM32H72x/73x/H750"),
+    /// The device ID where the map names one line (AN2606); nil where lines share the map.
+    static let otherFlashStrings: [(prefix: String, name: String, deviceID: UInt16?)] = [
+        ("04*016Kg,01*064Kg,07*128Kg", "STM32F405/407/415/417", 0x413),
+        ("04*016Kg,01*064Kg,03*128Kg", "STM32F72x/73x", 0x452),
+        ("04*016Kg,01*064Kg,01*128Kg", "STM32F401/411", nil),
+        ("16*128Kg", "STM32H74x/75x", 0x450),
+        ("08*128Kg", "STM32H72x/73x/H750", nil),
     ]
 
     /// What the user should know about a series the tool cannot see over DFU (H7 supply lock-up),
@@ -273,5 +274,42 @@ extension MCUFamily {
     /// A series name for flash maps the tool does not model (nil when unknown).
     package static func seriesName(flashString: String) -> String? {
         otherFlashStrings.first { flashString.contains($0.prefix) }?.name
+    }
+}
+
+/// The DBGMCU_IDCODE device ID of an MCU in its bootloader (`0x449` for STM32F74x/75x), and where
+/// the tool learnt it. The bootloaders do not let DBGMCU_IDCODE be uploaded (F4 refuses the read,
+/// F7 hangs: the register takes 32-bit accesses only, ST community threads), so the ID comes from
+/// the alternates' memory map, which names one product line (AN2606 device IDs).
+package struct MCUDeviceID: Sendable, Hashable, CustomStringConvertible {
+    package enum Source: String, Sendable, Hashable {
+        /// The flash (and option-byte) map matched a family of the table.
+        case memoryMap = "memory-map"
+    }
+
+    package var value: UInt16
+    /// The product line the ID stands for (`STM32F74x/75x`).
+    package var series: String
+    package var source: Source
+
+    package init(value: UInt16, series: String, source: Source) {
+        self.value = value
+        self.series = series
+        self.source = source
+    }
+
+    /// `0x449`.
+    package var description: String { "0x" + String(value, radix: 16, uppercase: true) }
+
+    /// From the alternates' names; nil when the map does not name one line.
+    package static func from(alternates: [String]) -> MCUDeviceID? {
+        if let family = MCUFamily.identify(alternates: alternates) {
+            return MCUDeviceID(value: family.deviceID, series: family.name, source: .memoryMap)
+        }
+        guard let flash = alternates.first(where: { $0.contains("Internal Flash") }),
+            let line = MCUFamily.otherFlashStrings.first(where: { flash.contains($0.prefix) }),
+            let value = line.deviceID
+        else { return nil }
+        return MCUDeviceID(value: value, series: line.name, source: .memoryMap)
     }
 }

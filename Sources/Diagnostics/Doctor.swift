@@ -40,16 +40,30 @@ public enum Doctor {
     /// there is none.
     static func mcuBootloaders(_ environment: HostEnvironment) -> DoctorCheck? {
         let found = environment.boards.compactMap { board -> (SysfsBoard, MCUKind)? in
-            MCUKind.fromIdentity(
-                vendorID: board.vendorID, productID: board.productID, bcdDevice: 0, product: board.product
-            ).map { (board, $0) }
+            let identified = board.interfaceName.flatMap { name in
+                MCUKind.classify(
+                    vendorID: board.vendorID, productID: board.productID, bcdDevice: board.bcdDevice ?? 0,
+                    product: board.product, alternates: [name])
+            }
+            return
+                (identified
+                ?? MCUKind.fromIdentity(
+                    vendorID: board.vendorID, productID: board.productID, bcdDevice: board.bcdDevice ?? 0,
+                    product: board.product)).map { (board, $0) }
         }
         guard !found.isEmpty else { return nil }
         var details: [String] = []
         for (board, kind) in found {
-            details.append(
+            var line =
                 "\(board.port): \(kind.isApplication ? "an application's DFU (not ST's bootloader, docs/troubleshooting.md#mcu-app-dfu)" : "STM32 MCU system bootloader") \"\(board.product ?? "")\""
-            )
+            if case .systemBootloader(_, let version) = kind, board.bcdDevice != nil {
+                line += ", bootloader v\(MCUKind.versionText(version))"
+            }
+            // The sysfs interface string is the active alternate's name: alternate 0, the flash map.
+            if let id = board.interfaceName.flatMap({ MCUDeviceID.from(alternates: [$0]) }) {
+                line += ", device ID \(id) (\(id.series), from the memory map)"
+            }
+            details.append(line)
             if !kind.isApplication, MCUKind.isBootloaderProduct(board.product),
                 board.product?.hasPrefix("DFU in") == true
             {

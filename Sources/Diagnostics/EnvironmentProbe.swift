@@ -189,7 +189,9 @@ public enum EnvironmentProbe {
                     serial: files.attribute(dir + "/serial"),
                     speed: USBSpeed(sysfsMbps: files.attribute(dir + "/speed") ?? ""), node: node,
                     nodeMode: status.map { $0.st_mode & 0o7777 },
-                    nodeGroup: status.map { groups[$0.st_gid] ?? String($0.st_gid) }, userCanOpen: canOpen))
+                    nodeGroup: status.map { groups[$0.st_gid] ?? String($0.st_gid) }, userCanOpen: canOpen,
+                    bcdDevice: files.attribute(dir + "/bcdDevice").flatMap { UInt16($0, radix: 16) },
+                    interfaceName: files.attribute(dir + "/" + name + ":1.0/interface")))
         }
         return boards.sorted { $0.port < $1.port }
     }

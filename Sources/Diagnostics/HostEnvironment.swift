@@ -187,12 +187,18 @@ public struct SysfsBoard: Codable, Sendable, Hashable {
     public var nodeMode: UInt32?
     public var nodeGroup: String?
     public var userCanOpen: Bool
+    /// `bcdDevice` (an MCU bootloader's version is its MSB); nil when sysfs lacks it.
+    public var bcdDevice: UInt16?
+    /// The first interface's `interface` string (the active alternate's name: an MCU's flash map).
+    public var interfaceName: String?
 
     public init(
         port: PortPath, vendorID: UInt16, productID: UInt16, product: String? = nil, serial: String? = nil,
         speed: USBSpeed = .high, node: String, nodeMode: UInt32? = nil, nodeGroup: String? = nil,
-        userCanOpen: Bool
+        userCanOpen: Bool, bcdDevice: UInt16? = nil, interfaceName: String? = nil
     ) {
+        self.bcdDevice = bcdDevice
+        self.interfaceName = interfaceName
         self.port = port
         self.vendorID = vendorID
         self.productID = productID
@@ -254,5 +260,7 @@ extension SysfsBoard {
         try container.encode(nodeMode, forKey: .nodeMode)
         try container.encode(nodeGroup, forKey: .nodeGroup)
         try container.encode(userCanOpen, forKey: .userCanOpen)
+        try container.encode(bcdDevice, forKey: .bcdDevice)
+        try container.encode(interfaceName, forKey: .interfaceName)
     }
 }

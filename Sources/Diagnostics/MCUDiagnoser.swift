@@ -50,6 +50,11 @@ package enum MCUDiagnoser {
             return Diagnosis(
                 code: .protocolError, cause: failure.description, evidence: evidence,
                 nextSteps: ["Check the file and the addresses against `stm32mp-flash mcu info`."])
+        case .leasedElsewhere(let port):
+            return Diagnosis(
+                code: .boardBusy, cause: DiagnosisCode.boardBusy.summary,
+                evidence: evidence + ["port \(port) is leased by another job of this process"],
+                nextSteps: ["Wait for the other job to finish, or choose another MCU with --port."])
         case .notBack(let step):
             return Diagnosis(
                 code: .disconnected, cause: "The MCU did not come back on USB after \(step).", evidence: evidence,

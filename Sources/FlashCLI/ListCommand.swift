@@ -91,7 +91,9 @@ struct DeviceReport: Codable {
         // An MCU's DFU (the stm32-mcu family): what DfuSe knows of it, for people and scripts.
         let names = alternates?.compactMap(\.name)
         if kind.family == .stm32MCU, let mcuKind = MCUKind.of(identity, alternates: names ?? []) {
-            let report = MCUDeviceReport(mcuKind, flashString: names?.first { $0.contains("Internal Flash") })
+            let report = MCUDeviceReport(
+                mcuKind, flashString: names?.first { $0.contains("Internal Flash") },
+                deviceID: names.flatMap(MCUDeviceID.from(alternates:)))
             mcu = report
             stageName = mcuKind.displayName(series: report.series)
         }
@@ -104,6 +106,7 @@ struct DeviceReport: Codable {
         // The strings are the device's choice: shown escaped and shortened, never raw.
         line += "  serial \(TerminalText.field(serial ?? "?", limit: 40))  \(speed.rawValue) speed"
         if family != BoardFamilyName.stm32mp.rawValue, let product { line += "  \"\(TerminalText.field(product))\"" }
+        if let id = mcu?.deviceID { line += "\n    device ID \(id) (from the memory map)" }
         for note in mcu?.notes ?? [] { line += "\n    note: \(note)" }
         for alt in alternates ?? [] {
             line += "\n    alt \(alt.alternate): \(alt.name.map { TerminalText.field($0) } ?? "(name unreadable)")"
@@ -124,8 +127,14 @@ struct MCUDeviceReport: Codable {
     var bootloaderVersion: String?
     /// What to read for this series (H5 OBK, H7 SMPS/LDO).
     var notes: [String]
+    /// DBGMCU_IDCODE device ID (`0x449`) from the memory map; null when the map names no one line.
+    var deviceID: String?
+    /// Where the device ID came from (`memory-map`); null with it.
+    var deviceIDSource: String?
 
-    init(_ kind: MCUKind, flashString: String?) {
+    init(_ kind: MCUKind, flashString: String?, deviceID id: MCUDeviceID? = nil) {
+        deviceID = id?.description
+        deviceIDSource = id?.source.rawValue
         self.kind = kind.name
         family = kind.family?.id
         series = kind.family?.name ?? flashString.flatMap(MCUFamily.seriesName(flashString:))
@@ -133,7 +142,7 @@ struct MCUDeviceReport: Codable {
         notes = (kind.family?.notes ?? []) + (flashString.map(MCUFamily.seriesNotes(flashString:)) ?? [])
     }
 
-    enum CodingKeys: String, CodingKey { case kind, family, series, bootloaderVersion, notes }
+    enum CodingKeys: String, CodingKey { case kind, family, series, bootloaderVersion, notes, deviceID, deviceIDSource }
 
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -142,6 +151,8 @@ struct MCUDeviceReport: Codable {
         try container.encode(series, forKey: .series)
         try container.encode(bootloaderVersion, forKey: .bootloaderVersion)
         try container.encode(notes, forKey: .notes)
+        try container.encode(deviceID, forKey: .deviceID)
+        try container.encode(deviceIDSource, forKey: .deviceIDSource)
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BoardTracking
 import DfuSe
 import Diagnostics
 import FoundationEssentials
@@ -19,7 +20,7 @@ struct MCUCommand: AsyncParsableCommand {
         abstract: "Program STM32 microcontrollers in their USB DFU system bootloader (DfuSe, AN3156).",
         discussion: """
             MCU bootloaders enumerate as 0483:df11 like the STM32MP stages; these commands speak ST's \
-            DfuSe extensions to them. See docs/mcu.md. Exit status: 0 done, 1 failed, 2 usage errors.
+            DfuSe extensions to them. See docs/mcu.md. Exit status: 0 done, 1 failed, 2 usage errors, 130/143 stopped by SIGINT/SIGTERM.
             """,
         subcommands: [
             MCUInfoCommand.self, MCUWriteCommand.self, MCUReadCommand.self, MCUEraseCommand.self,
@@ -64,6 +65,11 @@ struct MCUOptions: ParsableArguments {
     @Flag(help: "Print JSON Lines events instead of text (docs/json.md).")
     var json = false
 
+    @Flag(
+        name: .shortAndLong,
+        help: "No progress or step lines; only the result data, warnings, errors and the diagnosis.")
+    var quiet = false
+
     func validate() throws {
         if port != nil && serial != nil { throw ValidationError("give --port or --serial, not both") }
         if let port, PortPath(port) == nil {
@@ -84,19 +90,22 @@ struct MCUOptions: ParsableArguments {
     }
 }
 
-/// Runs one MCU command: the bus (real or virtual), the output, the diagnosis on failure and the
-/// final `done`/`failed` line.
+/// Runs one MCU command: the bus (real or virtual) and the process's board tracker, the output,
+/// the diagnosis on failure and the final `done`/`failed` line.
 struct MCURunner {
     let options: MCUOptions
     let command: String
     let output: FlashOutput
     private(set) var virtual: VirtualMCU?
     let bus: any USBBus
+    /// One tracker per process: the command takes its MCU through a lease, like `flash` its board.
+    let tracker: BoardTracker
 
     init(_ options: MCUOptions, command: String) throws {
         self.options = options
         self.command = command
-        output = FlashOutput(mode: options.json ? .json : Terminal.isInteractive(1) ? .interactive : .plain)
+        output = FlashOutput(
+            mode: options.json ? .json : Terminal.isInteractive(1) ? .interactive : .plain, quiet: options.quiet)
         if options.simulate {
             let family = MCUFamily.named(options.mcu)!
             let configuration = MCUConfiguration(
@@ -112,10 +121,11 @@ struct MCURunner {
         } else {
             bus = try SystemBus.make()
         }
+        tracker = BoardTracker(bus: bus)
     }
 
     func session() -> MCUSession {
-        var session = MCUSession(bus: bus, selection: options.selection) { [output] event in
+        var session = MCUSession(tracker: tracker, selection: options.selection) { [output] event in
             MCURunner.render(event, output)
         }
         session.arrivalTimeout = .milliseconds(Int64(options.waitTimeout * 1000))
@@ -141,9 +151,28 @@ struct MCURunner {
         }
         let session = session()
         let start = bus.clock.now
+        let json = options.json
+        let forcedExit: @Sendable (Int32) -> Void = { [output, command] _ in
+            if json {
+                output.json(
+                    "failed",
+                    [
+                        "code": .string(DiagnosisCode.cancelled.rawValue),
+                        "cause": .string(DiagnosisCode.cancelled.summary),
+                        "error": .string("cancelled (second signal: exit at once)"), "operation": .string(command),
+                    ])
+            } else {
+                Terminal.error("cancelled (second signal): the MCU may be left with sectors erased or half written")
+            }
+        }
         do {
-            var fields = try await Interrupts.cancellingOnInterrupt { () async throws -> [String: JSONValue] in
+            var fields = try await Interrupts.cancellingOnInterrupt(onForcedExit: forcedExit) {
+                () async throws -> [String: JSONValue] in
                 do { return try await body(session) } catch { throw error }
+            }
+            // A signal never ends in success, even when the last step had already finished.
+            if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
+                throw MCUFailure(.cancelled, facts: MCUFacts(), operation: command)
             }
             if let failures = virtual?.hostFailures, !failures.isEmpty {
                 Terminal.error("error: " + failures.joined(separator: "; "))
@@ -153,13 +182,21 @@ struct MCURunner {
             if options.json { output.json("done", fields) }
         } catch let failure as MCUFailure {
             report(failure)
-            throw ExitCode.failure
+            throw Self.exitCode(failure)
         } catch let exit as ExitCode {
             throw exit
         } catch {
-            report(MCUFailure(.cancelled, facts: MCUFacts(), operation: command))
-            throw ExitCode.failure
+            let failure = MCUFailure(.cancelled, facts: MCUFacts(), operation: command)
+            report(failure)
+            throw Self.exitCode(failure)
         }
+    }
+
+    /// 130 (SIGINT) or 143 (SIGTERM) when a signal stopped the command, 1 for any other failure.
+    static func exitCode(_ failure: MCUFailure) -> ExitCode {
+        let signal = Interrupts.received.load(ordering: .sequentiallyConsistent)
+        if case .cancelled = failure.kind, signal != 0 { return ExitCode(Interrupts.exitStatus(for: signal)) }
+        return .failure
     }
 
     func report(_ failure: MCUFailure) {
@@ -177,7 +214,7 @@ struct MCURunner {
             } else {
                 Terminal.error("error: \(failure.description)")
                 if let advice = MCUDiagnoser.advisory(failure.facts) {
-                    output.line(TerminalText.escaped(advice.text, keepNewlines: true))
+                    output.important(TerminalText.escaped(advice.text, keepNewlines: true))
                 }
             }
             return
@@ -193,9 +230,9 @@ struct MCURunner {
                     "error": .string(failure.description), "operation": .string(failure.operation),
                 ])
         } else {
-            output.line("")
-            output.line(output.style(.red, "error: ") + failure.description)
-            output.line(TerminalText.escaped(diagnosis.text, keepNewlines: true))
+            output.important("")
+            output.important(output.style(.red, "error: ") + failure.description)
+            output.important(TerminalText.escaped(diagnosis.text, keepNewlines: true))
         }
     }
 
@@ -364,14 +401,22 @@ struct MCUInfoCommand: AsyncParsableCommand {
         fields["expectedSerial"] = facts.expectedSerial.map { .string($0) } ?? .null
         fields["serialMatchesUID"] = facts.expectedSerial == nil ? .null : .bool(!facts.serialMismatch)
         fields["notes"] = .array(MCUInfoCommand.notes(facts).map { .string($0) })
+        fields["deviceID"] = facts.deviceID.map { .string($0.description) } ?? .null
+        fields["deviceIDSource"] = facts.deviceID.map { .string($0.source.rawValue) } ?? .null
+        fields["series"] = facts.deviceID.map { .string($0.series) } ?? .null
         let warning = MCUInfoCommand.warning(facts)
         if output.mode == .json {
             output.json("info", fields)
             if let warning { output.json("diagnosis", warning.jsonFields) }
             return [:]
         }
+        if let id = facts.deviceID {
+            output.important("  device ID: \(id) (\(id.series), from the memory map)")
+        } else {
+            output.important("  device ID: unknown (the memory map names no single product line)")
+        }
         if let commands = facts.commands {
-            output.line(
+            output.important(
                 "  DfuSe commands (Get): \(hexString(commands))"
                     + (commands.contains(0x92) ? "" : "  (no Read Unprotect)"))
         }
@@ -380,26 +425,26 @@ struct MCUInfoCommand: AsyncParsableCommand {
             if let map = name.flatMap(DfuSeMemoryMap.init) {
                 line += "  → \(address(UInt64(map.start)))–\(address(map.end - 1)), \(map.sectors.count) sector(s)"
             }
-            output.line(line)
+            output.important(line)
         }
         if let block = facts.optionBytes {
-            output.line("  option bytes: \(hexString(block))")
-            for field in facts.decodedOptionBytes { output.line("    \(field.name) = \(field.meaning)") }
+            output.important("  option bytes: \(hexString(block))")
+            for field in facts.decodedOptionBytes { output.important("    \(field.name) = \(field.meaning)") }
         } else if let failure = facts.optionBytesFailure {
-            output.line("  option bytes: could not be read (\(failure.description))")
+            output.important("  option bytes: could not be read (\(failure.description))")
         }
         if let uid = facts.uid {
-            output.line("  UID: \(hexString(uid))")
+            output.important("  UID: \(hexString(uid))")
             if let expected = facts.expectedSerial {
-                output.line(
+                output.important(
                     "  serial: \(facts.serialMismatch ? "does NOT follow the UID rule (expected \(expected))" : "follows the UID rule")"
                 )
             }
         }
-        for note in notes(facts) { output.line("  note: \(note)") }
+        for note in notes(facts) { output.important("  note: \(note)") }
         if let warning {
-            output.line("")
-            output.line(TerminalText.escaped(warning.text, keepNewlines: true))
+            output.important("")
+            output.important(TerminalText.escaped(warning.text, keepNewlines: true))
         }
         return [:]
     }

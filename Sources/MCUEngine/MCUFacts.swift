@@ -22,6 +22,9 @@ package struct MCUFacts: Sendable, Hashable {
 
     package var family: MCUFamily? { kind?.family }
 
+    /// The device ID, from the alternates' memory map (the bootloaders do not upload DBGMCU_IDCODE).
+    package var deviceID: MCUDeviceID? { MCUDeviceID.from(alternates: alternates.compactMap { $0 }) }
+
     /// The serial the family's rule gives for the UID (nil when unknown or the rule is a constant).
     package var expectedSerial: String? {
         guard let family, let uid else { return nil }
@@ -99,6 +102,8 @@ package struct MCUFailure: Error, Sendable, CustomStringConvertible {
         case notBack(after: String)
         /// The request needs something this device does not offer (no option-byte alternate, no 0x92).
         case unsupported(String)
+        /// Another job of this process holds the MCU on that port (the tracker never opens it twice).
+        case leasedElsewhere(PortPath)
         case cancelled
     }
 
@@ -127,6 +132,7 @@ package struct MCUFailure: Error, Sendable, CustomStringConvertible {
         case .plan(let error): return error.description
         case .notBack(let step): return "the MCU did not enumerate again after \(step)"
         case .unsupported(let text): return text
+        case .leasedElsewhere(let port): return "the MCU on port \(port) is held by another job of this process"
         case .cancelled: return "cancelled"
         }
     }

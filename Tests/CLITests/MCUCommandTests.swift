@@ -157,6 +157,9 @@ struct MCUCommandTests {
         #expect(
             decoded.contains { $0["name"] as? String == "PRODUCT_STATE" && $0["meaning"] as? String == "0xED (Open)" })
         #expect(info["serialMatchesUID"] as? Bool == true)
+        // The device ID comes from the memory map (the bootloaders do not upload DBGMCU_IDCODE).
+        #expect(info["deviceID"] as? String == "0x484" && info["deviceIDSource"] as? String == "memory-map")
+        #expect(info["series"] as? String == "STM32H562/563")
         #expect(((info["notes"] as? [String]) ?? []).contains { $0.contains("h5-obk-with-usb") })
         let app = try tool.run([
             "mcu", "info", "--simulate", "--mcu", "f105", "--sim-scenario", "app-dfu", "--sim-dir", folder.path,
@@ -165,5 +168,36 @@ struct MCUCommandTests {
         let lines = try events(app.standardOutput)
         #expect(lines.first { $0["event"] as? String == "diagnosis" }?["code"] as? String == "mcu-app-dfu")
         #expect(lines.last?["event"] as? String == "done")
+    }
+
+    @Test("info text names the device ID; --quiet drops steps and progress but keeps info's data and failures")
+    func quietAndDeviceIDText() throws {
+        let folder = try TemporaryDirectory()
+        let sim = ["--simulate", "--mcu", "f746", "--sim-dir", folder.file("sim")]
+        let info = try tool.run(["mcu", "info"] + sim)
+        #expect(info.status == 0)
+        #expect(info.standardError.contains("device ID: 0x449 (STM32F74x/75x, from the memory map)"))
+        #expect(info.standardError.contains("STM32 system bootloader v2.2"), "\(info.standardError)")
+
+        let quietInfo = try tool.run(["mcu", "info", "--quiet"] + sim)
+        #expect(quietInfo.status == 0)
+        #expect(quietInfo.standardError.contains("device ID: 0x449"))
+        #expect(
+            !quietInfo.standardError.contains("Virtual STM32F74x")
+                && !quietInfo.standardError.contains("STM32 system bootloader v2.2"))
+
+        let input = try file(folder, "app.bin", bytes: 40_000)
+        let loud = try tool.run(["mcu", "write", input, "--address", "0x08000000"] + sim)
+        #expect(loud.status == 0 && loud.standardError.contains("Done:"))
+        let quiet = try tool.run(["mcu", "write", input, "--address", "0x08000000", "-q"] + sim)
+        #expect(quiet.status == 0, "\(quiet.standardError)")
+        #expect(quiet.standardError.isEmpty && quiet.standardOutput.isEmpty, "\(quiet.standardError)")
+
+        // A failure still prints its error and diagnosis under --quiet.
+        let failed = try tool.run(
+            ["mcu", "read", "--address", "0x08000000", "--length", "16", "--output", folder.file("o"), "--quiet"]
+                + ["--simulate", "--mcu", "f105", "--sim-scenario", "rdp1", "--sim-dir", folder.file("rdp")])
+        #expect(failed.status == 1)
+        #expect(failed.standardError.contains("mcu-read-protected"), "\(failed.standardError)")
     }
 }

@@ -1,6 +1,7 @@
 import Diagnostics
 import Foundation
 import Testing
+import USBModel
 
 @Suite("Doctor checklist")
 struct DoctorTests {
@@ -46,6 +47,30 @@ struct DoctorTests {
         #expect(mcu.details.contains { $0.hasPrefix("1-4: an application's DFU") && $0.contains("#mcu-app-dfu") })
         // The MP15 ROM of the healthy root is no MCU.
         #expect(!mcu.details.contains { $0.hasPrefix("1-2") })
+    }
+
+    @Test("doctor names an MCU bootloader's version and device ID from sysfs (bcdDevice, interface string)")
+    func mcuDeviceIDFromSysfs() throws {
+        let root = try healthyRoot()
+        try root.addUSBDevice(port: "1-5", busnum: 1, devnum: 12, productString: "STM32  BOOTLOADER", speed: "12")
+        try root.write("/sys/bus/usb/devices/1-5/bcdDevice", "2200\n")
+        try root.write(
+            "/sys/bus/usb/devices/1-5/1-5:1.0/interface", "@Internal Flash  /0x08000000/04*032Kg,01*128Kg,03*256Kg\n")
+        // An H7 (a series the tool recognises by its map but does not model).
+        try root.addUSBDevice(port: "1-6", busnum: 1, devnum: 13, productString: "DFU in FS Mode", speed: "12")
+        try root.write("/sys/bus/usb/devices/1-6/bcdDevice", "0200\n")
+        try root.write("/sys/bus/usb/devices/1-6/1-6:1.0/interface", "@Internal Flash   /0x08000000/16*128Kg\n")
+        let environment = EnvironmentProbe.detect(root: root.path, user: user)
+        #expect(environment.boards.first { $0.port.description == "1-5" }?.bcdDevice == 0x2200)
+        let mcu = try #require(Doctor.checks(environment).first { $0.id == "mcu-bootloaders" })
+        #expect(
+            mcu.details.contains {
+                $0.hasPrefix("1-5: STM32 MCU system bootloader \"STM32  BOOTLOADER\", bootloader v2.2")
+                    && $0.contains("device ID 0x449 (STM32F74x/75x, from the memory map)")
+            }, "\(mcu.details)")
+        #expect(mcu.details.contains { $0.hasPrefix("1-6:") && $0.contains("device ID 0x450 (STM32H74x/75x") })
+        let json = String(decoding: try JSONEncoder().encode(environment), as: UTF8.self)
+        #expect(json.contains("\"interfaceName\":\"@Internal Flash   \\/0x08000000\\/16*128Kg\""), "\(json)")
     }
 
     @Test func missingRuleAndUnopenableNodeFail() throws {

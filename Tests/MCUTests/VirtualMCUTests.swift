@@ -1,3 +1,4 @@
+import BoardTracking
 import DfuSe
 import Diagnostics
 import MCUEngine
@@ -195,6 +196,62 @@ struct VirtualMCUTests {
         #expect(diagnosis?.code == .severalBoards)
         let byPort = MCUSession(bus: bus, selection: .port(PortPath(bus: 1, ports: [2])))
         #expect(try await byPort.info().identity?.port == PortPath(bus: 1, ports: [2]))
+    }
+
+    @Test("leases: a port another job holds is never opened; without --port the free MCU is taken")
+    func leases() async throws {
+        let folder = try TemporaryDirectory()
+        let one = try VirtualMCU(
+            configuration: MCUConfiguration(family: .f746, memoryDirectory: folder.file("a")))
+        let two = try VirtualMCU(
+            configuration: MCUConfiguration(
+                family: .g0, port: PortPath(bus: 1, ports: [2]), memoryDirectory: folder.file("b")))
+        let bus = VirtualUSBBus(clock: SimulatedClock(), boards: [one, two])
+        let tracker = BoardTracker(bus: bus)
+        // Another job of this process (a station, a second command) holds the F746.
+        let other = try await tracker.lease(.port(one.port))
+        _ = try await other.arrival(until: bus.clock.now + .seconds(1))
+        let requestsBefore = one.requestCount
+
+        var byPort = MCUSession(tracker: tracker, selection: .port(one.port))
+        byPort.arrivalTimeout = .milliseconds(50)
+        let diagnosis = await Self.diagnosis { () async throws(MCUFailure) in _ = try await byPort.info() }
+        #expect(diagnosis?.code == .boardBusy)
+        // Two MCUs are present, one held: "the only MCU" is the free one.
+        let any = MCUSession(tracker: tracker, selection: .any)
+        #expect(try await any.info().family == .g0)
+        #expect(one.requestCount == requestsBefore, "the held MCU was spoken to")
+        await other.release()
+        #expect(try await byPort.info().family == .f746)
+        // The session's lease was released after the command: the port is free for others.
+        let again = try await tracker.lease(.port(one.port))
+        _ = try await again.arrival(until: bus.clock.now + .seconds(1))
+        await again.release()
+    }
+
+    @Test("cancellation stops the erase loop between sectors: ends cancelled, later sectors untouched")
+    func eraseCancellation() async throws {
+        let rig = try Rig(.g0)
+        let data = ImageTests.randomBytes(8 << 10, seed: 14)
+        _ = try await rig.session.write(Self.image(data, at: 0x0800_0000), verify: false)
+        let session = MCUSession(tracker: BoardTracker(bus: rig.bus), selection: .any) { event in
+            // Stop as the second page's erase is announced (a Ctrl-C during it).
+            // The callback runs on the command's task: cancel that task, as the SIGINT watcher does.
+            if case .erasing(_, let index, _) = event, index == 1 { withUnsafeCurrentTask { $0?.cancel() } }
+        }
+        let task = Task { () async throws -> [DfuSeSector] in
+            try await session.erase(range: (address: 0x0800_0000, length: 8 << 10))
+        }
+        let outcome = await task.result
+        guard case .failure(let error) = outcome, let failure = error as? MCUFailure, case .cancelled = failure.kind
+        else {
+            Issue.record("the erase did not end cancelled: \(outcome)")
+            return
+        }
+        #expect(MCUDiagnoser.diagnose(failure).code == .cancelled)
+        // The first 2 KiB page was erased; the last two were never reached.
+        #expect(rig.mcu.flashContent.prefix(2048).allSatisfy { $0 == 0xFF })
+        #expect(Array(rig.mcu.flashContent[4096..<(8 << 10)]) == Array(data[4096...]))
     }
 
     @Test("leave: zero-length DNLOAD after Set Address; the bootloader jumps and leaves the bus")

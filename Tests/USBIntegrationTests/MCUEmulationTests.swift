@@ -58,6 +58,15 @@ import Testing
         let mcu = try #require(device["mcu"] as? [String: Any])
         #expect(mcu["kind"] as? String == "system-bootloader" && mcu["family"] as? String == "f746")
         #expect(mcu["bootloaderVersion"] as? String == "2.2")
+        #expect(mcu["deviceID"] as? String == "0x449" && mcu["deviceIDSource"] as? String == "memory-map")
+
+        // Ctrl-C while the command waits for its MCU through the tracker: exit 130, `failed`
+        // with code `cancelled` as the last JSON line, never `done`.
+        let interrupt = try #require(sections["interrupt"])
+        #expect(interrupt.contains("status=130"), "\(interrupt)")
+        let last = try #require(interrupt.split(separator: "\n").last { $0.hasPrefix("{") })
+        let failed = try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])
+        #expect(failed["event"] as? String == "failed" && failed["code"] as? String == "cancelled", "\(interrupt)")
     }
 }
 
@@ -73,4 +82,12 @@ private let mcuScript = """
     echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
     echo "=== option-bytes"; "$tool" mcu option-bytes --set USER=0xFE --json 2>&1
     echo "=== tool-list"; "$tool" list --json
+    echo "=== interrupt"
+    "$tool" mcu info --port 1-9 --wait-timeout 60 --json > "$dir/int.json" 2>/dev/null &
+    pid=$!
+    until grep -q '"start"' "$dir/int.json" 2>/dev/null; do sleep 0.1; done
+    sleep 1
+    kill -INT $pid
+    status=0; wait $pid || status=$?
+    echo "status=$status"; cat "$dir/int.json"
     """
