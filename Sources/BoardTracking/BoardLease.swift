@@ -95,7 +95,9 @@ public final class BoardLease: Sendable {
         let clock = bus.clock
         let started = clock.now
         var pause = timing.firstRetry
+        var listPause = timing.listRetry
         var attempt = 0
+        var lastFailure: USBTransferError.Kind?
         while true {
             try Task.checkCancellation()
             attempt += 1
@@ -107,18 +109,30 @@ public final class BoardLease: Sendable {
             case .failure(let error):
                 failure = error
             }
-            observe(.openFailed(failure, port: port, attempt: attempt))
+            // A run of one failure is observed once (the list polls below would fill the
+            // timeline); `attempts` of the opened board counts every try.
+            if failure.kind != lastFailure { observe(.openFailed(failure, port: port, attempt: attempt)) }
+            lastFailure = failure.kind
             let permanent = failure.kind == .access || failure.kind == .busy
             if permanent && clock.now - started >= timing.permissionGrace { throw TrackingError.openFailed(failure) }
-            if clock.now + pause > deadline { throw TrackingError.openFailed(failure) }
+            let wait: Duration
+            if failure.kind == .notFound {
+                // udev told us before libusb lists the device: look at libusb's list again every
+                // few milliseconds, so the first request follows libusb's own add closely.
+                wait = listPause
+                listPause = min(listPause * 2, timing.maxListRetry)
+            } else {
+                wait = pause
+                pause = min(pause * 2, timing.maxRetryInterval)
+            }
+            if clock.now + wait > deadline { throw TrackingError.openFailed(failure) }
             // Sleep until the retry, or earlier when an event comes (it is kept for the caller's
             // record, and a remove on our port just means the next try will tell).
-            let wake = clock.now + pause
+            let wake = clock.now + wait
             while let event = try await events.next(until: wake) {
                 observe(.hotplug(event))
                 if event.action == .add && event.device.port == port { break }
             }
-            pause = min(pause * 2, timing.maxRetryInterval)
         }
     }
 

@@ -227,12 +227,22 @@ struct BoardTrackerTests {
         #expect(try await rom.getPhase().needsDetach)
         try await rom.detach()
         var failures: [USBTransferError] = []
+        var added: Duration?
         let tfa = try #require(
             try await lease.reappearance(of: rom.identity, until: rig.clock.now + .seconds(5)) { observation in
                 if case .openFailed(let error, _, _) = observation { failures.append(error) }
+                if case .hotplug(let event) = observation, event.action == .add { added = event.time }
             })
         #expect(tfa.kind.stage == .tfa)
         #expect(tfa.attempts > 1)
         #expect(!failures.isEmpty && failures.allSatisfy { $0.kind == .notFound })
+        // The device list is polled every few milliseconds, not on a backoff that grows to
+        // hundreds: the open (zero-latency board, simulated clock) follows the list's add within
+        // one poll interval.
+        let listed = try #require(added) + .milliseconds(80)
+        #expect(rig.clock.now >= listed)
+        #expect(
+            rig.clock.now - listed <= LeaseTiming().maxListRetry,
+            "opened \(rig.clock.now - listed) after the list had it")
     }
 }
