@@ -171,7 +171,7 @@ struct BoardTrackerTests {
         bus.plug(board)
         _ = try await lease.arrival(until: clock.now + .seconds(1))
         let rom = try await lease.open(until: clock.now + .seconds(1)).device
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         #expect(try await rom.getPhase().needsDetach)
         try await rom.detach()
         await rom.transport.close()
@@ -199,7 +199,7 @@ struct BoardTrackerTests {
         // freed before the next is made (the virtual bus must not number them by object identity).
         for phase: UInt8 in [0x01, 0x03] {
             var device: DFUDevice? = try await rig.bus.openDFU(port: port)
-            let image = phase == 0x01 ? SampleImages.fsbl() : SampleImages.fip()
+            let image = phase == 0x01 ? SampleImages.fsbl(for: .mp13) : SampleImages.fip()
             _ = try await device?.download(MemoryByteSource(image), phase: phase)
             _ = try await device?.getPhase()
             try await device?.detach()
