@@ -9,9 +9,13 @@ public import DFU
 ///
 /// Memory is bounded: pieces are planned one at a time (`next()`), the input is read in 1 MiB
 /// windows, and a piece keeps only its chunk list (at most `maxChunksPerPiece` entries). The
-/// data is read twice: once to plan a piece, once while it is sent.
+/// data is read twice: once to plan a piece (from `source`), once while it is sent (from
+/// `dataSource`). Each of the two only ever reads forward, so a compressed Binary given as two
+/// readers is decompressed twice in all, never restarted.
 public final class SparseSplitter {
     public let source: any ByteSource
+    /// Where the pieces read their RAW blocks (another reader of the same bytes, or `source`).
+    public let dataSource: any ByteSource
     public let blockSize: Int
     public let maxPieceBytes: Int
     public let totalBlocks: Int64
@@ -19,13 +23,18 @@ public final class SparseSplitter {
     let mapped: [Range<Int64>]?
     private var cursor: Int64 = 0
     private var mappedIndex = 0
+    /// The planning window, kept across pieces: the next piece starts inside it.
+    private var buffer: [UInt8] = []
+    private var bufferStart: Int64 = -1
     static let window = 1 << 20
     static let maxChunksPerPiece = 65536
 
     /// `mappedBytes`: byte ranges that hold data (bmap ranges, or non-hole extents); nil = all.
-    /// Ranges are widened to whole blocks.
+    /// Ranges are widened to whole blocks. `dataSource`: the same bytes as `source`, read while
+    /// pieces are sent (nil: `source`).
     public init(
-        source: any ByteSource, maxPieceBytes: Int, blockSize: Int = 4096, mappedBytes: [Range<Int64>]? = nil
+        source: any ByteSource, maxPieceBytes: Int, blockSize: Int = 4096, mappedBytes: [Range<Int64>]? = nil,
+        dataSource: (any ByteSource)? = nil
     ) throws(SparseError) {
         guard blockSize >= 512, blockSize % 512 == 0 else { throw .badBlockSize(blockSize) }
         let overhead = SparseFormat.fileHeaderSize + 3 * SparseFormat.chunkHeaderSize
@@ -33,6 +42,7 @@ public final class SparseSplitter {
             throw .pieceTooSmall(maxPieceBytes: maxPieceBytes, blockSize: blockSize)
         }
         self.source = source
+        self.dataSource = dataSource ?? source
         self.blockSize = blockSize
         self.maxPieceBytes = maxPieceBytes
         let blocks = (source.count + Int64(blockSize) - 1) / Int64(blockSize)
@@ -64,8 +74,6 @@ public final class SparseSplitter {
             - SparseFormat.chunkHeaderSize
         var chunks: [SparsePiece.Chunk] = []
         if start > 0 { chunks.append(.dontCare(blocks: start)) }
-        var buffer: [UInt8] = []
-        var bufferStart: Int64 = -1
         pieceLoop: while cursor < totalBlocks, chunks.count < Self.maxChunksPerPiece {
             if let gapEnd = unmappedEnd(at: cursor) {
                 guard budget >= SparseFormat.chunkHeaderSize else { break }
@@ -94,7 +102,7 @@ public final class SparseSplitter {
         let end = cursor
         if end < totalBlocks { chunks.append(.dontCare(blocks: totalBlocks - end)) }
         return SparsePiece(
-            source: source, blockSize: blockSize, totalBlocks: totalBlocks, chunks: chunks, firstBlock: start,
+            source: dataSource, blockSize: blockSize, totalBlocks: totalBlocks, chunks: chunks, firstBlock: start,
             endBlock: end)
     }
 

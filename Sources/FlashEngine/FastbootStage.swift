@@ -3,6 +3,7 @@ import BoardTracking
 import DFU
 import Fastboot
 import FlashLayout
+import ImageSources
 import Timekeeping
 
 /// The fastboot part of a `--transport fastboot` run, once U-Boot shows 0483:0afb: probe
@@ -12,6 +13,8 @@ struct FastbootStage {
     let client: FastbootClient
     let plan: PartitionPlan
     let fastboot: FastbootPlan
+    /// Binaries read through ImageSources (compressed, with a block map, or with holes skipped).
+    let images: [UInt8: PreparedImage]
     /// The serial U-Boot's DFU stage announced; fastboot must show the same (`serial#`).
     let expectedSerial: String?
     let clock: any FlashClock
@@ -86,7 +89,7 @@ struct FastbootStage {
             case .flash(let id, let name), .erase(let id, let name):
                 try await checkPartition(id: id, name: name)
             case .flashBoot(let id, let target, _):
-                if let size = plan.files[id]?.size, size > Int64(maxDownload) {
+                if let size = images[id]?.size ?? plan.files[id]?.size, size > Int64(maxDownload) {
                     throw Failure(
                         reason: .fastbootPartitions(
                             "\(target): \(size) bytes do not fit one download (max \(maxDownload)); U-Boot writes boot partitions raw"
@@ -117,21 +120,16 @@ struct FastbootStage {
                 reason: .fastbootPartitions("'\(name)' is \(size) bytes on the board, the layout plans \(planned)"),
                 phase: id)
         }
-        if let file = plan.files[id], UInt64(file.size) > size {
+        if let bytes = images[id]?.size ?? plan.files[id]?.size, UInt64(bytes) > size {
             throw Failure(
-                reason: .fastbootPartitions("'\(name)' holds \(size) bytes, its file has \(file.size)"), phase: id)
+                reason: .fastbootPartitions("'\(name)' holds \(size) bytes, its file has \(bytes)"), phase: id)
         }
     }
 
     /// Sends line `id`'s file to `target`: sparse pieces, or one raw download (boot partitions).
     func send(id: UInt8, target: String, maxDownload: Int, sparse: Bool) async throws -> PhaseResult {
         guard let file = plan.files[id] else { throw Failure(reason: .phaseWithoutFile(id), phase: id) }
-        let source: FileByteSource
-        do {
-            source = try FileByteSource(path: file.path)
-        } catch {
-            throw Failure(reason: .protocolError("cannot read \(file.path): \(error)"), phase: id)
-        }
+        let (source, dataSource, mapped) = try sources(id: id, path: file.path)
         let started = clock.now
         let total = source.count
         emit(.phaseStarted(phase: id, name: target, bytes: total, stage: .fastboot))
@@ -141,7 +139,9 @@ struct FastbootStage {
         if sparse {
             let splitter: SparseSplitter
             do {
-                splitter = try SparseSplitter(source: source, maxPieceBytes: maxDownload)
+                splitter = try SparseSplitter(
+                    source: source, maxPieceBytes: maxDownload, blockSize: blockSize(id), mappedBytes: mapped,
+                    dataSource: dataSource)
             } catch {
                 throw Failure(reason: .protocolError("\(error)"), phase: id)
             }
@@ -154,9 +154,12 @@ struct FastbootStage {
                 wire += piece.count
                 if gate.shouldReport(covered, total: total) { emit(.progress(phase: id, sent: covered, total: total)) }
             }
-            note("\(target): \(pieces) sparse piece\(pieces == 1 ? "" : "s"), \(wire) bytes on the wire for \(total)")
+            let skipped = mapped.map { ranges in total - ranges.reduce(0) { $0 + Int64($1.count) } } ?? 0
+            note(
+                "\(target): \(pieces) sparse piece\(pieces == 1 ? "" : "s"), \(wire) bytes on the wire for \(total)"
+                    + (skipped > 0 ? " (\(skipped) unmapped bytes sent as DONT_CARE)" : ""))
         } else {
-            try await download(source, phase: id)
+            try await download(dataSource, phase: id)
             _ = try await command(.flash(target), phase: id, timeout: flashTimeout(total))
             wire = total
             emit(.progress(phase: id, sent: total, total: total))
@@ -165,6 +168,37 @@ struct FastbootStage {
             phase: id, name: target, stage: .fastboot, bytes: total, duration: clock.now - started, controlTransfers: 0)
         emit(.phaseFinished(result))
         return result
+    }
+
+    /// The bytes of line `id`'s Binary as the board should get them: the file, or for a Binary
+    /// read through ImageSources the uncompressed image as two forward-only readers (one plans
+    /// the sparse pieces, one feeds them) and the byte ranges its map or holes select (the rest
+    /// goes as DONT_CARE: the medium keeps what it had, as with `--bmap` over DFU).
+    func sources(id: UInt8, path: String) throws -> (
+        plan: any ByteSource, data: any ByteSource, mapped: [Range<Int64>]?
+    ) {
+        do {
+            guard let image = images[id] else {
+                let file = try FileByteSource(path: path)
+                return (file, file, nil)
+            }
+            let planning = try ImageReader(path: image.path, compression: image.compression, size: image.size)
+            // Pieces cut across map ranges: check them all before the first piece goes out.
+            try image.checkMapChecksums(reader: planning)
+            let sending = try ImageReader(path: image.path, compression: image.compression, size: image.size)
+            let mapped = image.selection == .whole ? nil : image.extents.map { $0.offset..<$0.end }
+            return (WholeImageSource(reader: planning), WholeImageSource(reader: sending), mapped)
+        } catch let error as ImageSourceError {
+            throw Failure(reason: .badImage(error), phase: id)
+        } catch {
+            throw Failure(reason: .protocolError("cannot read \(path): \(error)"), phase: id)
+        }
+    }
+
+    /// The sparse block size: the block map's (a multiple of 512), else 4 KiB.
+    func blockSize(_ id: UInt8) -> Int {
+        guard let size = images[id]?.map?.blockSize, size >= 512, size % 512 == 0, size <= 1 << 20 else { return 4096 }
+        return Int(size)
     }
 
     func download(_ data: any ByteSource, phase: UInt8) async throws {

@@ -19,7 +19,7 @@ public final class Flasher: Sendable {
     private let source: LeaseSource
     let request: FlashRequest
     let emit: @Sendable (FlashEvent) -> Void
-    private let dfuTimeouts: DFUTimeouts
+    let dfuTimeouts: DFUTimeouts
     private let recorder: TimelineRecorder
     private let clock: any FlashClock
 
@@ -83,6 +83,16 @@ public final class Flasher: Sendable {
         recorder = TimelineRecorder(clock: clock, logger: logger)
     }
 
+    /// The same board again (a new run on `lease`), with this run's events and timeline.
+    private init(retrying first: Flasher, lease: BoardLease, request: FlashRequest) {
+        source = .lease(lease)
+        self.request = request
+        emit = first.emit
+        dfuTimeouts = first.dfuTimeouts
+        clock = first.clock
+        recorder = first.recorder
+    }
+
     /// Flashes the board.
     /// - Returns: the summary, only when the board said END and every selected partition was sent.
     /// - Throws: `FlashFailure` with the timeline of everything observed.
@@ -105,9 +115,19 @@ public final class Flasher: Sendable {
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
-            guard case .cancelled = failure.reason else { throw failure }
-            await run.leaveUsable()
-            // The same failure, with what the cleanup did in its timeline (the diagnosis reads it).
+            if case .scriptRejected(let message) = failure.reason, request.transport == .auto {
+                if await run.resetAfterRejectedScript(message) {
+                    // The ROM is back: the whole run again, over DFU, on the same lease and timeline.
+                    var again = request
+                    again.transport = .dfu
+                    return try await Flasher(retrying: self, lease: lease, request: again).run()
+                }
+            } else {
+                guard case .cancelled = failure.reason else { throw failure }
+                await run.leaveUsable()
+            }
+            // The same failure, with what the cleanup (or the reset) did in its timeline (the
+            // diagnosis reads it).
             throw FlashFailure(
                 failure.reason, stage: failure.stage, phase: failure.phase, timeline: run.recorder.entries,
                 position: failure.position)
@@ -571,6 +591,7 @@ public final class Flasher: Sendable {
             let emit = flasher.emit
             let stage = FastbootStage(
                 client: FastbootClient(transport: bulk), plan: plan, fastboot: fastbootPlan,
+                images: flasher.request.images,
                 expectedSerial: previousSerial, clock: clock, emit: emit,
                 note: { text in
                     recorder.add(.note(text, stage: .fastboot))
@@ -615,6 +636,44 @@ public final class Flasher: Sendable {
             return fastbootPlan.flashedIDs
         }
 
+        /// `--transport auto` after U-Boot rejected the hand-off script (it parsed it as a layout):
+        /// DFU_DETACH, then a USB port reset, which makes U-Boot reset the board (MP13/MP15; MP25's
+        /// DWC3 ignores it), and wait for the ROM. True when the ROM is back and the run can start
+        /// over over DFU; one line says what happened either way.
+        mutating func resetAfterRejectedScript(_ message: String) async -> Bool {
+            guard let device, let previous = board, let resettable = device.transport as? any USBPortResetting else {
+                return false
+            }
+            let why = "U-Boot cannot run the fastboot hand-off script (it read it as a FlashLayout: \(message))"
+            let timeout = flasher.request.timeouts.boardArrival
+            do {
+                try await device.detach()
+                try await resettable.resetPort()
+                await closeCurrent()
+                let recorder = recorder
+                let emit = flasher.emit
+                let port = lease.port
+                guard
+                    case .dfu(let opened) = try await lease.reappearanceAfterHandOff(
+                        of: previous, until: clock.now + timeout, dfuTimeouts: flasher.dfuTimeouts,
+                        observe: { Self.record($0, recorder: recorder, emit: emit, expecting: .rom, boardPort: port) }),
+                    flasher.families.classify(opened.device.identity).stage == .rom
+                else {
+                    recorder.add(.note("transport auto: no ROM after the USB reset", stage: machine.stage))
+                    flasher.emit(.message("\(why); a USB reset did not bring the ROM back: reset the board by hand"))
+                    return false
+                }
+                await opened.device.transport.close()
+            } catch {
+                recorder.add(.note("transport auto: USB reset failed: \(error)", stage: machine.stage))
+                flasher.emit(.message("\(why); the USB reset failed (\(error)): reset the board by hand"))
+                return false
+            }
+            recorder.add(.note("transport auto: script rejected; reset over USB, starting over over DFU", stage: nil))
+            flasher.emit(.message("\(why): reset the board over USB; flashing over DFU from the ROM"))
+            return true
+        }
+
         // MARK: Re-enumeration
 
         /// DETACH (unless the board was told to leave otherwise), then wait for it to come back.
@@ -623,8 +682,15 @@ public final class Flasher: Sendable {
         {
             let from = machine.stage
             guard let previous = device?.identity ?? board else { throw failure(.protocolError("no board to follow")) }
+            let recorder = recorder
+            let emit = flasher.emit
+            let boardPort = lease.port
             if sendDetach {
                 previousSerial = previous.serial
+                // Events heard so far predate the DETACH: none of them is the board's return.
+                try await lease.departing { observation in
+                    Self.record(observation, recorder: recorder, emit: emit, expecting: nil, boardPort: boardPort)
+                }
                 let option = TransitionTimeouts.option(from: from, expecting: expecting)
                 recorder.add(
                     .detachSent(from: from, wait: ReconnectWait(expecting: expecting, timeout: timeout, option: option))
@@ -634,9 +700,6 @@ public final class Flasher: Sendable {
             }
             await closeCurrent()
             let detachedAt = clock.now
-            let recorder = recorder
-            let emit = flasher.emit
-            let boardPort = lease.port
             let opened: OpenedBoard?
             if machine.handOff == .awaitingFastboot {
                 let returned = try await lease.reappearanceAfterHandOff(

@@ -140,3 +140,25 @@ public struct PreparedImage: Sendable, Hashable {
         return extents
     }
 }
+
+extension PreparedImage {
+    /// Reads every mapped range once and checks it against the block map's checksums, before
+    /// anything is sent: for a transport that cannot check range by range while sending (fastboot
+    /// sends sparse pieces that cut across ranges). Nothing to do without checksums.
+    /// - Throws: `ImageSourceError` `bmap-checksum` naming the map's line, or a read error.
+    public func checkMapChecksums(reader: ImageReader) throws(ImageSourceError) {
+        guard let type = map?.checksumType, extents.contains(where: { $0.checksum != nil }) else { return }
+        var verifier = ExtentVerifier(extents: extents, type: type, path: path)
+        for extent in extents {
+            var offset = extent.offset
+            while offset < extent.end {
+                let bytes = try reader.read(offset: offset, length: Int(min(1 << 20, extent.end - offset)))
+                guard !bytes.isEmpty else {
+                    throw ImageSourceError(.unreadable, path: path, message: "ends before offset \(offset)")
+                }
+                try verifier.consume(bytes, at: offset)
+                offset += Int64(bytes.count)
+            }
+        }
+    }
+}

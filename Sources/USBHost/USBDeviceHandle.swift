@@ -6,7 +6,7 @@ public import USBModel
 /// An opened USB device over libusb. Every blocking libusb call runs on this handle's own serial
 /// queue, never on the cooperative pool; a synchronous transfer can only end by completing,
 /// failing or reaching its timeout, so keep timeouts short.
-public final class USBDeviceHandle: USBControlTransport {
+public final class USBDeviceHandle: USBControlTransport, USBPortResetting {
     public let identity: USBDeviceIdentity
     let core: HandleCore
     private let descriptor: DeviceDescriptor
@@ -57,6 +57,9 @@ public final class USBDeviceHandle: USBControlTransport {
 
     /// Releases claimed interfaces and closes the handle. The corresponding C function is `libusb_close`.
     public func close() async { await core.close() }
+
+    /// Resets the device's port. The corresponding C function is `libusb_reset_device`.
+    public func resetPort() async throws { try await core.resetDevice() }
 
     /// The clock that bulk transfer deadlines are measured on (the context's).
     var clock: any FlashClock { core.clock }
@@ -212,6 +215,20 @@ final class HandleCore: @unchecked Sendable {
         _ = libusb_set_auto_detach_kernel_driver(handle, 1)
         try check(libusb_claim_interface(handle, Int32(interface)), "libusb_claim_interface")
         claimed.insert(interface)
+    }
+
+    /// `libusb_reset_device`. A device that left in the reset (NOT_FOUND: it re-enumerated, or
+    /// NO_DEVICE) marks the handle gone; that is the expected outcome, not an error.
+    func resetDevice() async throws {
+        try await worker.run { () throws(USBTransferError) in
+            try self.ensureUsable("libusb_reset_device")
+            let code = libusb_reset_device(self.handle)
+            if code == LIBUSB_ERROR_NOT_FOUND.rawValue || code == LIBUSB_ERROR_NO_DEVICE.rawValue {
+                self.gone = true
+                return
+            }
+            try self.check(code, "libusb_reset_device")
+        }
     }
 
     /// Closes once. A gone device's interfaces are not released (the kernel dropped them with the

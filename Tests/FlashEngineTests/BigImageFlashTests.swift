@@ -41,6 +41,10 @@ final class BigImageRig: @unchecked Sendable {
             configuration.soc = .mp15
             configuration.storage = [.sdCard("mmc0", size: 64 << 20)]
             configuration.timing = .zero
+            // The fast path (`run(transport: .fastboot)`): U-Boot's fastboot writes the SD card,
+            // with a 256 KiB buffer, so the 8 MiB rootfs goes in several sparse pieces.
+            configuration.fastboot.mmcDevice = 0
+            configuration.fastboot.maxDownloadSize = 256 << 10
         }
         // The medium held something before: rootfs's area is all marker bytes.
         let image = bench.board.storage.path(device: "mmc0")
@@ -64,10 +68,10 @@ final class BigImageRig: @unchecked Sendable {
 
     func rootfsOffset() throws -> UInt64 { try offset(of: 0x11) }
 
-    func run(options: ImageOptions = .init(), verify: VerifyMode = .sampled) async throws(FlashFailure)
-        -> FlashSummary
+    func run(options: ImageOptions = .init(), verify: VerifyMode = .sampled, transport: FlashTransport = .dfu)
+        async throws(FlashFailure) -> FlashSummary
     {
-        var request = FlashRequest(plan: plan, layoutPath: layoutPath, verify: verify)
+        var request = FlashRequest(plan: plan, layoutPath: layoutPath, verify: verify, transport: transport)
         do {
             if let file = plan.files[0x11] {
                 request.images[0x11] = try PreparedImage.prepare(path: file.path, options: options)
@@ -251,5 +255,105 @@ struct BigImageFlashTests {
         for extent in prepared.extents {
             #expect(written[Int(extent.offset)..<Int(extent.end)] == image[Int(extent.offset)..<Int(extent.end)])
         }
+    }
+}
+
+/// The same images over `--transport fastboot`: maps and holes become DONT_CARE chunks of the
+/// sparse pieces (nothing on the wire, the medium keeps its bytes), compressed Binaries stream
+/// through the sparse path, a map checksum stops the run before any piece of that Binary is sent.
+@Suite("big images over fastboot on the virtual board")
+struct BigImageFastbootTests {
+    /// The rootfs's `download:` sizes and the bytes U-Boot's fastboot received for it.
+    static func rootfsDownloads(_ rig: BigImageRig) -> [Int] {
+        let commands = rig.bench.board.fastbootCommands
+        var sizes: [Int] = []
+        for (index, command) in commands.enumerated() where command.hasPrefix("download:") {
+            guard index + 1 < commands.count, commands[index + 1] == "flash:rootfs" else { continue }
+            sizes.append(Int(command.dropFirst("download:".count), radix: 16) ?? 0)
+        }
+        return sizes
+    }
+
+    @Test("a .bmap rootfs: only mapped blocks go on the wire, the rest keeps the medium's bytes")
+    func mappedRootfsOverFastboot() async throws {
+        let rig = try BigImageRig()
+        let map = try BlockMap.load(path: rig.fixture.bmap)
+        let summary = try await rig.run(transport: .fastboot)
+        #expect(summary.partitions == rig.plan.requestOrder)
+        let downloads = Self.rootfsDownloads(rig)
+        #expect(downloads.count > 1, "several sparse pieces: \(downloads)")
+        let wire = downloads.reduce(0, +)
+        // At most the mapped bytes (FILL chunks shrink zero-filled mapped blocks) plus headers:
+        // far less than the 8 MiB image.
+        #expect(wire > 0 && Int64(wire) < map.mappedBytes + 64 << 10, "\(wire) for \(map.mappedBytes) mapped")
+
+        let image = Array(try Data(contentsOf: URL(fileURLWithPath: rig.fixture.image)))
+        let written = try rig.storage(offset: try rig.rootfsOffset(), length: image.count)
+        var mapped = [Bool](repeating: false, count: image.count)
+        for extent in map.extents {
+            #expect(written[Int(extent.offset)..<Int(extent.end)] == image[Int(extent.offset)..<Int(extent.end)])
+            for index in Int(extent.offset)..<Int(extent.end) { mapped[index] = true }
+        }
+        let untouched = zip(written, mapped).filter { !$0.1 }
+        #expect(!untouched.isEmpty)
+        #expect(untouched.allSatisfy { $0.0 == BigImageRig.marker }, "an unmapped byte was written")
+    }
+
+    @Test(
+        "gzip, xz and zstd rootfs images stream through the sparse path byte-exact", arguments: ["gzip", "xz", "zstd"])
+    func compressedRootfsOverFastboot(tool: String) async throws {
+        let rig = try BigImageRig { fixture, folder in
+            let alone = folder + "/alone"
+            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
+            let copy = alone + "/rootfs.ext4"
+            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
+            let compressed = try SparseImageFixture.compress(copy, with: tool)
+            try FileManager.default.removeItem(atPath: copy)
+            return compressed
+        }
+        let summary = try await rig.run(transport: .fastboot)
+        #expect(summary.partitions == rig.plan.requestOrder)
+        #expect(Self.rootfsDownloads(rig).count > 1)
+        let image = Array(try Data(contentsOf: URL(fileURLWithPath: rig.fixture.image)))
+        #expect(try #require(summary.phases.first { $0.phase == 0x11 }).bytes == Int64(image.count))
+        #expect(try rig.storage(offset: try rig.rootfsOffset(), length: image.count) == image)
+    }
+
+    @Test("--skip-holes: the holes of a sparse rootfs are DONT_CARE")
+    func holesOverFastboot() async throws {
+        let rig = try BigImageRig { fixture, folder in
+            let alone = folder + "/holes"
+            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
+            let copy = alone + "/rootfs.ext4"
+            _ = try ExternalTool("cp", package: "coreutils").run(["--sparse=always", fixture.image, copy])
+            return copy
+        }
+        let path = try #require(rig.plan.files[0x11]).path
+        let prepared = try PreparedImage.prepare(path: path, options: ImageOptions(skipHoles: true))
+        _ = try await rig.run(options: ImageOptions(skipHoles: true), transport: .fastboot)
+        let wire = Self.rootfsDownloads(rig).reduce(0, +)
+        #expect(Int64(wire) < prepared.bytesToSend + 64 << 10 && Int64(wire) < prepared.size / 2, "\(wire)")
+        let image = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let written = try rig.storage(offset: try rig.rootfsOffset(), length: image.count)
+        for extent in prepared.extents {
+            #expect(written[Int(extent.offset)..<Int(extent.end)] == image[Int(extent.offset)..<Int(extent.end)])
+        }
+    }
+
+    @Test("a map checksum mismatch stops with bmap-checksum before any rootfs piece is sent")
+    func checksumStopsBeforeAnyPiece() async throws {
+        let rig = try BigImageRig()
+        let map = try BlockMap.load(path: rig.fixture.bmap)
+        let target = try #require(map.extents.filter { $0.offset > 0 }.max { $0.length < $1.length })
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: rig.fixture.image))
+        try handle.seek(toOffset: UInt64(target.offset + 100))
+        try handle.write(contentsOf: Data([0x42, 0x43]))
+        try handle.close()
+        let failure = try await #require(throws: FlashFailure.self) { try await rig.run(transport: .fastboot) }
+        #expect(Diagnoser.diagnose(Evidence(failure: failure)).code == .bmapChecksum)
+        #expect(failure.phase == 0x11)
+        #expect(Self.rootfsDownloads(rig).isEmpty)
+        let written = try rig.storage(offset: try rig.rootfsOffset(), length: 8 << 20)
+        #expect(written.allSatisfy { $0 == BigImageRig.marker })
     }
 }

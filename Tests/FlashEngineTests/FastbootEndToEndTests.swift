@@ -139,6 +139,30 @@ struct FastbootEndToEndTests {
         }
     }
 
+    @Test("auto: U-Boot rejects the script, so a USB reset brings the ROM back and the run starts over over DFU")
+    func autoResetsAfterRejectedScript() async throws {
+        // U-Boot stays on the bus for 10 ms after the DETACH: the reset must come in that window.
+        var timing = BoardTiming.zero
+        timing.detachToDisconnect = .milliseconds(10)
+        timing.resetToROM = .milliseconds(500)
+        let rig = try SimulatedFlash(
+            layout: "mp15-sdcard", fault: .scriptRejected, timing: timing, deviceSizes: Self.sizes
+        ) { $0.fastboot.mmcDevice = 0 }
+        let summary = try await rig.run(transport: .auto)
+        #expect(summary.partitions == rig.plan.requestOrder)
+        #expect(rig.board.fastbootCommands.isEmpty)
+        let lines = rig.events.all.compactMap { event -> String? in
+            if case .message(let text) = event { text } else { nil }
+        }
+        let said = lines.filter { $0.contains("reset the board over USB; flashing over DFU from the ROM") }
+        #expect(said.count == 1, "\(lines)")
+        #expect(said.first?.contains("U-Boot cannot run the fastboot hand-off script") == true)
+        // The board went through the ROM twice: once before the script, once after the reset.
+        #expect(rig.board.consoleLog.contains("resetting ..."))
+        #expect(summary.phases.contains { $0.stage == .uboot && $0.phase >= 0x10 })
+        try rig.checkWrittenAsPlanned()
+    }
+
     @Test("auto: fastboot writes another MMC here, so it says continue and flashes over DFU")
     func autoFallsBack() async throws {
         // Stock MP15 U-Boot: fastboot writes the eMMC (mmc1); the layout is for the SD card.

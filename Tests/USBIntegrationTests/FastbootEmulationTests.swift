@@ -92,6 +92,23 @@ struct FastbootEmulationTests {
             try await expectStorageMatchesPlan(layout, storage: storage, device: "mmc0", in: directory)
         }
     }
+
+    /// `auto` when U-Boot rejects the script: DFU_DETACH, `libusb_reset_device` (USBDEVFS_RESET),
+    /// U-Boot resets the board, the ROM comes back and the whole run goes over DFU, with one line.
+    @Test func autoResetsOverUSBAfterARejectedScript() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let examples = try await makeExamples(in: directory)
+        let layout = examples + "/mp15-sdcard.tsv"
+        let (result, storage) = try await Self.flash(
+            layout, soc: "mp15", mmcdev: 0, scenario: "script-rejected", transport: "auto", in: directory)
+        #expect(result.status == 0, "\(result.stderr.suffix(3000))")
+        let said = result.stderr.split(separator: "\n").filter {
+            $0.contains("reset the board over USB; flashing over DFU from the ROM")
+        }
+        #expect(said.count == 1, "\(result.stderr.suffix(3000))")
+        #expect(result.stderr.components(separatedBy: "ROM code on 1-1").count == 3, "the ROM twice")
+        try await expectStorageMatchesPlan(layout, storage: storage, device: "mmc0", in: directory)
+    }
 }
 
 /// The last JSON line of a run.
