@@ -210,7 +210,7 @@ final class StationChild: Sendable {
     }
 
     /// Polls stderr until `condition` holds (false after `timeout` seconds or when the station ended).
-    func wait(timeout: TimeInterval = 60, _ condition: (String) -> Bool) async -> Bool {
+    func wait(timeout: TimeInterval = 120, _ condition: (String) -> Bool) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if condition(stderr) { return true }
@@ -281,7 +281,7 @@ final class NotifySocket: Sendable {
     }
 
     /// Whether a datagram with the line `line` arrives within `timeout` seconds.
-    func wait(for line: String, timeout: TimeInterval = 30) async -> Bool {
+    func wait(for line: String, timeout: TimeInterval = 120) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if messages.contains(where: { $0.split(separator: "\n").contains(Substring(line)) }) { return true }
