@@ -36,7 +36,8 @@ struct StatusPageBrowserTests {
         let station = try StationChild(
             tool: try BuiltProducts.tool("stm32mp-flash"),
             arguments: [
-                "station", "\(examples)/mp15-sdcard.tsv", "--simulate", "--boards", "4", "--runs", "4", "--sim-speed",
+                "station", "\(examples)/mp15-sdcard.tsv", "--simulate", "--boards", "4", "--runs", "1000",
+                "--sim-speed",
                 "3", "--sim-dir", directory.file("boards"), "--db", db, "--listen", "127.0.0.1:0",
             ],
             environment: [:], stderrPath: directory.file("station.err"))
@@ -76,10 +77,14 @@ struct StatusPageBrowserTests {
         }
         let list = try #require(devtools, "chromium did not start its DevTools endpoint")
 
-        // The page's title, as often as chromium answers, until the station has plugged every board.
+        // The page's title, as often as chromium answers, until it has followed several attempts
+        // (a loaded machine may take long to start chromium: the station keeps plugging boards).
         var seen: [Title] = []
-        let deadline = Date().addingTimeInterval(150)
-        while Date() < deadline {
+        func followedEnough() -> Bool {
+            Set(seen.map(\.done)).count >= 3 && seen.contains { $0.done > 0 && $0.flashing > 0 }
+        }
+        let deadline = Date().addingTimeInterval(180)
+        while Date() < deadline, !followedEnough() {
             let running = await station.waitForExit(timeout: 0) == nil
             let answer = try curl.run(["-s", list])
             if let targets = try? JSONSerialization.jsonObject(with: Data(answer.standardOutput.utf8))
@@ -92,7 +97,8 @@ struct StatusPageBrowserTests {
             if !running { break }
             try await Task.sleep(for: .milliseconds(150))
         }
-        #expect(await station.waitForExit(timeout: 30) == 0, "\(station.stderr.suffix(2000))")
+        station.signal(SIGTERM)
+        #expect(await station.waitForExit(timeout: 60) == 0, "\(station.stderr.suffix(2000))")
 
         // Tiles for the four ports from the first update on.
         #expect(!seen.isEmpty && seen.allSatisfy { $0.ports == 4 }, "\(seen)")
@@ -104,7 +110,7 @@ struct StatusPageBrowserTests {
         #expect(seen.allSatisfy { $0.failed == 0 })
         // What the page counted is what was recorded.
         let attempts = try await RecordStore(path: db).attempts()
-        #expect(attempts.count == 16)
-        #expect((seen.last?.done ?? 0) <= attempts.count)
+        #expect(attempts.allSatisfy { $0.result == .done })
+        #expect((seen.last?.done ?? 0) <= attempts.count && attempts.count > 0)
     }
 }
