@@ -198,7 +198,7 @@ final class Station: Sendable {
         Self.log(
             "ready: \(firstSettings.layout.path) (sha256 \(firstSettings.layout.sha256)) on \(where_); records in \(recordsPath)"
                 + (page.isEmpty ? "" : "; status page \(page) (metrics \(page)metrics)"))
-        notify.ready(status: "waiting for boards on \(where_)")
+        await notify.ready(status: "waiting for boards on \(where_)")
         let simulationTask = simulation?.start(input: input, taken: takes)
         defer { simulationTask?.cancel() }
 
@@ -239,7 +239,7 @@ final class Station: Sendable {
                     simulation?.ended(port: outcome.port)
                     notify.status(loop.summary)
                 case .signal(SIGHUP):
-                    reload(&loop)
+                    await reload(&loop)
                 case .signal(let number):
                     if loop.draining {
                         Self.log("second signal: cancelling \(loop.running.count) running attempt(s)")
@@ -251,7 +251,7 @@ final class Station: Sendable {
                             "\(number == SIGINT ? "SIGINT" : "SIGTERM"): taking no more boards; "
                                 + "\(loop.running.count) running attempt(s) may finish within \(Int(options.drainTimeout)) s"
                         )
-                        notify.stopping(status: "stopping: \(loop.running.count) attempt(s) finishing")
+                        await notify.stopping(status: "stopping: \(loop.running.count) attempt(s) finishing")
                         let limit = options.drainTimeout
                         group.addTask {
                             try? await Task.sleep(for: .seconds(limit))
@@ -282,8 +282,8 @@ final class Station: Sendable {
 
     /// SIGHUP: check the layout again; new attempts use it, running ones keep theirs. A layout
     /// that does not pass keeps the old one, and the log says why.
-    private func reload(_ loop: inout StationLoop) {
-        notify.reloading()
+    private func reload(_ loop: inout StationLoop) async {
+        await notify.reloading()
         do {
             let layout = try StationLayout.load(flash)
             loop.settings.layout = layout.fingerprint
@@ -295,7 +295,7 @@ final class Station: Sendable {
                 "SIGHUP: keeping the previous layout (sha256 \(loop.settings.layout.sha256)): the new one is not usable: \(error)"
             )
         }
-        notify.ready(status: loop.summary)
+        await notify.ready(status: loop.summary)
     }
 }
 

@@ -12,25 +12,39 @@ struct SystemdNotify: Sendable {
     }
 
     /// `READY=1`: the station listens for boards (and serves its page when asked to).
-    func ready(status: String) { send("READY=1\nSTATUS=\(status)") }
+    func ready(status: String) async { await deliver("READY=1\nSTATUS=\(status)") }
 
-    /// A one-line state for `systemctl status`.
-    func status(_ text: String) { send("STATUS=\(text)") }
+    /// A one-line state for `systemctl status`; dropped when the receiver is behind (the next one
+    /// replaces it anyway).
+    func status(_ text: String) { _ = send("STATUS=\(text)") }
 
     /// `RELOADING=1` while a new layout is checked, `READY=1` after.
-    func reloading() { send("RELOADING=1\nSTATUS=checking the new layout") }
+    func reloading() async { await deliver("RELOADING=1\nSTATUS=checking the new layout") }
 
     /// `STOPPING=1`: no new boards; running flashes finish.
-    func stopping(status: String) { send("STOPPING=1\nSTATUS=\(status)") }
+    func stopping(status: String) async { await deliver("STOPPING=1\nSTATUS=\(status)") }
 
-    /// Sends one datagram; a failure is reported on stderr once per call and never stops the station
-    /// (systemd then times the start out, which names the cause in the journal).
-    func send(_ message: String) {
-        guard let socketPath else { return }
+    /// A state change systemd must see: retried for up to a second while the receiver's queue is
+    /// full, without ever blocking the station's loop in `sendto`.
+    private func deliver(_ message: String) async {
+        for _ in 0..<100 {
+            if send(message) { return }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        Terminal.error(
+            "warning: NOTIFY_SOCKET \(socketPath ?? ""): the receiver takes no messages; dropped: \(message)")
+    }
+
+    /// Sends one datagram without blocking; false when the receiver's queue is full (EAGAIN). Other
+    /// failures are reported on stderr and never stop the station (systemd then times the start
+    /// out, which names the cause in the journal).
+    @discardableResult
+    func send(_ message: String) -> Bool {
+        guard let socketPath else { return true }
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             Terminal.error("warning: NOTIFY_SOCKET \(socketPath): socket: \(String(cString: strerror(errno)))")
-            return
+            return true
         }
         defer { close(fd) }
         var address = sockaddr_un()
@@ -42,7 +56,7 @@ struct SystemdNotify: Sendable {
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
         guard path.count < capacity else {
             Terminal.error("warning: NOTIFY_SOCKET \(socketPath): path longer than \(capacity - 1) bytes")
-            return
+            return true
         }
         withUnsafeMutableBytes(of: &address.sun_path) { buffer in
             for (index, byte) in path.enumerated() { buffer[index] = byte }
@@ -52,12 +66,16 @@ struct SystemdNotify: Sendable {
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
                 bytes.withUnsafeBytes {
-                    sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), socketAddress, socklen_t(length))
+                    sendto(
+                        fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress,
+                        socklen_t(length))
                 }
             }
         }
         if sent < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK { return false }
             Terminal.error("warning: NOTIFY_SOCKET \(socketPath): sendto: \(String(cString: strerror(errno)))")
         }
+        return true
     }
 }

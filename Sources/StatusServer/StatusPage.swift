@@ -79,6 +79,9 @@ enum StatusPage {
           document.getElementById("failed").textContent = c.failed;
           document.getElementById("flashing").textContent = c.flashing;
           document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
+          // The tab's title says it too (a glance from another tab; a headless browser test reads it).
+          document.title = c.done + " done, " + c.failed + " failed, " + c.flashing + " flashing, " +
+            tiles.children.length + " ports · stm32mp-flash station";
         }
         const events = new EventSource("/events");
         const connection = document.getElementById("connection");

@@ -96,6 +96,7 @@ struct StationCommandTests {
         try original.write(toFile: layout, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: layout) }
         let notify = try NotifySocket(path: directory.file("notify.sock"))
+        notify.startReading()
         let station = try StationChild(
             tool: tool,
             arguments: [
@@ -141,6 +142,25 @@ struct StationCommandTests {
         #expect(attempts.first?.start.layoutSHA256 == before)
         #expect(attempts.last?.start.layoutSHA256 == after)
         #expect(!attempts.contains { $0.start.layoutSHA256 != before && $0.start.layoutSHA256 != after })
+    }
+
+    @Test("a NOTIFY_SOCKET receiver that never reads fills its queue: status messages are dropped, the station goes on")
+    func notifyReceiverThatNeverReads() async throws {
+        let directory = try TemporaryDirectory()
+        let notify = try NotifySocket(path: directory.file("notify.sock"))
+        let station = try StationChild(
+            tool: tool,
+            arguments: [
+                "station", "\(examples)/mp13-sdcard.tsv", "--simulate", "--boards", "3", "--runs", "4", "--sim-speed",
+                "10", "--verify", "none", "--sim-dir", directory.file("boards"), "--db", directory.file("r.sqlite"),
+            ],
+            environment: ["NOTIFY_SOCKET": notify.path], stderrPath: directory.file("station.err"))
+        defer { station.kill() }
+        // 12 attempts send about 25 STATUS datagrams: more than the receive queue holds
+        // (net.unix.max_dgram_qlen, 10 by default); a blocking send would stop the loop.
+        #expect(await station.waitForExit(timeout: 120) == 0, "\(station.stderr.suffix(2000))")
+        #expect(station.stderr.contains("station: stopped: 12 done, 0 failed"))
+        #expect(notify.messages.first?.hasPrefix("READY=1") == true)
     }
 
     @Test("bad start: a layout with errors or an unusable --log-dir stops before READY, with the reason")
@@ -190,7 +210,7 @@ final class StationChild: Sendable {
     }
 
     /// Polls stderr until `condition` holds (false after `timeout` seconds or when the station ended).
-    func wait(timeout: TimeInterval = 60, _ condition: (String) -> Bool) async -> Bool {
+    func wait(timeout: TimeInterval = 120, _ condition: (String) -> Bool) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if condition(stderr) { return true }
@@ -230,7 +250,23 @@ final class NotifySocket: Sendable {
         guard fd >= 0, bound == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
     }
 
-    deinit { close(fd) }
+    deinit {
+        reader.withLock { $0?.cancel() }
+        close(fd)
+    }
+
+    /// Reads all the time, as systemd does: a receiver that falls behind fills the socket's queue.
+    private let reader = Mutex<Task<Void, Never>?>(nil)
+
+    func startReading() {
+        let task = Task { [weak self] in
+            while !Task.isCancelled, let self {
+                _ = self.messages
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        reader.withLock { $0 = task }
+    }
 
     /// Every datagram received so far (read without blocking).
     var messages: [String] {
@@ -245,7 +281,7 @@ final class NotifySocket: Sendable {
     }
 
     /// Whether a datagram with the line `line` arrives within `timeout` seconds.
-    func wait(for line: String, timeout: TimeInterval = 30) async -> Bool {
+    func wait(for line: String, timeout: TimeInterval = 120) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if messages.contains(where: { $0.split(separator: "\n").contains(Substring(line)) }) { return true }
