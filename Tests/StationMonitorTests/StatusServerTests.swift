@@ -91,9 +91,20 @@ struct StatusServerTests {
             #expect(tiles.map { $0["port"] as? String } == ["1-1.2", "1-1.10"])
             #expect(tiles.allSatisfy { $0["state"] as? String == "empty" })
 
-            // curl reads the event stream for six seconds while the station changes.
-            let events = Task { try await fetch(["-s", "-N", "--max-time", "6", base + "/events"]) }
-            try await Task.sleep(for: .milliseconds(2500))
+            // curl reads the event stream into a file; the test acts on what has arrived, never on
+            // how long it took (the machine running the tests may be loaded).
+            let folder = try TemporaryDirectory()
+            let file = folder.file("events")
+            #expect(FileManager.default.createFile(atPath: file, contents: nil))
+            let reader = Process()
+            reader.executableURL = URL(fileURLWithPath: curl.executable)
+            reader.arguments = ["-s", "-N", "--max-time", "100", base + "/events"]
+            reader.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
+            try reader.run()
+            defer { reader.terminate() }
+            let received = { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
+            await waitUntil(timeout: 90) { received().contains("event: snapshot") }
+            try #require(received().contains("event: snapshot"), "no snapshot from /events")
             status.started(port: port("1-1.10"), serial: "0029002A4C4250110038344D")
             status.observe(
                 port: port("1-1.10"), .board(identity("1-1.10", serial: "0029002A4C4250110038344D"), stage: .rom),
@@ -102,15 +113,20 @@ struct StatusServerTests {
                 port: port("1-1.10"), .phaseStarted(phase: 0x01, name: "fsbl-boot", bytes: 1000, stage: .rom), now: 0)
             status.observe(port: port("1-1.10"), .progress(phase: 0x01, sent: 500, total: 1000), now: 200_000_000)
             status.finished(port: port("1-1.10"), result: "failed", code: "write-error", seconds: 3)
-            let output = try await events.value
+            await waitUntil(timeout: 90) {
+                let text = received()
+                return text.contains("write-error") && text.hasSuffix("\n\n")
+            }
+            let output = received()
             let blocks = output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
             #expect(blocks.first?.hasPrefix("event: snapshot\ndata: {") == true)
             let updates = blocks.dropFirst().compactMap { block -> [String: Any]? in
                 guard block.hasPrefix("event: tile\ndata: ") else { return nil }
                 return try? JSONSerialization.jsonObject(with: Data(block.dropFirst(18).utf8)) as? [String: Any]
             }
-            #expect(updates.count == 5)
+            try #require(updates.count == 5, "\(output)")
             let changed = updates.compactMap { $0["tile"] as? [String: Any] }
+            try #require(changed.count == 5, "\(output)")
             #expect(
                 changed.map { $0["state"] as? String } == ["flashing", "flashing", "flashing", "flashing", "failed"])
             #expect(changed[2]["partition"] as? String == "0x01 fsbl-boot")

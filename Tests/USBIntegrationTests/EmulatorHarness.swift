@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 // These tests run the built executables (`stm32mp-board-emulator`, `stm32mp-flash`), so build them
@@ -117,15 +118,6 @@ func start(
     child.process.standardError = FileHandle(forWritingAtPath: directory.file(name + ".err"))
     try child.process.run()
     return child
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` seconds pass, suspending (never
-/// blocking a thread of the cooperative pool, which parallel tests share).
-func waitUntil(timeout: TimeInterval, _ condition: () -> Bool) async {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !condition() && Date() < deadline {
-        try? await Task.sleep(for: .milliseconds(10))
-    }
 }
 
 /// Runs `command` under the emulator (`--fixed-dfu` plus `options`) and returns its result.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The emulated board as unmodified programs see it: dfu-util, lsusb and our own CLI, each run as

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Issue 8 item 7: signals, `kill -9` then a rerun, resume, a board that stores wrong bytes and a

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `stm32mp-flash station` over real libusb/libudev: the emulator serves four boards behind one
