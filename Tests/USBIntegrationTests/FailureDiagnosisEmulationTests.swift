@@ -212,7 +212,8 @@ private func flashUnderEmulator(
         ["--soc", "mp15", "--port", port, "--scenario", scenario] + (trace ? ["--trace"] : []) + [
             "--", flash, "flash", "--json", "--wait-timeout", "5", "--uboot-timeout", "5",
             "--reenumeration-timeout", "10", "--late-grace", "3", examples + "/mp15-sdcard.tsv",
-        ], in: directory, timeout: 30)
+                // A hang guard, not a timing check: a whole flash on 2 loaded cores can take minutes.
+        ], in: directory, timeout: 180)
     return try FlashRun(result: result)
 }
 
