@@ -103,7 +103,8 @@ let package = Package(
         .target(
             name: "StationMonitor", dependencies: ["BoardTracking", "FlashEngine", "USBModel", prometheus],
             swiftSettings: strictSwift),
-        .target(name: "StatusServer", dependencies: ["StationMonitor", hummingbird], swiftSettings: strictSwift),
+        .target(
+            name: "StatusServer", dependencies: ["StationMonitor", hummingbird, logging], swiftSettings: strictSwift),
 
         // MARK: C wrappers.
         .target(

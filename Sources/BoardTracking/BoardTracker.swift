@@ -35,6 +35,10 @@ public actor BoardTracker {
     private var nextLease = 0
     /// The last scan, by port.
     private var known: [PortPath: DFUDeviceListing] = [:]
+    /// Ports whose boards belong to their own port's lease only (a station's ports): no lease
+    /// follows its board by serial onto one of them, so boards that share a serial (MCU-style
+    /// serials, cloned UIDs) are never recorded under each other's port.
+    private var pinned: Set<PortPath> = []
 
     public init(bus: any USBBus, families: BoardFamilies = .standard) {
         self.bus = bus
@@ -49,6 +53,9 @@ public actor BoardTracker {
         let events = try await bus.subscribe()
         return BoardLease(tracker: self, id: id, match: match, events: events, timing: timing)
     }
+
+    /// Pins `ports` (see `pinned`): a station calls this for every port it flashes boards on.
+    public func pin(_ ports: some Sequence<PortPath>) { pinned.formUnion(ports) }
 
     /// Every DFU device present now with what it is and whether a lease holds it. Held boards are
     /// not opened (their strings are the last ones seen).
@@ -87,6 +94,7 @@ public actor BoardTracker {
     /// lease holds it.
     func hold(_ port: PortPath, for lease: Int, releasing previous: PortPath? = nil) -> Bool {
         if let holder = holders[port], holder != lease { return false }
+        if let previous, previous != port, pinned.contains(port) { return false }
         if let previous, previous != port, holders[previous] == lease { holders[previous] = nil }
         holders[port] = lease
         return true

@@ -30,12 +30,16 @@ static const size_t CUMOCKDEV_URB_STATUS = offsetof(struct usbdevfs_urb, status)
 static const size_t CUMOCKDEV_URB_BUFFER = offsetof(struct usbdevfs_urb, buffer);
 static const size_t CUMOCKDEV_URB_BUFFER_LENGTH = offsetof(struct usbdevfs_urb, buffer_length);
 static const size_t CUMOCKDEV_URB_ACTUAL_LENGTH = offsetof(struct usbdevfs_urb, actual_length);
+static const size_t CUMOCKDEV_URB_ENDPOINT = offsetof(struct usbdevfs_urb, endpoint);
 static const unsigned char CUMOCKDEV_URB_TYPE_CONTROL = USBDEVFS_URB_TYPE_CONTROL;
+static const unsigned char CUMOCKDEV_URB_TYPE_BULK = USBDEVFS_URB_TYPE_BULK;
 static const size_t CUMOCKDEV_CTRLTRANSFER_SIZE = sizeof(struct usbdevfs_ctrltransfer);
 static const size_t CUMOCKDEV_CTRLTRANSFER_DATA = offsetof(struct usbdevfs_ctrltransfer, data);
+// What an xHCI host reports: with BULK_SCATTER_GATHER libusb submits a bulk transfer as one URB
+// (without it, 16 KiB URBs with BULK_CONTINUATION).
 static const unsigned int CUMOCKDEV_CAPABILITIES =
     USBDEVFS_CAP_ZERO_PACKET | USBDEVFS_CAP_BULK_CONTINUATION | USBDEVFS_CAP_NO_PACKET_SIZE_LIM |
-    USBDEVFS_CAP_REAP_AFTER_DISCONNECT;
+    USBDEVFS_CAP_BULK_SCATTER_GATHER | USBDEVFS_CAP_REAP_AFTER_DISCONNECT;
 
 typedef gboolean (*cumockdev_ioctl_handler)(UMockdevIoctlBase *base, UMockdevIoctlClient *client, gpointer user_data);
 

@@ -144,8 +144,8 @@ public enum Doctor {
     }
 
     static func udevRule(_ environment: HostEnvironment) -> DoctorCheck {
-        let rules = environment.udevRules
-        let details = rules.map { "\($0.file):\($0.line): \($0.text)" }
+        let rules = environment.udevRules.filter { $0.covers(product: "df11") }
+        let details = environment.udevRules.map { "\($0.file):\($0.line): \($0.text)" }
         let install = "`sudo stm32mp-flash udev-rules --install`"
         if rules.isEmpty {
             if environment.container != nil {
@@ -171,7 +171,17 @@ public enum Doctor {
                 details: details,
                 fix: "prefer MODE=\"0660\" with TAG+=\"uaccess\" or a group: \(install)")
         }
-        return DoctorCheck(id: "udev-rule", status: .pass, summary: "a udev rule covers 0483:df11", details: details)
+        // U-Boot's fastboot gadget is another PID: without it `--transport fastboot` loses the board
+        // at the hand-off (libusb cannot open 0483:0afb).
+        guard environment.udevRules.contains(where: { $0.covers(product: "0afb") }) || environment.user.uid == 0 else {
+            return DoctorCheck(
+                id: "udev-rule", status: .warn,
+                summary: "the udev rules cover 0483:df11 but not 0483:0afb (U-Boot's fastboot)",
+                details: details,
+                fix: "`flash --transport fastboot|auto` could not open the board after the hand-off: \(install)")
+        }
+        return DoctorCheck(
+            id: "udev-rule", status: .pass, summary: "a udev rule covers 0483:df11 and 0483:0afb", details: details)
     }
 
     static func udevDaemon(_ environment: HostEnvironment) -> DoctorCheck {

@@ -152,10 +152,11 @@ public enum EnvironmentProbe {
         return rules
     }
 
-    /// A rule line that names vendor 0483 and product df11 (alone or in an `a|b` list).
+    /// A rule line that names vendor 0483 and product df11 or 0afb (alone or in an `a|b` list).
     static func ruleMatchesBoard(_ line: String) -> Bool {
         let lower = line.lowercased()
-        return lower.contains("\"0483\"") && lower.contains("idproduct") && lower.contains("df11")
+        return lower.contains("\"0483\"") && lower.contains("idproduct")
+            && (lower.contains("df11") || lower.contains("0afb"))
     }
 
     // MARK: Devices

@@ -13,7 +13,7 @@ public struct HostEnvironment: Codable, Sendable, Hashable {
     public var detectionEvidence: [String]
     /// `/run/udev/control` exists: udevd runs, so rules and `uaccess` are applied.
     public var udevRunning: Bool
-    /// Rule lines that match 0483:df11, from every udev rules folder.
+    /// Rule lines that match 0483:df11 or 0483:0afb, from every udev rules folder.
     public var udevRules: [InstalledUdevRule]
     /// ST devices (0483:df11, 0afb, 5720) present in sysfs, with their device nodes.
     public var boards: [SysfsBoard]
@@ -142,7 +142,7 @@ public struct UserIdentity: Codable, Sendable, Hashable {
     }
 }
 
-/// One rule line that mentions 0483 and df11.
+/// One rule line that mentions 0483 and df11 or 0afb.
 public struct InstalledUdevRule: Codable, Sendable, Hashable {
     /// The rule file, as seen from inside the root (`/etc/udev/rules.d/60-x.rules`).
     public var file: String
@@ -154,6 +154,9 @@ public struct InstalledUdevRule: Codable, Sendable, Hashable {
         self.line = line
         self.text = text
     }
+
+    /// The rule names this product ID (`df11`, `0afb`), alone or in an `a|b` list.
+    public func covers(product: String) -> Bool { text.lowercased().contains(product.lowercased()) }
 
     /// The rule tags the node for the logged-in user.
     public var grantsUaccess: Bool { text.contains("uaccess") }

@@ -52,6 +52,8 @@ final class AttemptRecording: Sendable {
         var soc: String?
         var port: String?
         var partitions: [PhaseResult] = []
+        /// How each partition was checked after writing, by phase.
+        var checks: [UInt8: PartitionCheck.Method] = [:]
     }
 
     /// Writes the unfinished attempt row.
@@ -83,6 +85,8 @@ final class AttemptRecording: Sendable {
                 seen.port = identity.port.description
             case .phaseFinished(let result):
                 seen.partitions.append(result)
+            case .verified(let check):
+                seen.checks[check.phase] = check.method
             default: break
             }
         }
@@ -101,10 +105,14 @@ final class AttemptRecording: Sendable {
             } else {
                 sha256 = ""
             }
-            // A partition sent twice (a retry) keeps its last sending.
+            // A partition sent twice (a retry) keeps its last sending. Verified: read back after
+            // writing and equal (a mismatch fails the attempt before a check event is sent).
             partitions.removeAll { $0.id == phase.phase }
+            let method = seen.checks[phase.phase]
             partitions.append(
-                PartitionRecord(id: phase.phase, name: phase.name, bytes: phase.bytes, sha256: sha256, verified: false))
+                PartitionRecord(
+                    id: phase.phase, name: phase.name, bytes: phase.bytes, sha256: sha256,
+                    verified: method == .full || method == .sampled))
         }
         try await store.finish(
             id,

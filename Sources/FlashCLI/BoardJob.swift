@@ -3,6 +3,7 @@ import Diagnostics
 import FlashEngine
 import FlashLayout
 import FoundationEssentials
+import Glibc
 import Logging
 import StationMonitor
 import StationRecords
@@ -34,6 +35,8 @@ struct BoardJobSettings: Sendable {
     var status: StationStatus?
     var output: MultiBoardOutput
     var simulated: Bool
+    /// `station --log-dir`: one text log per attempt in this folder.
+    var logFolder: String? = nil
 }
 
 /// One board's attempt on one port: lease the port from the tracker, flash it with a `Flasher`,
@@ -63,6 +66,10 @@ struct BoardJob: Sendable {
             }
         }
         let recording = opened
+        let log = settings.logFolder.flatMap { AttemptLog(folder: $0, port: self.port, attempt: recording?.id) }
+        defer { log?.close() }
+        log?.output.line("layout \(settings.layout.path) (sha256 \(settings.layout.sha256))")
+        log?.output.started(self.port, serial: nil)
         var request = settings.request
         request.selection = .port(port)
         let status = settings.status
@@ -77,6 +84,7 @@ struct BoardJob: Sendable {
                     recording?.observe(event)
                     status?.observe(port: port, event, now: UInt64(clock.now.inSeconds * 1e9))
                     output.handle(port, event)
+                    log?.output.handle(port, event)
                 })
             do {
                 outcome = .success(try await flasher.run())
@@ -91,7 +99,7 @@ struct BoardJob: Sendable {
         case .success(let summary):
             return await finishRecorded(
                 recording, .done, diagnosis: nil, started: started, clock: clock,
-                partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes })
+                partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes }, log: log)
         case .failure(let failure):
             let diagnosis = Diagnoser.diagnose(
                 Evidence(
@@ -100,15 +108,17 @@ struct BoardJob: Sendable {
                     consoleLog: virtualBoard?.consoleLog ?? []))
             let result: AttemptResult
             if case .cancelled = failure.reason { result = .cancelled } else { result = .failed }
+            log?.output.line("error: " + failure.description)
+            log?.output.line(diagnosis.text)
             return await finishRecorded(
                 recording, result, diagnosis: diagnosis, started: started, clock: clock, partitions: 0, bytes: 0,
-                error: failure.description)
+                error: failure.description, log: log)
         }
     }
 
     private func finishRecorded(
         _ recording: AttemptRecording?, _ result: AttemptResult, diagnosis: Diagnosis?, started: Duration,
-        clock: SystemClock, partitions: Int, bytes: Int64, error: String? = nil
+        clock: SystemClock, partitions: Int, bytes: Int64, error: String? = nil, log: AttemptLog? = nil
     ) async -> BoardOutcome {
         var code = diagnosis?.code.rawValue
         var cause = diagnosis?.cause
@@ -119,6 +129,7 @@ struct BoardJob: Sendable {
             cause = (cause.map { $0 + "; " } ?? "") + "\(error)"
         }
         var outcome = finish(result, code: code, cause: cause, started: started, clock: clock)
+        log?.output.finished(port, done: result == .done, code: code, cause: cause, seconds: outcome.seconds)
         outcome.partitions = partitions
         outcome.bytes = bytes
         if settings.output.mode == .json {
@@ -150,4 +161,27 @@ struct BoardJob: Sendable {
             port: port, serial: settings.output.serial(port), result: result, code: code, cause: cause, partitions: 0,
             bytes: 0, seconds: seconds)
     }
+}
+
+/// `station --log-dir`: the text log of one attempt, `<UTC start>-<port>[-<record id>].log`, the
+/// same lines the station writes to stderr for that board, plus the error and diagnosis in full.
+final class AttemptLog: Sendable {
+    let output: MultiBoardOutput
+    private let fd: Int32
+
+    /// nil (with a warning on stderr) when the file cannot be created: the flash goes on, its
+    /// record and the journal still have it.
+    init?(folder: String, port: PortPath, attempt: Int64?) {
+        let stamp = Timestamp.format(Date()).replacing(":", with: "")
+        let path = "\(folder)/\(stamp)-\(port)" + (attempt.map { "-\($0)" } ?? "") + ".log"
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            Terminal.error("warning: \(path): cannot create the attempt log: \(String(cString: strerror(errno)))")
+            return nil
+        }
+        self.fd = fd
+        output = MultiBoardOutput(mode: .plain, humanFD: fd)
+    }
+
+    func close() { Glibc.close(fd) }
 }

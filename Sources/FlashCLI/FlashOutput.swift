@@ -75,7 +75,14 @@ final class FlashOutput: Sendable {
     /// Several boards in one run: `port` and `serial` added to every JSON line of this board.
     let tags: BoardTags?
 
-    init(mode: FlashOutputMode, quiet: Bool = false, clock: any FlashClock = SystemClock(), tags: BoardTags? = nil) {
+    /// Where human output goes: stderr, or a station's per-attempt log file.
+    let humanFD: Int32
+
+    init(
+        mode: FlashOutputMode, quiet: Bool = false, clock: any FlashClock = SystemClock(), tags: BoardTags? = nil,
+        humanFD: Int32 = 2
+    ) {
+        self.humanFD = humanFD
         self.tags = tags
         self.mode = mode
         self.quiet = quiet
@@ -393,7 +400,7 @@ final class FlashOutput: Sendable {
     func writeOut(_ text: String) { Self.write(text, to: 1) }
 
     /// Human output: progress, steps, the result and the diagnosis.
-    func writeErr(_ text: String) { Self.write(text, to: 2) }
+    func writeErr(_ text: String) { Self.write(text, to: humanFD) }
 
     static func write(_ text: String, to fd: Int32) {
         let bytes = Array(text.utf8)

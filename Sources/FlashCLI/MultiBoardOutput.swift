@@ -38,9 +38,10 @@ final class MultiBoardOutput: Sendable {
         var lastDraw: Duration = .zero
     }
 
-    init(mode: FlashOutputMode) {
+    /// `humanFD`: where text lines go (stderr, or a station's per-attempt log file).
+    init(mode: FlashOutputMode, humanFD: Int32 = 2) {
         self.mode = mode
-        writer = FlashOutput(mode: mode)
+        writer = FlashOutput(mode: mode, humanFD: humanFD)
     }
 
     /// The serial last seen on `port` (for records and JSON).

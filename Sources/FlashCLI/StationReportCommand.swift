@@ -55,11 +55,3 @@ struct StationReportCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// `stm32mp-flash station …`: the factory service and its records.
-struct StationCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "station",
-        abstract: "Factory station: flash every board that comes up in the ROM, record each attempt.",
-        subcommands: [StationReportCommand.self])
-}

@@ -506,14 +506,37 @@ public final class Flasher: Sendable {
                 throw failure(.protocolError("fastboot without an opened gadget"))
             }
             defer { fastbootTransport = nil }
-            guard let bulk = transport as? any USBBulkTransport,
-                let interface = FastbootInterface.find(in: try await transport.configurationDescriptor())
-            else {
+            guard let bulk = transport as? any USBBulkTransport else {
                 await transport.close()
-                throw failure(.protocolError("the fastboot device has no FF/42/03 interface with bulk endpoints"))
+                throw failure(
+                    .protocolError(
+                        "U-Boot's fastboot gadget appeared (\(transport.identity.port)), but this USB host cannot do bulk transfers"
+                    ))
             }
-            try await bulk.claimBulk(
-                interface: interface.interface, outEndpoint: interface.outEndpoint, inEndpoint: interface.inEndpoint)
+            let configuration = try await transport.configurationDescriptor()
+            guard let interface = FastbootInterface.find(in: configuration) else {
+                await transport.close()
+                let seen = configuration.interfaces.map { alt in
+                    "interface \(alt.interfaceNumber) class "
+                        + [alt.interfaceClass, alt.interfaceSubClass, alt.interfaceProtocol].map {
+                            String(hex4(UInt16($0)).suffix(2))
+                        }.joined(separator: "/")
+                }
+                throw failure(
+                    .protocolError(
+                        "the device on \(transport.identity.port) has no fastboot interface (FF/42/03 with a bulk OUT and a bulk IN endpoint); it shows \(seen.isEmpty ? "no interfaces" : seen.joined(separator: ", "))"
+                    ))
+            }
+            do {
+                try await bulk.claimBulk(
+                    interface: interface.interface, outEndpoint: interface.outEndpoint, inEndpoint: interface.inEndpoint
+                )
+            } catch let error as USBTransferError {
+                await transport.close()
+                self.recorder.add(
+                    .note("fastboot: claiming interface \(interface.interface): \(error)", stage: .fastboot))
+                throw failure(.transferFailed(error))
+            }
             let recorder = self.recorder
             let emit = flasher.emit
             let stage = FastbootStage(

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Hummingbird
+import Logging
 package import StationMonitor
 
 /// The station's read-only web side (Hummingbird): `GET /` the live status page, `GET /events`
@@ -53,9 +54,13 @@ package struct StatusServer: Sendable {
                     try await writer.finish(nil)
                 })
         }
+        // Only critical messages: stopping the station cancels the server, which Hummingbird logs
+        // as an error of its child channels; a failure to bind is thrown, not logged.
+        var logger = Logger(label: "stm32mp-flash.status-server")
+        logger.logLevel = .critical
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "stm32mp-flash"),
-            onServerRunning: { channel in bound(channel.localAddress?.port ?? 0) })
+            onServerRunning: { channel in bound(channel.localAddress?.port ?? 0) }, logger: logger)
         try await app.run()
     }
 }

@@ -21,12 +21,23 @@ extension ConfigurationDescriptor {
             let interface = config.interface[i]
             for a in 0..<Int(interface.num_altsetting) {
                 let alt = interface.altsetting[a]
+                // libusb parses endpoint descriptors out of `extra`; put them back after the
+                // class-specific ones, as in the raw descriptor (fastboot's bulk endpoints).
+                var extra = splitDescriptors(alt.extra, Int(alt.extra_length))
+                for e in 0..<Int(alt.bNumEndpoints) {
+                    let endpoint = alt.endpoint[e]
+                    extra.append([
+                        7, DescriptorType.endpoint, endpoint.bEndpointAddress, endpoint.bmAttributes,
+                        UInt8(endpoint.wMaxPacketSize & 0xFF), UInt8(endpoint.wMaxPacketSize >> 8), endpoint.bInterval,
+                    ])
+                    extra += splitDescriptors(endpoint.extra, Int(endpoint.extra_length))
+                }
                 alternates.append(
                     InterfaceAltSetting(
                         interfaceNumber: alt.bInterfaceNumber, alternateSetting: alt.bAlternateSetting,
                         interfaceClass: alt.bInterfaceClass, interfaceSubClass: alt.bInterfaceSubClass,
                         interfaceProtocol: alt.bInterfaceProtocol, interfaceStringIndex: alt.iInterface,
-                        extra: splitDescriptors(alt.extra, Int(alt.extra_length))))
+                        extra: extra))
             }
         }
         self.init(

@@ -141,15 +141,18 @@ private func withDeviceList<T>(_ context: OpaquePointer, _ body: ([OpaquePointer
 }
 
 /// Reads one device's identity (without strings) and descriptors from libusb's cache; nil when
-/// it has no DFU interface or its descriptors are unreadable.
-private func scanDevice(_ device: OpaquePointer) -> ScannedDevice? {
+/// its configuration does not satisfy `wanted` (default: a DFU interface) or its descriptors are
+/// unreadable.
+private func scanDevice(
+    _ device: OpaquePointer, wanted: (ConfigurationDescriptor) -> Bool = { $0.interfaces.contains(where: \.isDFU) }
+) -> ScannedDevice? {
     var raw = libusb_device_descriptor()
     guard libusb_get_device_descriptor(device, &raw) == 0 else { return nil }
     var config: UnsafeMutablePointer<libusb_config_descriptor>?
     guard libusb_get_config_descriptor(device, 0, &config) == 0, let config else { return nil }
     defer { libusb_free_config_descriptor(config) }
     let configuration = ConfigurationDescriptor(libusb: config.pointee)
-    guard configuration.interfaces.contains(where: \.isDFU) else { return nil }
+    guard wanted(configuration) else { return nil }
     var ports = [UInt8](repeating: 0, count: 8)
     let depth = libusb_get_port_numbers(device, &ports, Int32(ports.count))
     let bus = Int(libusb_get_bus_number(device))
@@ -164,15 +167,21 @@ private func scanDevice(_ device: OpaquePointer) -> ScannedDevice? {
 
 private func scanDFUDevices(_ context: OpaquePointer) throws(USBTransferError) -> [ScannedDevice] {
     try withDeviceList(context) { devices in
-        devices.compactMap(scanDevice).sorted { $0.identity.port < $1.identity.port }
+        devices.compactMap { scanDevice($0) }.sorted { $0.identity.port < $1.identity.port }
     }
 }
 
-/// Opens the DFU device at `port`; other devices are never opened.
+/// Opens the device at `port` if it has a DFU interface or U-Boot's fastboot interface (FF/42/03
+/// with bulk endpoints); other devices are never opened.
 private func openDevice(_ context: OpaquePointer, at port: PortPath) throws(USBTransferError) -> OpenedDevice {
     try withDeviceList(context) { devices throws(USBTransferError) in
         for device in devices {
-            guard let scanned = scanDevice(device), scanned.identity.port == port else { continue }
+            guard
+                let scanned = scanDevice(
+                    device,
+                    wanted: { $0.interfaces.contains(where: \.isDFU) || FastbootInterface.find(in: $0) != nil }),
+                scanned.identity.port == port
+            else { continue }
             var handle: OpaquePointer?
             try checkLibUSB(libusb_open(device, &handle), "libusb_open")
             guard let handle else { throw USBTransferError(.other, operation: "libusb_open", detail: "no handle") }
@@ -180,6 +189,7 @@ private func openDevice(_ context: OpaquePointer, at port: PortPath) throws(USBT
                 handle: handle, identity: scanned.identity, descriptor: scanned.descriptor,
                 configuration: scanned.configuration)
         }
-        throw USBTransferError(.notFound, operation: "libusb_open", detail: "no DFU device at port \(port)")
+        throw USBTransferError(
+            .notFound, operation: "libusb_open", detail: "no DFU device at port \(port), nor a fastboot device")
     }
 }

@@ -1,4 +1,5 @@
 import CLibUSB
+import Synchronization
 import Timekeeping
 public import USBModel
 
@@ -7,9 +8,11 @@ public import USBModel
 /// failing or reaching its timeout, so keep timeouts short.
 public final class USBDeviceHandle: USBControlTransport {
     public let identity: USBDeviceIdentity
-    private let core: HandleCore
+    let core: HandleCore
     private let descriptor: DeviceDescriptor
     private let configuration: ConfigurationDescriptor
+    /// The interface and endpoints `claimBulk` claimed (USBDeviceHandle+Bulk).
+    let bulkEndpoints = Mutex<(interface: UInt8, out: UInt8, input: UInt8)?>(nil)
 
     init(
         core: HandleCore, identity: USBDeviceIdentity, descriptor: DeviceDescriptor,
@@ -54,6 +57,20 @@ public final class USBDeviceHandle: USBControlTransport {
 
     /// Releases claimed interfaces and closes the handle. The corresponding C function is `libusb_close`.
     public func close() async { await core.close() }
+
+    /// The clock that bulk transfer deadlines are measured on (the context's).
+    var clock: any FlashClock { core.clock }
+}
+
+/// What one `libusb_bulk_transfer` did: libusb's code and the bytes moved before it returned
+/// (a timeout can still have moved some).
+struct BulkSlice: Sendable {
+    var code: Int32
+    var transferred: Int
+    /// IN only: the bytes read.
+    var data: [UInt8]
+    /// Set when the handle refused the call without asking libusb (gone or closed).
+    var refusal: USBTransferError?
 }
 
 /// The libusb handle and its state, confined to one serial queue.
@@ -77,6 +94,9 @@ final class HandleCore: @unchecked Sendable {
     private var closed = false
     /// The device disconnected: nothing but `libusb_close` may touch the handle any more.
     private var gone = false
+
+    /// The clock transfer deadlines are measured on.
+    var clock: any FlashClock { context.clock }
 
     init(opened: OpenedDevice, context: USBContext) {
         handle = opened.handle
@@ -116,12 +136,7 @@ final class HandleCore: @unchecked Sendable {
     func setAlternate(interface: UInt8, alternate: UInt8) async throws {
         try await worker.run { () throws(USBTransferError) in
             try self.ensureUsable("libusb_set_interface_alt_setting")
-            if !self.claimed.contains(interface) {
-                // Detaching is best effort: NOT_SUPPORTED where the platform has no such notion.
-                _ = libusb_set_auto_detach_kernel_driver(self.handle, 1)
-                try self.check(libusb_claim_interface(self.handle, Int32(interface)), "libusb_claim_interface")
-                self.claimed.insert(interface)
-            }
+            try self.claim(interface)
             // libusb 1.0.26 must not see this call on a device it marked detached (see above).
             guard self.context.lists(libusb_get_device(self.handle)) else {
                 self.gone = true
@@ -145,6 +160,58 @@ final class HandleCore: @unchecked Sendable {
             try self.check(count, "libusb_control_transfer")
             return setup.isIn ? Array(buffer.prefix(Int(count))) : []
         }
+    }
+
+    /// Claims `interface` for bulk transfers (fastboot has one alternate: no SET_INTERFACE).
+    func claimInterface(_ interface: UInt8) async throws {
+        try await worker.run { () throws(USBTransferError) in
+            try self.ensureUsable("libusb_claim_interface")
+            try self.claim(interface)
+        }
+    }
+
+    /// One synchronous `libusb_bulk_transfer` of at most `timeout` on this handle's queue: OUT
+    /// sends `data[offset...]`, IN (endpoint bit 7 set) reads up to `length` bytes. The code is
+    /// libusb's (0, TIMEOUT with a partial count, or an error); NO_DEVICE marks the handle gone
+    /// and a gone handle answers NO_DEVICE without calling libusb (1.0.26 asserts otherwise).
+    func bulkTransfer(endpoint: UInt8, data: [UInt8], offset: Int, length: Int, timeout: Duration) async -> BulkSlice {
+        let milliseconds = UInt32(clamping: max(1, Int64((timeout.inSeconds * 1000).rounded(.up))))
+        let result = await worker.runCatching { () throws(USBTransferError) -> BulkSlice in
+            try self.ensureUsable("libusb_bulk_transfer")
+            var transferred: Int32 = 0
+            if endpoint & 0x80 != 0 {
+                var buffer = [UInt8](repeating: 0, count: length)
+                let code = libusb_bulk_transfer(
+                    self.handle, endpoint, &buffer, Int32(length), &transferred, milliseconds)
+                if code == LIBUSB_ERROR_NO_DEVICE.rawValue { self.gone = true }
+                return BulkSlice(
+                    code: code, transferred: Int(transferred), data: Array(buffer.prefix(Int(transferred))))
+            }
+            let code = data.withUnsafeBufferPointer { all in
+                // libusb takes a mutable pointer for both directions; it only reads on OUT.
+                let start = UnsafeMutablePointer(mutating: all.baseAddress.map { $0 + offset })
+                return libusb_bulk_transfer(self.handle, endpoint, start, Int32(length), &transferred, milliseconds)
+            }
+            if code == LIBUSB_ERROR_NO_DEVICE.rawValue { self.gone = true }
+            return BulkSlice(code: code, transferred: Int(transferred), data: [])
+        }
+        switch result {
+        case .success(let slice): return slice
+        case .failure(let error):
+            // Gone or closed before libusb was called.
+            return BulkSlice(
+                code: error.kind == .noDevice ? LIBUSB_ERROR_NO_DEVICE.rawValue : LIBUSB_ERROR_OTHER.rawValue,
+                transferred: 0, data: [], refusal: error)
+        }
+    }
+
+    /// Runs on the worker queue.
+    private func claim(_ interface: UInt8) throws(USBTransferError) {
+        guard !claimed.contains(interface) else { return }
+        // Detaching is best effort: NOT_SUPPORTED where the platform has no such notion.
+        _ = libusb_set_auto_detach_kernel_driver(handle, 1)
+        try check(libusb_claim_interface(handle, Int32(interface)), "libusb_claim_interface")
+        claimed.insert(interface)
     }
 
     /// Closes once. A gone device's interfaces are not released (the kernel dropped them with the

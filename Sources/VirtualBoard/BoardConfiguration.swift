@@ -163,6 +163,22 @@ public struct BoardTiming: Sendable, Hashable {
         detachToDisconnect: .zero, romToTFA: .zero, tfaReconnect: .zero, tfaToUBoot: .zero,
         ubootReenumeration: .zero, resetToROM: .zero, storageReadBytesPerSecond: 0)
 
+    /// The same board `speed` times faster (every delay divided, every throughput multiplied), so
+    /// that demos and tests of the station run in real time without waiting a whole flash per plug-in.
+    public func scaled(by speed: Double) -> BoardTiming {
+        guard speed > 0, speed != 1 else { return self }
+        func time(_ duration: Duration) -> Duration { duration / speed }
+        func rate(_ value: Int64) -> Int64 { value == 0 ? 0 : Int64((Double(value) * speed).rounded()) }
+        return BoardTiming(
+            controlOverhead: time(controlOverhead), romBytesPerSecond: rate(romBytesPerSecond),
+            tfaBytesPerSecond: rate(tfaBytesPerSecond), ubootBytesPerSecond: rate(ubootBytesPerSecond),
+            storageBytesPerSecond: rate(storageBytesPerSecond), eraseBytesPerSecond: rate(eraseBytesPerSecond),
+            gptWrite: time(gptWrite), romBlockStore: time(romBlockStore), detachToDisconnect: time(detachToDisconnect),
+            romToTFA: time(romToTFA), tfaReconnect: time(tfaReconnect), tfaToUBoot: time(tfaToUBoot),
+            ubootReenumeration: time(ubootReenumeration), resetToROM: time(resetToROM),
+            storageReadBytesPerSecond: rate(storageReadBytesPerSecond))
+    }
+
     /// Time to move `bytes` at `rate` bytes per second (0 = instantaneous).
     static func transfer(_ bytes: Int, rate: Int64) -> Duration {
         guard rate > 0, bytes > 0 else { return .zero }

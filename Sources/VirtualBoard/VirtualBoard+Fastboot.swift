@@ -96,7 +96,8 @@ extension VirtualBoard {
         let block: UInt64 = 512
         var entries: [GPTPartitionEntry] = []
         var next = 34 * block
-        let last = (size / block - 34 - 1) * block
+        // The last usable block (`gpt_fill_header()`: lba - 34): where `size=-` ends.
+        let last = (size / block - 34) * block
         for text in partitions.split(separator: ";") where !text.isEmpty {
             var fields: [String: String] = [:]
             var bootable = false

@@ -52,6 +52,19 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
         }
     }
 
+    /// Unplugs the board on `port` (a remove event follows if a device was enumerated), as an
+    /// operator pulling the cable; the station's simulation plugs a fresh board there next.
+    public func unplug(port: PortPath) {
+        lock.withLock { _ in
+            applyDueTransitions()
+            guard let index = boards.firstIndex(where: { $0.port == port }) else { return }
+            let board = boards.remove(at: index)
+            if board.attachedDevice != nil, let last = lastIdentity[port] { record(.remove, last) }
+            lastIdentity[port] = nil
+            announcedAt[port] = nil
+        }
+    }
+
     public func subscribe() async throws -> any HotplugSubscription { subscribeNow() }
 
     /// `subscribe()` without suspending (the virtual bus needs no setup), for test rigs.

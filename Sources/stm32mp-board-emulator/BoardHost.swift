@@ -209,6 +209,9 @@ final class Statistics: @unchecked Sendable {
     /// Guarded by the host's lock.
     var ioctls = 0
     var controlTransfers = 0
+    /// Bulk URBs (fastboot), and the bytes the host wrote on bulk OUT endpoints.
+    var bulkTransfers = 0
+    var bulkOutBytes = 0
     var enumerations: [EnumeratedDevice] = []
 
     /// One line per enumeration: how long after its add uevent went out the first control

@@ -74,6 +74,24 @@ struct EmulatorCommand: ParsableCommand {
             valueName: "bytes"))
     var storageRate: Int64?
 
+    @Option(
+        help: ArgumentHelp(
+            "U-Boot's CONFIG_FASTBOOT_FLASH_MMC_DEV (what the fast path flashes; default the SoC's stock value: 0 on MP13, 1 on MP15/MP25).",
+            valueName: "n"))
+    var fastbootMmcdev: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "U-Boot's CONFIG_FASTBOOT_BUF_SIZE, what getvar:max-download-size answers (default 0x2000000); small values force several sparse pieces.",
+            valueName: "bytes"))
+    var fastbootMaxDownload: Int?
+
+    @Option(
+        help: ArgumentHelp(
+            "The fastboot gadget's bulk throughput (USB → buffer) in bytes per second (default 25000000).",
+            valueName: "bytes"))
+    var fastbootRate: Int64?
+
     @Option(help: "The link speed: high (480 Mbit/s) or full (12 Mbit/s: the ROM says 'DFU in FS Mode').")
     var speed: String = "high"
 
@@ -173,6 +191,13 @@ struct EmulatorCommand: ParsableCommand {
             }
         }
         if let storageRate, storageRate <= 0 { throw ValidationError("--storage-rate must be positive") }
+        if let fastbootMmcdev, !(0...2).contains(fastbootMmcdev) {
+            throw ValidationError("--fastboot-mmcdev must be 0, 1 or 2")
+        }
+        if let fastbootMaxDownload, fastbootMaxDownload < 4096 {
+            throw ValidationError("--fastboot-max-download must be at least 4096")
+        }
+        if let fastbootRate, fastbootRate < 0 { throw ValidationError("--fastboot-rate must not be negative") }
     }
 
     /// The boards' ports: --port itself, or PORT.1 … PORT.N with --boards.
@@ -232,6 +257,9 @@ struct EmulatorCommand: ParsableCommand {
                         String(configuration.serial.prefix(20)) + hex4(UInt16(index + 1)).uppercased()
                 }
                 if let storageRate { configuration.timing.storageBytesPerSecond = storageRate }
+                if let fastbootMmcdev { configuration.fastboot.mmcDevice = fastbootMmcdev }
+                if let fastbootMaxDownload { configuration.fastboot.maxDownloadSize = fastbootMaxDownload }
+                if let fastbootRate { configuration.fastboot.bytesPerSecond = fastbootRate }
                 configuration.speed = speed == "full" ? .full : .high
                 configuration.vanishBlock = vanishBlock
                 if let transitionMs {
@@ -276,7 +304,7 @@ struct EmulatorCommand: ParsableCommand {
             if stats {
                 let rate = Double(host.statistics.controlTransfers) / max(elapsed.inSeconds, 1e-9)
                 printError(
-                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s)"
+                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s) bulk URBs=\(host.statistics.bulkTransfers) bulk OUT bytes=\(host.statistics.bulkOutBytes)"
                 )
                 for line in host.statistics.enumerationLines { printError(line) }
             }

@@ -44,7 +44,7 @@ final class EnumeratedDevice: @unchecked Sendable {
                 !urbs.completed.isEmpty || !urbs.inFlight.isEmpty
             {
                 for i in urbs.inFlight.indices where !urbs.inFlight[i].isReady(at: host.clock.now) {
-                    urbs.inFlight[i].finish(status: -ENODEV, at: .zero)
+                    urbs.inFlight[i].fail(status: -ENODEV)
                 }
                 reap(call, urbs)
             } else {
@@ -114,24 +114,44 @@ final class EnumeratedDevice: @unchecked Sendable {
         let clientAddress: UInt = call.readArgument(UInt.self) ?? 0
         guard let urb = call.resolveArgument(length: Int(CUMOCKDEV_URB_SIZE)) else { return call.fail(EFAULT) }
         let urbBytes = UnsafeMutableRawPointer(urb.pointee.data!)
+        let type = urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_TYPE), as: UInt8.self)
+        let endpoint = urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_ENDPOINT), as: UInt8.self)
         let length = Int(urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_BUFFER_LENGTH), as: Int32.self))
-        guard urbBytes.load(fromByteOffset: Int(CUMOCKDEV_URB_TYPE), as: UInt8.self) == CUMOCKDEV_URB_TYPE_CONTROL,
-            length >= 8, let buffer = umockdev_ioctl_data_resolve(urb, gsize(CUMOCKDEV_URB_BUFFER), gsize(length), nil)
+        let bulk = model as? any USBBulkDeviceModel
+        // Endpoint 0 on every stage; bulk endpoints only on U-Boot's fastboot gadget.
+        guard type == CUMOCKDEV_URB_TYPE_CONTROL && length >= 8 || type == CUMOCKDEV_URB_TYPE_BULK && bulk != nil,
+            length >= 1, let buffer = umockdev_ioctl_data_resolve(urb, gsize(CUMOCKDEV_URB_BUFFER), gsize(length), nil)
         else {
             g_object_unref(urb)
-            return call.fail(EINVAL)  // Only endpoint 0 exists on every STM32MP DFU stage.
+            return call.fail(EINVAL)
         }
         let bytes = UnsafeMutableRawPointer(buffer.pointee.data!)
-        let setup = SetupPacket(bytes: UnsafeRawBufferPointer(start: bytes, count: 8))!
-        let outCount = setup.isIn ? 0 : min(Int(setup.length), length - 8)
-        let data = Array(UnsafeRawBufferPointer(start: bytes + 8, count: outCount))
-        let reply = runControl(setup, data: data)
-        var pending = PendingURB(
-            clientAddress: clientAddress, urb: urb, buffer: buffer, setup: setup, bufferCapacity: length - 8)
-        switch reply.outcome {
-        case .ok(let bytes): pending.finish(status: 0, reply: bytes, at: host.clock.now + reply.latency)
-        case .stall: pending.finish(status: -EPIPE, at: host.clock.now + reply.latency)
-        case .noAnswer: break  // Completes only when discarded or the device disconnects.
+        var pending: PendingURB
+        if let bulk, type == CUMOCKDEV_URB_TYPE_BULK {
+            pending = PendingURB(
+                clientAddress: clientAddress, urb: urb, buffer: buffer, kind: .bulk(endpoint: endpoint),
+                capacity: length)
+            host.statistics.bulkTransfers += 1
+            if firstRequestAt == nil { firstRequestAt = host.clock.now }
+            if endpoint & 0x80 == 0 {
+                let data = Array(UnsafeRawBufferPointer(start: bytes, count: length))
+                host.statistics.bulkOutBytes += length
+                let reply = bulk.bulkOut(endpoint: endpoint, data: data)
+                host.log(
+                    "\(location.devnode) bulk OUT 0x\(String(endpoint, radix: 16)) \(length) bytes -> \(reply.outcome)")
+                pending.finish(reply, at: host.clock.now)
+                host.applyDueTransitions()
+            } else {
+                answerIn(&pending, from: bulk)
+            }
+        } else {
+            let setup = SetupPacket(bytes: UnsafeRawBufferPointer(start: bytes, count: 8))!
+            let outCount = setup.isIn ? 0 : min(Int(setup.length), length - 8)
+            let data = Array(UnsafeRawBufferPointer(start: bytes + 8, count: outCount))
+            let reply = runControl(setup, data: data)
+            pending = PendingURB(
+                clientAddress: clientAddress, urb: urb, buffer: buffer, kind: .control(setup), capacity: length - 8)
+            pending.finish(reply, at: host.clock.now)
         }
         if pending.readyAt == host.clock.now {
             pending.writeResult()  // Written back by this ioctl's completion; reaped by address.
@@ -144,10 +164,36 @@ final class EnumeratedDevice: @unchecked Sendable {
         }
     }
 
+    /// Answers of a bulk IN endpoint that a discarded URB had taken before they were due: the
+    /// device still holds them in its FIFO, so the next IN URB on that endpoint gets them.
+    private var heldAnswers: [UInt8: (bytes: [UInt8], readyAt: Duration)] = [:]
+
+    /// Gives a waiting bulk IN URB the device's next answer on its endpoint, if it has one yet
+    /// (until then the URB stays pending, as on a device that NAKs).
+    private func answerIn(_ pending: inout PendingURB, from bulk: any USBBulkDeviceModel) {
+        guard case .bulk(let endpoint) = pending.kind else { return }
+        if let held = heldAnswers.removeValue(forKey: endpoint) {
+            pending.finish(.init(.ok(held.bytes)), at: held.readyAt)
+            return
+        }
+        let reply = bulk.bulkIn(endpoint: endpoint, maxLength: pending.capacity)
+        if case .noAnswer = reply.outcome { return }
+        host.log(
+            "\(location.devnode) bulk IN 0x\(String(endpoint, radix: 16)) -> \(reply.outcome)\(reply.latency > .zero ? " after \(reply.latency)" : "")"
+        )
+        pending.finish(reply, at: host.clock.now)
+        host.applyDueTransitions()  // `reboot`/`continue` end the gadget once their OKAY is out.
+    }
+
     private func reap(_ call: IoctlCall, _ urbs: ClientURBs) {
         if !urbs.completed.isEmpty {
             call.writeArgument(urbs.completed.removeFirst())
             return
+        }
+        if connected, let bulk = model as? any USBBulkDeviceModel {
+            for i in urbs.inFlight.indices where urbs.inFlight[i].readyAt == nil {
+                answerIn(&urbs.inFlight[i], from: bulk)
+            }
         }
         let now = host.clock.now
         guard let index = urbs.inFlight.firstIndex(where: { $0.isReady(at: now) }) else { return call.fail(EAGAIN) }
@@ -169,7 +215,13 @@ final class EnumeratedDevice: @unchecked Sendable {
         else {
             return call.fail(EINVAL)  // Already complete: not in flight any more.
         }
-        urbs.inFlight[index].finish(status: -ENOENT, at: .zero)
+        // A bulk IN that had taken an answer not yet due: the answer stays in the device's FIFO.
+        if case .bulk(let endpoint) = urbs.inFlight[index].kind, endpoint & 0x80 != 0,
+            let readyAt = urbs.inFlight[index].readyAt, urbs.inFlight[index].status == 0
+        {
+            heldAnswers[endpoint] = (urbs.inFlight[index].reply, readyAt)
+        }
+        urbs.inFlight[index].cancel()
         call.complete(0)
     }
 
@@ -229,50 +281,97 @@ final class ClientURBs {
     var inFlight: [PendingURB] = []
 }
 
-/// A submitted control URB and the result it will complete with.
+/// A submitted URB (control or bulk) and the result it will complete with.
 struct PendingURB {
+    enum Kind {
+        case control(SetupPacket)
+        case bulk(endpoint: UInt8)
+    }
+
     let clientAddress: UInt
     /// Owned references from `resolve`, released after the URB is written back.
     let urb: UnsafeMutablePointer<UMockdevIoctlData>
     let buffer: UnsafeMutablePointer<UMockdevIoctlData>
-    let setup: SetupPacket
-    let bufferCapacity: Int
+    let kind: Kind
+    /// Data bytes the buffer holds (after the 8-byte setup packet of a control URB).
+    let capacity: Int
     private(set) var readyAt: Duration?
-    private var status: Int32 = 0
-    private var reply: [UInt8] = []
+    private(set) var status: Int32 = 0
+    private(set) var reply: [UInt8] = []
+    /// OUT: the bytes the device took (all of them, unless the URB failed first).
+    private var taken = 0
 
     init(
         clientAddress: UInt, urb: UnsafeMutablePointer<UMockdevIoctlData>,
-        buffer: UnsafeMutablePointer<UMockdevIoctlData>, setup: SetupPacket, bufferCapacity: Int
+        buffer: UnsafeMutablePointer<UMockdevIoctlData>, kind: Kind, capacity: Int
     ) {
         self.clientAddress = clientAddress
         self.urb = urb
         self.buffer = buffer
-        self.setup = setup
-        self.bufferCapacity = bufferCapacity
+        self.kind = kind
+        self.capacity = capacity
+    }
+
+    var isIn: Bool {
+        switch kind {
+        case .control(let setup): setup.isIn
+        case .bulk(let endpoint): endpoint & 0x80 != 0
+        }
+    }
+
+    /// Where the data stage starts in the buffer, and how many bytes it asks for.
+    private var dataOffset: Int {
+        if case .control = kind { return 8 }
+        return 0
+    }
+    private var requested: Int {
+        switch kind {
+        case .control(let setup): min(Int(setup.length), capacity)
+        case .bulk: capacity
+        }
     }
 
     func isReady(at now: Duration) -> Bool { readyAt.map { $0 <= now } ?? false }
 
-    mutating func finish(status: Int32, reply: [UInt8] = [], at time: Duration) {
-        self.status = status
-        self.reply = reply
-        readyAt = time
+    /// The device's answer, due `reply.latency` after `now`; `.noAnswer` leaves it pending.
+    mutating func finish(_ answer: DeviceControlReply, at now: Duration) {
+        switch answer.outcome {
+        case .ok(let bytes):
+            status = 0
+            reply = bytes
+            taken = requested
+            readyAt = now + answer.latency
+        case .stall:
+            status = -EPIPE
+            readyAt = now + answer.latency
+        case .noAnswer:
+            break
+        }
     }
+
+    /// Ends the URB now with `status` (`-ENODEV` after a disconnect). An OUT keeps the count the
+    /// device already took.
+    mutating func fail(status: Int32) {
+        self.status = status
+        readyAt = .zero
+    }
+
+    /// DISCARDURB: gives the URB back with `-ENOENT`; what an OUT had delivered stays delivered.
+    mutating func cancel() { fail(status: -ENOENT) }
 
     /// Stores status, actual length and IN data in the resolved copies of the client's memory.
     func writeResult() {
         let urbBytes = UnsafeMutableRawPointer(urb.pointee.data!)
         var actual: Int32 = 0
-        if status == 0 {
-            if setup.isIn {
-                let count = min(reply.count, Int(setup.length), bufferCapacity)
-                let target = UnsafeMutableRawPointer(buffer.pointee.data!) + 8
+        if isIn {
+            if status == 0 {
+                let count = min(reply.count, requested)
+                let target = UnsafeMutableRawPointer(buffer.pointee.data!) + dataOffset
                 reply.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: count) }
                 actual = Int32(count)
-            } else {
-                actual = Int32(setup.length)
             }
+        } else {
+            actual = Int32(taken)
         }
         urbBytes.storeBytes(of: status, toByteOffset: Int(CUMOCKDEV_URB_STATUS), as: Int32.self)
         urbBytes.storeBytes(of: actual, toByteOffset: Int(CUMOCKDEV_URB_ACTUAL_LENGTH), as: Int32.self)

@@ -101,6 +101,29 @@ struct DoctorTests {
         #expect(checks.first { $0.id == "udev-rule" }?.summary.contains("99-late.rules") == true)
     }
 
+    /// A rule written for DFU only (as ST's and older tools install) lets the DFU stages open but
+    /// not U-Boot's fastboot gadget: the fast path would lose the board at the hand-off.
+    @Test func ruleWithoutTheFastbootPIDWarnsAndNamesIt() throws {
+        let root = try healthyRoot()
+        try FileManager.default.removeItem(atPath: root.path + "/etc/udev/rules.d/60-stm32mp-flash.rules")
+        try root.write(
+            "/etc/udev/rules.d/60-dfu.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="df11", MODE="0660", TAG+="uaccess""# + "\n")
+        var check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "udev-rule" })
+        #expect(check.status == .warn)
+        #expect(check.summary == "the udev rules cover 0483:df11 but not 0483:0afb (U-Boot's fastboot)")
+        #expect(check.fix?.contains("udev-rules --install") == true)
+        // A second line for 0afb (as `udev-rules` writes) makes it pass.
+        try root.write(
+            "/etc/udev/rules.d/61-fastboot.rules",
+            #"SUBSYSTEM=="usb", ATTR{idVendor}=="0483", ATTR{idProduct}=="0afb", MODE="0660", TAG+="uaccess""# + "\n")
+        check = try #require(
+            Doctor.checks(EnvironmentProbe.detect(root: root.path, user: user)).first { $0.id == "udev-rule" })
+        #expect(check.status == .pass)
+        #expect(check.details.count == 2)
+    }
+
     @Test func noBoardAndNoUdevdWarnButDoNotFail() throws {
         let root = try FakeRoot()
         try root.write("/usr/lib/x86_64-linux-gnu/libusb-1.0.so.0", "")

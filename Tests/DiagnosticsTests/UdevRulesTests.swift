@@ -42,9 +42,11 @@ struct UdevRulesTests {
         // The probe then finds the rule it wrote.
         let rules = EnvironmentProbe.detect(root: root.path, user: UserIdentity(uid: 1000, gid: 1000, groups: []))
             .udevRules
-        #expect(rules.count == 1)
-        #expect(rules.first?.grantsUaccess == true)
-        #expect(rules.first?.uaccessTooLate == false)
+        // One line for the DFU stages, one for U-Boot's fastboot gadget.
+        #expect(rules.count == 2)
+        #expect(rules.map { $0.covers(product: "df11") } == [true, false])
+        #expect(rules.map { $0.covers(product: "0afb") } == [false, true])
+        #expect(rules.allSatisfy { $0.grantsUaccess && !$0.uaccessTooLate })
     }
 
     @Test func installOnTheLiveSystemRefusesNonRootBeforeWriting() {

@@ -26,32 +26,7 @@ import Testing
         }
 
         // The board's storage: a 4 GiB SD card as mmc0 (BoardConfiguration's default).
-        let plan = try await boardPlan(layout, in: directory)
-        let device = try #require(plan.devices.first { $0.ip == "mmc0" })
-        let imagePath = storage + "/mmc0.img"
-        let table = try await run("sfdisk", ["--json", imagePath], in: directory)
-        try #require(table.status == 0, "\(table.stderr)")
-        let written = try JSONDecoder().decode(SfdiskTable.self, from: Data(table.stdout.utf8)).partitiontable
-        #expect(written.label == "gpt")
-        let planned = device.partitions.filter { $0.gptNumber != nil }.sorted { $0.gptNumber! < $1.gptNumber! }
-        try #require(!planned.isEmpty)
-        #expect(written.partitions.map(\.name) == planned.map(\.name))
-        #expect(written.partitions.map(\.start) == planned.map { $0.offset / 512 })
-        #expect(written.partitions.map { Optional($0.size) } == planned.map { $0.size.map { $0 / 512 } })
-        #expect(written.partitions.map { $0.type.uppercased() } == planned.map { $0.gptType?.uppercased() })
-
-        let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: imagePath))
-        defer { try? image.close() }
-        let programmed = device.partitions.filter { $0.option == "P" }
-        try #require(programmed.count >= 8, "the example layouts program at least 8 partitions")
-        for partition in programmed {
-            let file = try #require(partition.file, "\(partition.name) has a file")
-            let expected = try Data(contentsOf: URL(fileURLWithPath: file))
-            try image.seek(toOffset: UInt64(partition.offset))
-            #expect(
-                try image.read(upToCount: expected.count) == expected,
-                "\(partition.name) holds \(file) at \(partition.offset)")
-        }
+        try await expectStorageMatchesPlan(layout, storage: storage, device: "mmc0", in: directory)
     }
 
     /// `serial-changes`: the ROM says 000000000000 and the later stages the chip UID, each time
@@ -92,13 +67,59 @@ func makeExamples(in directory: ShortTemporaryDirectory) async throws -> String 
     return examples
 }
 
-/// `plan --json` with the emulated board's geometry (mmc0 is a 4 GiB SD card).
-func boardPlan(_ layout: String, in directory: ShortTemporaryDirectory) async throws -> FlashPlan {
+/// `plan --json` with the emulated board's geometry (`device`: mmc0 is a 4 GiB SD card, mmc1 a
+/// 4 GiB eMMC).
+func boardPlan(_ layout: String, device: String = "mmc0", in directory: ShortTemporaryDirectory) async throws
+    -> FlashPlan
+{
     let result = try await run(
-        try builtExecutable("stm32mp-flash"), ["plan", "--json", "--device-size", "mmc0=4GiB", layout],
+        try builtExecutable("stm32mp-flash"), ["plan", "--json", "--device-size", "\(device)=4GiB", layout],
         in: directory)
     try #require(result.status == 0, "\(result.stderr)")
     return try JSONDecoder().decode(FlashPlan.self, from: Data(result.stdout.utf8))
+}
+
+/// The emulated board's `device` (in `storage`, the emulator's `--storage` folder) holds what
+/// the plan of `layout` says: `sfdisk` reads the GPT stm32prog would write (names, starts, sizes,
+/// types), and every `P` partition's file is at its offset, eMMC boot partitions in their own
+/// images (`mmc1-boot1.img`). `lastToUsableEnd`: the fast path's script, which does not know the
+/// card's size, gives the last partition `size=-`, so U-Boot's `gpt write` ends it at the last
+/// usable block (lba − 34) instead of where stm32prog's own size computation ends it.
+func expectStorageMatchesPlan(
+    _ layout: String, storage: String, device name: String, lastToUsableEnd: Bool = false,
+    in directory: ShortTemporaryDirectory
+) async throws {
+    let plan = try await boardPlan(layout, device: name, in: directory)
+    let device = try #require(plan.devices.first { $0.ip == name })
+    let imagePath = storage + "/\(name).img"
+    let table = try await run("sfdisk", ["--json", imagePath], in: directory)
+    try #require(table.status == 0, "\(table.stderr)")
+    let written = try JSONDecoder().decode(SfdiskTable.self, from: Data(table.stdout.utf8)).partitiontable
+    #expect(written.label == "gpt")
+    let planned = device.partitions.filter { $0.gptNumber != nil }.sorted { $0.gptNumber! < $1.gptNumber! }
+    try #require(!planned.isEmpty)
+    #expect(written.partitions.map(\.name) == planned.map(\.name))
+    #expect(written.partitions.map(\.start) == planned.map { $0.offset / 512 })
+    var sizes = planned.map { $0.size.map { $0 / 512 } }
+    if lastToUsableEnd, let last = planned.last {
+        sizes[sizes.count - 1] = (4 << 30) / 512 - 34 - last.offset / 512 + 1
+    }
+    #expect(written.partitions.map { Optional($0.size) } == sizes)
+    #expect(written.partitions.map { $0.type.uppercased() } == planned.map { $0.gptType?.uppercased() })
+
+    let programmed = device.partitions.filter { $0.option == "P" }
+    try #require(programmed.count >= 8, "the example layouts program at least 8 partitions")
+    for partition in programmed {
+        let file = try #require(partition.file, "\(partition.name) has a file")
+        let expected = try Data(contentsOf: URL(fileURLWithPath: file))
+        let path = partition.hardwarePartition.map { storage + "/\(name)-\($0).img" } ?? imagePath
+        let image = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? image.close() }
+        try image.seek(toOffset: UInt64(partition.offset))
+        #expect(
+            try image.read(upToCount: expected.count) == expected,
+            "\(partition.name) holds \(file) at \(partition.offset) of \(path)")
+    }
 }
 
 /// The parts of `plan --json` these tests compare with the board.
@@ -116,6 +137,8 @@ struct FlashPlan: Decodable {
         var file: String?
         var gptType: String?
         var gptNumber: Int?
+        /// `boot1`/`boot2` for eMMC boot partitions.
+        var hardwarePartition: String?
         var alternate: String
     }
     var devices: [Device]
