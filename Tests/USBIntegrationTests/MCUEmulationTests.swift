@@ -51,6 +51,15 @@ import Testing
         #expect(options.contains("{\"meaning\":\"0xFE\",\"name\":\"USER\",\"value\":254}"), "\(options)")
         #expect(options.split(separator: "\n").last?.contains("\"event\":\"done\"") == true)
 
+        // `watch` saw the reset (remove, add) and names the MCU bootloader from its strings alone.
+        let watched = try #require(sections["watch"]).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let added = try #require(watched.first { $0["action"] as? String == "add" }, "\(watched)")
+        let addedDevice = try #require(added["device"] as? [String: Any])
+        #expect(addedDevice["stage"] as? String == "mcu-bootloader" && addedDevice["family"] as? String == "stm32-mcu")
+        #expect((addedDevice["mcu"] as? [String: Any])?["kind"] as? String == "system-bootloader")
+
         // `list` tells the MCU bootloader from an STM32MP stage (same 0483:df11).
         let listLine = try #require(sections["tool-list"]?.split(separator: "\n").first)
         let device = try #require(try JSONSerialization.jsonObject(with: Data(listLine.utf8)) as? [String: Any])
@@ -80,7 +89,13 @@ private let mcuScript = """
     echo "=== mcu-read"; "$tool" mcu read --address 0x08000000 --length 100000 --output "$dir/a.back" 2>&1
     echo "=== mcu-write"; "$tool" mcu write "$dir/b.bin" --address 0x08020000 2>&1
     echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
+    "$tool" watch --json --count 2 --timeout 60 > "$dir/watch.json" 2>"$dir/watch.err" &
+    watcher=$!
+    until grep -q Watching "$dir/watch.err" 2>/dev/null; do sleep 0.1; done
+    sleep 1
     echo "=== option-bytes"; "$tool" mcu option-bytes --set USER=0xFE --json 2>&1
+    wait $watcher || true
+    echo "=== watch"; cat "$dir/watch.json"
     echo "=== tool-list"; "$tool" list --json
     echo "=== interrupt"
     "$tool" mcu info --port 1-9 --wait-timeout 60 --json > "$dir/int.json" 2>/dev/null &
