@@ -40,6 +40,9 @@ protocol DFUBackend: AnyObject {
     func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult
     /// U-Boot `dfu_read()`: one 4096-byte request of the alternate's transaction; nil = -1 (STALL).
     func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)?
+    /// A DNLOAD carrying data is about to be handled (before any check): for observers of the
+    /// board (the emulator's `--pause-at`), never for the firmware's own behaviour.
+    func dfuDataBlockArriving(alternate: UInt8, block: UInt16)
 }
 
 /// The device side of DFU 1.1 on EP0, with the per-firmware behaviours of reference §1.2.
@@ -142,6 +145,7 @@ final class DFUFunction {
     }
 
     private func download(block: UInt16, data: [UInt8]) -> DeviceControlReply {
+        if !data.isEmpty { backend?.dfuDataBlockArriving(alternate: alternate, block: block) }
         guard state == .dfuIdle || state == .dnloadIdle else {
             fail()
             return .stall

@@ -37,6 +37,9 @@ class Firmware: DFUBackend {
     func dfuError(alternate: UInt8, message: String) {}
     func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult { .failed }
     func ubootRead(alternate: UInt8, block: UInt16, size: Int) -> (bytes: [UInt8], latency: Duration)? { nil }
+    func dfuDataBlockArriving(alternate: UInt8, block: UInt16) {
+        board.dataBlockObserver?(advertisedPhase(alternate) ?? 0xFF, Int(block))
+    }
 }
 
 /// The STM32 image header magic `STM2`.

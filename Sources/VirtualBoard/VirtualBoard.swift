@@ -18,6 +18,11 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     /// False keeps `trace` empty: it costs ~100 bytes per request, ~100 MB per GiB flashed (the
     /// CLI and the peak-memory benchmark turn it off). Faults and protocol checks do not need it.
     public var recordsTrace = true
+    /// Called with the phase (from the alternate's name) and the block number of every DNLOAD that
+    /// carries data, before the firmware handles it, on the thread that delivers the request: lets
+    /// the emulator hold the board at a chosen point (`--pause-at`) so tests can act on a run
+    /// that is provably in the middle of a phase, without timing.
+    public var dataBlockObserver: ((_ phase: UInt8, _ block: Int) -> Void)?
     /// DNLOAD requests that carried data, counted whether or not the trace is kept.
     private var dataBlocksReceived = 0
     /// Bytes of every DNLOAD data stage received, counted whether or not the trace is kept.

@@ -121,6 +121,18 @@ struct EmulatorCommand: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "Hold the board when it receives data block BLOCK (the DNLOAD's block number) of phase PHASE (e.g. 0x11:8), once: the emulator creates --pause-file and answers nothing more until that file is deleted. Tests use it to signal or kill a client that is provably in the middle of a phase.",
+            valueName: "phase:block"))
+    var pauseAt: String?
+
+    @Option(help: ArgumentHelp("With --pause-at: the file that says the board is held.", valueName: "path"))
+    var pauseFile: String?
+
+    @Option(help: "U-Boot's DFU buffer (CONFIG_SYS_DFU_DATA_BUF_SIZE) in MiB: it writes a partition in such buffers.")
+    var ubootBufferMib: Int = 8
+
+    @Option(
+        help: ArgumentHelp(
             "The udev/libusb race: each add uevent reaches the listener that bound first (libusb's own monitor, opened at libusb_init before the tool's) this many ms after the others, so the tool hears of a device before libusb lists it.",
             valueName: "ms"))
     var libusbLagMs: Int = 0
@@ -191,6 +203,13 @@ struct EmulatorCommand: ParsableCommand {
             }
         }
         if let storageRate, storageRate <= 0 { throw ValidationError("--storage-rate must be positive") }
+        if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
+        if let pauseAt {
+            guard PausePoint(pauseAt) != nil else {
+                throw ValidationError("--pause-at takes PHASE:BLOCK, e.g. 0x11:8 (got \(pauseAt))")
+            }
+            guard pauseFile != nil else { throw ValidationError("--pause-at needs --pause-file") }
+        }
         if let fastbootMmcdev, !(0...2).contains(fastbootMmcdev) {
             throw ValidationError("--fastboot-mmcdev must be 0, 1 or 2")
         }
@@ -262,6 +281,7 @@ struct EmulatorCommand: ParsableCommand {
                 if let fastbootRate { configuration.fastboot.bytesPerSecond = fastbootRate }
                 configuration.speed = speed == "full" ? .full : .high
                 configuration.vanishBlock = vanishBlock
+                configuration.ubootBufferSize = ubootBufferMib << 20
                 if let transitionMs {
                     let transition = Duration.milliseconds(max(0, transitionMs))
                     configuration.timing.romToTFA = transition
@@ -273,6 +293,10 @@ struct EmulatorCommand: ParsableCommand {
                 virtualBoards.append(VirtualBoard(configuration: configuration))
             }
             hosted = virtualBoards
+            if let point = pauseAt.flatMap(PausePoint.init), let pauseFile {
+                let gate = PauseGate(point: point, path: pauseFile)
+                for board in virtualBoards { board.dataBlockObserver = { gate.arrived(phase: $0, block: $1) } }
+            }
         }
         let host = BoardHost(
             boards: hosted, clock: clock, testbed: testbed, trace: trace, libusbLag: .milliseconds(max(0, libusbLagMs)))
@@ -368,4 +392,40 @@ func reexecutedUnderPreloadIfNeeded() {
     execv("/proc/self/exe", &arguments)
     printError("stm32mp-board-emulator: cannot re-execute under \(preloadLibrary): \(String(cString: strerror(errno)))")
     exit(70)
+}
+
+/// `--pause-at PHASE:BLOCK`.
+struct PausePoint {
+    var phase: UInt8
+    var block: Int
+
+    init?(_ text: String) {
+        let parts = text.split(separator: ":").map(String.init)
+        guard parts.count == 2 else { return nil }
+        let phaseText = parts[0].lowercased().hasPrefix("0x") ? String(parts[0].dropFirst(2)) : parts[0]
+        guard let phase = UInt8(phaseText, radix: 16), let block = Int(parts[1]), block >= 0 else { return nil }
+        (self.phase, self.block) = (phase, block)
+    }
+}
+
+/// Holds the board once at a `PausePoint`: creates the pause file and waits until a test deletes
+/// it. Runs on the thread that delivers the request (with the host's lock held), so the client's
+/// transfer, and every other, waits too: the board is frozen mid-phase, as long as the test needs.
+final class PauseGate: @unchecked Sendable {
+    private let point: PausePoint
+    private let path: String
+    /// Only touched with the host's lock held.
+    private var fired = false
+
+    init(point: PausePoint, path: String) {
+        self.point = point
+        self.path = path
+    }
+
+    func arrived(phase: UInt8, block: Int) {
+        guard !fired, phase == point.phase, block == point.block else { return }
+        fired = true
+        writeFile(path, Array("phase 0x\(String(phase, radix: 16)) block \(block)\n".utf8))
+        while access(path, F_OK) == 0 { usleep(5000) }
+    }
 }

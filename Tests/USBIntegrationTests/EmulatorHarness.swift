@@ -50,6 +50,8 @@ struct ProcessResult {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// `.uncaughtSignal`: `status` is the signal's number.
+    var reason: Process.TerminationReason = .exit
 
     var lines: [String] { stdout.split(separator: "\n").map(String.init) }
 }
@@ -77,6 +79,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     var stderrSoFar: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+    var stdoutSoFar: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
 
     func wait(timeout: TimeInterval) async throws -> ProcessResult {
         await waitUntil(timeout: timeout) { !process.isRunning }
@@ -91,7 +94,7 @@ final class ChildProcess: @unchecked Sendable {
         return ProcessResult(
             status: process.terminationStatus,
             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-            stderr: stderrSoFar)
+            stderr: stderrSoFar, reason: process.terminationReason)
     }
 }
 
@@ -139,12 +142,14 @@ final class ServingEmulator: @unchecked Sendable {
     /// UMOCKDEV_DIR and LD_PRELOAD: all a client needs to see the emulated board.
     let environment: [String: String]
 
-    init(options: [String] = [], in directory: ShortTemporaryDirectory) async throws {
+    /// `fixedDFU` false: the virtual board (`options` choose its chip, scenario, storage …).
+    init(fixedDFU: Bool = true, options: [String] = [], in directory: ShortTemporaryDirectory) async throws {
         let envFile = directory.file("emulator.env")
         child = try start(
-            try builtExecutable("stm32mp-board-emulator"), ["--fixed-dfu", "--env-file", envFile] + options,
-            in: directory)
-        await waitUntil(timeout: 20) { [child] in
+            try builtExecutable("stm32mp-board-emulator"),
+            (fixedDFU ? ["--fixed-dfu"] : []) + ["--env-file", envFile] + options, in: directory)
+        // A guard against a hang only: the emulator writes the file as soon as the board is plugged.
+        await waitUntil(timeout: 300) { [child] in
             FileManager.default.fileExists(atPath: envFile) || !child.process.isRunning
         }
         let text = try String(contentsOfFile: envFile, encoding: .utf8)

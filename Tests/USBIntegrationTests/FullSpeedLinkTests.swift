@@ -55,7 +55,7 @@ struct FullSpeedLinkTests {
         let normal = try await run(
             emulator, ["--soc", "mp15", "--", flash, "flash", "--json", examples + "/mp15-sdcard.tsv"], in: directory,
             timeout: 240)
-        #expect(normal.status == 0, "\(normal.stderr)")
+        #expect(normal.status == 0, "\(normal.stdout)\n\(normal.stderr)")
         #expect(!normal.stdout.contains(#""event":"warning""#))
     }
 }
