@@ -70,8 +70,8 @@ let package = Package(
         .target(
             name: "FlashEngine",
             dependencies: [
-                "BoardTracking", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping", "FileAccess",
-                systemPackage, logging, crypto, "Fastboot", "AndroidSparse", "UBootScript",
+                "BoardTracking", "BootImages", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping",
+                "FileAccess", systemPackage, logging, crypto, "Fastboot", "AndroidSparse", "UBootScript",
             ],
             swiftSettings: strictSwift),
         .target(
@@ -89,8 +89,8 @@ let package = Package(
         .target(
             name: "Diagnostics",
             dependencies: [
-                "FlashEngine", "BoardTracking", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel", "Timekeeping",
-                systemPackage,
+                "FlashEngine", "BoardTracking", "BootImages", "ImageSources", "MCUEngine", "DfuSe", "DFU", "USBModel",
+                "Timekeeping", systemPackage,
             ],
             swiftSettings: strictSwift),
         .target(name: "UBootScript", dependencies: ["FlashLayout", "GPT"], swiftSettings: strictSwift),
@@ -189,7 +189,7 @@ let package = Package(
             name: "VirtualBoardTests",
             dependencies: [
                 "VirtualBoard", "DFU", "GPT", "TestSupport", "VirtualBoardTestSupport", "Fastboot", "UBootScript",
-                "AndroidSparse", "FlashLayout", "USBModel",
+                "AndroidSparse", "FlashLayout", "USBModel", "BootImages",
             ],
             swiftSettings: strictSwift),
         .testTarget(

@@ -27,12 +27,24 @@ public enum DFURequest {
 public enum DFUStatusCode {
     public static let ok: UInt8 = 0x00
     public static let errTarget: UInt8 = 0x01
+    public static let errFile: UInt8 = 0x02
     public static let errWrite: UInt8 = 0x03
+    /// "Programmed memory failed verification": the STM32MP ROM's answer to an FSBL it refuses.
+    public static let errVerify: UInt8 = 0x07
     public static let errAddress: UInt8 = 0x08
     public static let errNotDone: UInt8 = 0x09
     public static let errVendor: UInt8 = 0x0B
     public static let errUnknown: UInt8 = 0x0E
     public static let errStalledPacket: UInt8 = 0x0F
+
+    /// The DFU 1.1 name of a bStatus (`errVERIFY`), for messages.
+    public static func name(_ status: UInt8) -> String {
+        let names = [
+            "OK", "errTARGET", "errFILE", "errWRITE", "errERASE", "errCHECK_ERASED", "errPROG", "errVERIFY",
+            "errADDRESS", "errNOTDONE", "errFIRMWARE", "errVENDOR", "errUSBR", "errPOR", "errUNKNOWN", "errSTALLEDPKT",
+        ]
+        return Int(status) < names.count ? names[Int(status)] : "status 0x" + String(status, radix: 16)
+    }
 }
 
 /// The device states of DFU 1.1 (bState).

@@ -18,6 +18,8 @@ import USBModel
 /// | `unexpectedIdentity(.rom)` | after a ROM detach → `fsbl-not-started`; after TF-A/U-Boot → `rom-came-back` (`power-supply` when the kernel saw over-current) | |
 /// | `unexpectedIdentity(other)` | — | `unexpected-stage` |
 /// | `phaseRepeated(0x01)` at the ROM | — | `fsbl-not-started`; other phases `phase-repeated` |
+/// | `fsblRejected` (the ROM's dfuERROR on phase 0x01) | the file's STM32 header, checksum, signature flag and chip | `fsbl-rejected` (FSBLRules) |
+/// | `fsblWrongChip` (header vs `@Device ID`, before sending) | — | `fsbl-wrong-chip` |
 /// | `phaseWithoutFile`, `missingAlternate`, `incomplete`, `protocolError`, `cancelled` | — | the code of the same name |
 /// | `verifyMismatch`, `fileChanged`, `hostFile`, `otherSession` | — | `verify-mismatch`, `file-changed`, `host-file`, `other-session` |
 /// | fast path: `scriptRejected`, `noFastboot`, `storageMismatch`, `serialChanged`, `fastbootFailed`, `fastbootPartitions`, `fastbootUnsuitable` | — | `script-rejected`, `no-fastboot`, `storage-mismatch`, `serial-changed`, `fastboot-failed`, `fastboot-partitions`, `fastboot-unsuitable` (FastbootRules) |
@@ -63,6 +65,8 @@ public enum Diagnoser {
         case .fastbootPartitions(let text): return FastbootRules.partitions(text, context)
         case .fastbootUnsuitable(let text): return FastbootRules.unsuitable(text, context)
         case .badImage(let error): return PhaseRules.badImage(error, context)
+        case .fsblRejected(let rejection): return FSBLRules.rejected(rejection, context)
+        case .fsblWrongChip(let mismatch): return FSBLRules.wrongChip(mismatch, context)
         }
     }
 
@@ -243,7 +247,9 @@ public enum Diagnoser {
                 code: code, cause: "U-Boot could not prepare the target storage: \(message.trimmingCharacters)",
                 evidence: seen,
                 nextSteps: BoardMessages.deviceAdvice(message) + [
-                    "After this error U-Boot resets the board and the ROM DFU device appears again; fix the layout or board and run again."
+                    context.facts.detachedAfterError
+                        ? "The tool sent the DETACH after reading this error, so U-Boot resets the board and the ROM DFU device appears again (boot pins still on USB); fix the layout or board and run again."
+                        : "The DETACH after this error could not be sent, so the board stays in U-Boot: reset it (reset button or power cycle, boot pins still on USB) before the next run."
                 ])
         case .otpUpdateFailed:
             return Diagnosis(

@@ -16,6 +16,10 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
     case fullSpeedLink = "full-speed-link"
     /// §E 7: the ROM took the FSBL but TF-A never answered.
     case fsblNotStarted = "fsbl-not-started"
+    /// The ROM refused the FSBL at its manifestation (dfuERROR, errVERIFY).
+    case fsblRejected = "fsbl-rejected"
+    /// The FSBL's STM32 header is for another chip than the board's Device ID.
+    case fsblWrongChip = "fsbl-wrong-chip"
     /// §E 8: TF-A refused the FIP.
     case fipHeaderRejected = "fip-header-rejected"
     /// §E 4: TF-A detached and U-Boot never tried to enumerate.
@@ -120,6 +124,9 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .stringsUnreadable: "The board's USB string descriptors could not be read, so its stage is unknown."
         case .fullSpeedLink: "The board runs on a USB full-speed (12 Mbit/s) link; its firmware expects high speed."
         case .fsblNotStarted: "The ROM received the FSBL (TF-A) but TF-A never answered on USB."
+        case .fsblRejected:
+            "The ROM refused the FSBL: bad STM32 header, checksum or signature, or an image for another chip."
+        case .fsblWrongChip: "The FSBL is built for another STM32MP chip than the board's; nothing was sent."
         case .fipHeaderRejected: "TF-A rejected the FIP: the file sent as phase 0x03 is not a FIP it accepts."
         case .ubootNoUSB: "TF-A handed over to U-Boot, but U-Boot never started its USB download gadget."
         case .enumerationErrors: "The board tried to enumerate but the USB link failed (-71/-110 in the kernel log)."

@@ -29,6 +29,9 @@ struct TimelineFacts {
     /// After the last wait ran out: the board enumerated later, or nothing came in the grace time.
     let lateArrival: (identity: USBDeviceIdentity, afterDetach: Duration)?
     let listenedAfterTimeout: Duration?
+    /// The DETACH after U-Boot's error went out (U-Boot leaves stm32prog; in its second
+    /// enumeration it resets the board into the ROM).
+    let detachedAfterError: Bool
 
     init(_ failure: FlashFailure) {
         let entries = failure.timeline
@@ -88,6 +91,7 @@ struct TimelineFacts {
         }
         lateArrival = late.map { (identity: $0.0, afterDetach: $0.1) }
         listenedAfterTimeout = listened
+        detachedAfterError = entries.contains { if case .detachAfterError = $0.event { true } else { false } }
     }
 
     /// Whether a data transfer to this stage had completed before the failure.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BootImages
 import FlashLayout
 import FoundationEssentials
 
@@ -27,6 +28,12 @@ struct CheckCommand: AsyncParsableCommand {
     @Flag(help: "Judge the layout alone, without its binary files.")
     var layoutOnly = false
 
+    @Option(
+        help: ArgumentHelp(
+            "The chip the layout is for: mp15, mp13 or mp25 (any STM32MP2); FSBL headers that do not fit it are errors.",
+            valueName: "soc"), completion: .list(["mp15", "mp13", "mp25"]))
+    var soc: String?
+
     @OptionGroup var geometry: DeviceGeometryOptions
 
     @OptionGroup var images: ImageOptionsGroup
@@ -36,6 +43,7 @@ struct CheckCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard linkSpeed > 0 else { throw ValidationError("--link-speed takes a positive number of MB/s") }
+        if let soc, Self.family(soc) == nil { throw ValidationError("--soc takes mp15, mp13 or mp25, got '\(soc)'") }
         if let ubootVersion, UBootVersion(ubootVersion) == nil {
             throw ValidationError("--uboot-version takes a release like v2022.10, got '\(ubootVersion)'")
         }
@@ -45,7 +53,8 @@ struct CheckCommand: AsyncParsableCommand {
         var results = try layouts.map { layout in
             let options = LayoutCheckOptions(
                 ubootVersion: ubootVersion.flatMap(UBootVersion.init), layoutOnly: layoutOnly,
-                plan: try geometry.planOptions(layoutDirectory: parentDirectory(of: layout)))
+                plan: try geometry.planOptions(layoutDirectory: parentDirectory(of: layout)),
+                soc: soc.flatMap(Self.family))
             return LayoutChecker.check(path: layout, options: options)
         }
         try geometry.requireUsedDevices(results.flatMap(\.lines))
@@ -80,6 +89,18 @@ struct CheckCommand: AsyncParsableCommand {
 }
 
 /// The JSON shape of `check --json` (docs/json.md).
+extension CheckCommand {
+    /// `--soc` values: the virtual board's names (mp25 stands for the whole STM32MP2 family).
+    static func family(_ soc: String) -> ChipFamily? {
+        switch soc {
+        case "mp15": .mp15
+        case "mp13": .mp13
+        case "mp25": .mp2
+        default: nil
+        }
+    }
+}
+
 struct CheckReport: Encodable {
     struct File: Encodable {
         var path: String

@@ -55,6 +55,9 @@ public enum TimelineEvent: Sendable, Hashable {
     case sendDone(phase: UInt8, bytes: Int64, duration: Duration, stage: BoardStage)
     /// We sent DFU_DETACH; `wait` says for what and how long (nil: the DETACH at END).
     case detachSent(from: BoardStage, wait: ReconnectWait?)
+    /// We sent DFU_DETACH after GetPhase had reported an error, so that U-Boot leaves stm32prog:
+    /// in its second enumeration with the reset it armed when the error was read (reference §C.7).
+    case detachAfterError(from: BoardStage)
     /// A DFU request failed (the USB error kind and the DFU operation are in the value).
     case transferError(DFUError, stage: BoardStage?)
     /// A board of a known family appeared on another port while ours was away.
@@ -82,7 +85,7 @@ public enum TimelineEvent: Sendable, Hashable {
         case .stageCorrected: "note"
         case .sendStarted: "sendStarted"
         case .sendDone: "sendDone"
-        case .detachSent: "detachSent"
+        case .detachSent, .detachAfterError: "detachSent"
         case .transferError: "transferError"
         case .otherPort: "otherPort"
         case .followed: "followed"
@@ -97,7 +100,7 @@ public enum TimelineEvent: Sendable, Hashable {
     public var stage: BoardStage? {
         switch self {
         case .opened(_, let stage, _, _), .phase(_, let stage), .sendStarted(_, _, _, let stage),
-            .sendDone(_, _, _, let stage), .detachSent(let stage, _):
+            .sendDone(_, _, _, let stage), .detachSent(let stage, _), .detachAfterError(let stage):
             stage
         case .stageCorrected(_, let to): to
         case .transferError(_, let stage), .note(_, let stage): stage
@@ -130,6 +133,8 @@ public enum TimelineEvent: Sendable, Hashable {
         case .detachSent(_, let wait):
             guard let wait else { return "END" }
             return "expecting \(wait.expecting.displayName) within \(Int(wait.timeout.inSeconds.rounded())) s"
+        case .detachAfterError:
+            return "after the error, so that U-Boot leaves stm32prog (resetting the board in its second enumeration)"
         case .transferError(let error, _): return "\(error)"
         case .otherPort(let device, let boardPort):
             return
@@ -237,6 +242,10 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         /// A Binary's content is unusable: a range does not match its map's checksum, or a
         /// compressed stream is corrupt or truncated. Stopped before the range or partition ended.
         case badImage(ImageSourceError)
+        /// The ROM refused the FSBL (dfuERROR, errVERIFY at its manifestation).
+        case fsblRejected(FSBLRejection)
+        /// The FSBL's STM32 header is for another chip than the board's; nothing was sent.
+        case fsblWrongChip(FSBLChipMismatch)
     }
 
     public var reason: Reason
@@ -310,6 +319,9 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
         case .fastbootPartitions(let text): return prefix + "fastboot partitions: \(text)"
         case .fastbootUnsuitable(let text): return prefix + "the layout cannot take the fastboot path: \(text)"
         case .badImage(let error): return prefix + "\(error)"
+        case .fsblRejected(let rejection):
+            return prefix + "the ROM refused the FSBL \(rejection.path): \(rejection.statusText)"
+        case .fsblWrongChip(let mismatch): return prefix + mismatch.description
         }
     }
 }

@@ -230,7 +230,10 @@ public final class Flasher: Sendable {
                 case .awaitBoard(let expecting, let timeout):
                     action = try await detachAndAwait(expecting: expecting, timeout: timeout, sendDetach: false)
                 case .fail(let reason):
-                    if case .boardReportedError(let message) = reason { noteLayoutLine(message) }
+                    if case .boardReportedError(let message) = reason {
+                        noteLayoutLine(message)
+                        await detachAfterBoardError()
+                    }
                     throw failure(reason)
                 case .succeed:
                     guard let board else { throw failure(.protocolError("no board at END")) }
@@ -344,6 +347,7 @@ public final class Flasher: Sendable {
             phase = id
             let device = try current()
             let stage = machine.stage
+            if id == 0x01, stage == .rom { try checkFSBLFitsBoard() }
             let input = try openInput(id)
             if let image = input.image, ImageSending.usesRanges(image.prepared, stage: stage, plan: plan, phase: id) {
                 try await sendRanges(id, input: input, image: image.prepared, reader: image.reader)
@@ -393,7 +397,9 @@ public final class Flasher: Sendable {
                     if gate.shouldReport(sent, total: total) { emit(.progress(phase: id, sent: sent, total: total)) }
                 }
             } catch let error as DFUError {
-                throw failure(await explainSendFailure(error))
+                let reason = await explainSendFailure(error)
+                if case .boardReportedError = reason { await detachAfterBoardError() }
+                throw failure(reason)
             } catch let error as FileReadError {
                 throw failure(.hostFile(path: error.path, reason: error.reason))
             } catch let error as ImageSourceError {
@@ -463,7 +469,27 @@ public final class Flasher: Sendable {
                     return .boardReportedError(message)
                 }
             }
+            // Item 2: the ROM's dfuERROR (errVERIFY at the manifestation) is its refusal of the FSBL.
+            if machine.stage == .rom, phase == 0x01, case .deviceError(let state, let status) = error.kind {
+                return .fsblRejected(fsblRejection(state, status: status))
+            }
             return reason(for: error)
+        }
+
+        /// GetPhase has just reported U-Boot's error: send the DETACH, so that U-Boot leaves
+        /// stm32prog. Reading the error armed a reset in its second enumeration (`stm32prog_cmd_read()`
+        /// → `stm32prog_do_reset()`; `do_stm32prog()` resets once the gadget loop ends), so the board
+        /// restarts into the ROM, ready for the next run; in the first enumeration it leaves without
+        /// a reset. TF-A and the ROM are left as they are.
+        mutating func detachAfterBoardError() async {
+            guard machine.stage == .uboot, let device else { return }
+            do {
+                try await device.detach()
+                recorder.add(.detachAfterError(from: .uboot))
+            } catch {
+                recorder.add(.note("the DETACH after the error failed: \(error)", stage: .uboot))
+            }
+            await closeCurrent()
         }
 
         func reason(for error: DFUError) -> FlashFailure.Reason {

@@ -7,9 +7,12 @@ import SystemPackage
 struct BootFileChecks {
     /// The family the layout itself implies: a DDR-firmware line (0x02) exists only on MP2.
     let family: ChipFamily?
+    /// The family `check --soc` names; FSBL headers must fit it.
+    let soc: ChipFamily?
 
-    init(lines: [LayoutLine]) {
+    init(lines: [LayoutLine], soc: ChipFamily? = nil) {
         family = lines.contains { $0.isBootStage && $0.id == 2 } ? .mp2 : nil
+        self.soc = soc
     }
 
     /// True for the lines whose file must be an FSBL (STM32 image).
@@ -51,7 +54,13 @@ struct BootFileChecks {
                     : "the payload's checksum does not match the header"
                 out.append((.error, .badBootImage, "'\(name)': \(detail); the ROM code will refuse it"))
             }
-            if let family, !report.chipHint.contains(family) {
+            if let soc, !report.chipHint.contains(soc) {
+                out.append(
+                    (
+                        .error, .fsblWrongChip,
+                        "'\(name)' has an STM32 header \(header.version == .v1 ? "v1" : "v2") for \(report.chipHint.map(\.description).joined(separator: "/")), not \(soc) (--soc); the ROM refuses it"
+                    ))
+            } else if let family, !report.chipHint.contains(family) {
                 out.append(
                     (
                         .error, .badBootImage,

@@ -1,3 +1,4 @@
+public import BootImages
 import FoundationEssentials
 import TerminalText
 
@@ -9,11 +10,17 @@ public struct LayoutCheckOptions: Sendable {
     public var layoutOnly: Bool
     /// Device sizes and erase units for the device-level checks (defaults otherwise).
     public var plan: PlanOptions
+    /// The chip the layout is meant for (`check --soc`): FSBL headers must fit it.
+    public var soc: ChipFamily?
 
-    public init(ubootVersion: UBootVersion? = nil, layoutOnly: Bool = false, plan: PlanOptions = .init()) {
+    public init(
+        ubootVersion: UBootVersion? = nil, layoutOnly: Bool = false, plan: PlanOptions = .init(),
+        soc: ChipFamily? = nil
+    ) {
         self.ubootVersion = ubootVersion
         self.layoutOnly = layoutOnly
         self.plan = plan
+        self.soc = soc
     }
 }
 
@@ -703,7 +710,7 @@ private struct CheckRun {
             }
         }
         let directory = parentDirectory(of: path)
-        let bootChecks = BootFileChecks(lines: lines)
+        let bootChecks = BootFileChecks(lines: lines, soc: options.soc)
         for line in lines where line.binary != nil && (line.isRequested || (line.isBootStage && line.id <= 3)) {
             guard let binary = line.binary else { continue }
             let location = BinaryPath.locate(binary, layoutDirectory: directory, base: options.plan.binaryBase)

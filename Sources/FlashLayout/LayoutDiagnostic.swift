@@ -78,6 +78,7 @@ public enum DiagnosticCode: String, Sendable, CaseIterable, Codable {
     case binaryOutsideLayout = "binary-outside-layout"
     case fileLargerThanPartition = "file-larger-than-partition"
     case badBootImage = "bad-boot-image"
+    case fsblWrongChip = "fsbl-wrong-chip"
     case badFIP = "bad-fip"
     case bootImageInfo = "boot-image"
     case badBlockMap = "bad-block-map"

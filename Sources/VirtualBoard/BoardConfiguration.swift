@@ -1,3 +1,4 @@
+public import BootImages
 public import USBModel
 
 /// The SoC family the virtual board emulates.
@@ -10,6 +11,15 @@ public enum VirtualSoC: String, Sendable, Hashable, CaseIterable, Codable {
         case .mp15: 0x500
         case .mp13: 0x501
         case .mp25: 0x505
+        }
+    }
+
+    /// The family an FSBL's STM32 header must fit.
+    public var family: ChipFamily {
+        switch self {
+        case .mp15: .mp15
+        case .mp13: .mp13
+        case .mp25: .mp2
         }
     }
 }
@@ -67,6 +77,9 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     case noFastboot = "no-fastboot"
     /// U-Boot's fastboot flashes the other MMC (`getvar:mmcdev` names it).
     case fastbootOtherMMC = "fastboot-other-mmc"
+    /// The ROM refuses every FSBL at its manifestation (dfuERROR, errVERIFY), as a closed chip
+    /// does with an image it cannot authenticate.
+    case fsblRejected = "fsbl-rejected"
 
     /// One line for `flash --list-scenarios`: what the virtual board does wrong.
     public var summary: String {
@@ -92,6 +105,8 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
             "U-Boot without legacy images parses the fastboot hand-off script as a layout and rejects it"
         case .noFastboot: "U-Boot has no fastboot: the hand-off script falls back to stm32prog (DFU)"
         case .fastbootOtherMMC: "U-Boot's fastboot flashes the other MMC device (getvar:mmcdev names it)"
+        case .fsblRejected:
+            "the ROM refuses the FSBL at its manifestation (errVERIFY), as a closed chip does an unauthenticated image"
         }
     }
 }

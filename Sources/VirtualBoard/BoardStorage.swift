@@ -15,8 +15,8 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
 /// Safety (issue 9 item 15): images are opened without following symbolic links (a link would
 /// make the board overwrite whatever it points to); an existing image of another size is refused
 /// unless `replacesMismatchedImages`; the folder is locked (`flock` on `.lock`) while images are
-/// open, so two runs cannot write one board; blocks of zeros are not written into holes, so a
-/// sparse image stays sparse.
+/// open, so two runs cannot write one board; blocks of zeros are not written into holes and punch
+/// holes over earlier data, so a sparse image stays sparse and byte-exact.
 public final class BoardStorage {
     public let directory: String
     public let devices: [StorageDeviceConfiguration]
@@ -198,15 +198,20 @@ public final class BoardStorage {
         return true
     }
 
-    /// Zeros at `offset`: nothing when the range is a hole already (it reads as zeros), written
-    /// zeros when it holds earlier data.
+    /// Zeros at `offset`: nothing when the range is a hole already (it reads as zeros); over
+    /// earlier data a hole is punched (`fallocate` PUNCH_HOLE | KEEP_SIZE), so the image stays
+    /// byte-exact and sparse. Zeros are written only where the file system has no holes.
     private func writeZeros(
         _ fd: FileDescriptor, at offset: Int64, count: Int, buffer: UnsafeRawBufferPointer, run: Range<Int>
     ) throws {
         // SEEK_DATA = 3: the next data at or after `offset`; ENXIO (-1) when there is none.
         let data = Int64(lseek(fd.rawValue, Int(offset), 3))
         if data < 0 || data >= offset + Int64(count) { return }
-        try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(rebasing: buffer[run]))
+        do {
+            try fd.punchHole(at: offset, length: Int64(count))
+        } catch {
+            try fd.writeAll(toAbsoluteOffset: offset, UnsafeRawBufferPointer(rebasing: buffer[run]))
+        }
     }
 
     /// Reads up to `length` bytes at `offset` (fewer at the end of the device).

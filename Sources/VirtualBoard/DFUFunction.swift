@@ -18,6 +18,8 @@ enum DFUDataResult {
     case accepted(latency: Duration)
     /// Refused: the DFU function goes to dfuERROR (STALLing where the stack does).
     case failed
+    /// Refused with this bStatus (the ROM's errVERIFY for an FSBL it will not start).
+    case rejected(status: UInt8)
 }
 
 /// What a firmware does with the DFU requests of its function.
@@ -196,7 +198,7 @@ final class DFUFunction {
                 // The write runs in the DNLOAD completion: EP0 is held for its duration.
                 return DeviceControlReply(.ok([]), latency: latency)
             }
-        case .failed:
+        case .failed, .rejected:
             fail()
             // U-Boot reports the failure at the next GETSTATUS; the others refuse the data.
             return profile == .uboot ? .ack : .stall
@@ -218,7 +220,7 @@ final class DFUFunction {
             case .accepted(let latency):
                 state = .manifestSync
                 return DeviceControlReply(.ok([]), latency: latency)
-            case .failed:
+            case .failed, .rejected:
                 fail(DFUStatusCode.errVendor)
                 return .stall
             }
@@ -241,7 +243,7 @@ final class DFUFunction {
         case .accepted(let latency):
             received += payload.count
             return DeviceControlReply(.ok([]), latency: latency)
-        case .failed:
+        case .failed, .rejected:
             fail()
             return .ack
         }
@@ -309,7 +311,10 @@ final class DFUFunction {
             pollTimeout = .milliseconds(1)
             state = .dfuIdle
             let reply = statusReply(reported, pollTimeout)
-            _ = backend?.dfuManifest(alternate: alternate, length: received)
+            // A refused manifestation (the ROM's checks of the FSBL) shows at the next GETSTATUS.
+            if case .rejected(let code) = backend?.dfuManifest(alternate: alternate, length: received) {
+                fail(code)
+            }
             resetTransfer()
             return reply
         case (.tfaUpstream, .dnloadSync):
@@ -330,7 +335,7 @@ final class DFUFunction {
             let reply = statusReply(reported, pollTimeout)
             switch backend?.dfuManifest(alternate: alternate, length: received) ?? .failed {
             case .accepted(let latency): pendingLatency = latency
-            case .failed: fail()
+            case .failed, .rejected: fail()
             }
             resetTransfer()
             return reply

@@ -47,7 +47,8 @@ func hasSTM32Magic(_ bytes: [UInt8]) -> Bool { bytes.starts(with: [0x53, 0x54, 0
 
 /// The boot ROM's USB DFU (reference §A): takes the FSBL on phase 0x01.
 final class ROMFirmware: Firmware {
-    private var fsblBytes = 0
+    /// The FSBL as received (at most the FSBL alternate's 1 MiB).
+    private var fsbl: [UInt8] = []
     private var fsblLoaded = false
 
     init(board: VirtualBoard) {
@@ -89,13 +90,19 @@ final class ROMFirmware: Firmware {
     }
 
     override func dfuWrite(alternate: UInt8, offset: Int, data: [UInt8]) -> DFUDataResult {
-        guard advertisedPhase(alternate) == 0x01, !fsblLoaded else { return .failed }
-        fsblBytes = offset + data.count
+        guard advertisedPhase(alternate) == 0x01, !fsblLoaded, offset + data.count <= 1 << 20 else { return .failed }
+        if offset == 0 { fsbl = [] }
+        fsbl += data
         return .accepted(latency: configuration.timing.romBlockStore)
     }
 
     override func dfuManifest(alternate: UInt8, length: Int) -> DFUDataResult {
-        guard advertisedPhase(alternate) == 0x01, fsblBytes > 0 else { return .accepted(latency: .zero) }
+        guard advertisedPhase(alternate) == 0x01, !fsbl.isEmpty else { return .accepted(latency: .zero) }
+        if configuration.fault == .fsblRejected || Self.refusal(of: fsbl, soc: configuration.soc) != nil {
+            // The ROM stays in DFU and asks for the FSBL again.
+            fsbl = []
+            return .rejected(status: DFUStatusCode.errVerify)
+        }
         fsblLoaded = true
         if configuration.soc == .mp15 { board.romStartsFSBL(inPlace: true) }
         return .accepted(latency: .zero)
@@ -104,6 +111,31 @@ final class ROMFirmware: Firmware {
     override func dfuRead(alternate: UInt8, offset: Int, length: Int) -> [UInt8]? {
         guard advertisedPhase(alternate) == 0xF1 else { return nil }
         return getPhase().bytes
+    }
+
+    /// Why the ROM would not start `image` on `soc`, or nil: an STM32 header it accepts (magic,
+    /// version: v1 on MP15, v2 on MP13/MP2, a load address in the chip's SYSRAM where the header
+    /// tells), the whole payload present and its checksum right. A real ROM checks the signature
+    /// too on closed chips (the `fsbl-rejected` scenario); what else it checks is UNCONFIRMED.
+    static func refusal(of image: [UInt8], soc: VirtualSoC) -> String? {
+        let header: STM32ImageHeader
+        do {
+            header = try STM32ImageHeader(decoding: image)
+        } catch {
+            return "STM32 header: \(error)"
+        }
+        guard header.candidateFamilies.contains(soc.family) else {
+            return
+                "header for \(header.candidateFamilies.map(\.description).joined(separator: "/")), chip \(soc.family)"
+        }
+        let end = header.headerLength + Int(header.imageLength)
+        guard image.count >= end else {
+            return "payload \(image.count - header.headerLength) of \(header.imageLength) bytes"
+        }
+        guard STM32ImageHeader.checksum(of: image[header.headerLength..<end]) == header.checksum else {
+            return "checksum"
+        }
+        return nil
     }
 
     override func dfuDetach() {

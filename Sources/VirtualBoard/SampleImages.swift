@@ -1,3 +1,5 @@
+import BootImages
+
 /// Small, well-formed boot images for demos, benchmarks and tests of the virtual board: the board
 /// checks headers (FIP ToC, STM32 magic), not what the code inside does.
 public enum SampleImages {
@@ -8,16 +10,15 @@ public enum SampleImages {
         return header + [UInt8](repeating: 0, count: 40) + pattern(payloadSize, seed: 0x3C)
     }
 
-    /// An FSBL with an STM32 header v1 (256 bytes: magic `STM2`, byte-sum checksum, version
-    /// 0x00010000, length) and `payloadSize` pattern bytes.
-    public static func fsbl(payloadSize: Int = 8192) -> [UInt8] {
+    /// An FSBL the virtual ROM of `soc` starts: an STM32 header v1 (MP15) or v2 with the chip's
+    /// SYSRAM as load address (MP13, MP25), and `payloadSize` pattern bytes.
+    public static func fsbl(payloadSize: Int = 8192, for soc: VirtualSoC = .mp15) -> [UInt8] {
         let payload = pattern(payloadSize, seed: 0x5A)
-        var header = [UInt8](repeating: 0, count: 256)
-        header.replaceSubrange(0..<4, with: Array("STM2".utf8))
-        put(&header, 68, payload.reduce(UInt32(0)) { $0 &+ UInt32($1) })
-        put(&header, 72, 0x0001_0000)
-        put(&header, 76, UInt32(payload.count))
-        return header + payload
+        switch soc {
+        case .mp15: return STM32ImageHeader.wrap(payload: payload, version: .v1)
+        case .mp13: return STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
+        case .mp25: return STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x0E00_0000)
+        }
     }
 
     /// `count` bytes of a deterministic pattern (so that read-back comparisons mean something).

@@ -354,7 +354,7 @@ final class UBootFirmware: Firmware {
             guard due else { continue }
             switch drain(alternate, kind, &transaction) {
             case .accepted(let time): latency += time
-            case .failed:
+            case .failed, .rejected:
                 transactions[alternate] = nil
                 dfuError(alternate: alternate, message: "DFU write error")
                 return .failed
@@ -414,7 +414,7 @@ final class UBootFirmware: Firmware {
             transactions[alternate] = nil
             switch drain(alternate, kind, &transaction) {
             case .accepted(let time): latency = time
-            case .failed: return .failed
+            case .failed, .rejected: return .failed
             }
         }
         switch kind {

@@ -109,7 +109,7 @@ struct BoardTrackerTests {
         let first = try await rig.bus.subscribe()
         let second = try await rig.bus.subscribe()
         let rom = try await rig.bus.openDFU(port: PortPath(bus: 1, ports: [1]))
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         let deadline = rig.clock.now + .seconds(10)
@@ -159,7 +159,7 @@ struct BoardTrackerTests {
         let lease = try await rig.tracker.lease(.port(port))
         _ = try await lease.arrival(until: rig.clock.now + .seconds(1))
         let rom = try await lease.open(until: rig.clock.now + .seconds(1)).device
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         #expect(try await rom.getPhase().needsDetach)
         try await rom.detach()
         var failures: [USBTransferError] = []

@@ -103,7 +103,7 @@ struct HostRuleTests {
         let rig = try Rig { $0.soc = .mp13 }
         let rom = try await rig.open()
         #expect(rom.alternate(forPhase: 0x01)?.alternateSetting == 0)
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         let afterFSBL = try await rom.getPhase()
         #expect(afterFSBL.bytes == [0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0x01])
         try await rom.detach()
@@ -210,7 +210,7 @@ struct HostRuleTests {
     func detachTolerated() async throws {
         let rig = try Rig { $0.soc = .mp13 }
         let rom = try await rig.open()
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         let removed = try await rig.events.next(until: rig.clock.now + .seconds(1))

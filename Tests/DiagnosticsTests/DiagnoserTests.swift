@@ -140,9 +140,16 @@ struct DiagnoserTests {
     }
 
     @Test func deviceMessagesGetSpecificAdvice() {
-        let diagnosis = diagnose(.boardReportedError("mmc device 1 not found"), stage: .uboot)
-        #expect(diagnosis.nextSteps.first?.contains("Device column") == true)
-        #expect(diagnosis.nextSteps.last?.contains("ROM DFU device appears again") == true)
+        // Item 7: the advice follows what the tool did: DETACH sent after the error → U-Boot's
+        // armed reset brings the ROM back; no DETACH → the user resets the board.
+        let detached = diagnose(
+            .boardReportedError("mmc device 1 not found"), stage: .uboot,
+            timeline: [TimelineEntry(time: 1, .detachAfterError(from: .uboot))])
+        #expect(detached.nextSteps.first?.contains("Device column") == true)
+        #expect(detached.nextSteps.last?.contains("ROM DFU device appears again") == true)
+        let stayed = diagnose(.boardReportedError("mmc device 1 not found"), stage: .uboot)
+        #expect(stayed.nextSteps.last?.contains("the board stays in U-Boot: reset it") == true)
+        #expect(stayed.nextSteps.last?.contains("ROM DFU device appears again") == false)
     }
 
     // MARK: Silence after DETACH

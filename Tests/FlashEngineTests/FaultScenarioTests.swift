@@ -1,3 +1,4 @@
+import BoardTracking
 import Diagnostics
 import FlashEngine
 import FlashLayout
@@ -29,6 +30,7 @@ let scenarioOutcomes: [(FaultScenario, String?)] = [
     (.scriptRejected, nil),
     (.noFastboot, nil),
     (.fastbootOtherMMC, nil),
+    (.fsblRejected, "fsbl-rejected"),
 ]
 
 @Suite("virtual-board faults end in their own diagnosis")
@@ -116,6 +118,14 @@ struct HostObservableFailureTests {
             #expect(message.hasPrefix("userfs (0x12): invalid address 0x1184400 (max="))
             let diagnosis = Diagnoser.diagnose(Evidence(failure: error, consoleLog: rig.board.consoleLog))
             #expect(diagnosis.code.rawValue == "device-init-failed")
+            // Item 7: the advice says U-Boot resets the board; the tool sent the DETACH that makes
+            // the armed reset happen, and the virtual U-Boot did reset.
+            #expect(
+                error.timeline.contains {
+                    if case .detachAfterError(BoardStage.uboot) = $0.event { true } else { false }
+                })
+            #expect(rig.board.consoleLog.contains("resetting ..."), "\(rig.board.consoleLog)")
+            #expect(diagnosis.nextSteps.contains { $0.contains("The tool sent the DETACH after reading this error") })
         }
     }
 }

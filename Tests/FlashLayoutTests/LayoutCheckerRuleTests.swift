@@ -187,6 +187,8 @@ struct LayoutCheckerRuleTests {
             .unreadable, .fileTooLarge, .invalidUTF8, .notALayout, .tooManyLines, .layoutTooLarge, .missingFile,
             .fileLargerThanPartition, .badBootImage, .badFIP, .bootImageInfo, .unusableFile, .shadowedBinary,
             .binaryOutsideLayout,
+            // check --soc: CLITests/FSBLChipTests.
+            .fsblWrongChip,
             // Binaries read through ImageSources: CLITests/BigImageCommandTests.
             .badBlockMap, .badCompressedImage, .imageInfo,
         ])

@@ -49,6 +49,39 @@ import Testing
         #expect(!failed.cause.contains("after reporting an error"), "\(failed.cause)")
     }
 
+    /// Item 2: the ROM answers errVERIFY at the FSBL's manifestation; the run ends `fsbl-rejected`
+    /// with the board's status as evidence, and says what the file holds.
+    @Test func fsblRefusedByTheROMHasItsOwnCode() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let run = try await flashUnderEmulator(scenario: "fsbl-rejected", in: directory)
+        let failed = try run.expectFailure()
+        #expect(failed.code == "fsbl-rejected" && failed.stage == "rom" && failed.phase == "0x01", "\(run.output)")
+        #expect(failed.error.contains("dfuERROR, bStatus 0x07 (errVERIFY)"), "\(failed.error)")
+        let evidence = try #require(run.diagnosis?.evidence, "\(run.output)")
+        #expect(
+            evidence.contains {
+                $0.contains(
+                    "the ROM answered GETSTATUS with dfuERROR, bStatus 0x07 (errVERIFY) after the zero-length DNLOAD")
+            }, "\(evidence)")
+        // The example FSBL is intact and unsigned: the signature check of a closed chip is what is left.
+        #expect(
+            evidence.contains { $0.contains("STM32 header v1 (STM32MP15)") && $0.contains("not signed") }, "\(evidence)"
+        )
+        #expect(failed.cause.contains("not signed, so a closed (secure-boot) chip refuses it"), "\(failed.cause)")
+    }
+
+    /// Item 9: an MP13 layout on the emulated MP15: refused before the FSBL goes out.
+    @Test func fsblForAnotherChipIsRefusedBeforeSending() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let run = try await flashUnderEmulator(scenario: "none", layout: "mp13-sdcard", in: directory)
+        let failed = try run.expectFailure()
+        #expect(failed.code == "fsbl-wrong-chip" && failed.stage == "rom", "\(run.output)")
+        #expect(failed.error.contains("STM32 header v2 (STM32MP13) but the board is an STM32MP15"), "\(failed.error)")
+        #expect(!run.events.contains { $0.event == "phase-start" }, "\(run.output)")
+        let evidence = try #require(run.diagnosis?.evidence, "\(run.output)")
+        #expect(evidence.contains { $0.contains("@Device ID /0x500") }, "\(evidence)")
+    }
+
     @Test func rejectedLayoutQuotesTheBoardsMessageVerbatim() async throws {
         let directory = try ShortTemporaryDirectory()
         let run = try await flashUnderEmulator(scenario: "layout-rejected", trace: true, in: directory)
@@ -196,14 +229,15 @@ private struct FailedEvent: Decodable {
     var phase: String?
 }
 
-/// Runs the MP15 SD-card example (made in `directory/examples`) under the emulator serving the
-/// virtual board on `port` with `scenario`.
+/// Runs an example layout (made in `directory/examples`; MP15 SD card unless `layout` says) under
+/// the emulator serving the virtual MP15 board on `port` with `scenario`.
 ///
 /// Only the scenarios whose diagnosis is about a wait that ran out (`waitsOut`) get short waits;
 /// the others get long ones that a loaded machine never reaches before the board's own answer, so
 /// their outcome does not depend on timing. The run is killed only when it hangs.
 private func flashUnderEmulator(
-    scenario: String, port: String = "1-1", trace: Bool = false, in directory: ShortTemporaryDirectory
+    scenario: String, port: String = "1-1", trace: Bool = false, layout: String = "mp15-sdcard",
+    in directory: ShortTemporaryDirectory
 ) async throws -> FlashRun {
     let flash = try builtExecutable("stm32mp-flash")
     let examples = directory.file("examples")
@@ -213,7 +247,7 @@ private func flashUnderEmulator(
         try builtExecutable("stm32mp-board-emulator"),
         ["--soc", "mp15", "--port", port, "--scenario", scenario] + (trace ? ["--trace"] : []) + [
             "--", flash, "flash", "--json",
-        ] + waits(for: scenario) + [examples + "/mp15-sdcard.tsv"], in: directory, timeout: 300)
+        ] + waits(for: scenario) + [examples + "/\(layout).tsv"], in: directory, timeout: 300)
     return try FlashRun(result: result)
 }
 

@@ -25,7 +25,8 @@ extension VirtualBoardBench {
     /// ROM → TF-A (however the SoC does it) → FIP → DETACH; returns the first U-Boot device.
     func bootToUBoot(fip: [UInt8] = SampleImages.fip()) async throws -> DFUDevice? {
         var device = try await open()
-        _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
+        _ = try await device.download(
+            MemoryByteSource(SampleImages.fsbl(for: board.configuration.soc)), phase: 0x01, deviceMayLeave: true)
         if board.configuration.soc != .mp15 {
             #expect(try await device.getPhase().needsDetach)
             try await device.detach()

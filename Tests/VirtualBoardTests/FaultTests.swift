@@ -1,3 +1,4 @@
+import BootImages
 import DFU
 import Fastboot
 import FlashLayout
@@ -178,7 +179,60 @@ struct FaultTests {
             #expect(try await rig.bootToUBoot() == nil)
             #expect(rig.board.kernelLog.contains("usb 1-2: device descriptor read/64, error -71"))
             #expect(rig.board.kernelLog.contains { $0.contains("unable to enumerate USB device") })
+
+        case .fsblRejected:
+            // A good FSBL: the ROM still refuses it at the manifestation with errVERIFY, stays in
+            // DFU and asks for the FSBL again.
+            let device = try await rig.open()
+            await #expect {
+                _ = try await device.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01, deviceMayLeave: true)
+            } throws: { error in
+                (error as? DFUError)?.kind == .deviceError(state: .error, status: DFUStatusCode.errVerify)
+            }
+            #expect(try await device.clearError().status == DFUStatusCode.errVerify)
+            #expect(try await device.getPhase().phase == 0x01)
+            #expect(rig.board.stage == .rom)
         }
+    }
+
+    /// The ROM's own checks (item 9): a header for another chip, a bad checksum, a truncated
+    /// payload or no STM32 header are refused with errVERIFY at the manifestation, as on the
+    /// real ROM; the right image is taken.
+    @Test(
+        "the virtual ROM refuses an FSBL it would not start",
+        arguments: [
+            (VirtualSoC.mp15, "v2 header"), (.mp13, "v1 header"), (.mp25, "v2 header for MP13"), (.mp15, "checksum"),
+            (.mp15, "truncated"), (.mp13, "no header"), (.mp13, "right image"),
+        ])
+    func romChecksTheFSBL(soc: VirtualSoC, image: String) async throws {
+        let rig = try BoardRig.smallBuffer { $0.soc = soc }
+        let payload = SampleImages.pattern(4096, seed: 7)
+        let bytes: [UInt8]
+        switch image {
+        case "v2 header": bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
+        case "v2 header for MP13":
+            bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
+        case "v1 header": bytes = STM32ImageHeader.wrap(payload: payload, version: .v1)
+        case "checksum":
+            var wrapped = STM32ImageHeader.wrap(payload: payload, version: .v1)
+            wrapped[wrapped.count - 1] &+= 1
+            bytes = wrapped
+        case "truncated": bytes = Array(STM32ImageHeader.wrap(payload: payload, version: .v1).dropLast(100))
+        case "no header": bytes = payload
+        default: bytes = STM32ImageHeader.wrap(payload: payload, version: .v2, loadAddress: 0x2FFE_0000)
+        }
+        let device = try await rig.open()
+        if image == "right image" {
+            _ = try await device.download(MemoryByteSource(bytes), phase: 0x01, deviceMayLeave: true)
+            #expect(try await device.getPhase().needsDetach)
+            return
+        }
+        await #expect {
+            _ = try await device.download(MemoryByteSource(bytes), phase: 0x01, deviceMayLeave: true)
+        } throws: { error in
+            (error as? DFUError)?.kind == .deviceError(state: .error, status: DFUStatusCode.errVerify)
+        }
+        #expect(rig.board.stage == .rom)
     }
 
     @Test("boot-interface-unsupported on MP13: after DETACH nothing TF-A-like enumerates")
@@ -188,7 +242,7 @@ struct FaultTests {
             $0.fault = .bootInterfaceUnsupported
         }
         let rom = try await rig.open()
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         #expect(try await rig.next() == nil)

@@ -64,7 +64,7 @@ struct IdentityTests {
     func tfaMP13() async throws {
         let rig = try BoardRig.smallBuffer { $0.soc = .mp13 }
         let rom = try await rig.open()
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         let tfa = try #require(try await rig.next())
@@ -84,7 +84,7 @@ struct IdentityTests {
         let rig = try BoardRig.smallBuffer { $0.soc = .mp25 }
         let rom = try await rig.open()
         #expect(rom.identity.product == "DFU in HS Mode @Device ID /0x505, @Revision ID /0x2000")
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp25)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         let tfa = try #require(try await rig.next())

@@ -239,7 +239,7 @@ struct SessionTests {
             $0.soc = .mp25; $0.mp25ROMChangesInPlace = true
         }
         let rom = try await rig.open()
-        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl()), phase: 0x01)
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp25)), phase: 0x01)
         _ = try await rom.getPhase()
         try await rom.detach()
         #expect(try await rig.events.next(until: rig.clock.now + .seconds(10)) == nil)

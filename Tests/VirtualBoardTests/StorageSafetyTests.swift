@@ -59,7 +59,7 @@ struct StorageSafetyTests {
         try second.prepareAll()
     }
 
-    @Test("zero blocks are not written into holes; zeros over earlier data are written")
+    @Test("zero blocks are not written into holes; zeros over earlier data read back as zeros")
     func sparse() throws {
         let board = storage(size: 256 << 20)
         var chunk = [UInt8](repeating: 0, count: 8 << 20)
@@ -78,5 +78,33 @@ struct StorageSafetyTests {
         try board.write(device: "mmc0", offset: 0, bytes: [UInt8](repeating: 0xAA, count: 65536))
         try board.write(device: "mmc0", offset: 0, bytes: [UInt8](repeating: 0, count: 65536))
         #expect(try board.read(device: "mmc0", offset: 0, length: 65536).allSatisfy { $0 == 0 })
+    }
+
+    @Test("zeros over earlier data punch holes: the image stays byte-exact and gives the space back")
+    func zerosOverDataPunchHoles() throws {
+        let board = storage(size: 64 << 20)
+        let data = (0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        try board.write(device: "mmc0", offset: 1 << 20, bytes: data)
+        let full = try allocatedBytes(directory.file("mmc0.img"))
+        #expect(full >= 4 << 20, "4 MiB of data use only \(full) bytes")
+
+        // The same range again, zeros except one byte in the middle and one unaligned edge.
+        var zeros = [UInt8](repeating: 0, count: 4 << 20)
+        zeros[2 << 20] = 0x5A
+        try board.write(device: "mmc0", offset: 1 << 20, bytes: zeros)
+        try board.write(device: "mmc0", offset: (1 << 20) + 100, bytes: [UInt8](repeating: 0, count: 8192))
+        let after = try allocatedBytes(directory.file("mmc0.img"))
+        #expect(after < 1 << 20, "zeros over 4 MiB of data still use \(after) bytes")
+        let back = try board.read(device: "mmc0", offset: 1 << 20, length: 4 << 20)
+        #expect(back == zeros, "the image must read back exactly what was written last")
+        var info = stat()
+        #expect(stat(directory.file("mmc0.img"), &info) == 0)
+        #expect(info.st_size == 64 << 20, "punching holes must keep the image's size")
+    }
+
+    func allocatedBytes(_ path: String) throws -> Int64 {
+        var info = stat()
+        try #require(stat(path, &info) == 0)
+        return Int64(info.st_blocks) * 512
     }
 }
