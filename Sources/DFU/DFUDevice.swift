@@ -256,6 +256,15 @@ public final class DFUDevice: Sendable {
             duration: clock.now - start)
     }
 
+    /// DFU_ABORT: back to dfuIDLE from dfuDNLOAD-SYNC/-IDLE or dfuUPLOAD-IDLE, so the stage answers
+    /// GetPhase again (TF-A and the ROM refuse UPLOAD in the middle of a download: TF-A's
+    /// `usb_dfu_upload()`). What the stage received stays where it is: TF-A's write address only
+    /// moves forward (`plat/st/common/stm32cubeprogrammer_usb.c`).
+    public func abort() async throws {
+        try await controlOut(
+            request: DFURequest.abort, value: 0, interface: 0, data: [], timeout: timeouts.control, "DFU_ABORT")
+    }
+
     /// Closes a transaction U-Boot keeps open on the alternate of `phase` (a read stopped early, or
     /// a download whose host died): SET_INTERFACE, DNLOAD block 0 of one byte, GETSTATUS. An open
     /// transaction expects another block number, so U-Boot answers "Wrong sequence number", cleans

@@ -65,13 +65,34 @@ enum PhaseRules {
             ])
     }
 
+    /// What to do next depends on where the board was left and what the cleanup did, read off
+    /// the typed timeline (`leftUsable`, `recovered`, `resumed`).
     static func cancelled(_ context: Diagnoser.Context) -> Diagnosis {
-        Diagnosis(
-            code: .cancelled, cause: DiagnosisCode.cancelled.summary,
-            evidence: [context.failure.phase.map { "cancelled during phase \(phaseHex($0))" } ?? "cancelled"],
-            nextSteps: [
-                "Reset the board with the boot pins on USB and run again; a partition that was being written is incomplete."
-            ])
+        let failure = context.failure
+        var evidence = [failure.phase.map { "cancelled during phase \(phaseHex($0))" } ?? "cancelled"]
+        var abortedInTFA: UInt8?
+        for entry in failure.timeline {
+            switch entry.event {
+            case .recovered, .resumed: evidence.append("timeline: " + entry.description)
+            case .leftUsable(let phase, let stage, let cleanup, _):
+                evidence.append("timeline: " + entry.description)
+                if stage == .tfa, cleanup == .aborted { abortedInTFA = phase }
+            default: break
+            }
+        }
+        let step: String
+        if let phase = abortedInTFA {
+            step =
+                "Reset the board with the boot pins on USB and run again: TF-A keeps the part of phase \(phaseHex(phase)) it received and writes whatever comes next after it (its write address only moves forward), so it cannot take the file again."
+        } else if failure.stage == .uboot {
+            step =
+                "Run the same command again: the board is still in U-Boot stm32prog; the run puts it in order and continues where its content stops matching the Binaries (--no-resume starts from the first partition)."
+        } else {
+            step =
+                "Run the same command again; the board goes on from the phase it asks for. If it does not answer as expected, reset it with the boot pins on USB."
+        }
+        return Diagnosis(
+            code: .cancelled, cause: DiagnosisCode.cancelled.summary, evidence: evidence, nextSteps: [step])
     }
 
     /// The image itself is at fault (host side): the board only saw whole, correct ranges.

@@ -269,7 +269,7 @@ struct FlashCommand: AsyncParsableCommand {
             } catch let error as StorageError {
                 Terminal.error("error: " + TerminalText.escaped(error.description))
                 throw FlashPreflightError(
-                    code: "host-error", cause: "the virtual board's storage folder cannot be used",
+                    code: DiagnosisCode.hostFile.rawValue, cause: "the virtual board's storage folder cannot be used",
                     message: error.description)
             }
             board = virtual
@@ -335,8 +335,14 @@ struct FlashCommand: AsyncParsableCommand {
             board?.storage.closeAll()
             try await finishRecording(recording, .done)
             report(summary, plan: plan, board: board, output: output)
-        case .failure(let error):
+        case .failure(var error):
             board?.storage.closeAll()
+            // The virtual firmware saw a write error; this computer's file system caused it.
+            if let host = board?.storage.hostFailure {
+                error = FlashFailure(
+                    .hostFile(path: host.path, reason: host.reason), stage: error.stage, phase: error.phase,
+                    timeline: error.timeline, position: error.position)
+            }
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),

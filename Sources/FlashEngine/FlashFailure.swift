@@ -72,6 +72,19 @@ public enum TimelineEvent: Sendable, Hashable {
     case nothingLate(listened: Duration)
     /// U-Boot's layout line number mapped back to the user's file.
     case layoutLine(payloadLine: Int, sourceLine: Int, path: String)
+    /// A written partition was read back (`--verify`): how many bytes, how, and where it first
+    /// differed from its Binary (nil: equal).
+    case readBack(phase: UInt8, bytesRead: Int64, mode: VerifyMode, firstDifference: Int64?)
+    /// The run started on a board in U-Boot enumeration 2 and put it in order: the partitions whose
+    /// half-done transaction it closed, and the pending GetPhase error it replaced.
+    case recovered(closedTransactions: [UInt8], clearedError: String?)
+    /// That run's resume: the partitions skipped (their readback matched) and where it continues.
+    case resumed(ResumeReport)
+    /// A partition is sent from `offset` (resume), not from its start.
+    case restartedAt(phase: UInt8, offset: Int64, stage: BoardStage)
+    /// After a cancel in the middle of `phase`: what was done so that the board stays usable
+    /// (`error`: that failed, and why).
+    case leftUsable(phase: UInt8, stage: BoardStage, cleanup: CancelCleanup, error: String?)
     /// Anything else worth knowing.
     case note(String, stage: BoardStage?)
 
@@ -93,6 +106,11 @@ public enum TimelineEvent: Sendable, Hashable {
         case .lateArrival: "lateArrival"
         case .nothingLate: "nothingLate"
         case .layoutLine, .note: "note"
+        case .readBack: "readBack"
+        case .recovered: "recovered"
+        case .resumed: "resume"
+        case .restartedAt: "restart"
+        case .leftUsable: "cleanup"
         }
     }
 
@@ -104,6 +122,8 @@ public enum TimelineEvent: Sendable, Hashable {
             stage
         case .stageCorrected(_, let to): to
         case .transferError(_, let stage), .note(_, let stage): stage
+        case .readBack, .recovered, .resumed: .uboot
+        case .restartedAt(_, _, let stage), .leftUsable(_, let stage, _, _): stage
         default: nil
         }
     }
@@ -150,6 +170,29 @@ public enum TimelineEvent: Sendable, Hashable {
         case .layoutLine(let payloadLine, let sourceLine, let path):
             return "U-Boot's layout line \(payloadLine) is line \(sourceLine) of \(path)"
         case .note(let text, _): return text
+        case .readBack(let phase, let bytes, let mode, let difference):
+            return "\(phaseHex(phase)) read back \(bytes) bytes (\(mode.rawValue)): "
+                + (difference.map { "differs at byte \($0)" } ?? "equal")
+        case .recovered(let closed, let error):
+            return [
+                closed.isEmpty
+                    ? nil : "closed U-Boot's half-done transfer on " + closed.map(phaseHex).joined(separator: ", "),
+                error.map { "cleared the error \"\($0)\"" },
+            ].compactMap { $0 }.joined(separator: "; ")
+        case .resumed(let report):
+            return "resume: \(report.skipped.count) partition(s) already on the board"
+                + (report.restartPhase.map { ", continuing with \(phaseHex($0)) at byte \(report.restartOffset)" }
+                    ?? ", nothing left to send")
+        case .restartedAt(let phase, let offset, _): return "\(phaseHex(phase)) continues from byte \(offset)"
+        case .leftUsable(let phase, _, let cleanup, let error):
+            let what =
+                switch cleanup {
+                case .closedTransaction:
+                    "closed U-Boot's open transaction on phase \(phaseHex(phase)); it restarts from its start"
+                case .aborted:
+                    "DFU_ABORT: the stage is idle again and answers GetPhase; it keeps what it received of \(phaseHex(phase))"
+                }
+            return error.map { "could not clean up phase \(phaseHex(phase)): \($0)" } ?? what
         }
     }
 
@@ -164,6 +207,15 @@ public enum TimelineEvent: Sendable, Hashable {
                 + (reply.needsDetach ? " detach requested" : "")
         }
     }
+}
+
+/// What a cancelled run did to leave the board usable (docs/flashing.md, "Interruption and
+/// recovery").
+public enum CancelCleanup: Sendable, Hashable {
+    /// U-Boot: the interrupted partition's transaction closed, the partition current again at offset 0.
+    case closedTransaction
+    /// ROM or TF-A: DFU_ABORT, back to dfuIDLE (their write position cannot be moved back).
+    case aborted
 }
 
 /// What a DETACH waits for: the stage expected, how long, and the option that sets how long.

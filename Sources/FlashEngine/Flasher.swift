@@ -105,8 +105,12 @@ public final class Flasher: Sendable {
         do {
             return try await run.execute()
         } catch let failure as FlashFailure {
-            if case .cancelled = failure.reason { await run.leaveUsable() }
-            throw failure
+            guard case .cancelled = failure.reason else { throw failure }
+            await run.leaveUsable()
+            // The same failure, with what the cleanup did in its timeline (the diagnosis reads it).
+            throw FlashFailure(
+                failure.reason, stage: failure.stage, phase: failure.phase, timeline: run.recorder.entries,
+                position: failure.position)
         } catch is CancellationError {
             await run.leaveUsable()
             throw run.failure(.cancelled)
@@ -366,7 +370,7 @@ public final class Flasher: Sendable {
             accepted.withLock { $0 = restart }
             flasher.emit(.phaseStarted(phase: id, name: input.name, bytes: total, stage: stage))
             recorder.add(.sendStarted(phase: id, name: input.name, bytes: total, stage: stage))
-            if restart > 0 { recorder.add(.note("\(phaseHex(id)) continues from byte \(restart)", stage: stage)) }
+            if restart > 0 { recorder.add(.restartedAt(phase: id, offset: restart, stage: stage)) }
             let accepted = self.accepted
             let report = try await transferring(id, total: total) { progress in
                 try input.source.hashPrefix(upTo: restart)

@@ -191,10 +191,7 @@ extension Flasher.Run {
         try await restore(reader, to: next.phase)
         try verifyUnchanged(input)
         recorder.add(
-            .note(
-                "\(phaseHex(id)) read back \(outcome.bytesRead) bytes (\(mode.rawValue)): "
-                    + (outcome.firstDifference == nil ? "equal" : "differs at byte \(outcome.firstDifference ?? 0)"),
-                stage: stage))
+            .readBack(phase: id, bytesRead: outcome.bytesRead, mode: mode, firstDifference: outcome.firstDifference))
         if let offset = outcome.firstDifference {
             throw failure(
                 .verifyMismatch(
@@ -248,21 +245,28 @@ extension Flasher.Run {
     /// open and set the phase back to the partition's start, so a new run (or a resume) can use
     /// the board (reference §4.4). Runs outside the cancelled task, best effort.
     mutating func leaveUsable() async {
-        guard let sending, let device, machine.stage == .uboot else { return }
+        guard let sending, let device else { return }
         let id = sending.id
-        let outcome = await Task {
+        let stage = machine.stage
+        let cleanup: CancelCleanup = stage == .uboot ? .closedTransaction : .aborted
+        let error = await Task { () -> String? in
             do {
-                if id == 0 {
-                    try await device.closeTransaction(phase: 0)
-                } else {
-                    try await BoardRecovery.abandonPartition(device, id: id)
+                switch cleanup {
+                case .closedTransaction:
+                    if id == 0 {
+                        try await device.closeTransaction(phase: 0)
+                    } else {
+                        try await BoardRecovery.abandonPartition(device, id: id)
+                    }
+                case .aborted:
+                    try await device.abort()
                 }
-                return "closed U-Boot's open transaction on phase \(phaseHex(id)); it restarts from its start"
+                return nil
             } catch {
-                return "could not close U-Boot's open transaction on phase \(phaseHex(id)): \(error)"
+                return "\(error)"
             }
         }.value
-        recorder.add(.note(outcome, stage: machine.stage))
+        recorder.add(.leftUsable(phase: id, stage: stage, cleanup: cleanup, error: error))
     }
 
     /// The first board found is already in U-Boot enumeration 2 (an earlier run was interrupted,
@@ -274,13 +278,10 @@ extension Flasher.Run {
         try checkSessionMatchesPlan(device)
         let stale = try await BoardRecovery.closeStaleTransactions(device)
         if !stale.isEmpty || reply.phase == 0xFF {
-            let detail =
-                (stale.isEmpty
-                    ? "" : "closed U-Boot's half-done transfer on " + stale.map(phaseHex).joined(separator: ", "))
-                + (reply.phase == 0xFF
-                    ? (stale.isEmpty ? "" : "; ") + "cleared the error \"\(reply.message ?? "")\"" : "")
-            recorder.add(.note(detail, stage: .uboot))
-            flasher.emit(.recovered(detail: detail))
+            let event = TimelineEvent.recovered(
+                closedTransactions: stale, clearedError: reply.phase == 0xFF ? reply.message ?? "" : nil)
+            recorder.add(event)
+            flasher.emit(.recovered(detail: event.detail ?? ""))
         }
         let reader = readback(device)
         var skipped: [UInt8] = []
@@ -328,12 +329,7 @@ extension Flasher.Run {
             skipped: skipped, skippedBytes: skippedBytes, restartPhase: restart?.id, restartOffset: restart?.offset ?? 0
         )
         resumeReport = report
-        recorder.add(
-            .note(
-                "resume: \(skipped.count) partition(s) already on the board"
-                    + (restart.map { ", continuing with \(phaseHex($0.id)) at byte \($0.offset)" }
-                        ?? ", nothing left to send"),
-                stage: .uboot))
+        recorder.add(.resumed(report))
         flasher.emit(.resumed(report))
     }
 

@@ -24,6 +24,10 @@ public final class BoardStorage {
     public var replacesMismatchedImages = false
     private var handles: [String: FileDescriptor] = [:]
     private var lock: FileDescriptor?
+    /// The first failure of this computer's file system under the images (no space left, an I/O
+    /// error …): the virtual firmware reports it as a write error, as a board would, but the run's
+    /// diagnosis must name the host path and the OS reason instead (issue 9 item 10).
+    public private(set) var hostFailure: StorageError?
 
     /// Name of the lock file inside the storage folder.
     public static let lockFileName = ".lock"
@@ -56,7 +60,7 @@ public final class BoardStorage {
         guard let size = size(device: device, hardwarePartition: hardwarePartition) else {
             throw Errno.noSuchFileOrDirectory
         }
-        _ = mkdir(directory, 0o755)
+        try prepareFolder()
         try lockFolder()
         let fd: FileDescriptor
         do {
@@ -69,6 +73,8 @@ public final class BoardStorage {
                 reason:
                     "is a symbolic link; the virtual board never writes through links (it would overwrite the link's target). Remove the link or choose another --sim-dir"
             )
+        } catch let error as Errno {
+            throw StorageError(path: file, reason: "cannot be opened: \(error)")
         }
         var info = stat()
         guard fstat(fd.rawValue, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
@@ -85,11 +91,56 @@ public final class BoardStorage {
                         "holds \(current) bytes but \(device)\(hardwarePartition.map { " boot\($0)" } ?? "") is \(size) bytes; it is another board's image. Remove it, choose another --sim-dir, or pass --sim-replace-images to recreate it"
                 )
             }
-            try fd.resize(to: 0)
-            try fd.resize(to: Int64(size))
+            do {
+                try fd.resize(to: 0)
+                try fd.resize(to: Int64(size))
+            } catch {
+                try? fd.close()
+                throw StorageError(path: file, reason: "cannot be sized to \(size) bytes: \(error)")
+            }
         }
         handles[file] = fd
         return fd
+    }
+
+    /// The storage folder exists and this process may create files in it; otherwise a
+    /// `StorageError` names the folder and the OS's reason (is a file, parent missing, read-only,
+    /// permission denied).
+    private func prepareFolder() throws {
+        guard lock == nil else { return }
+        var info = stat()
+        if stat(directory, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFDIR else {
+                throw StorageError(path: directory, reason: "is a file, not a folder (\(Errno.notDirectory))")
+            }
+        } else if mkdir(directory, 0o755) != 0 {
+            let error = Errno(rawValue: errno)
+            let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+                .joined(separator: "/")
+            if error == .noSuchFileOrDirectory {
+                throw StorageError(
+                    path: directory,
+                    reason:
+                        "cannot be created: its parent folder '\(parent.isEmpty ? "/" : parent)' does not exist (\(error))"
+                )
+            }
+            throw StorageError(path: directory, reason: "cannot be created: \(error)")
+        }
+        // Root passes mode bits but not a read-only mount or an immutable folder.
+        if access(directory, W_OK) != 0 {
+            throw StorageError(path: directory, reason: "is not writable: \(Errno(rawValue: errno))")
+        }
+    }
+
+    /// Runs a file-system operation on `file`; an `Errno` is the host's failure: kept (the first
+    /// one) and rethrown.
+    private func hostIO<T>(_ file: String, _ what: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as Errno {
+            if hostFailure == nil { hostFailure = StorageError(path: file, reason: "cannot be \(what): \(error)") }
+            throw error
+        }
     }
 
     /// Takes the folder's lock for this run (once): a second run on the same folder is told who
@@ -148,6 +199,11 @@ public final class BoardStorage {
             throw Errno.noSpace
         }
         let fd = try handle(device, hardwarePartition)
+        let file = path(device: device, hardwarePartition: hardwarePartition)
+        try hostIO(file, "written") { try write(fd, offset: offset, bytes: bytes) }
+    }
+
+    private func write(_ fd: FileDescriptor, offset: UInt64, bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { buffer in
             var start = 0
             for run in Self.zeroRuns(buffer, fileOffset: offset) {
@@ -218,13 +274,22 @@ public final class BoardStorage {
     public func read(device: String, hardwarePartition: Int? = nil, offset: UInt64, length: Int) throws -> [UInt8] {
         guard let size = size(device: device, hardwarePartition: hardwarePartition), offset <= size else { return [] }
         let count = Int(min(UInt64(length), size - offset))
-        return try handle(device, hardwarePartition).read(count: count, atAbsoluteOffset: Int64(offset))
+        let fd = try handle(device, hardwarePartition)
+        return try hostIO(path(device: device, hardwarePartition: hardwarePartition), "read") {
+            try fd.read(count: count, atAbsoluteOffset: Int64(offset))
+        }
     }
 
     /// Erases a range (reads as zeros afterwards). Only the parts holding data are rewritten, so
     /// the image stays sparse.
     public func erase(device: String, hardwarePartition: Int? = nil, offset: UInt64, length: UInt64) throws {
         let fd = try handle(device, hardwarePartition)
+        try hostIO(path(device: device, hardwarePartition: hardwarePartition), "erased") {
+            try erase(fd, offset: offset, length: length)
+        }
+    }
+
+    private func erase(_ fd: FileDescriptor, offset: UInt64, length: UInt64) throws {
         let end = Int64(offset + length)
         var position = Int64(offset)
         let zeros = [UInt8](repeating: 0, count: 1 << 20)

@@ -155,6 +155,8 @@ final class TFAFirmware: Firmware {
     private var errorMessage: String?
     /// Set once phase 0x03 is in: the next DETACH starts U-Boot.
     private var ssblLoaded = false
+    /// A phase was downloaded again after a partial download: what is in RAM is not the file.
+    private var torn = false
 
     /// - Parameter ddrDone: MP2, second enumeration: the DDR firmware phase is over.
     init(board: VirtualBoard, ddrDone: Bool = false) {
@@ -215,10 +217,14 @@ final class TFAFirmware: Firmware {
             error("phase ID :\(phase), alternate \(alternate), address \(String(base &+ UInt32(received), radix: 16))")
             return .failed
         }
-        guard offset + data.count <= bufferSize else { return .failed }
+        // TF-A writes each DNLOAD at its download address, which only moves forward (block numbers
+        // are ignored, `dfu_callback_download()`): a phase sent again after a partial download
+        // (a cancelled run) lands after the first part, and BL2 would load a torn FIP.
+        if offset == 0, received > 0 { torn = true }
+        received += data.count
+        guard received <= bufferSize else { return .failed }
         if head.count < 512 { head += data.prefix(512 - head.count) }
         if phase == 0x00 { layout += data }
-        received = offset + data.count
         return .accepted(latency: .zero)
     }
 
@@ -261,6 +267,9 @@ final class TFAFirmware: Firmware {
     }
 
     override func dfuDetach() {
-        board.tfaDetached(ssblLoaded: ssblLoaded, ddrOnly: waitingForDetach && !ssblLoaded)
+        if ssblLoaded, torn {
+            board.console("ERROR:   the FIP in RAM was written across two downloads (an interrupted one first)")
+        }
+        board.tfaDetached(ssblLoaded: ssblLoaded && !torn, ddrOnly: waitingForDetach && !ssblLoaded)
     }
 }

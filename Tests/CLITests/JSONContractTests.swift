@@ -119,7 +119,7 @@ struct JSONContractTests {
 }
 
 extension JSONContractTests {
-    @Test("flash --json when the virtual board's folder cannot be used: host-error, nothing flashed")
+    @Test("flash --json when the virtual board's folder cannot be used: host-file, nothing flashed")
     func flashStorageRefused() throws {
         let storage = try TemporaryDirectory()
         let target = storage.file("precious.bin")
@@ -130,7 +130,7 @@ extension JSONContractTests {
         ])
         #expect(result.status == 1)
         #expect(contract.flashRunProblems(result.standardOutput) == [], "\(result.standardOutput)")
-        #expect(result.standardOutput.contains(#""code":"host-error""#))
+        #expect(result.standardOutput.contains(#""code":"host-file""#))
         #expect(result.standardError.contains("symbolic link"))
         #expect(try String(contentsOfFile: target, encoding: .utf8) == "keep")
     }

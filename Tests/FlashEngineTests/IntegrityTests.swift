@@ -176,6 +176,39 @@ struct IntegrityTests {
         try rig.expectAllWritten()
     }
 
+    @Test(
+        "a cancel in the middle of TF-A's FIP sends DFU_ABORT and no DETACH: TF-A answers GetPhase again, keeps its write address, and a FIP sent again is torn"
+    )
+    func cancelInTheMiddleOfTheFIP() async throws {
+        let rig = try SimulatedFlash(layout: "mp13-sdcard")
+        let stopped = await rig.runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x03, let sent, let total) = event { return sent > 0 && sent < total }
+                return false
+            })
+        let failure = try #require(stopped)
+        #expect(failure.reason == .cancelled)
+        let cleanups = failure.timeline.filter { if case .leftUsable = $0.event { true } else { false } }
+        #expect(cleanups.map(\.event) == [.leftUsable(phase: 0x03, stage: .tfa, cleanup: .aborted, error: nil)])
+        let detaches = failure.timeline.filter { if case .detachSent(.tfa, _) = $0.event { true } else { false } }
+        #expect(detaches.isEmpty, "no DETACH: TF-A would boot the partial FIP")
+        // TF-A is idle again and tells where it would write next: past the part it received.
+        let position = try #require(failure.position)
+        // The same command sends the FIP again: TF-A appends it, the header still checks, and BL2
+        // loads a torn FIP; nothing enumerates (simulated time: the wait costs nothing).
+        do {
+            _ = try await rig.run()
+            Issue.record("a FIP sent again after a partial one must not flash")
+        } catch {
+            let phases = error.timeline.compactMap { entry -> GetPhaseReply? in
+                if case .phase(let reply, .tfa) = entry.event { reply } else { nil }
+            }
+            let first = try #require(phases.first, "\(error.timeline)")
+            #expect(first.phase == 0x03 && first.address == 0xC700_0000 &+ UInt32(position.offset), "\(first)")
+            #expect(rig.board.consoleLog.contains { $0.contains("written across two downloads") })
+        }
+    }
+
     @Test("a host that dies mid-partition (no cleanup) leaves a half-open transfer; the rerun recovers and completes")
     func deadHostThenRerun() async throws {
         let copy = try ExampleCopy()

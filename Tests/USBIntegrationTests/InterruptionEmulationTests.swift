@@ -36,6 +36,11 @@ struct InterruptionEmulationTests {
         #expect(message.hasPrefix("Board left in "), "\(message)")
         #expect(message.contains(", phase \(phase) ") && message.contains("at byte \(Int64(offset)) of"), "\(message)")
         #expect(message.hasSuffix("Continue with: " + board.continueCommand), "\(message)")
+        // What to do next depends on the stage: TF-A keeps the part of the FIP it received.
+        let steps = try #require(outcome.events.last { $0.event == "diagnosis" }?.nextSteps, "\(outcome.output)")
+        #expect(
+            steps.first?.hasPrefix(stage == "tfa" ? "Reset the board" : "Run the same command again") == true,
+            "\(steps)")
         guard stage == "uboot" else { return }
         // In U-Boot the cancelled run left the board usable: the same command continues (the
         // partitions before the interrupted one verify and are skipped) and completes.
@@ -307,6 +312,7 @@ private struct FlashLine: Decodable, Sendable {
     var message: String?
     var detail: String?
     var skipped: [String]?
+    var nextSteps: [String]?
     var restartPhase: String?
     var restartOffset: Double?
 }

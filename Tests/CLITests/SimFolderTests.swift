@@ -1,0 +1,98 @@
+import Foundation
+import Glibc
+import TestSupport
+import Testing
+
+/// Issue 9 item 10: problems with the virtual board's folder are this computer's: `host-file`,
+/// naming the path and the OS reason, never a board code. Root passes mode bits, so read-only and
+/// full folders are real file systems: a tmpfs mounted read-only or with a size limit.
+@Suite("the virtual board's folder: host faults", .serialized, .timeLimit(.minutes(3)))
+struct SimFolderTests {
+    let tool: ExternalTool
+    let examples: String
+
+    init() throws {
+        tool = try BuiltProducts.tool("stm32mp-flash")
+        examples = try CLIExamples.directory()
+    }
+
+    /// `flash --json --simulate` into `folder`: exit 1 and a `failed` line with code `host-file`
+    /// whose error names `path` and says `reason`.
+    func expectHostFile(folder: String, path: String, reason: String, stage: String? = nil) throws {
+        let result = try tool.run([
+            "flash", "--json", "--simulate", "--sim-dir", folder, "--late-grace", "0", "\(examples)/mp15-sdcard.tsv",
+        ])
+        #expect(result.status == 1, "\(result.standardOutput)\(result.standardError)")
+        let failed = try #require(result.standardOutput.split(separator: "\n").last.map(String.init))
+        #expect(failed.contains(#""event":"failed""#) && failed.contains(#""code":"host-file""#), "\(failed)")
+        #expect(failed.contains(path) && failed.contains(reason), "\(failed)")
+        #expect(!failed.contains("board-error") && !failed.contains("device-init-failed"), "\(failed)")
+        if let stage { #expect(failed.contains(#""stage":"\#(stage)""#), "\(failed)") }
+    }
+
+    @Test("the folder is a file")
+    func isAFile() throws {
+        let directory = try TemporaryDirectory()
+        let file = directory.file("not-a-folder")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        try expectHostFile(folder: file, path: file, reason: "is a file, not a folder (Not a directory)")
+    }
+
+    @Test("the folder's parent does not exist")
+    func missingParent() throws {
+        let directory = try TemporaryDirectory()
+        let folder = directory.file("missing/board")
+        try expectHostFile(
+            folder: folder, path: folder,
+            reason: "its parent folder '\(directory.file("missing"))' does not exist (No such file or directory)")
+    }
+
+    @Test("the folder is on a read-only file system")
+    func readOnly() throws {
+        let mount = try TmpfsMount(options: "ro,size=1m")
+        defer { mount.unmount() }
+        try expectHostFile(
+            folder: mount.path + "/board", path: mount.path + "/board",
+            reason: "cannot be created: Read-only file system")
+        try expectHostFile(folder: mount.path, path: mount.path, reason: "is not writable: Read-only file system")
+    }
+
+    @Test("the file system fills up in the middle of the run: host-file, not a board write error")
+    func full() throws {
+        let mount = try TmpfsMount(options: "size=256k")
+        defer { mount.unmount() }
+        try expectHostFile(
+            folder: mount.path, path: mount.path + "/mmc0.img", reason: "cannot be written: No space left on device",
+            stage: "uboot")
+    }
+}
+
+/// A tmpfs mounted for one test (needs CAP_SYS_ADMIN: the tests run as root here and in CI).
+struct TmpfsMount {
+    struct Failed: Error, CustomStringConvertible { var description: String }
+    let directory: TemporaryDirectory
+    var path: String { directory.path }
+
+    init(options: String) throws {
+        directory = try TemporaryDirectory()
+        let result = Self.run("/bin/mount", ["-t", "tmpfs", "-o", options, "tmpfs", directory.path])
+        guard result == 0 else {
+            throw Failed(description: "mount -t tmpfs -o \(options) failed (status \(result)); these tests need root")
+        }
+    }
+
+    func unmount() { _ = Self.run("/bin/umount", [path]) }
+
+    static func run(_ executable: String, _ arguments: [String]) -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        do {
+            try process.run()
+        } catch {
+            return -1
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
