@@ -52,6 +52,7 @@ let package = Package(
         // MARK: Pure Swift foundations (no C).
         .target(name: "Timekeeping", swiftSettings: strictSwift),
         .target(name: "TerminalText", swiftSettings: strictSwift),
+        .target(name: "NullEncoding", swiftSettings: strictSwift),
         .target(name: "USBModel", dependencies: ["Timekeeping"], swiftSettings: strictSwift),
         .target(name: "FileAccess", dependencies: [systemPackage], swiftSettings: strictSwift),
         .target(name: "BootImages", dependencies: ["FileAccess", systemPackage], swiftSettings: strictSwift),
@@ -127,7 +128,7 @@ let package = Package(
                 "FlashLayout", "BootImages", "GPT", "DFU", "BoardTracking", "FlashEngine", "ImageSources",
                 "Decompression", "VirtualBoard", "Diagnostics", "DfuSe", "MCUImages", "MCUEngine", "VirtualMCU",
                 "USBHost", "Hotplug", "USBModel", "Timekeeping", "StationRecords", "StationMonitor", "StatusServer",
-                "TerminalText", argumentParser,
+                "TerminalText", "NullEncoding", argumentParser,
                 logging, systemPackage,
             ],
             swiftSettings: strictSwift),
@@ -227,7 +228,8 @@ let package = Package(
         .testTarget(
             name: "FastbootTests", dependencies: ["Fastboot", "USBModel", "DFU"], swiftSettings: strictSwift),
         .testTarget(
-            name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport"], swiftSettings: strictSwift),
+            name: "CLITests", dependencies: ["FlashCLI", "StationRecords", "TestSupport", "NullEncoding"],
+            swiftSettings: strictSwift),
         .testTarget(
             name: "USBIntegrationTests", dependencies: ["USBHost", "Hotplug", "TestSupport"],
             swiftSettings: strictSwift),

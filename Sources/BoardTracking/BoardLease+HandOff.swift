@@ -27,14 +27,18 @@ extension BoardLease {
                 }
                 continue
             }
+            let opened: OpenedBoard
             do {
-                return .dfu(
-                    try await open(
-                        until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
-                )
+                opened = try await open(
+                    until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
             } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
                 continue
             }
+            if Self.isSameDevice(opened.device.identity, previous) {
+                await opened.device.transport.close()  // The stage that left, not yet gone.
+                continue
+            }
+            return .dfu(opened)
         }
         return nil
     }

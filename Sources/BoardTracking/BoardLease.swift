@@ -95,7 +95,9 @@ public final class BoardLease: Sendable {
         let clock = bus.clock
         let started = clock.now
         var pause = timing.firstRetry
+        var listPause = timing.listRetry
         var attempt = 0
+        var lastFailure: USBTransferError.Kind?
         while true {
             try Task.checkCancellation()
             attempt += 1
@@ -107,18 +109,30 @@ public final class BoardLease: Sendable {
             case .failure(let error):
                 failure = error
             }
-            observe(.openFailed(failure, port: port, attempt: attempt))
+            // A run of one failure is observed once (the list polls below would fill the
+            // timeline); `attempts` of the opened board counts every try.
+            if failure.kind != lastFailure { observe(.openFailed(failure, port: port, attempt: attempt)) }
+            lastFailure = failure.kind
             let permanent = failure.kind == .access || failure.kind == .busy
             if permanent && clock.now - started >= timing.permissionGrace { throw TrackingError.openFailed(failure) }
-            if clock.now + pause > deadline { throw TrackingError.openFailed(failure) }
+            let wait: Duration
+            if failure.kind == .notFound {
+                // udev told us before libusb lists the device: look at libusb's list again every
+                // few milliseconds, so the first request follows libusb's own add closely.
+                wait = listPause
+                listPause = min(listPause * 2, timing.maxListRetry)
+            } else {
+                wait = pause
+                pause = min(pause * 2, timing.maxRetryInterval)
+            }
+            if clock.now + wait > deadline { throw TrackingError.openFailed(failure) }
             // Sleep until the retry, or earlier when an event comes (it is kept for the caller's
             // record, and a remove on our port just means the next try will tell).
-            let wake = clock.now + pause
+            let wake = clock.now + wait
             while let event = try await events.next(until: wake) {
                 observe(.hotplug(event))
                 if event.action == .add && event.device.port == port { break }
             }
-            pause = min(pause * 2, timing.maxRetryInterval)
         }
     }
 
@@ -146,6 +160,14 @@ public final class BoardLease: Sendable {
 
     // MARK: Following
 
+    /// Call right before telling the board to leave (DFU_DETACH): every event this lease has not
+    /// read yet happened before the board left, so none of them can be its return. They are read
+    /// now (and observed, for the record) instead of being taken for an arrival afterwards: an add
+    /// of the stage that is about to leave, heard late, would otherwise open that stage again.
+    public func departing(observe: (TrackingObservation) -> Void = { _ in }) async throws {
+        while let event = try await events.next(until: bus.clock.now) { observe(.hotplug(event)) }
+    }
+
     /// After the board left (DFU_DETACH): waits until `deadline` for it to enumerate again, on its
     /// port or with `previous`'s non-zero serial on a port nobody holds, and opens it (an open
     /// that races libusb's device list is retried for at least `timing.openWindow` after the add).
@@ -159,14 +181,30 @@ public final class BoardLease: Sendable {
     ) async throws -> OpenedBoard? {
         let clock = bus.clock
         while try await awaitReturn(of: previous, until: deadline, observe: observe) != nil {
+            let opened: OpenedBoard
             do {
-                return try await open(
+                opened = try await open(
                     until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
             } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
-                // It vanished again while we opened it (enumeration trouble): keep waiting.
+                continue  // It vanished again while we opened it (enumeration trouble): keep waiting.
             }
+            if Self.isSameDevice(opened.device.identity, previous) {
+                // The stage that left, still there for a moment: its return is still to come.
+                await opened.device.transport.close()
+                continue
+            }
+            return opened
         }
         return nil
+    }
+
+    /// `identity` is the very device `previous` was (same port, bus and device number), not a new
+    /// enumeration. The kernel numbers every enumeration anew (round robin up to 127), so a board
+    /// that comes back always has another number; an event or a listing with the old number is the
+    /// stage that left. Number 0 (unknown) proves nothing.
+    static func isSameDevice(_ identity: USBDeviceIdentity, _ previous: USBDeviceIdentity) -> Bool {
+        identity.deviceAddress != 0 && identity.deviceAddress == previous.deviceAddress
+            && identity.busNumber == previous.busNumber && identity.port == previous.port
     }
 
     /// Waits until `deadline` for the board to enumerate again (an add event on its port or with
@@ -180,7 +218,7 @@ public final class BoardLease: Sendable {
             let returned: USBDeviceIdentity?
             if let event = try await events.next(until: min(deadline, clock.now + timing.rescanInterval)) {
                 observe(.hotplug(event))
-                guard event.action == .add else { continue }
+                guard event.action == .add, !Self.isSameDevice(event.device, previous) else { continue }
                 returned = await claimIfOurs(event.device, previous: previous, observe: observe)
             } else {
                 if clock.now < deadline { observe(.waiting(remaining: deadline - clock.now)) }
@@ -201,14 +239,15 @@ public final class BoardLease: Sendable {
             observe(.hotplug(event))
             if event.action == .add, isOurs(event.device, previous: previous) { return event.device }
         }
-        return try await tracker.scan(for: id).map(\.identity).first {
-            isOurs($0, previous: previous) && $0.deviceAddress != previous.deviceAddress
-        }
+        return try await tracker.scan(for: id).map(\.identity).first { isOurs($0, previous: previous) }
     }
 
-    /// The device is this board: on our port, or with the same non-zero serial elsewhere.
+    /// The device is this board back (not the stage that left): on our port, or with the same
+    /// non-zero serial elsewhere.
     private func isOurs(_ identity: USBDeviceIdentity, previous: USBDeviceIdentity) -> Bool {
-        guard families.classify(identity).family != .unknown else { return false }
+        guard families.classify(identity).family != .unknown, !Self.isSameDevice(identity, previous) else {
+            return false
+        }
         return identity.port == port || Self.sameSerial(identity, previous)
     }
 
@@ -243,8 +282,7 @@ public final class BoardLease: Sendable {
         let listings = try await tracker.scan(for: id)
         guard
             let back = listings.map(\.identity).first(where: {
-                $0.deviceAddress != previous.deviceAddress
-                    && ($0.port == port || Self.sameSerial($0, previous))
+                !Self.isSameDevice($0, previous) && ($0.port == port || Self.sameSerial($0, previous))
                     && families.classify($0).family != .unknown
             })
         else { return nil }

@@ -128,17 +128,25 @@ public struct LeaseTiming: Sendable, Hashable {
     public var permissionGrace: Duration
     /// How often to rescan while waiting without events (a missed or early add event).
     public var rescanInterval: Duration
+    /// First pause after an open found no device on the port (doubling up to `maxListRetry`):
+    /// libusb's list lags udev's add by tens of milliseconds at most, and the device's first
+    /// request should follow libusb's own add within a few (a fixed 5…200 ms backoff cost ~35 ms).
+    public var listRetry: Duration
+    public var maxListRetry: Duration
 
     public init(
         firstRetry: Duration = .milliseconds(5), maxRetryInterval: Duration = .milliseconds(200),
         openWindow: Duration = .seconds(3), permissionGrace: Duration = .seconds(2),
-        rescanInterval: Duration = .seconds(1)
+        rescanInterval: Duration = .seconds(1), listRetry: Duration = .milliseconds(1),
+        maxListRetry: Duration = .milliseconds(4)
     ) {
         self.firstRetry = firstRetry
         self.maxRetryInterval = maxRetryInterval
         self.openWindow = openWindow
         self.permissionGrace = permissionGrace
         self.rescanInterval = rescanInterval
+        self.listRetry = listRetry
+        self.maxListRetry = maxListRetry
     }
 }
 

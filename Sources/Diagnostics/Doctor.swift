@@ -240,15 +240,3 @@ public enum Doctor {
                 fix: "run with sudo, or allow it: `sudo sysctl kernel.dmesg_restrict=0`")
     }
 }
-
-// `doctor --json`: `fix` is null when there is nothing to fix, never missing (docs/json.md).
-extension DoctorCheck {
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(status, forKey: .status)
-        try container.encode(summary, forKey: .summary)
-        try container.encode(details, forKey: .details)
-        try container.encode(fix, forKey: .fix)
-    }
-}

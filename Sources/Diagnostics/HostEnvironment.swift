@@ -231,39 +231,3 @@ func octal(_ value: UInt32) -> String {
     let digits = String(value, radix: 8)
     return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
 }
-
-// `doctor --json` writes an unknown value as null, never leaves the key out (docs/json.md):
-// these replace the synthesized encoders, which skip nil optionals.
-extension HostEnvironment {
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(hypervisor, forKey: .hypervisor)
-        try container.encode(wsl, forKey: .wsl)
-        try container.encode(self.container, forKey: .container)
-        try container.encode(detectionEvidence, forKey: .detectionEvidence)
-        try container.encode(udevRunning, forKey: .udevRunning)
-        try container.encode(udevRules, forKey: .udevRules)
-        try container.encode(boards, forKey: .boards)
-        try container.encode(kernelLogReadable, forKey: .kernelLogReadable)
-        try container.encode(libusbAvailable, forKey: .libusbAvailable)
-        try container.encode(user, forKey: .user)
-    }
-}
-
-extension SysfsBoard {
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(port, forKey: .port)
-        try container.encode(vendorID, forKey: .vendorID)
-        try container.encode(productID, forKey: .productID)
-        try container.encode(product, forKey: .product)
-        try container.encode(serial, forKey: .serial)
-        try container.encode(speed, forKey: .speed)
-        try container.encode(node, forKey: .node)
-        try container.encode(nodeMode, forKey: .nodeMode)
-        try container.encode(nodeGroup, forKey: .nodeGroup)
-        try container.encode(userCanOpen, forKey: .userCanOpen)
-        try container.encode(bcdDevice, forKey: .bcdDevice)
-        try container.encode(interfaceName, forKey: .interfaceName)
-    }
-}

@@ -2,6 +2,7 @@ import ArgumentParser
 import BootImages
 import FlashLayout
 import FoundationEssentials
+import NullEncoding
 
 /// `stm32mp-flash check LAYOUT...`: lint layouts like a compiler.
 struct CheckCommand: AsyncParsableCommand {
@@ -118,6 +119,6 @@ struct CheckReport: Encodable {
     func jsonString() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+        return String(decoding: try encoder.encode(KeepingNulls(self)), as: UTF8.self)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Diagnostics
 import FoundationEssentials
+import NullEncoding
 import TerminalText
 
 /// `stm32mp-flash doctor`: checks what flashing needs on this host and says how to fix it.
@@ -29,7 +30,10 @@ struct DoctorCommand: AsyncParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(Report(checks: checks, environment: environment)), as: UTF8.self))
+            print(
+                String(
+                    decoding: try encoder.encode(KeepingNulls(Report(checks: checks, environment: environment))),
+                    as: UTF8.self))
         } else {
             // Board strings and file contents appear in the checklist: escaped, never raw.
             print(TerminalText.escaped(Doctor.render(checks), keepNewlines: true), terminator: "")

@@ -30,22 +30,6 @@ struct ImageSendInfo: Encodable, Equatable {
             estimatedSeconds
     }
 
-    /// Unknown values are written as null, never left out (docs/json.md).
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(file, forKey: .file)
-        try container.encode(compression, forKey: .compression)
-        try container.encode(imageSize, forKey: .imageSize)
-        try container.encode(sizeSource, forKey: .sizeSource)
-        try container.encode(selection, forKey: .selection)
-        try container.encode(map, forKey: .map)
-        try container.encode(ranges, forKey: .ranges)
-        try container.encode(beyondAddressLimit, forKey: .beyondAddressLimit)
-        try container.encode(bytesToSend, forKey: .bytesToSend)
-        try container.encode(estimatedSeconds, forKey: .estimatedSeconds)
-    }
-
     /// `64.0 MiB of 256 MiB (25.0 %)`-style text for tables and notes.
     var sendsText: String {
         guard bytesToSend != imageSize else { return ByteSize.format(UInt64(max(0, imageSize))) }

@@ -5,6 +5,7 @@ import DfuSe
 import FlashEngine
 import FoundationEssentials
 import Glibc
+import NullEncoding
 import TerminalText
 import USBHost
 import USBModel
@@ -52,25 +53,6 @@ struct DeviceReport: Codable {
     enum CodingKeys: String, CodingKey {
         case port, bus, device, vendorProduct, family, stage, stageName, chip, manufacturer, product, serial, speed,
             alternates, mcu
-    }
-
-    /// Unknown values are written as null, never left out (docs/json.md).
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(port, forKey: .port)
-        try container.encode(bus, forKey: .bus)
-        try container.encode(device, forKey: .device)
-        try container.encode(vendorProduct, forKey: .vendorProduct)
-        try container.encode(family, forKey: .family)
-        try container.encode(stage, forKey: .stage)
-        try container.encode(stageName, forKey: .stageName)
-        try container.encode(chip, forKey: .chip)
-        try container.encode(manufacturer, forKey: .manufacturer)
-        try container.encode(product, forKey: .product)
-        try container.encode(serial, forKey: .serial)
-        try container.encode(speed, forKey: .speed)
-        try container.encode(alternates, forKey: .alternates)
-        try container.encode(mcu, forKey: .mcu)
     }
 
     init(_ identity: USBDeviceIdentity, alternates: [DFUInterfaceAlternate]?) {
@@ -143,17 +125,6 @@ struct MCUDeviceReport: Codable {
     }
 
     enum CodingKeys: String, CodingKey { case kind, family, series, bootloaderVersion, notes, deviceID, deviceIDSource }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(kind, forKey: .kind)
-        try container.encode(family, forKey: .family)
-        try container.encode(series, forKey: .series)
-        try container.encode(bootloaderVersion, forKey: .bootloaderVersion)
-        try container.encode(notes, forKey: .notes)
-        try container.encode(deviceID, forKey: .deviceID)
-        try container.encode(deviceIDSource, forKey: .deviceIDSource)
-    }
 }
 
 /// Writes one line to stdout unbuffered, so a pipe reader sees each event as it happens.
@@ -177,5 +148,5 @@ func printError(_ text: String) {
 func jsonLine(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
+    return String(decoding: try encoder.encode(KeepingNulls(value)), as: UTF8.self)
 }

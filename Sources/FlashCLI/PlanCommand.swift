@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlashLayout
 import FoundationEssentials
+import NullEncoding
 import TerminalText
 
 /// `stm32mp-flash plan LAYOUT`: what U-Boot will do with a layout, before touching a board.
@@ -65,7 +66,7 @@ struct PlanCommand: AsyncParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let report = PlanReport(plan, diagnostics: diagnostics, sends: sends.infos, linkSpeed: linkSpeed)
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            print(String(decoding: try encoder.encode(KeepingNulls(report)), as: UTF8.self))
             if plan == nil { throw ExitCode.failure }
             return
         }
@@ -100,15 +101,6 @@ struct PlanReport: Encodable {
         var fileSize: Int64?
 
         enum CodingKeys: String, CodingKey { case id, name, file, fileSize }
-
-        /// Unknown values are written as null, never left out (docs/json.md).
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(name, forKey: .name)
-            try container.encode(file, forKey: .file)
-            try container.encode(fileSize, forKey: .fileSize)
-        }
     }
 
     struct Partition: Encodable {
@@ -132,25 +124,6 @@ struct PlanReport: Encodable {
             case id, name, type, option, offset, hardwarePartition, size, file, fileSize, gptType, gptNumber,
                 gptUniqueGUID, alternate, send
         }
-
-        /// Unknown values are written as null, never left out (docs/json.md).
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(name, forKey: .name)
-            try container.encode(type, forKey: .type)
-            try container.encode(option, forKey: .option)
-            try container.encode(offset, forKey: .offset)
-            try container.encode(hardwarePartition, forKey: .hardwarePartition)
-            try container.encode(size, forKey: .size)
-            try container.encode(file, forKey: .file)
-            try container.encode(fileSize, forKey: .fileSize)
-            try container.encode(gptType, forKey: .gptType)
-            try container.encode(gptNumber, forKey: .gptNumber)
-            try container.encode(gptUniqueGUID, forKey: .gptUniqueGUID)
-            try container.encode(alternate, forKey: .alternate)
-            try container.encode(send, forKey: .send)
-        }
     }
 
     struct Device: Encodable {
@@ -162,16 +135,6 @@ struct PlanReport: Encodable {
         var partitions: [Partition]
 
         enum CodingKeys: String, CodingKey { case ip, gpt, fullUpdate, size, eraseSize, partitions }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(ip, forKey: .ip)
-            try container.encode(gpt, forKey: .gpt)
-            try container.encode(fullUpdate, forKey: .fullUpdate)
-            try container.encode(size, forKey: .size)
-            try container.encode(eraseSize, forKey: .eraseSize)
-            try container.encode(partitions, forKey: .partitions)
-        }
     }
 
     /// Every `check` finding, and the device check's verdict when U-Boot would reject a device.
@@ -192,20 +155,6 @@ struct PlanReport: Encodable {
     enum CodingKeys: String, CodingKey {
         case diagnostics, bootStages, devices, requestOrder, layoutPayloadBytes, notes, partitionBytesToSend,
             estimatedSeconds, linkSpeed
-    }
-
-    /// Unknown values are written as null, never left out (docs/json.md).
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(diagnostics, forKey: .diagnostics)
-        try container.encode(bootStages, forKey: .bootStages)
-        try container.encode(devices, forKey: .devices)
-        try container.encode(requestOrder, forKey: .requestOrder)
-        try container.encode(layoutPayloadBytes, forKey: .layoutPayloadBytes)
-        try container.encode(notes, forKey: .notes)
-        try container.encode(partitionBytesToSend, forKey: .partitionBytesToSend)
-        try container.encode(estimatedSeconds, forKey: .estimatedSeconds)
-        try container.encode(linkSpeed, forKey: .linkSpeed)
     }
 
     init(

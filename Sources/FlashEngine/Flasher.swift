@@ -623,8 +623,15 @@ public final class Flasher: Sendable {
         {
             let from = machine.stage
             guard let previous = device?.identity ?? board else { throw failure(.protocolError("no board to follow")) }
+            let recorder = recorder
+            let emit = flasher.emit
+            let boardPort = lease.port
             if sendDetach {
                 previousSerial = previous.serial
+                // Events heard so far predate the DETACH: none of them is the board's return.
+                try await lease.departing { observation in
+                    Self.record(observation, recorder: recorder, emit: emit, expecting: nil, boardPort: boardPort)
+                }
                 let option = TransitionTimeouts.option(from: from, expecting: expecting)
                 recorder.add(
                     .detachSent(from: from, wait: ReconnectWait(expecting: expecting, timeout: timeout, option: option))
@@ -634,9 +641,6 @@ public final class Flasher: Sendable {
             }
             await closeCurrent()
             let detachedAt = clock.now
-            let recorder = recorder
-            let emit = flasher.emit
-            let boardPort = lease.port
             let opened: OpenedBoard?
             if machine.handOff == .awaitingFastboot {
                 let returned = try await lease.reappearanceAfterHandOff(

@@ -27,7 +27,12 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     /// When each port's current device was announced (for `listLag`).
     private var announcedAt: [PortPath: Duration] = [:]
     private var lastIdentity: [PortPath: USBDeviceIdentity] = [:]
-    private var addresses: [ObjectIdentifier: Int] = [:]
+    /// Each board's enumerated device and its address. A device keeps its address while it stays
+    /// enumerated and every new one takes the next (2…127 round), as the kernel numbers each
+    /// enumeration, so that a stage's return never looks like the device that left. The device is
+    /// held, not keyed by `ObjectIdentifier`: a freed device's identifier comes back for the next
+    /// stage's device, which would then inherit the old address.
+    private var addresses: [ObjectIdentifier: (device: any USBDeviceModel, address: Int)] = [:]
     private var nextAddress = 2
 
     public init(
@@ -189,14 +194,14 @@ public final class VirtualUSBBus: USBBus, @unchecked Sendable {
     private func identity(of device: any USBDeviceModel, on board: any SimulatedBoard, readStrings: Bool = true)
         -> USBDeviceIdentity
     {
-        let key = ObjectIdentifier(device)
+        let key = ObjectIdentifier(board)
         let address: Int
-        if let known = addresses[key] {
-            address = known
+        if let known = addresses[key], known.device === device {
+            address = known.address
         } else {
             address = nextAddress
-            addresses[key] = address
-            nextAddress = nextAddress % 127 + 1
+            addresses[key] = (device, address)
+            nextAddress = nextAddress >= 127 ? 2 : nextAddress + 1
         }
         let descriptor = device.deviceDescriptor
         func text(_ index: UInt8) -> String? {

@@ -152,6 +152,70 @@ struct BoardTrackerTests {
         await #expect(throws: TrackingError.self) { _ = try await lease.arrival(until: rig.clock.now + .seconds(1)) }
     }
 
+    @Test("an add event of the stage that left, still queued after its DETACH, is not taken for its return")
+    func staleAddOfTheDepartedStage() async throws {
+        let clock = SimulatedClock()
+        let folder = try TemporaryDirectory()
+        var timing = BoardTiming.zero
+        timing.detachToDisconnect = .milliseconds(10)  // The ROM stays a moment after DETACH.
+        timing.romToTFA = .milliseconds(100)
+        let port = PortPath(bus: 1, ports: [1])
+        let board = VirtualBoard(
+            configuration: BoardConfiguration(
+                soc: .mp13, serial: "000000000000000000000001", port: port, storageDirectory: folder.path,
+                storage: [.sdCard("mmc0", size: 8 << 20)], timing: timing))
+        let bus = VirtualUSBBus(clock: clock)
+        let lease = try await BoardTracker(bus: bus).lease(.port(port))
+        // The ROM's add reaches the lease, but the arrival finds the board by scanning first: the
+        // add stays queued, as when udev's event comes after libusb's list already has the device.
+        bus.plug(board)
+        _ = try await lease.arrival(until: clock.now + .seconds(1))
+        let rom = try await lease.open(until: clock.now + .seconds(1)).device
+        _ = try await rom.download(MemoryByteSource(SampleImages.fsbl(for: .mp13)), phase: 0x01)
+        #expect(try await rom.getPhase().needsDetach)
+        try await rom.detach()
+        await rom.transport.close()
+        var stale: [HotplugEvent] = []
+        let back = try #require(
+            try await lease.reappearance(of: rom.identity, until: clock.now + .seconds(5)) { observation in
+                if case .hotplug(let event) = observation, event.device.deviceAddress == rom.identity.deviceAddress,
+                    event.action == .add
+                {
+                    stale.append(event)
+                }
+            })
+        #expect(stale.count == 1, "the ROM's add was not queued: the race was not exercised")
+        #expect(back.kind.stage == .tfa)
+        #expect(back.device.identity.deviceAddress != rom.identity.deviceAddress)
+    }
+
+    @Test("every enumeration gets a new device number on the virtual bus, as the kernel gives")
+    func newDeviceNumberPerEnumeration() async throws {
+        let rig = try TwoBoards()
+        let port = PortPath(bus: 1, ports: [1])
+        let events = try await rig.bus.subscribe()
+        var addresses = [try await rig.bus.openDFU(port: port).identity.deviceAddress]
+        // ROM → TF-A → TF-A's DETACH → U-Boot: every stage is a new device object, the last one
+        // freed before the next is made (the virtual bus must not number them by object identity).
+        for phase: UInt8 in [0x01, 0x03] {
+            var device: DFUDevice? = try await rig.bus.openDFU(port: port)
+            let image = phase == 0x01 ? SampleImages.fsbl(for: .mp13) : SampleImages.fip()
+            _ = try await device?.download(MemoryByteSource(image), phase: phase)
+            _ = try await device?.getPhase()
+            try await device?.detach()
+            await device?.transport.close()
+            device = nil
+            while let event = try await events.next(until: rig.clock.now + .seconds(10)) {
+                if event.action == .add, event.device.port == port {
+                    addresses.append(event.device.deviceAddress)
+                    break
+                }
+            }
+        }
+        #expect(addresses.count == 3)
+        #expect(Set(addresses).count == addresses.count, "device numbers \(addresses)")
+    }
+
     @Test("udev reports the board before the device list has it: the open is retried, not lost")
     func openRacesTheDeviceList() async throws {
         let rig = try TwoBoards(listLag: .milliseconds(80))
@@ -163,12 +227,22 @@ struct BoardTrackerTests {
         #expect(try await rom.getPhase().needsDetach)
         try await rom.detach()
         var failures: [USBTransferError] = []
+        var added: Duration?
         let tfa = try #require(
             try await lease.reappearance(of: rom.identity, until: rig.clock.now + .seconds(5)) { observation in
                 if case .openFailed(let error, _, _) = observation { failures.append(error) }
+                if case .hotplug(let event) = observation, event.action == .add { added = event.time }
             })
         #expect(tfa.kind.stage == .tfa)
         #expect(tfa.attempts > 1)
         #expect(!failures.isEmpty && failures.allSatisfy { $0.kind == .notFound })
+        // The device list is polled every few milliseconds, not on a backoff that grows to
+        // hundreds: the open (zero-latency board, simulated clock) follows the list's add within
+        // one poll interval.
+        let listed = try #require(added) + .milliseconds(80)
+        #expect(rig.clock.now >= listed)
+        #expect(
+            rig.clock.now - listed <= LeaseTiming().maxListRetry,
+            "opened \(rig.clock.now - listed) after the list had it")
     }
 }

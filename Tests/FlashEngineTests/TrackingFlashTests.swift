@@ -56,6 +56,29 @@ struct TrackingFlashTests {
         }
     }
 
+    @Test(
+        "an add event heard before a DETACH is never the board's return: the flash follows every stage",
+        arguments: ["mp13-sdcard", "mp25-sdcard"])
+    func staleAddBeforeDetach(layout: String) async throws {
+        var timing = BoardTiming.zero
+        timing.detachToDisconnect = .milliseconds(10)  // Each stage stays a moment after DETACH.
+        timing.romToTFA = .milliseconds(100)
+        timing.tfaReconnect = .milliseconds(100)
+        timing.tfaToUBoot = .milliseconds(100)
+        timing.ubootReenumeration = .milliseconds(100)
+        let rig = try SimulatedFlash(layout: layout, timing: timing)
+        let bus = VirtualUSBBus(clock: SimulatedClock())
+        let lease = try await BoardTracker(bus: bus).lease(.port(rig.board.port))
+        // The board's add is queued for the lease, which finds the board by scanning first: the
+        // add stays unread until the ROM's DETACH (udev heard after libusb's list had the device).
+        bus.plug(rig.board)
+        let summary = try await Flasher(
+            lease: lease, request: FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath)
+        ).run()
+        #expect(summary.partitions == rig.plan.requestOrder)
+        try rig.checkWrittenAsPlanned()
+    }
+
     @Test("two boards flashed at once, one lease each, on one tracker")
     func twoBoardsOneTracker() async throws {
         let first = try SimulatedFlash(layout: "mp13-sdcard") {

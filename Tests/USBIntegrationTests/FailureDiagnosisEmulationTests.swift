@@ -49,6 +49,28 @@ import Testing
         #expect(!failed.cause.contains("after reporting an error"), "\(failed.cause)")
     }
 
+    /// Item 1: TF-A STALLs the FIP's zero-length DNLOAD and stays in dfuERROR; the status is
+    /// cleared before GetPhase is read, so the run quotes TF-A's own text.
+    @Test func fipRejectedByTFAQuotesItsText() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let run = try await flashUnderEmulator(scenario: "fip-header-bad", in: directory)
+        let failed = try run.expectFailure()
+        #expect(
+            failed.code == "fip-header-rejected" && failed.stage == "tfa" && failed.phase == "0x03", "\(run.output)")
+        let evidence = try #require(run.diagnosis?.evidence, "\(run.output)")
+        #expect(evidence.contains("GetPhase answered FF with: \"FIP Header check failed for phase 3\""), "\(evidence)")
+    }
+
+    /// Item 7: after GetPhase reports U-Boot's error in its second enumeration, the tool sends the
+    /// DETACH, so the reset U-Boot armed happens (the advice says the ROM comes back).
+    @Test func errorReadInEnumerationTwoIsFollowedByTheArmedReset() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let run = try await flashUnderEmulator(scenario: "write-error", trace: true, in: directory)
+        let failed = try run.expectFailure()
+        #expect(failed.code == "board-error" && failed.stage == "uboot", "\(run.output)")
+        #expect(run.boardConsole.contains("resetting ..."), "\(run.result.stderr.suffix(2000))")
+    }
+
     /// Item 2: the ROM answers errVERIFY at the FSBL's manifestation; the run ends `fsbl-rejected`
     /// with the board's status as evidence, and says what the file holds.
     @Test func fsblRefusedByTheROMHasItsOwnCode() async throws {
