@@ -142,7 +142,8 @@ let package = Package(
         .executableTarget(
             name: "stm32mp-flash-bench",
             dependencies: [
-                "FlashLayout", "BoardTracking", "FlashEngine", "VirtualBoard", "DFU", "USBModel", "Timekeeping",
+                "FlashLayout", "BoardTracking", "FlashEngine", "ImageSources", "Decompression", "VirtualBoard", "DFU",
+                "USBModel", "Timekeeping",
                 systemPackage,
             ],
             swiftSettings: strictSwift),

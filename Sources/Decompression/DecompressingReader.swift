@@ -1,7 +1,10 @@
 import SystemPackage
 
 /// The uncompressed bytes of one compressed file, read forward only, in constant memory (one
-/// input buffer; output goes straight into the caller's array).
+/// input buffer, and one output buffer that small reads are served from: the engine reads a DFU
+/// block of 4 KiB at a time, and one library call per 128 KiB (ZSTD_DStreamOutSize) instead of
+/// per block is most of the decoding cost on images that are mostly zeros; large reads decode
+/// straight into the caller's array).
 ///
 /// It is strict where flashing needs it: a truncated stream, corrupt data, a failed integrity
 /// check (gzip CRC-32, xz check, zstd content checksum) or trailing garbage is an error, never a
@@ -20,9 +23,15 @@ public final class DecompressingReader {
     /// True between gzip members / zstd frames: input may end here without truncation.
     private var betweenFrames = false
     private var finished = false
+    /// Decoded bytes not handed out yet: `ahead[aheadStart..<aheadEnd]`.
+    private var ahead: [UInt8]
+    private var aheadStart = 0
+    private var aheadEnd = 0
 
     /// Input is read in pieces of this size.
     static let inputBufferSize = 256 * 1024
+    /// Reads smaller than this are served from a buffer of this size decoded ahead.
+    static let aheadSize = 128 * 1024
 
     /// - Throws: `Errno` when the file cannot be opened, `DecompressionError` when the library
     ///   refuses to start.
@@ -42,20 +51,22 @@ public final class DecompressingReader {
         self.codec = codec
         descriptor = try FileDescriptor.open(FilePath(path), .readOnly)
         input = [UInt8](repeating: 0, count: Self.inputBufferSize)
+        ahead = [UInt8](repeating: 0, count: Self.aheadSize)
     }
 
     deinit { try? descriptor.close() }
 
     /// True once the stream has ended cleanly (every member / frame / index complete).
-    public var isAtEnd: Bool { finished }
+    public var isAtEnd: Bool { finished && aheadStart == aheadEnd }
 
     /// Up to `count` bytes; fewer only when the stream ended cleanly.
     /// - Throws: `DecompressionError` (corrupt, truncated, trailing garbage), `Errno` from `read`.
     public func read(_ count: Int) throws -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: max(0, count))
-        let filled = try output.withUnsafeMutableBytes { try fill($0) }
-        output.removeLast(output.count - filled)
-        return output
+        // Not zero-filled first: every byte handed out is written by `fill`.
+        try [UInt8](unsafeUninitializedCapacity: max(0, count)) { buffer, initialized in
+            initialized = 0
+            initialized = try fill(UnsafeMutableRawBufferPointer(buffer))
+        }
     }
 
     /// Decodes and drops `count` bytes (to reach a range further on).
@@ -104,7 +115,35 @@ public final class DecompressingReader {
         if got == 0 { endOfFile = true } else { inputEnd += got }
     }
 
+    /// Fills `output` from the bytes decoded ahead, then by decoding; short only at the end.
     private func fill(_ output: UnsafeMutableRawBufferPointer) throws -> Int {
+        var filled = 0
+        while filled < output.count {
+            if aheadStart < aheadEnd {
+                let count = min(aheadEnd - aheadStart, output.count - filled)
+                ahead.withUnsafeBytes {
+                    UnsafeMutableRawBufferPointer(rebasing: output[filled..<filled + count]).copyMemory(
+                        from: UnsafeRawBufferPointer(rebasing: $0[aheadStart..<aheadStart + count]))
+                }
+                aheadStart += count
+                filled += count
+                continue
+            }
+            guard !finished else { break }
+            if output.count - filled >= Self.aheadSize {
+                filled += try decode(into: UnsafeMutableRawBufferPointer(rebasing: output[filled...]))
+            } else {
+                aheadStart = 0
+                aheadEnd = 0
+                aheadEnd = try ahead.withUnsafeMutableBytes { try decode(into: $0) }
+            }
+        }
+        produced += Int64(filled)
+        return filled
+    }
+
+    /// Decodes into `output` until it is full or the stream ended cleanly.
+    private func decode(into output: UnsafeMutableRawBufferPointer) throws -> Int {
         var filled = 0
         while filled < output.count, !finished {
             if inputStart == inputEnd { try refill() }
@@ -125,7 +164,6 @@ public final class DecompressingReader {
             }
             inputStart += step.consumed
             filled += step.produced
-            produced += Int64(step.produced)
             switch step.status {
             case .streamEnd:
                 finished = true

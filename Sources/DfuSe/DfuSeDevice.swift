@@ -1,4 +1,5 @@
 package import DFU
+import Synchronization
 package import Timekeeping
 package import USBModel
 
@@ -49,6 +50,10 @@ package final class DfuSeDevice: Sendable {
     /// Each alternate's memory map (nil where the string does not parse), by alternate index.
     package let maps: [DfuSeMemoryMap?]
     package let clock: any FlashClock
+    /// The alternate selected and the state our last exchange left the device in (dfuIDLE or
+    /// dfuDNLOAD-IDLE), so consecutive commands go back to back as dfu-util sends them, without a
+    /// SET_INTERFACE, GETSTATUS and ABORT before each; nil when unknown (start, after any error).
+    private let known = Mutex<(alt: UInt8, state: DFUState)?>(nil)
 
     private init(dfu: DFUDevice, clock: any FlashClock) {
         self.dfu = dfu
@@ -97,9 +102,11 @@ package final class DfuSeDevice: Sendable {
     package func commands(on alt: DFUAlternate) async throws(DfuSeFailure) -> [UInt8] {
         try await run(.getCommands) {
             try await select(alt)
-            try await expectIdle(alt)
+            try await expectIdle(alt, downloadIdleWillDo: false)
+            forget()
             let bytes = try await controlIn(DFURequest.upload, value: 0, alt: alt, length: 16, "Get (UPLOAD block 0)")
             try await abort(alt)
+            remember(alt, .dfuIdle)
             return bytes
         }
     }
@@ -138,9 +145,11 @@ package final class DfuSeDevice: Sendable {
         try await run(.readUnprotect) {
             try await select(alt)
             try await expectIdle(alt)
+            forget()
             do {
                 try await command([DfuSeCommand.readUnprotect], alt, "Read Unprotect")
             } catch let error as DFUError where Self.isGone(error) {}
+            forget()
         }
     }
 
@@ -157,9 +166,11 @@ package final class DfuSeDevice: Sendable {
             let chunk = Array(bytes[offset..<min(offset + transferSize, bytes.count)])
             let at = address &+ UInt32(offset)
             try await run(.write(at)) {
+                forget()
                 try await controlOut(
                     DFURequest.download, value: block, alt: alt, data: chunk, "DNLOAD block \(block) (0x\(hex8(at)))")
                 try await pollUntilIdle(alt, "write 0x\(hex8(at))")
+                remember(alt, .dnloadIdle)
             }
             offset += chunk.count
             block &+= 1
@@ -174,6 +185,7 @@ package final class DfuSeDevice: Sendable {
     ) async throws(DfuSeFailure) -> [UInt8] {
         try await setAddress(address, on: alt)
         try await run(.read(address)) { try await abort(alt) }
+        forget()
         var result: [UInt8] = []
         result.reserveCapacity(length)
         var block: UInt16 = 2
@@ -194,6 +206,7 @@ package final class DfuSeDevice: Sendable {
         try await run(.read(address)) {
             try await abort(alt)
         }
+        remember(alt, .dfuIdle)
         return result
     }
 
@@ -203,6 +216,8 @@ package final class DfuSeDevice: Sendable {
     {
         try await setAddress(address, on: alt)
         try await run(.optionBytesWrite(address)) {
+            forget()
+            defer { forget() }
             do {
                 try await controlOut(DFURequest.download, value: 2, alt: alt, data: block, "DNLOAD option bytes")
                 try await pollUntilIdle(alt, "option bytes 0x\(hex8(address))")
@@ -215,6 +230,8 @@ package final class DfuSeDevice: Sendable {
     package func leave(address: UInt32?, on alt: DFUAlternate) async throws(DfuSeFailure) {
         if let address { try await setAddress(address, on: alt) }
         try await run(.leave) {
+            forget()
+            defer { forget() }
             do {
                 if address == nil {
                     try await select(alt)
@@ -229,31 +246,53 @@ package final class DfuSeDevice: Sendable {
     // MARK: - Steps
 
     private func run<T>(_ step: DfuSeFailure.Step, _ body: () async throws -> T) async throws(DfuSeFailure) -> T {
-        do { return try await body() } catch let error as DFUError {
-            throw DfuSeFailure(step, error)
-        } catch let error as DfuSeFailure {
-            throw error
-        } catch let error as USBTransferError {
-            throw DfuSeFailure(step, DFUError(.transport(error), operation: "\(step)"))
-        } catch {
-            throw DfuSeFailure(
-                step, DFUError(.malformed("the run was cancelled"), operation: "\(step)"), cancelled: true)
+        do { return try await body() } catch {
+            forget()
+            throw Self.failure(step, error)
         }
+    }
+
+    private static func failure(_ step: DfuSeFailure.Step, _ error: any Error) -> DfuSeFailure {
+        switch error {
+        case let error as DFUError: DfuSeFailure(step, error)
+        case let error as DfuSeFailure: error
+        case let error as USBTransferError: DfuSeFailure(step, DFUError(.transport(error), operation: "\(step)"))
+        default:
+            DfuSeFailure(step, DFUError(.malformed("the run was cancelled"), operation: "\(step)"), cancelled: true)
+        }
+    }
+
+    private func remember(_ alt: DFUAlternate, _ state: DFUState) {
+        known.withLock { $0 = (alt.alternateSetting, state) }
+    }
+
+    private func forget() { known.withLock { $0 = nil } }
+
+    /// Whether the device is known to be on `alt` in one of `states`.
+    private func isKnown(_ alt: DFUAlternate, in states: Set<DFUState>) -> Bool {
+        known.withLock { $0.map { $0.alt == alt.alternateSetting && states.contains($0.state) } ?? false }
     }
 
     /// Any zero-length-DNLOAD command, executed by the next GETSTATUS (dfuDNBUSY), checked by the
     /// one after (dfuDNLOAD-IDLE).
     private func command(_ payload: [UInt8], _ alt: DFUAlternate, _ label: String) async throws {
+        forget()
         try await controlOut(DFURequest.download, value: 0, alt: alt, data: payload, "\(label) (DNLOAD block 0)")
         try await pollUntilIdle(alt, label)
+        remember(alt, .dnloadIdle)
     }
 
+    /// SET_INTERFACE, unless this alternate is already selected and in a known state.
     private func select(_ alt: DFUAlternate) async throws {
+        guard !isKnown(alt, in: [.dfuIdle, .dnloadIdle]) else { return }
         try await dfu.select(alt, "DfuSe")
     }
 
-    /// dfuIDLE expected; from dfuERROR one CLRSTATUS, from dfuDNLOAD-IDLE / dfuUPLOAD-IDLE one ABORT.
-    private func expectIdle(_ alt: DFUAlternate) async throws {
+    /// dfuIDLE expected (or dfuDNLOAD-IDLE, which takes the next DNLOAD command as dfu-util sends
+    /// it, when `downloadIdleWillDo`); when the state is not known: from dfuERROR one CLRSTATUS,
+    /// from dfuDNLOAD-IDLE / dfuUPLOAD-IDLE one ABORT.
+    private func expectIdle(_ alt: DFUAlternate, downloadIdleWillDo: Bool = true) async throws {
+        if isKnown(alt, in: downloadIdleWillDo ? [.dfuIdle, .dnloadIdle] : [.dfuIdle]) { return }
         var status = try await dfu.getStatus(interface: alt.interface)
         if status.state == .error {
             try await controlOut(DFURequest.clearStatus, value: 0, alt: alt, data: [], "DFU_CLRSTATUS")
@@ -268,6 +307,7 @@ package final class DfuSeDevice: Sendable {
             }
             throw DFUError(.unexpectedState(status.state), operation: "DFU_GETSTATUS")
         }
+        remember(alt, .dfuIdle)
     }
 
     private func abort(_ alt: DFUAlternate) async throws {

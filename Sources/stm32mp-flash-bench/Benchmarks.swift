@@ -4,7 +4,8 @@ import Glibc
 import Timekeeping
 
 /// Benchmarks that print figures (run in release: `scripts/bench`, or
-/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [integrity] [storage] [rss]`; none = all).
+/// `.build/release/stm32mp-flash-bench [check] [flash] [time] [integrity] [storage] [rss] [bigimage]`; none = all
+/// but `bigimage`, which runs only when named).
 /// Targets are checked here and reported as PASS/MISS; tests never assert on time.
 @main
 struct Benchmarks {
@@ -13,6 +14,9 @@ struct Benchmarks {
         if arguments.first == "rss-child", let result = option("--result", in: arguments) {
             let mib = option("--mib", in: arguments).flatMap(Int.init) ?? RSSBenchmark.rootfsMiB
             return try await RSSBenchmark.child(recordsTrace: arguments.contains("--trace"), result: result, mib: mib)
+        }
+        if arguments.first == "bigimage-child" {
+            return try await BigImageBenchmark.child(arguments: Array(arguments.dropFirst()))
         }
         let selected = Set(arguments.filter { !$0.hasPrefix("-") })
         func wanted(_ name: String) -> Bool { selected.isEmpty || selected.contains(name) }
@@ -35,6 +39,11 @@ struct Benchmarks {
         if wanted("storage") {
             let gib = option("--storage-gib", in: arguments).flatMap(Int.init) ?? 4
             try StorageBenchmark.run(gib: gib, report: &report)
+        }
+        // Only when named (it makes a real ext4 image and compresses it three times: minutes).
+        if selected.contains("bigimage") {
+            let mib = option("--bigimage-mib", in: arguments).flatMap(Int.init) ?? 256
+            try await BigImageBenchmark.run(rootfsMiB: mib, report: &report)
         }
         // Last, and in a child process: nothing above counts in its peak RSS.
         report.flush()

@@ -44,12 +44,21 @@ struct ProcessUsage {
 
     /// Runs this executable again with `arguments` (stdout/stderr inherited) and returns the
     /// child's exit status and resource usage (CPU; see `peakResidentKiB` for its memory).
-    static func runSelf(_ arguments: [String]) throws -> (status: Int32, usage: ProcessUsage) {
+    /// `standardOutput` names a file for the child's stdout instead.
+    static func runSelf(_ arguments: [String], standardOutput: String? = nil) throws -> (
+        status: Int32, usage: ProcessUsage
+    ) {
         let executable = "/proc/self/exe"
         var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let standardOutput {
+            posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        }
         var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, nil, nil, &argv, environ)
+        let spawned = posix_spawn(&pid, executable, &actions, nil, &argv, environ)
         guard spawned == 0 else { throw BenchError("posix_spawn \(executable): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         var usage = rusage()

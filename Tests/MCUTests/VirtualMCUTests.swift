@@ -229,6 +229,24 @@ struct VirtualMCUTests {
         await again.release()
     }
 
+    @Test("erase: a range erases only the sectors it touches; a mass erase clears the whole flash")
+    func eraseRangeAndMass() async throws {
+        let rig = try Rig(.f746)
+        let flash = MCUFamily.f746.flash
+        let data = ImageTests.randomBytes(Int(flash.sectors[0].size * 3), seed: 16)
+        _ = try await rig.session.write(Self.image(data, at: UInt64(flash.start)), verify: false)
+        // 100 bytes across the end of sector 0 into sector 1: both go, sector 2 stays.
+        let erased = try await rig.session.erase(
+            range: (address: UInt64(flash.sectors[1].address) - 50, length: 100))
+        #expect(erased.map(\.address) == [flash.sectors[0].address, flash.sectors[1].address])
+        let size = Int(flash.sectors[0].size)
+        #expect(rig.mcu.flashContent.prefix(2 * size).allSatisfy { $0 == 0xFF })
+        #expect(Array(rig.mcu.flashContent[(2 * size)..<(3 * size)]) == Array(data[(2 * size)...]))
+        let all = try await rig.session.erase(range: nil)
+        #expect(all.count == flash.sectors.count)
+        #expect(rig.mcu.flashContent.allSatisfy { $0 == 0xFF })
+    }
+
     @Test("cancellation stops the erase loop between sectors: ends cancelled, later sectors untouched")
     func eraseCancellation() async throws {
         let rig = try Rig(.g0)

@@ -4,7 +4,7 @@ import Testing
 /// Virtual MCU bootloaders at the kernel interface: dfu-util and lsusb, unmodified, see what the
 /// real bootloaders show (AN3156 alternates, DfuSe functional descriptor), and files move both
 /// ways between dfu-util and `stm32mp-flash mcu` byte for byte.
-@Suite(.timeLimit(.minutes(4))) struct MCUEmulationTests {
+@Suite(.timeLimit(.minutes(8))) struct MCUEmulationTests {
     @Test func dfuUtilAndMCUCommandsAgreeOnTheVirtualF746() async throws {
         let directory = try ShortTemporaryDirectory()
         let flash = try builtExecutable("stm32mp-flash")
@@ -17,7 +17,7 @@ import Testing
         let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
             ["--mcu", "f746", "--storage", directory.file("mem"), "--", "sh", script, flash, directory.path],
-            in: directory, timeout: 200)
+            in: directory, timeout: 420)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let sections = scriptSections(result.stdout)
 
@@ -51,6 +51,16 @@ import Testing
         #expect(options.contains("{\"meaning\":\"0xFE\",\"name\":\"USER\",\"value\":254}"), "\(options)")
         #expect(options.split(separator: "\n").last?.contains("\"event\":\"done\"") == true)
 
+        // `watch` saw the reset (remove, add) and names the MCU bootloader from its strings alone.
+        let watched = try #require(sections["watch"]).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let added = try #require(
+            watched.first { $0["action"] as? String == "add" }, "\(watched) \(sections["watch-err"] ?? "")")
+        let addedDevice = try #require(added["device"] as? [String: Any])
+        #expect(addedDevice["stage"] as? String == "mcu-bootloader" && addedDevice["family"] as? String == "stm32-mcu")
+        #expect((addedDevice["mcu"] as? [String: Any])?["kind"] as? String == "system-bootloader")
+
         // `list` tells the MCU bootloader from an STM32MP stage (same 0483:df11).
         let listLine = try #require(sections["tool-list"]?.split(separator: "\n").first)
         let device = try #require(try JSONSerialization.jsonObject(with: Data(listLine.utf8)) as? [String: Any])
@@ -80,7 +90,13 @@ private let mcuScript = """
     echo "=== mcu-read"; "$tool" mcu read --address 0x08000000 --length 100000 --output "$dir/a.back" 2>&1
     echo "=== mcu-write"; "$tool" mcu write "$dir/b.bin" --address 0x08020000 2>&1
     echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
+    "$tool" watch --json --count 2 --timeout 300 > "$dir/watch.json" 2>"$dir/watch.err" &
+    watcher=$!
+    until grep -q Watching "$dir/watch.err" 2>/dev/null; do sleep 0.1; done
+    sleep 1
     echo "=== option-bytes"; "$tool" mcu option-bytes --set USER=0xFE --json 2>&1
+    wait $watcher || true
+    echo "=== watch"; cat "$dir/watch.json"; echo "=== watch-err"; cat "$dir/watch.err"
     echo "=== tool-list"; "$tool" list --json
     echo "=== interrupt"
     "$tool" mcu info --port 1-9 --wait-timeout 60 --json > "$dir/int.json" 2>/dev/null &
