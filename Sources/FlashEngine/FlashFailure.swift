@@ -161,7 +161,7 @@ public enum TimelineEvent: Sendable, Hashable {
                 "a DFU device appeared on \(device.port) while the board on \(boardPort.map(\.description) ?? "?") was away"
         case .followed(let device, let from):
             return "the board came back on port \(device.port) (was \(from), same serial); following it"
-        case .foundByRescan: return "the board is back (found by a rescan; its add event did not reach us)"
+        case .foundByRescan: return "the board is back (found by a rescan before its add event reached us)"
         case .lateArrival(_, let after):
             return
                 "the board enumerated \(TimelineEntry.seconds(after.inSeconds)) s after the DETACH, after the wait had ended"
