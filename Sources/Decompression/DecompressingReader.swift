@@ -69,21 +69,28 @@ public final class DecompressingReader {
         }
     }
 
-    /// Decodes and drops `count` bytes (to reach a range further on).
+    /// Decodes and drops `count` bytes (to reach a range further on), through the read-ahead
+    /// buffer: no memory of its own, and nothing at all for a count of 0 (the engine's reads
+    /// usually continue where the last one ended).
     /// - Returns: the bytes skipped (fewer only when the stream ended).
     @discardableResult
     public func skip(_ count: Int64) throws -> Int64 {
-        var scratch = [UInt8](repeating: 0, count: 256 * 1024)
         var left = count
         while left > 0 {
-            let want = Int(min(Int64(scratch.count), left))
-            let got = try scratch.withUnsafeMutableBytes {
-                try fill(UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
+            if aheadStart == aheadEnd {
+                guard !finished else { break }
+                aheadStart = 0
+                aheadEnd = 0
+                aheadEnd = try ahead.withUnsafeMutableBytes { try decode(into: $0) }
+                if aheadEnd == 0 { break }
             }
-            if got == 0 { break }
-            left -= Int64(got)
+            let dropped = Int(min(Int64(aheadEnd - aheadStart), left))
+            aheadStart += dropped
+            left -= Int64(dropped)
         }
-        return count - left
+        let skipped = max(0, count - left)
+        produced += skipped
+        return skipped
     }
 
     /// Reads to the end and returns the total uncompressed size (one streaming pass).

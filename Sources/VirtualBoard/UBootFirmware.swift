@@ -71,6 +71,9 @@ final class UBootFirmware: Firmware {
     private var pmicImage: [UInt8] = [UInt8](repeating: 0, count: 8)
     /// Open DFU transactions, one per alternate (`dfu_entity.inited`).
     private var transactions: [UInt8: UBootTransaction] = [:]
+    /// The write buffer of the last finished transaction, kept for the next one: U-Boot allocates
+    /// its DFU buffer once (`dfu_get_buf()`), and so the model holds one, not one per partition.
+    private var spareBuffer: [UInt8] = []
     private var writeFaultDone = false
     private var vanished = false
 
@@ -319,10 +322,14 @@ final class UBootFirmware: Firmware {
 
     override func ubootWrite(alternate: UInt8, block: UInt16, data: [UInt8]) -> DFUDataResult {
         guard let kind = kind(alternate) else { return .failed }
-        let open = transactions[alternate]
-        var transaction = open ?? initiate(kind, read: false)
+        // Taken out of the table while it changes, and held nowhere else: a second copy would
+        // share `pending`, and every block appended would copy the whole buffer (quadratic time,
+        // twice the memory).
+        let wasOpen = transactions[alternate] != nil
+        var transaction = transactions.removeValue(forKey: alternate) ?? initiate(kind, read: false)
+        if !wasOpen { swap(&transaction.pending, &spareBuffer) }
         guard block == transaction.nextBlock else {
-            if open == nil {
+            if !wasOpen {
                 // A fresh transaction numbered wrongly is the host's fault (rule 3); block 0 on a
                 // stale one is how a host recovers it.
                 board.violation(
@@ -334,14 +341,15 @@ final class UBootFirmware: Firmware {
             dfuError(alternate: alternate, message: "Wrong sequence number")
             return .failed
         }
-        transaction.nextBlock &+= 1
         if case .partition = kind, configuration.fault == .vanishMidPartition,
             block >= max(1, configuration.vanishBlock), !vanished
         {
             vanished = true
+            if wasOpen { transactions[alternate] = transaction }
             board.vanish()
             return .accepted(latency: .zero)
         }
+        transaction.nextBlock &+= 1
         var latency: Duration = .zero
         let buffer = bufferSize(kind)
         for step in 0..<2 {
@@ -350,7 +358,11 @@ final class UBootFirmware: Firmware {
                 step == 0
                 ? transaction.pending.count + data.count > buffer
                 : data.isEmpty || transaction.pending.count + data.count > buffer
-            if step == 1 { transaction.pending += data }
+            if step == 1 {
+                // One buffer of `CONFIG_SYS_DFU_DATA_BUF_SIZE`, as U-Boot allocates it: never regrown.
+                if transaction.pending.capacity < buffer { transaction.pending.reserveCapacity(buffer) }
+                transaction.pending += data
+            }
             guard due else { continue }
             switch drain(alternate, kind, &transaction) {
             case .accepted(let time): latency += time
@@ -416,6 +428,7 @@ final class UBootFirmware: Firmware {
             case .accepted(let time): latency = time
             case .failed, .rejected: return .failed
             }
+            spareBuffer = transaction.pending
         }
         switch kind {
         case .flashLayout:

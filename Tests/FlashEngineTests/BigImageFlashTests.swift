@@ -56,6 +56,37 @@ final class BigImageRig: @unchecked Sendable {
         try handle.close()
     }
 
+    /// A rig whose rootfs is the fixture copied into a folder of its own (so no map is found
+    /// beside it) and compressed by `tool` (`gzip`, `xz`, `zstd`); the copy itself is removed.
+    static func compressed(with tool: String) throws -> BigImageRig {
+        try BigImageRig { (fixture: SparseImageFixture, folder: String) throws -> String in
+            let copy = try Self.copy(fixture, into: folder + "/alone", sparse: false)
+            let compressed = try SparseImageFixture.compress(copy, with: tool)
+            try FileManager.default.removeItem(atPath: copy)
+            return compressed
+        }
+    }
+
+    /// A rig whose rootfs is a sparse copy of the fixture (`cp --sparse=always`, holes where the
+    /// image has zero blocks) in a folder of its own, without a map.
+    static func sparseCopy() throws -> BigImageRig {
+        try BigImageRig { (fixture: SparseImageFixture, folder: String) throws -> String in
+            try Self.copy(fixture, into: folder + "/holes", sparse: true)
+        }
+    }
+
+    /// The fixture's image copied to `folder`/rootfs.ext4; its path.
+    private static func copy(_ fixture: SparseImageFixture, into folder: String, sparse: Bool) throws -> String {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let copy = folder + "/rootfs.ext4"
+        if sparse {
+            _ = try ExternalTool("cp", package: "coreutils").run(["--sparse=always", fixture.image, copy])
+        } else {
+            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
+        }
+        return copy
+    }
+
     /// Where partition `id` lives on the board's mmc0 (the board's own geometry decides).
     func offset(of id: UInt8) throws -> UInt64 {
         let device = try #require(plan.devices.first { $0.target.description == "mmc0" })
@@ -132,13 +163,7 @@ struct BigImageFlashTests {
         #expect(check.method == .full)
         #expect(check.bytesRead == map.mappedBytes)
 
-        let compressed = try BigImageRig { fixture, folder in
-            let alone = folder + "/alone"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
-            return try SparseImageFixture.compress(copy, with: "xz")
-        }
+        let compressed = try BigImageRig.compressed(with: "xz")
         let whole = try await compressed.run(verify: .full)
         let wholeCheck = try #require(whole.checks.first { $0.phase == 0x11 })
         #expect(wholeCheck.bytesRead == 8 << 20)
@@ -147,16 +172,8 @@ struct BigImageFlashTests {
 
     @Test("gzip, xz and zstd rootfs images flash byte-exact", arguments: ["gzip", "xz", "zstd"])
     func compressedRootfs(tool: String) async throws {
-        let rig = try BigImageRig { fixture, folder in
-            // A folder of its own, so no map is found beside it: the whole image is sent.
-            let alone = folder + "/alone"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
-            let compressed = try SparseImageFixture.compress(copy, with: tool)
-            try FileManager.default.removeItem(atPath: copy)
-            return compressed
-        }
+        // A folder of its own, so no map is found beside it: the whole image is sent.
+        let rig = try BigImageRig.compressed(with: tool)
         let summary = try await rig.run()
         #expect(summary.partitions == rig.plan.requestOrder)
         let image = Array(try Data(contentsOf: URL(fileURLWithPath: rig.fixture.image)))
@@ -181,13 +198,7 @@ struct BigImageFlashTests {
         "a truncated stream fails with bad-compressed-image and the partition is never finished",
         arguments: ["gzip", "xz", "zstd"])
     func truncatedStream(tool: String) async throws {
-        let rig = try BigImageRig { fixture, folder in
-            let alone = folder + "/alone"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
-            return try SparseImageFixture.compress(copy, with: tool)
-        }
+        let rig = try BigImageRig.compressed(with: tool)
         let path = try #require(rig.plan.files[0x11]).path
         var request = FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath)
         request.images[0x11] = try PreparedImage.prepare(path: path)
@@ -237,13 +248,7 @@ struct BigImageFlashTests {
 
     @Test("--skip-holes sends the data extents of a sparse rootfs without a map")
     func skipHoles() async throws {
-        let rig = try BigImageRig { fixture, folder in
-            let alone = folder + "/holes"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            _ = try ExternalTool("cp", package: "coreutils").run(["--sparse=always", fixture.image, copy])
-            return copy
-        }
+        let rig = try BigImageRig.sparseCopy()
         let path = try #require(rig.plan.files[0x11]).path
         let prepared = try PreparedImage.prepare(path: path, options: ImageOptions(skipHoles: true))
         #expect(prepared.selection == .holes)
@@ -302,15 +307,7 @@ struct BigImageFastbootTests {
     @Test(
         "gzip, xz and zstd rootfs images stream through the sparse path byte-exact", arguments: ["gzip", "xz", "zstd"])
     func compressedRootfsOverFastboot(tool: String) async throws {
-        let rig = try BigImageRig { fixture, folder in
-            let alone = folder + "/alone"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            try FileManager.default.copyItem(atPath: fixture.image, toPath: copy)
-            let compressed = try SparseImageFixture.compress(copy, with: tool)
-            try FileManager.default.removeItem(atPath: copy)
-            return compressed
-        }
+        let rig = try BigImageRig.compressed(with: tool)
         let summary = try await rig.run(transport: .fastboot)
         #expect(summary.partitions == rig.plan.requestOrder)
         #expect(Self.rootfsDownloads(rig).count > 1)
@@ -321,13 +318,7 @@ struct BigImageFastbootTests {
 
     @Test("--skip-holes: the holes of a sparse rootfs are DONT_CARE")
     func holesOverFastboot() async throws {
-        let rig = try BigImageRig { fixture, folder in
-            let alone = folder + "/holes"
-            try FileManager.default.createDirectory(atPath: alone, withIntermediateDirectories: true)
-            let copy = alone + "/rootfs.ext4"
-            _ = try ExternalTool("cp", package: "coreutils").run(["--sparse=always", fixture.image, copy])
-            return copy
-        }
+        let rig = try BigImageRig.sparseCopy()
         let path = try #require(rig.plan.files[0x11]).path
         let prepared = try PreparedImage.prepare(path: path, options: ImageOptions(skipHoles: true))
         _ = try await rig.run(options: ImageOptions(skipHoles: true), transport: .fastboot)
