@@ -36,6 +36,29 @@ struct CompressedImageTests {
         #expect(Data(early) == plain.subdata(in: 1024..<1040))
     }
 
+    @Test(
+        "4 KiB reads, as the engine sends DFU blocks, with jumps forward across the read-ahead buffer, decode byte-exact",
+        arguments: tools)
+    func engineReadPattern(tool: String) throws {
+        let folder = try TemporaryDirectory()
+        let fixture = try SparseImageFixture.make(in: folder.path, megabytes: 4, dataKiB: 1024)
+        let compressed = try SparseImageFixture.compress(fixture.image, with: tool)
+        let prepared = try PreparedImage.prepare(path: compressed, options: ImageOptions(map: .none))
+        let reader = try ImageReader(path: compressed, compression: prepared.compression, size: prepared.size)
+        let plain = Array(try Data(contentsOf: URL(fileURLWithPath: fixture.image)))
+        var offset = 0
+        var block = 0
+        while offset < plain.count {
+            let bytes = try reader.read(offset: Int64(offset), length: 4096)
+            #expect(bytes[...] == plain[offset..<min(plain.count, offset + 4096)], "at \(offset)")
+            offset += bytes.count
+            block += 1
+            // Every 7th block jumps ahead by an odd amount: the skip ends inside the 128 KiB
+            // decoded ahead, or past it, never on a boundary.
+            if block % 7 == 0 { offset += 3 * 4096 + 512 * block }
+        }
+    }
+
     @Test("concatenated gzip members and zstd frames are one image", arguments: ["gzip", "zstd"])
     func concatenated(tool: String) throws {
         let folder = try TemporaryDirectory()
