@@ -152,6 +152,18 @@ struct FlashCommand: AsyncParsableCommand {
             valueName: "dfu|fastboot|auto"))
     var transport = "dfu"
 
+    @Option(
+        help: ArgumentHelp(
+            "How --verify is done over fastboot, which cannot read back: crc32 (U-Boot reads each written range back after the flash and computes its CRC-32, which the host compares; UNCONFIRMED on hardware) or none (trust every flash's OKAY).",
+            valueName: "crc32|none"))
+    var fastbootVerify = "crc32"
+
+    @Option(
+        help: ArgumentHelp(
+            "RAM address (hex) U-Boot's CRC stage reads into; default CONFIG_FASTBOOT_BUF_ADDR of ST's defconfigs (0xC0000000 on MP13/MP15, 0x84000000 on MP2).",
+            valueName: "address"))
+    var fastbootVerifyBuffer: String?
+
     func validate() throws {
         if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
@@ -180,6 +192,13 @@ struct FlashCommand: AsyncParsableCommand {
         if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
         if FlashTransport(rawValue: transport) == nil {
             throw ValidationError("--transport takes dfu, fastboot or auto, got '\(transport)'")
+        }
+        if FastbootVerifyMethod(rawValue: fastbootVerify) == nil {
+            throw ValidationError("--fastboot-verify takes crc32 or none, got '\(fastbootVerify)'")
+        }
+        if let fastbootVerifyBuffer, Self.hexAddress(fastbootVerifyBuffer) == nil {
+            throw ValidationError(
+                "--fastboot-verify-buffer takes a hex address like 0xC0000000, got '\(fastbootVerifyBuffer)'")
         }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
