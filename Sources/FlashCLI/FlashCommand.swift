@@ -258,6 +258,20 @@ struct FlashCommand: AsyncParsableCommand {
             ])
     }
 
+    /// Locks the virtual board's storage folder and checks every image in it (links, sizes)
+    /// before the first byte, so a folder this computer cannot use ends `host-file` up front.
+    func prepareStorage(of board: VirtualBoard) throws {
+        board.storage.replacesMismatchedImages = simReplaceImages
+        do {
+            try board.storage.prepareAll()
+        } catch let error as StorageError {
+            Terminal.error("error: " + TerminalText.escaped(error.description))
+            throw FlashPreflightError(
+                code: DiagnosisCode.hostFile.rawValue, cause: "the virtual board's storage folder cannot be used",
+                message: error.description)
+        }
+    }
+
     /// The whole run once the arguments are valid.
     func flash(output: FlashOutput, clock: any FlashClock) async throws {
         let plan = try prepare(output)
@@ -282,15 +296,7 @@ struct FlashCommand: AsyncParsableCommand {
             let virtual = VirtualBoard(configuration: configuration)
             virtual.recordsTrace = false
             // Lock the folder and check every image (links, sizes) before the first byte.
-            virtual.storage.replacesMismatchedImages = simReplaceImages
-            do {
-                try virtual.storage.prepareAll()
-            } catch let error as StorageError {
-                Terminal.error("error: " + TerminalText.escaped(error.description))
-                throw FlashPreflightError(
-                    code: DiagnosisCode.hostFile.rawValue, cause: "the virtual board's storage folder cannot be used",
-                    message: error.description)
-            }
+            try prepareStorage(of: virtual)
             board = virtual
             bus = VirtualUSBBus(clock: clock, boards: [virtual])
             if json {
@@ -354,14 +360,9 @@ struct FlashCommand: AsyncParsableCommand {
             board?.storage.closeAll()
             try await finishRecording(recording, .done)
             report(summary, plan: plan, board: board, output: output)
-        case .failure(var error):
+        case .failure(let failure):
             board?.storage.closeAll()
-            // The virtual firmware saw a write error; this computer's file system caused it.
-            if let host = board?.storage.hostFailure {
-                error = FlashFailure(
-                    .hostFile(path: host.path, reason: host.reason), stage: error.stage, phase: error.phase,
-                    timeline: error.timeline, position: error.position)
-            }
+            let error = failure.blamingHost(of: board)
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),

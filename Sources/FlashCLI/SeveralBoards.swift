@@ -50,6 +50,7 @@ extension FlashCommand {
                 configuration.serial = String(base.serial.prefix(20)) + hex4(UInt16(index)).uppercased()
                 let board = VirtualBoard(configuration: configuration)
                 board.recordsTrace = false
+                try prepareStorage(of: board)
                 virtualBoards[configuration.port] = board
             }
             bus = VirtualUSBBus(
