@@ -84,13 +84,13 @@ enum FastbootVerification {
         return result
     }
 
-    /// CRC-32 of `range` of `source`, read in 1 MiB pieces.
+    /// CRC-32 of `range` of `source`, read in 256 KiB pieces (as the download reads it).
     static func crc(of source: any ByteSource, _ range: Range<Int64>) throws -> UInt32 {
         var crc = ZlibCRC32()
         var offset = range.lowerBound
         while offset < range.upperBound {
             try Task.checkCancellation()
-            let bytes = try source.read(offset: offset, length: Int(min(1 << 20, range.upperBound - offset)))
+            let bytes = try source.read(offset: offset, length: Int(min(256 << 10, range.upperBound - offset)))
             guard !bytes.isEmpty else { break }
             crc.update(bytes)
             offset += Int64(bytes.count)
