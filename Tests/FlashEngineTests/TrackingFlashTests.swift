@@ -96,12 +96,14 @@ struct TrackingFlashTests {
                 let lease = try await tracker.lease(.port(rig.board.port))
                 group.addTask {
                     defer { Task { await lease.release() } }
-                    // Readback verification crashed once in PartitionReadback.compare with two
-                    // flashes at once (reported to its owner); this test is about the leases.
+                    // Both flashes read their partitions back (the default, sampled), as a
+                    // several-board run does.
                     let flasher = Flasher(
-                        lease: lease, request: FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath, verify: .none))
+                        lease: lease, request: FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath))
                     let summary = try await flasher.run()
                     #expect(summary.board.port == rig.board.port)
+                    #expect(summary.checks.contains { $0.method == .sampled && $0.bytesRead > 0 })
+                    _ = try rig.checkWrittenAsPlanned()
                     return summary.partitions
                 }
             }
