@@ -176,6 +176,8 @@ public final class Flasher: Sendable {
         var fastbootTransport: (any USBControlTransport)?
         /// The serial of the stage before the last DETACH (fastboot must show the same).
         var previousSerial: String?
+        /// The ROM refused an intact FSBL once and got it again (`sendFSBLOnceMoreIfTorn`).
+        var fsblSentAgain = false
 
         init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher
@@ -234,7 +236,7 @@ public final class Flasher: Sendable {
                     }
                     if case .send(let id, _) = action { try continueTFAPhase(id, reply: reply) }
                 case .send(let id, let mayLeave):
-                    try await send(id, deviceMayLeave: mayLeave)
+                    try await sendFSBLOnceMoreIfTorn(id, deviceMayLeave: mayLeave)
                     action = machine.phaseSent()
                 case .detachAndAwait(let expecting, let timeout):
                     action = try await detachAndAwait(expecting: expecting, timeout: timeout)

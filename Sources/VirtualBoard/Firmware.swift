@@ -91,7 +91,7 @@ final class ROMFirmware: Firmware {
 
     override func dfuWrite(alternate: UInt8, offset: Int, data: [UInt8]) -> DFUDataResult {
         guard advertisedPhase(alternate) == 0x01, !fsblLoaded, offset + data.count <= 1 << 20 else { return .failed }
-        if offset == 0 { fsbl = [] }
+        if offset == 0, !configuration.romKeepsFSBLAfterAbort { fsbl = [] }
         fsbl += data
         return .accepted(latency: configuration.timing.romBlockStore)
     }

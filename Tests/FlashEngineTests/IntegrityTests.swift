@@ -215,6 +215,27 @@ struct IntegrityTests {
         try rig.expectAllWritten()
     }
 
+    @Test(
+        "a cancel in the middle of the FSBL, then the same command: it completes whether the ROM starts the FSBL over after DFU_ABORT or keeps what it received (UNCONFIRMED)",
+        arguments: [false, true])
+    func cancelInTheFSBLThenRerun(romKeepsFSBL: Bool) async throws {
+        let rig = try SimulatedFlash(layout: "mp13-sdcard") { $0.romKeepsFSBLAfterAbort = romKeepsFSBL }
+        let stopped = await rig.runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x01, let sent, let total) = event { return sent > 0 && sent < total }
+                return false
+            })
+        #expect(stopped?.reason == .cancelled)
+        #expect(stopped?.position?.stage == .rom && stopped?.position?.phase == 0x01)
+        let summary = try await rig.run()
+        let fsblSends = summary.timeline.filter {
+            if case .sendStarted(0x01, _, _, _) = $0.event { true } else { false }
+        }
+        // A ROM that kept the first part refuses the rerun's FSBL once (torn); the run sends it again.
+        #expect(fsblSends.count == (romKeepsFSBL ? 2 : 1), "\(summary.timeline.map(\.description))")
+        try rig.expectAllWritten()
+    }
+
     @Test("TF-A holding more of the FIP than the file has (another file was sent) stops at once with other-session")
     func tfaHoldsAnotherFIP() async throws {
         let copy = try ExampleCopy()
