@@ -73,13 +73,14 @@ let package = Package(
             dependencies: [
                 "BoardTracking", "BootImages", "DFU", "FlashLayout", "ImageSources", "USBModel", "Timekeeping",
                 "FileAccess", systemPackage, logging, crypto, "Fastboot", "AndroidSparse", "UBootScript",
+                "Decompression",
             ],
             swiftSettings: strictSwift),
         .target(
             name: "VirtualBoard",
             dependencies: [
                 "DFU", "FlashLayout", "GPT", "BootImages", "USBModel", "Timekeeping", "FileAccess", systemPackage,
-                "UBootScript", "AndroidSparse",
+                "UBootScript", "AndroidSparse", "Decompression",
             ],
             swiftSettings: strictSwift),
         .target(

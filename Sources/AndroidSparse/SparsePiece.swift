@@ -64,9 +64,22 @@ public struct SparsePiece: ByteSource {
     }
 
     public func read(offset: Int64, length: Int) throws -> [UInt8] {
-        var result: [UInt8] = []
         let end = min(count, offset + Int64(max(length, 0)))
         var position = max(0, offset)
+        // The common case while downloading: the whole request is RAW data of one chunk, so the
+        // source's bytes are the answer (no second buffer of the transfer's size).
+        if position >= Int64(SparseFormat.fileHeaderSize), position < end {
+            let index = chunkIndex(containing: position)
+            let dataStart = offsets[index] + Int64(SparseFormat.chunkHeaderSize)
+            let chunkEnd = offsets[index] + Int64(Self.encodedSize(chunks[index], blockSize: blockSize))
+            if case .raw(let first, _) = chunks[index], position >= dataStart, end <= chunkEnd {
+                let take = Int(end - position)
+                var data = try source.read(offset: first * Int64(blockSize) + position - dataStart, length: take)
+                if data.count < take { data += [UInt8](repeating: 0, count: take - data.count) }
+                return data
+            }
+        }
+        var result: [UInt8] = []
         result.reserveCapacity(Int(max(0, end - position)))
         while position < end {
             if position < Int64(SparseFormat.fileHeaderSize) {

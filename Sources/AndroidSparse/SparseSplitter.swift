@@ -7,8 +7,8 @@ public import DFU
 /// libsparse's resparse). Unmapped ranges (a bmap, or holes when skipping them) become DONT_CARE
 /// too and cost nothing on the wire.
 ///
-/// Memory is bounded: pieces are planned one at a time (`next()`), the input is read in 1 MiB
-/// windows, and a piece keeps only its chunk list (at most `maxChunksPerPiece` entries). The
+/// Memory is bounded: pieces are planned one at a time (`next()`), the input is read in 256 KiB
+/// windows (one block when blocks are larger), and a piece keeps only its chunk list (at most `maxChunksPerPiece` entries). The
 /// data is read twice: once to plan a piece (from `source`), once while it is sent (from
 /// `dataSource`). Each of the two only ever reads forward, so a compressed Binary given as two
 /// readers is decompressed twice in all, never restarted.
@@ -26,7 +26,7 @@ public final class SparseSplitter {
     /// The planning window, kept across pieces: the next piece starts inside it.
     private var buffer: [UInt8] = []
     private var bufferStart: Int64 = -1
-    static let window = 1 << 20
+    static let window = 256 << 10
     static let maxChunksPerPiece = 65536
 
     /// `mappedBytes`: byte ranges that hold data (bmap ranges, or non-hole extents); nil = all.
@@ -85,7 +85,8 @@ public final class SparseSplitter {
             while cursor < runEnd {
                 let blockOffset = cursor * Int64(blockSize)
                 if bufferStart < 0 || blockOffset < bufferStart || blockOffset >= bufferStart + Int64(buffer.count) {
-                    buffer = try source.read(offset: blockOffset, length: Self.window)
+                    buffer = []  // freed before the next window is read: one window in memory
+                    buffer = try source.read(offset: blockOffset, length: max(Self.window, blockSize))
                     bufferStart = blockOffset
                     let padded = (buffer.count + blockSize - 1) / blockSize * blockSize
                     if buffer.count < padded { buffer += [UInt8](repeating: 0, count: padded - buffer.count) }

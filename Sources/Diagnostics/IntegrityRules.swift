@@ -7,14 +7,16 @@ enum IntegrityRules {
         Diagnosis(
             code: .verifyMismatch,
             cause:
-                "Partition \(phaseHex(mismatch.phase)) \(mismatch.name) reads back different from its Binary, first at byte \(mismatch.offset): the storage did not keep what U-Boot accepted.",
+                "Partition \(phaseHex(mismatch.phase)) \(mismatch.name) reads back different from its Binary, first \(mismatch.place): the storage did not keep what U-Boot accepted.",
             evidence: [
-                "\(mismatch.method.rawValue) readback of \(phaseHex(mismatch.phase)) \(mismatch.name): first difference at byte \(mismatch.offset)",
-                "SHA-256 of the compared bytes as sent: \(mismatch.expectedSHA256)",
-                "SHA-256 of the same bytes read back: \(mismatch.actualSHA256)",
+                "\(mismatch.method.rawValue) readback of \(phaseHex(mismatch.phase)) \(mismatch.name): first difference \(mismatch.place)",
+                "\(mismatch.digest) of the compared bytes as sent: \(mismatch.expectedSHA256)",
+                "\(mismatch.digest) of the same bytes read back: \(mismatch.actualSHA256)",
             ],
             nextSteps: [
-                "Run the same command again: the board is still in U-Boot and the run continues with this partition.",
+                mismatch.length == nil
+                    ? "Run the same command again: the board is still in U-Boot and the run continues with this partition."
+                    : "The board waits in U-Boot's fastboot: reset it (boot pins still on USB) and run the same command again.",
                 "If it differs again at the same place, the medium is failing or write-protected in part (worn SD card, eMMC in read-only mode): replace the card or check the eMMC.",
                 "If the offset changes between runs, suspect power (a 5 V/3 A supply) or the board's storage interface.",
             ])

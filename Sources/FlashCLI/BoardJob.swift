@@ -100,7 +100,8 @@ struct BoardJob: Sendable {
             return await finishRecorded(
                 recording, .done, diagnosis: nil, started: started, clock: clock,
                 partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes }, log: log)
-        case .failure(let failure):
+        case .failure(let boardFailure):
+            let failure = boardFailure.blamingHost(of: virtualBoard)
             let diagnosis = Diagnoser.diagnose(
                 Evidence(
                     failure: failure, kernelLog: virtualBoard?.kernelLog ?? KernelLog.usbLines(),
@@ -184,4 +185,16 @@ final class AttemptLog: Sendable {
     }
 
     func close() { Glibc.close(fd) }
+}
+
+extension FlashFailure {
+    /// The virtual firmware saw a write error that this computer's file system caused (a full or
+    /// read-only storage folder): the failure is `host-file` with the path and the OS reason, not
+    /// the board's. Unchanged for a real board or when the storage folder had no trouble.
+    func blamingHost(of board: VirtualBoard?) -> FlashFailure {
+        guard let host = board?.storage.hostFailure else { return self }
+        return FlashFailure(
+            .hostFile(path: host.path, reason: host.reason), stage: stage, phase: phase, timeline: timeline,
+            position: position)
+    }
 }

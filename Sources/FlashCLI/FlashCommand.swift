@@ -152,6 +152,18 @@ struct FlashCommand: AsyncParsableCommand {
             valueName: "dfu|fastboot|auto"))
     var transport = "dfu"
 
+    @Option(
+        help: ArgumentHelp(
+            "How --verify is done over fastboot, which cannot read back: crc32 (U-Boot reads each written range back after the flash and computes its CRC-32, which the host compares; UNCONFIRMED on hardware) or none (trust every flash's OKAY).",
+            valueName: "crc32|none"))
+    var fastbootVerify = "crc32"
+
+    @Option(
+        help: ArgumentHelp(
+            "RAM address (hex) U-Boot's CRC stage reads into; default CONFIG_FASTBOOT_BUF_ADDR of ST's defconfigs (0xC0000000 on MP13/MP15, 0x84000000 on MP2).",
+            valueName: "address"))
+    var fastbootVerifyBuffer: String?
+
     func validate() throws {
         if layoutArgument == nil, !listScenarios { throw ValidationError("Missing expected argument '<layout>'") }
         if let soc, VirtualSoC(rawValue: soc) == nil {
@@ -180,6 +192,13 @@ struct FlashCommand: AsyncParsableCommand {
         if ubootBufferMib < 1 { throw ValidationError("--uboot-buffer-mib takes a whole number of MiB ≥ 1") }
         if FlashTransport(rawValue: transport) == nil {
             throw ValidationError("--transport takes dfu, fastboot or auto, got '\(transport)'")
+        }
+        if FastbootVerifyMethod(rawValue: fastbootVerify) == nil {
+            throw ValidationError("--fastboot-verify takes crc32 or none, got '\(fastbootVerify)'")
+        }
+        if let fastbootVerifyBuffer, Self.hexAddress(fastbootVerifyBuffer) == nil {
+            throw ValidationError(
+                "--fastboot-verify-buffer takes a hex address like 0xC0000000, got '\(fastbootVerifyBuffer)'")
         }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
@@ -239,6 +258,20 @@ struct FlashCommand: AsyncParsableCommand {
             ])
     }
 
+    /// Locks the virtual board's storage folder and checks every image in it (links, sizes)
+    /// before the first byte, so a folder this computer cannot use ends `host-file` up front.
+    func prepareStorage(of board: VirtualBoard) throws {
+        board.storage.replacesMismatchedImages = simReplaceImages
+        do {
+            try board.storage.prepareAll()
+        } catch let error as StorageError {
+            Terminal.error("error: " + TerminalText.escaped(error.description))
+            throw FlashPreflightError(
+                code: DiagnosisCode.hostFile.rawValue, cause: "the virtual board's storage folder cannot be used",
+                message: error.description)
+        }
+    }
+
     /// The whole run once the arguments are valid.
     func flash(output: FlashOutput, clock: any FlashClock) async throws {
         let plan = try prepare(output)
@@ -263,15 +296,7 @@ struct FlashCommand: AsyncParsableCommand {
             let virtual = VirtualBoard(configuration: configuration)
             virtual.recordsTrace = false
             // Lock the folder and check every image (links, sizes) before the first byte.
-            virtual.storage.replacesMismatchedImages = simReplaceImages
-            do {
-                try virtual.storage.prepareAll()
-            } catch let error as StorageError {
-                Terminal.error("error: " + TerminalText.escaped(error.description))
-                throw FlashPreflightError(
-                    code: DiagnosisCode.hostFile.rawValue, cause: "the virtual board's storage folder cannot be used",
-                    message: error.description)
-            }
+            try prepareStorage(of: virtual)
             board = virtual
             bus = VirtualUSBBus(clock: clock, boards: [virtual])
             if json {
@@ -335,14 +360,9 @@ struct FlashCommand: AsyncParsableCommand {
             board?.storage.closeAll()
             try await finishRecording(recording, .done)
             report(summary, plan: plan, board: board, output: output)
-        case .failure(var error):
+        case .failure(let failure):
             board?.storage.closeAll()
-            // The virtual firmware saw a write error; this computer's file system caused it.
-            if let host = board?.storage.hostFailure {
-                error = FlashFailure(
-                    .hostFile(path: host.path, reason: host.reason), stage: error.stage, phase: error.phase,
-                    timeline: error.timeline, position: error.position)
-            }
+            let error = failure.blamingHost(of: board)
             let evidence = Evidence(
                 failure: error, kernelLog: board?.kernelLog ?? KernelLog.usbLines(),
                 environment: simulate ? HostEnvironment() : EnvironmentProbe.detect(),

@@ -19,9 +19,16 @@ extension FlashCommand {
             plan: plan, selection: selection, timeouts: timeouts, layoutPath: layout,
             verify: VerifyMode(rawValue: verify) ?? .sampled, resume: !noResume,
             ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
+        request.fastbootVerify = FastbootVerifyMethod(rawValue: fastbootVerify) ?? .crc32
+        request.fastbootVerifyBuffer = fastbootVerifyBuffer.flatMap(Self.hexAddress)
         // Compressed Binaries and block maps: every board sends the same decoded, mapped bytes.
         request.images = try images.prepare(plan: plan)
         return request
+    }
+
+    /// `0xC0000000` or `c0000000`.
+    static func hexAddress(_ text: String) -> UInt64? {
+        UInt64(text.hasPrefix("0x") || text.hasPrefix("0X") ? String(text.dropFirst(2)) : text, radix: 16)
     }
 
     /// `--port P --port Q …`, `--all`, `--simulate --boards N`: every board its own concurrent
@@ -43,6 +50,7 @@ extension FlashCommand {
                 configuration.serial = String(base.serial.prefix(20)) + hex4(UInt16(index)).uppercased()
                 let board = VirtualBoard(configuration: configuration)
                 board.recordsTrace = false
+                try prepareStorage(of: board)
                 virtualBoards[configuration.port] = board
             }
             bus = VirtualUSBBus(

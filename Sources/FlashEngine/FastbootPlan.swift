@@ -44,6 +44,17 @@ public struct FastbootPlan: Sendable, Hashable {
         }
     }
 
+    /// The fastboot target line `id` is sent to.
+    public func stepName(_ id: UInt8) -> String {
+        for step in steps {
+            switch step {
+            case .flash(id, let name), .erase(id, let name), .flashBoot(id, let name, _): return name
+            default: continue
+            }
+        }
+        return device.partitions.first { $0.line.id == id }?.line.name ?? "0x\(String(id, radix: 16))"
+    }
+
     /// Why a layout cannot take the fast path.
     public struct Unsuitable: Error, Sendable, Hashable, CustomStringConvertible {
         public var reason: String

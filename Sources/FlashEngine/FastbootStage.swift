@@ -5,6 +5,7 @@ import Fastboot
 import FlashLayout
 import ImageSources
 import Timekeeping
+import UBootScript
 
 /// The fastboot part of a `--transport fastboot` run, once U-Boot shows 0483:0afb: probe
 /// (`getvar`), check the board against the plan before anything is written, send every file as
@@ -20,6 +21,9 @@ struct FastbootStage {
     let clock: any FlashClock
     let emit: @Sendable (FlashEvent) -> Void
     let note: @Sendable (String) -> Void
+
+    /// What the second session (after the CRC stage) found equal, one record per line.
+    var verifiedChecks: [PartitionCheck] = []
 
     /// The slowest storage we plan for when waiting for a `flash` answer (an old SD card).
     static let slowestStorageBytesPerSecond: Int64 = 1_000_000
@@ -48,11 +52,76 @@ struct FastbootStage {
                 _ = try await command(.oem("partconf: 1 \(hardwarePartition)"), phase: nil)
             }
         }
+        return results
+    }
+
+    /// After everything was flashed (and verified where asked): END, then `reboot`.
+    func finish() async throws {
         emit(.end)
         // The board resets after this OKAY; with the boot pins on USB the ROM comes back.
         _ = try await command(.reboot, phase: nil)
         note("reboot sent: the board restarts (the ROM's DFU reappears while the boot pins select USB)")
-        return results
+    }
+
+    /// The session the CRC stage started: the same board (`serialno`), then the comparison.
+    func verifySession(_ stage: CRCReadbackStage, expected: [UInt32], mode: VerifyMode) async throws -> [PartitionCheck]
+    {
+        let serial = try await command(.getvar("serialno"), phase: nil)
+        if let expectedSerial, !expectedSerial.isEmpty, serial != expectedSerial {
+            throw Failure(reason: .serialChanged(expected: expectedSerial, found: serial))
+        }
+        return try await compareCRCs(stage, expected: expected, mode: mode)
+    }
+
+    /// Reads what the hand-off script's CRC stage computed (`getvar:vcrcN`) and compares it with
+    /// `expected` (the host's CRC-32 of the same ranges); one record per checked line. An unset
+    /// variable means the board could not read that range back, which fails the run.
+    func compareCRCs(_ stage: CRCReadbackStage, expected: [UInt32], mode: VerifyMode) async throws -> [PartitionCheck] {
+        var records: [PartitionCheck] = []
+        for (index, check) in stage.checks.enumerated() {
+            let variable = CRCReadbackStage.variable(index)
+            let name = fastboot.stepName(check.lineID)
+            let answer: String
+            do {
+                answer = try await client.getvar(variable)
+            } catch let failure as FastbootFailure {
+                throw Failure(
+                    reason: .fastbootFailed(
+                        command: "getvar:\(variable)",
+                        reason: failure.reason
+                            + " (U-Boot did not compute the CRC of \(name) bytes \(check.start)..<\(check.range.upperBound): its mmc read, crc32 or setexpr failed or is missing)"
+                    ), phase: check.lineID)
+            }
+            guard let board = CRCReadbackStage.crc(fromAnswer: answer) else {
+                throw Failure(reason: .protocolError("getvar:\(variable) answered '\(answer)'"), phase: check.lineID)
+            }
+            note(
+                "verify \(name) bytes \(check.start)..<\(check.range.upperBound): CRC-32 board \(hex8(board)), host \(hex8(expected[index]))"
+            )
+            guard board == expected[index] else {
+                throw Failure(
+                    reason: .verifyMismatch(
+                        VerifyMismatch(
+                            phase: check.lineID, name: name, offset: check.start, expectedSHA256: hex8(expected[index]),
+                            actualSHA256: hex8(board), method: mode, digest: "CRC-32 (computed by U-Boot)",
+                            length: check.length)), phase: check.lineID)
+            }
+            if let last = records.last, last.phase == check.lineID {
+                records[records.count - 1].bytesRead += check.length
+            } else {
+                records.append(
+                    PartitionCheck(
+                        phase: check.lineID, name: name,
+                        bytes: images[check.lineID]?.size ?? plan.files[check.lineID]?.size ?? 0,
+                        sha256: nil, method: mode == .full ? .full : .sampled, bytesRead: check.length))
+            }
+        }
+        return records
+    }
+
+    private func hex8(_ value: UInt32) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, 8 - digits.count)) + digits
     }
 
     /// `getvar` probing and the checks that must pass before anything is written.

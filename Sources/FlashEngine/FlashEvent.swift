@@ -1,6 +1,7 @@
 public import BoardTracking
 public import FlashLayout
 public import ImageSources
+import UBootScript
 public import USBModel
 
 /// What the engine reports while it works, for progress display and JSON Lines (docs/json.md).
@@ -162,6 +163,12 @@ public struct FlashRequest: Sendable {
     /// Binaries read through ImageSources (compressed, with a map or holes), by phase Id; the
     /// others are sent as the plain file.
     public var images: [UInt8: PreparedImage] = [:]
+    /// How `verify` is done over fastboot (UNCONFIRMED on hardware; docs/flashing.md).
+    public var fastbootVerify: FastbootVerifyMethod = .crc32
+    /// RAM the board's CRC stage reads into (nil: `CONFIG_FASTBOOT_BUF_ADDR` of ST's defconfig
+    /// for the board's family) and the most bytes one read takes.
+    public var fastbootVerifyBuffer: UInt64?
+    public var fastbootVerifyChunk: Int64 = CRCReadbackStage.defaultChunk
 
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),

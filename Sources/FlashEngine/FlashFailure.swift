@@ -382,16 +382,23 @@ public struct FlashFailure: Error, Sendable, CustomStringConvertible {
 public struct VerifyMismatch: Sendable, Hashable, CustomStringConvertible {
     public var phase: UInt8
     public var name: String
-    /// First byte (inside the partition) that differs.
+    /// First byte (inside the partition) that differs; over fastboot the start of the range
+    /// whose CRC differs.
     public var offset: Int64
-    /// SHA-256 of the compared bytes as sent, and as read back (lower-case hex).
+    /// Digest of the compared bytes as sent, and as read back (lower-case hex).
     public var expectedSHA256: String
     public var actualSHA256: String
     /// `full` or `sampled`.
     public var method: VerifyMode
+    /// What the digests are: SHA-256 (DFU readback) or the CRC-32 U-Boot computed (fastboot).
+    public var digest: String
+    /// Over fastboot: the length of the range whose CRC differs (the first differing byte lies
+    /// inside it); nil when `offset` is the first differing byte.
+    public var length: Int64?
 
     public init(
-        phase: UInt8, name: String, offset: Int64, expectedSHA256: String, actualSHA256: String, method: VerifyMode
+        phase: UInt8, name: String, offset: Int64, expectedSHA256: String, actualSHA256: String, method: VerifyMode,
+        digest: String = "SHA-256", length: Int64? = nil
     ) {
         self.phase = phase
         self.name = name
@@ -399,11 +406,18 @@ public struct VerifyMismatch: Sendable, Hashable, CustomStringConvertible {
         self.expectedSHA256 = expectedSHA256
         self.actualSHA256 = actualSHA256
         self.method = method
+        self.digest = digest
+        self.length = length
+    }
+
+    /// "at byte N" or "in bytes N..<M".
+    public var place: String {
+        length.map { "in bytes \(offset)..<\(offset + $0)" } ?? "at byte \(offset)"
     }
 
     public var description: String {
-        "partition \(phaseHex(phase)) \(name) read back differs from what was sent at byte \(offset) "
-            + "(\(method.rawValue) readback; sent SHA-256 \(expectedSHA256), read \(actualSHA256))"
+        "partition \(phaseHex(phase)) \(name) read back differs from what was sent \(place) "
+            + "(\(method.rawValue) readback; sent \(digest) \(expectedSHA256), read \(actualSHA256))"
     }
 }
 

@@ -1,4 +1,5 @@
 public import BoardTracking
+import BootImages
 public import DFU
 import Fastboot
 import FlashLayout
@@ -169,11 +170,14 @@ public final class Flasher: Sendable {
         var restartOffsets: [UInt8: Int64] = [:]
         /// Phase → identity of its Binary when it was sent (checked again before success).
         var identities: [UInt8: FileIdentity] = [:]
-        /// The fast path's plan (nil: DFU only) and why the layout cannot take it.
-        let fastbootPlan: FastbootPlan?
+        /// The fast path's plan (nil: DFU only) and why the layout cannot take it. Its script
+        /// gains the CRC stage when the board's family is known (`sendScript`).
+        var fastbootPlan: FastbootPlan?
         let fastbootUnsuitable: String?
         /// The opened fastboot gadget while the fast path runs.
         var fastbootTransport: (any USBControlTransport)?
+        /// The gadget of the second fastboot session (`--verify`'s results), once opened.
+        var verifyTransport: (any USBControlTransport)?
         /// The serial of the stage before the last DETACH (fastboot must show the same).
         var previousSerial: String?
         /// The ROM refused an intact FSBL once and got it again (`sendFSBLOnceMoreIfTorn`).
@@ -537,10 +541,26 @@ public final class Flasher: Sendable {
 
         /// Phase 0x00 of U-Boot's first enumeration: the hand-off script instead of the layout.
         mutating func sendScript() async throws {
-            guard let fastbootPlan else { throw failure(.protocolError("no fastboot plan")) }
+            guard var fastbootPlan else { throw failure(.protocolError("no fastboot plan")) }
             phase = 0
             let device = try current()
+            let request = flasher.request
+            if request.fastbootVerify == .crc32 {
+                let mp2 = ChipFamily.fromProduct(board?.product) == .mp2
+                fastbootPlan.script.verify = FastbootVerification.stage(
+                    fastbootPlan, files: plan.files, images: request.images, mode: request.verify,
+                    chunk: request.fastbootVerifyChunk,
+                    bufferAddress: request.fastbootVerifyBuffer ?? CRCReadbackStage.defaultBufferAddress(mp2: mp2))
+                self.fastbootPlan = fastbootPlan
+            }
             let image = fastbootPlan.script.image.bytes
+            // `stm32prog`'s FlashLayout alternate is `ram <SYS_LOAD_ADDR> 0x40000`.
+            guard image.count <= 0x40000 else {
+                throw failure(
+                    .fastbootUnsuitable(
+                        "the hand-off script with its CRC stage is \(image.count) bytes, more than U-Boot's 256 KiB FlashLayout alternate; use --verify sampled or --fastboot-verify none"
+                    ))
+            }
             let stage = machine.stage
             let name = "fastboot hand-off script"
             flasher.emit(.phaseStarted(phase: 0, name: name, bytes: Int64(image.count), stage: stage))
@@ -568,6 +588,55 @@ public final class Flasher: Sendable {
                 throw failure(.protocolError("fastboot without an opened gadget"))
             }
             defer { fastbootTransport = nil }
+            let bulk = try await claimFastboot(transport)
+            var stage = fastbootStage(bulk)
+            do {
+                let maxDownload: Int
+                do {
+                    maxDownload = try await stage.probe()
+                } catch let declined as FastbootStage.Failure {
+                    // Nothing is written yet: `continue` lets the script's `stm32prog usb 0` run.
+                    _ = try? await stage.command(.continueBoot, phase: nil)
+                    guard flasher.request.transport == .auto else { throw declined }
+                    await transport.close()
+                    let why = FlashFailure(declined.reason).description
+                    recorder.add(.note("transport auto: back to DFU: \(why)", stage: .fastboot))
+                    flasher.emit(.message("fastboot cannot flash this layout here (\(why)); continuing over DFU"))
+                    return nil
+                }
+                let sent = try await stage.run(maxDownload: maxDownload)
+                results += sent
+                var verified: [PartitionCheck] = []
+                if let crcStage = fastbootPlan.script.verify {
+                    stage = try await verifyOverFastboot(stage, crcStage, transport: transport)
+                    verified = stage.verifiedChecks
+                } else if flasher.request.verify != .none {
+                    let text = "not read back: --fastboot-verify none trusts every flash's OKAY"
+                    recorder.add(.note(text, stage: .fastboot))
+                    flasher.emit(.message(text))
+                }
+                checks += sent.map { result in
+                    verified.first { $0.phase == result.phase }
+                        ?? PartitionCheck(
+                            phase: result.phase, name: result.name, bytes: result.bytes, sha256: nil, method: .none,
+                            bytesRead: 0)
+                }
+                try await stage.finish()
+            } catch let stageFailure as FastbootStage.Failure {
+                await closeFastboot(transport)
+                phase = stageFailure.phase
+                throw failure(stageFailure.reason)
+            } catch let error as USBTransferError {
+                await closeFastboot(transport)
+                recorder.add(.note("fastboot transfer: \(error)", stage: .fastboot))
+                throw failure(.transferFailed(error))
+            }
+            await closeFastboot(transport)
+            return fastbootPlan.flashedIDs
+        }
+
+        /// Claims the fastboot interface (FF/42/03) of an opened gadget; closes it on failure.
+        func claimFastboot(_ transport: any USBControlTransport) async throws -> any USBBulkTransport {
             guard let bulk = transport as? any USBBulkTransport else {
                 await transport.close()
                 throw failure(
@@ -599,9 +668,15 @@ public final class Flasher: Sendable {
                     .note("fastboot: claiming interface \(interface.interface): \(error)", stage: .fastboot))
                 throw failure(.transferFailed(error))
             }
+            return bulk
+        }
+
+        /// The fastboot stage over an opened, claimed gadget.
+        func fastbootStage(_ bulk: any USBBulkTransport) -> FastbootStage {
             let recorder = self.recorder
             let emit = flasher.emit
-            let stage = FastbootStage(
+            guard let fastbootPlan else { preconditionFailure("fastboot without a plan") }
+            return FastbootStage(
                 client: FastbootClient(transport: bulk), plan: plan, fastboot: fastbootPlan,
                 images: flasher.request.images,
                 expectedSerial: previousSerial, clock: clock, emit: emit,
@@ -609,43 +684,88 @@ public final class Flasher: Sendable {
                     recorder.add(.note(text, stage: .fastboot))
                     emit(.message(text))
                 })
-            do {
-                let maxDownload: Int
-                do {
-                    maxDownload = try await stage.probe()
-                } catch let declined as FastbootStage.Failure {
-                    // Nothing is written yet: `continue` lets the script's `stm32prog usb 0` run.
-                    _ = try? await stage.command(.continueBoot, phase: nil)
-                    guard flasher.request.transport == .auto else { throw declined }
-                    await transport.close()
-                    let why = FlashFailure(declined.reason).description
-                    recorder.add(.note("transport auto: back to DFU: \(why)", stage: .fastboot))
-                    flasher.emit(.message("fastboot cannot flash this layout here (\(why)); continuing over DFU"))
-                    return nil
-                }
-                let sent = try await stage.run(maxDownload: maxDownload)
-                results += sent
-                // U-Boot's fastboot on ST's configs cannot read back (docs/flashing.md).
-                checks += sent.map {
-                    PartitionCheck(
-                        phase: $0.phase, name: $0.name, bytes: $0.bytes, sha256: nil, method: .none, bytesRead: 0)
-                }
-                if flasher.request.verify != .none {
-                    let text = "not read back: U-Boot's fastboot has no readback, so --verify applies to DFU only"
-                    recorder.add(.note(text, stage: .fastboot))
-                    flasher.emit(.message(text))
-                }
-            } catch let stageFailure as FastbootStage.Failure {
-                await transport.close()
-                phase = stageFailure.phase
-                throw failure(stageFailure.reason)
-            } catch let error as USBTransferError {
-                await transport.close()
-                recorder.add(.note("fastboot transfer: \(error)", stage: .fastboot))
-                throw failure(.transferFailed(error))
+        }
+
+        /// Closes the gadget the run holds now (the first session's, or the verify session's).
+        mutating func closeFastboot(_ first: any USBControlTransport) async {
+            await (verifyTransport ?? first).close()
+            verifyTransport = nil
+        }
+
+        /// `--verify` over fastboot: `continue` ends the session, the script's CRC stage reads
+        /// every written range back and computes its CRC-32, then starts fastboot again; the
+        /// host computes the same CRCs from its files meanwhile and compares them over `getvar`.
+        /// Returns the stage of the second session (its `verifiedChecks` set), which ends the run.
+        mutating func verifyOverFastboot(
+            _ stage: FastbootStage, _ crcStage: CRCReadbackStage, transport: any USBControlTransport
+        ) async throws -> FastbootStage {
+            let total = crcStage.checks.reduce(Int64(0)) { $0 + $1.length }
+            let lines = Set(crcStage.checks.map(\.lineID)).count
+            stage.note(
+                "verify: continue; U-Boot reads back \(crcStage.checks.count) range\(crcStage.checks.count == 1 ? "" : "s") of \(lines) partition\(lines == 1 ? "" : "s") (\(total) bytes) and computes their CRC-32"
+            )
+            let recorder = recorder
+            let emit = flasher.emit
+            let boardPort = lease.port
+            try await lease.departing { observation in
+                Self.record(observation, recorder: recorder, emit: emit, expecting: nil, boardPort: boardPort)
             }
+            let previous = transport.identity
+            _ = try await stage.command(.continueBoot, phase: nil)
             await transport.close()
-            return fastbootPlan.flashedIDs
+            // The board reads at least about as fast as the slowest storage we plan for writes.
+            let deadline =
+                clock.now + flasher.request.timeouts.boardArrival
+                + .seconds(total / FastbootStage.slowestStorageBytesPerSecond)
+            // The host's CRCs, while the board computes its own (a line's checks are adjacent).
+            var expected: [UInt32] = []
+            var source: (id: UInt8, path: String, bytes: any ByteSource)?
+            for check in crcStage.checks {
+                guard let file = plan.files[check.lineID] else { throw failure(.phaseWithoutFile(check.lineID)) }
+                do {
+                    if source?.id != check.lineID {
+                        source = (check.lineID, file.path, try stage.sources(id: check.lineID, path: file.path).data)
+                    }
+                    if let bytes = source?.bytes {
+                        expected.append(try FastbootVerification.crc(of: bytes, check.range))
+                    }
+                } catch let stageFailure as FastbootStage.Failure {
+                    throw failure(stageFailure.reason)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    throw failure(.hostFile(path: file.path, reason: "cannot be read again to verify: \(error)"))
+                }
+            }
+            let returned = try await lease.reappearanceAfterHandOff(
+                of: previous, until: deadline, dfuTimeouts: flasher.dfuTimeouts
+            ) { observation in
+                Self.record(observation, recorder: recorder, emit: emit, expecting: .fastboot, boardPort: boardPort)
+            }
+            switch returned {
+            case .fastboot(let again):
+                board = again.identity
+                recorder.add(.opened(again.identity, stage: .fastboot, alternates: [], attempts: 1))
+                flasher.emit(.board(again.identity, stage: .fastboot))
+                let bulk = try await claimFastboot(again)
+                verifyTransport = again
+                var second = fastbootStage(bulk)
+                second.verifiedChecks = try await second.verifySession(
+                    crcStage, expected: expected, mode: flasher.request.verify)
+                for record in second.verifiedChecks { flasher.emit(.verified(record)) }
+                return second
+            case .dfu(let opened):
+                await opened.device.transport.close()
+                throw failure(
+                    .protocolError(
+                        "after the verify stage U-Boot came back as \(opened.device.identity.product ?? "a DFU device") instead of fastboot: the CRCs were not read, nothing is verified"
+                    ))
+            case nil:
+                throw failure(
+                    .protocolError(
+                        "U-Boot's fastboot did not come back after the verify stage (\(total) bytes to read back): the CRCs were not read, nothing is verified"
+                    ))
+            }
         }
 
         /// `--transport auto` after U-Boot rejected the hand-off script (it parsed it as a layout):

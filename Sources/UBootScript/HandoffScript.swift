@@ -14,11 +14,15 @@ public struct HandoffScript: Sendable, Hashable {
     public var partitions: String?
     /// Run `stm32prog usb 0` after `fastboot usb 0` (back to DFU phase 0x00).
     public var fallbackToDFU: Bool
+    /// `--verify` over fastboot: after the host's `continue`, read back and CRC what was
+    /// written, then start fastboot again for the host to read the results.
+    public var verify: CRCReadbackStage?
 
-    public init(mmcIndex: Int, partitions: String?, fallbackToDFU: Bool = true) {
+    public init(mmcIndex: Int, partitions: String?, fallbackToDFU: Bool = true, verify: CRCReadbackStage? = nil) {
         self.mmcIndex = mmcIndex
         self.partitions = partitions
         self.fallbackToDFU = fallbackToDFU
+        self.verify = verify
     }
 
     /// The script for the one MMC device a fastboot-capable layout uses.
@@ -46,7 +50,17 @@ public struct HandoffScript: Sendable, Hashable {
         } else {
             commands.append("env set \(Self.statusVariable) kept")
         }
-        commands.append("fastboot usb 0")
+        if let verify {
+            // `filesize` is set by every fastboot `download` (`fastboot_data_complete()`): the
+            // stage runs only after a session that sent data, so a `continue` that declines the
+            // fast path (nothing downloaded) still goes straight on to `stm32prog usb 0`.
+            commands.append("env set filesize")
+            commands.append("fastboot usb 0")
+            commands.append(
+                "if test -n \"${filesize}\"; then \(verify.text); fastboot usb 0; fi")
+        } else {
+            commands.append("fastboot usb 0")
+        }
         if fallbackToDFU { commands.append("stm32prog usb 0") }
         return commands.joined(separator: "; ")
     }

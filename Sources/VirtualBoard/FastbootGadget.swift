@@ -107,6 +107,8 @@ final class FastbootGadget: USBBulkDeviceModel {
             if buffer.count == expected {
                 expected = 0
                 board.console("downloading of \(buffer.count) bytes finished")
+                // `fastboot_data_complete()`: `env_set_hex("filesize", image_size)`.
+                board.ubootEnv["filesize"] = String(buffer.count, radix: 16)
                 reply("OKAY")
             }
             return DeviceControlReply(.ok([]), latency: latency)
@@ -261,7 +263,8 @@ final class FastbootGadget: USBBulkDeviceModel {
                 }
                 board.console("Flashing Raw Image")
                 try board.storage.write(
-                    device: deviceName, hardwarePartition: target.hardwarePartition, offset: target.offset, bytes: data)
+                    device: deviceName, hardwarePartition: target.hardwarePartition, offset: target.offset,
+                    bytes: kept(data, at: 0, in: target))
                 written = data.count
             }
         } catch let error as FlashFault {
@@ -276,6 +279,16 @@ final class FastbootGadget: USBBulkDeviceModel {
     }
 
     struct FlashFault: Error { var message: String }
+
+    /// What the medium keeps of `bytes` written at `start` of `target`: stores-wrong-bytes
+    /// changes a byte every 64 KiB of user partitions past the boot stages (every `flash`
+    /// still answers OKAY; only a readback tells).
+    private func kept(_ bytes: [UInt8], at start: UInt64, in target: Target) -> [UInt8] {
+        guard board.configuration.fault == .storesWrongBytes, target.hardwarePartition == nil,
+            target.offset >= 0x0040_0000
+        else { return bytes }
+        return UBootFirmware.wrongByteEvery64K(bytes, start: start)
+    }
 
     /// `write_sparse_image()`: RAW written, FILL written through a fill buffer, DONT_CARE
     /// skipped, CRC32 ignored; nothing may pass the partition's end.
@@ -303,7 +316,7 @@ final class FastbootGadget: USBBulkDeviceModel {
                 let offset = try place(block, UInt64(range.count))
                 try board.storage.write(
                     device: deviceName, hardwarePartition: target.hardwarePartition, offset: offset,
-                    bytes: Array(data[range]))
+                    bytes: kept(Array(data[range]), at: offset - target.offset, in: target))
                 written += range.count
             case .fill(let block, let blocks, let word):
                 let total = UInt64(blocks) * blockSize
@@ -315,7 +328,7 @@ final class FastbootGadget: USBBulkDeviceModel {
                     let count = Int(min(left, UInt64(fill.count)))
                     try board.storage.write(
                         device: deviceName, hardwarePartition: target.hardwarePartition, offset: offset,
-                        bytes: Array(fill.prefix(count)))
+                        bytes: kept(Array(fill.prefix(count)), at: offset - target.offset, in: target))
                     offset += UInt64(count)
                     left -= UInt64(count)
                 }

@@ -298,6 +298,11 @@ final class UBootFirmware: Firmware {
     /// stores-wrong-bytes: the medium keeps a different byte every 64 KiB of user partitions.
     private func corrupted(_ partition: UBootPartition, _ start: UInt64, _ bytes: [UInt8]) -> [UInt8] {
         guard configuration.fault == .storesWrongBytes, partition.id >= 0x10 else { return bytes }
+        return Self.wrongByteEvery64K(bytes, start: start)
+    }
+
+    /// What stores-wrong-bytes keeps of `bytes` written at `start` of a partition.
+    static func wrongByteEvery64K(_ bytes: [UInt8], start: UInt64) -> [UInt8] {
         var stored = bytes
         var index = Int((0x1_0000 - start % 0x1_0000) % 0x1_0000)
         while index < stored.count {

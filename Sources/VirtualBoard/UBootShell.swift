@@ -1,13 +1,13 @@
 /// The part of U-Boot's hush shell a hand-off script uses: `;` and newlines, `&&`, `||`,
 /// `if … then … [else …] fi`, double quotes, `\` escapes and `${name}` / `$name` expansion, and
 /// the commands `env set`/`setenv`, `test` (`-z`, `-n`, `=`, `!=`), `gpt write mmc`,
-/// `mmc partconf`/`bootbus`, `echo`, `true`/`false`, `fastboot usb 0` and `stm32prog usb 0`.
+/// `mmc partconf`/`bootbus`/`dev`/`read`, `crc32 ADDR LEN DEST`, `setexpr.l NAME *ADDR`, `echo`,
+/// `true`/`false`, `fastboot usb 0` and `stm32prog usb 0`.
 ///
 /// `fastboot` and `stm32prog` start a USB gadget loop and do not return until the host ends it;
 /// the model stops the script there and reports which gadget to start. `resume()` goes on after
-/// the gadget ended (fastboot `continue`) when the gadget command stood at the script's top
-/// level; inside `if`/`&&`/`||` the rest is not run (not modelled). Anything else is
-/// `Unknown command '…' - try 'help'` and fails, as in U-Boot.
+/// the gadget ended (fastboot `continue`, status 0) with whatever followed it, also inside
+/// `if`/`&&`/`||`. Anything else is `Unknown command '…' - try 'help'` and fails, as in U-Boot.
 struct UBootShell {
     /// How the script ended.
     enum Outcome: Equatable {
@@ -29,10 +29,23 @@ struct UBootShell {
         var gptWrite: (Int, String) -> String?
         /// `mmc partconf`/`mmc bootbus` with their arguments.
         var mmc: ([String]) -> Bool
+        /// `mmc read`: `count` blocks of 512 bytes from `block` of MMC `device`'s hardware
+        /// partition (0: user area); nil when it cannot be read.
+        var mmcRead: (_ device: Int, _ hardwarePartition: Int, _ block: UInt64, _ count: Int) -> [UInt8]? = {
+            _, _, _, _ in nil
+        }
+        /// CRC-32 of bytes (U-Boot's `crc32`).
+        var crc32: ([UInt8]) -> UInt32 = { _ in 0 }
         var console: (String) -> Void
+        /// The MMC `mmc dev` selected: device and hardware partition.
+        var mmcDevice: (device: Int, hardwarePartition: Int)?
+        /// RAM the commands wrote: blocks by start address.
+        var memory: [UInt64: [UInt8]] = [:]
+        /// Bytes `mmc read` fetched (the board's storage-time model charges them).
+        var bytesRead = 0
     }
 
-    indirect enum Node {
+    indirect enum Node: Sendable {
         case command([Word])
         case and(Node, Node)
         case or(Node, Node)
@@ -41,13 +54,14 @@ struct UBootShell {
     }
 
     /// A word: literal parts and variable references, kept apart until expansion.
-    struct Word { var parts: [Part] }
-    enum Part {
+    struct Word: Sendable { var parts: [Part] }
+    enum Part: Sendable {
         case text(String)
         case variable(String)
     }
 
-    private enum Stop: Error { case gadget(Outcome) }
+    /// A gadget command stopped the script; `rest` is what runs after the gadget returned 0.
+    private enum Stop: Error { case gadget(Outcome, rest: [Node]) }
 
     var machine: Machine
     /// Top-level commands after a gadget that stopped the script.
@@ -79,18 +93,14 @@ struct UBootShell {
     private mutating func runTopLevel(_ nodes: [Node]) -> Outcome {
         var state = machine
         defer { machine = state }
-        var status = 0
-        for (index, node) in nodes.enumerated() {
-            do {
-                status = try Self.evaluate(node, &state)
-            } catch Stop.gadget(let outcome) {
-                if case .command = node { pending = Array(nodes[(index + 1)...]) }
-                return outcome
-            } catch {
-                status = 1
-            }
+        do {
+            return .finished(status: try Self.evaluate(.sequence(nodes), &state))
+        } catch Stop.gadget(let outcome, let rest) {
+            pending = rest
+            return outcome
+        } catch {
+            return .finished(status: 1)
         }
-        return .finished(status: status)
     }
 
     // MARK: Evaluation
@@ -102,17 +112,43 @@ struct UBootShell {
             guard !arguments.isEmpty else { return 0 }
             return try execute(arguments, &machine)
         case .and(let left, let right):
-            let status = try evaluate(left, &machine)
+            let status: Int
+            do {
+                status = try evaluate(left, &machine)
+            } catch Stop.gadget(let outcome, let rest) {
+                // The gadget returns 0: the right side runs after whatever was left of the left.
+                throw Stop.gadget(outcome, rest: rest.isEmpty ? [right] : [.and(.sequence(rest), right)])
+            }
             return status == 0 ? try evaluate(right, &machine) : status
         case .or(let left, let right):
-            let status = try evaluate(left, &machine)
+            let status: Int
+            do {
+                status = try evaluate(left, &machine)
+            } catch Stop.gadget(let outcome, let rest) {
+                throw Stop.gadget(outcome, rest: rest.isEmpty ? [] : [.or(.sequence(rest), right)])
+            }
             return status != 0 ? try evaluate(right, &machine) : status
         case .sequence(let nodes):
             var status = 0
-            for node in nodes { status = try evaluate(node, &machine) }
+            for (index, node) in nodes.enumerated() {
+                do {
+                    status = try evaluate(node, &machine)
+                } catch Stop.gadget(let outcome, let rest) {
+                    throw Stop.gadget(outcome, rest: rest + nodes[(index + 1)...])
+                }
+            }
             return status
         case .conditional(let condition, let then, let otherwise):
-            if try evaluate(condition, &machine) == 0 { return try evaluate(then, &machine) }
+            let status: Int
+            do {
+                status = try evaluate(condition, &machine)
+            } catch Stop.gadget(let outcome, let rest) {
+                throw Stop.gadget(
+                    outcome,
+                    rest: rest.isEmpty
+                        ? [then] : [.conditional(condition: .sequence(rest), then: then, otherwise: otherwise)])
+            }
+            if status == 0 { return try evaluate(then, &machine) }
             return try otherwise.map { try evaluate($0, &machine) } ?? 0
         }
     }
@@ -152,16 +188,96 @@ struct UBootShell {
             return 0
         case "mmc" where rest.first == "partconf" || rest.first == "bootbus":
             return machine.mmc(rest) ? 0 : 1
+        case "mmc" where rest.first == "dev":
+            guard rest.count >= 2, let device = Int(rest[1]), let part = rest.count > 2 ? Int(rest[2]) : 0,
+                machine.mmcRead(device, part, 0, 1) != nil
+            else {
+                machine.console("Can't set block device")
+                return 1
+            }
+            machine.mmcDevice = (device, part)
+            machine.console("switch to partitions #\(part), OK")
+            return 0
+        case "mmc" where rest.first == "read":
+            return mmcRead(rest, &machine)
+        case "crc32":
+            return crc32(rest, &machine)
+        case "setexpr.l":
+            // Only `setexpr.l NAME *ADDR`: a native (little-endian) 32-bit load, printed `%lx`.
+            guard rest.count == 2, rest[1].hasPrefix("*"), let address = UInt64(rest[1].dropFirst(), radix: 16),
+                let word = load(address, 4, machine.memory)
+            else { return 1 }
+            let value = word.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
+            machine.env[rest[0]] = String(value, radix: 16)
+            return 0
         case "fastboot" where rest == ["usb", "0"]:
             guard machine.fastbootBuiltIn else { break }
-            throw Stop.gadget(.fastboot)
+            throw Stop.gadget(.fastboot, rest: [])
         case "stm32prog" where rest == ["usb", "0"]:
-            throw Stop.gadget(.stm32prog)
+            throw Stop.gadget(.stm32prog, rest: [])
         default:
             break
         }
         machine.console("Unknown command '\(name)' - try 'help'")
         return 1
+    }
+
+    /// `mmc read ADDR BLK CNT` (hex) from the device and hardware partition `mmc dev` selected.
+    private static func mmcRead(_ arguments: [String], _ machine: inout Machine) -> Int {
+        guard arguments.count == 4, let address = UInt64(arguments[1], radix: 16),
+            let block = UInt64(arguments[2], radix: 16), let count = Int(arguments[3], radix: 16),
+            let selected = machine.mmcDevice
+        else { return 1 }
+        let (device, part) = selected
+        machine.console("MMC read: dev # \(device), block # \(block), count \(count) ... ")
+        guard let bytes = machine.mmcRead(device, part, block, count) else {
+            machine.console("0 blocks read: ERROR")
+            return 1
+        }
+        store(bytes, at: address, &machine.memory)
+        machine.bytesRead += bytes.count
+        machine.console("\(count) blocks read: OK")
+        return 0
+    }
+
+    /// `crc32 ADDR LEN [DEST]`: prints the CRC; with DEST stores it big-endian there
+    /// (`crc32_wd_buf()`, `store_result()` without env: DEST is an address).
+    private static func crc32(_ arguments: [String], _ machine: inout Machine) -> Int {
+        guard arguments.count >= 2, let address = UInt64(arguments[0], radix: 16),
+            let length = Int(arguments[1], radix: 16), let bytes = load(address, length, machine.memory)
+        else { return 1 }
+        let crc = machine.crc32(bytes)
+        machine.console("crc32 for \(arguments[0]) ... ==> \(String(crc, radix: 16))")
+        if arguments.count > 2 {
+            guard let destination = UInt64(arguments[2], radix: 16) else { return 1 }
+            store((0..<4).map { UInt8(truncatingIfNeeded: crc >> (24 - 8 * $0)) }, at: destination, &machine.memory)
+        }
+        return 0
+    }
+
+    /// Writes into the block holding `address` when it fits there, else starts a new block.
+    private static func store(_ bytes: [UInt8], at address: UInt64, _ memory: inout [UInt64: [UInt8]]) {
+        let end = address + UInt64(bytes.count)
+        if let entry = memory.first(where: { $0.key <= address && end <= $0.key + UInt64($0.value.count) }),
+            entry.value.count != bytes.count
+        {
+            var changed = entry.value
+            let start = Int(address - entry.key)
+            changed.replaceSubrange(start..<start + bytes.count, with: bytes)
+            memory[entry.key] = changed
+            return
+        }
+        memory = memory.filter { $0.key + UInt64($0.value.count) <= address || $0.key >= end }
+        memory[address] = bytes
+    }
+
+    /// Bytes written earlier (nil: nothing written there, which real RAM would not tell).
+    private static func load(_ address: UInt64, _ length: Int, _ memory: [UInt64: [UInt8]]) -> [UInt8]? {
+        let end = address + UInt64(length)
+        guard let entry = memory.first(where: { $0.key <= address && end <= $0.key + UInt64($0.value.count) })
+        else { return nil }
+        let start = Int(address - entry.key)
+        return Array(entry.value[start..<start + length])
     }
 
     private static func test(_ arguments: [String]) -> Bool {

@@ -1,3 +1,4 @@
+import Decompression
 import FlashLayout
 import GPT
 import UBootScript
@@ -40,6 +41,14 @@ extension VirtualBoard {
                 env: ubootEnv, fastbootBuiltIn: configuration.fastboot.builtIn && configuration.fault != .noFastboot,
                 gptWrite: { [unowned self] device, partitions in gptWrite(device: device, partitions: partitions) },
                 mmc: { [unowned self] arguments in mmcCommand(["mmc"] + arguments) },
+                mmcRead: { [unowned self] device, part, block, count in
+                    // Past the end (or no such device/partition) the read fails, as `blk_dread()`.
+                    let bytes = try? storage.read(
+                        device: "mmc\(device)", hardwarePartition: part == 0 ? nil : part, offset: block * 512,
+                        length: count * 512)
+                    return bytes?.count == count * 512 ? bytes : nil
+                },
+                crc32: { ZlibCRC32.checksum($0) },
                 console: { [unowned self] line in console(line) }))
         let outcome = shell.run(script.script)
         ubootEnv = shell.machine.env
@@ -48,8 +57,8 @@ extension VirtualBoard {
     }
 
     /// Enumerates the gadget a script started, or leaves U-Boot at its prompt.
-    func startGadget(_ outcome: UBootShell.Outcome) {
-        let delay = configuration.timing.detachToDisconnect + configuration.timing.ubootReenumeration
+    func startGadget(_ outcome: UBootShell.Outcome, busy: Duration = .zero) {
+        let delay = configuration.timing.detachToDisconnect + configuration.timing.ubootReenumeration + busy
         switch outcome {
         case .fastboot:
             schedule(after: delay) { [unowned self] in
@@ -81,10 +90,14 @@ extension VirtualBoard {
                 return
             }
             shell.machine.env = ubootEnv
+            shell.machine.bytesRead = 0
             let outcome = shell.resume()
             ubootEnv = shell.machine.env
+            // What the script read back (the CRC stage of `--verify`) takes storage time.
+            let busy = BoardTiming.transfer(shell.machine.bytesRead, rate: configuration.timing.storageBytesPerSecond)
+            shell.machine.memory = [:]
             runningScript = shell
-            startGadget(outcome)
+            startGadget(outcome, busy: busy)
         }
     }
 

@@ -46,6 +46,29 @@ import Testing
         #expect(out.dropFirst(Self.image.count).allSatisfy { $0 == 0 })
     }
 
+    /// The download reads a piece in transfer-sized slices: slices that lie inside one RAW
+    /// chunk come straight from the source, the others are assembled; both give the same bytes,
+    /// including the zero padding of the last block.
+    @Test func slicedReadsEqualOneRead() throws {
+        let splitter = try SparseSplitter(source: MemoryByteSource(Self.image), maxPieceBytes: 1 << 20)
+        for piece in try pieces(splitter) {
+            let whole = try piece.read(offset: 0, length: Int(piece.count))
+            for slice in [1000, 4096, 12 << 10] {
+                var joined: [UInt8] = []
+                var offset: Int64 = 0
+                while offset < piece.count {
+                    let bytes = try piece.read(offset: offset, length: slice)
+                    joined += bytes
+                    offset += Int64(bytes.count)
+                }
+                #expect(joined == whole, "slices of \(slice)")
+            }
+            // A slice ending in the padded last block.
+            let tail = try piece.read(offset: piece.count - 200, length: 200)
+            #expect(tail == Array(whole.suffix(200)))
+        }
+    }
+
     @Test func usesFillForRunsOfOneWordAndRawOtherwise() throws {
         let splitter = try SparseSplitter(source: MemoryByteSource(Self.image), maxPieceBytes: 1 << 20)
         let pieces = try pieces(splitter)

@@ -5,7 +5,7 @@ import Testing
 
 /// Issue 9 item 9: an FSBL whose STM32 header is for another chip is refused before anything is
 /// written (`flash`, against the ROM's `@Device ID`) and reported offline (`check --soc`).
-@Suite("FSBL header against the chip", .timeLimit(.minutes(3)))
+@Suite("FSBL header against the chip", .timeLimit(.minutes(10)))
 struct FSBLChipTests {
     let tool: ExternalTool
     let examples: String

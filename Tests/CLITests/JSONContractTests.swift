@@ -5,7 +5,7 @@ import Testing
 /// Issue 9 item 16: every command with `--json`, the built binary, each line held to docs/json.md
 /// (JSONContract reads the page). `list`/`watch` need a USB bus: their runs are in
 /// USBIntegrationTests under the emulator, with the same checker.
-@Suite("JSON contract (docs/json.md)", .timeLimit(.minutes(3)))
+@Suite("JSON contract (docs/json.md)", .timeLimit(.minutes(10)))
 struct JSONContractTests {
     let tool: ExternalTool
     let examples: String

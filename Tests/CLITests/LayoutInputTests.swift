@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 
 /// Issue 9 items 11–13 and 18 as a user meets them: the built tool, real files, real folders.
-@Suite("layout inputs on the command line", .timeLimit(.minutes(2)))
+@Suite("layout inputs on the command line", .timeLimit(.minutes(10)))
 struct LayoutInputTests {
     let tool: ExternalTool
     let examples: String

@@ -6,7 +6,7 @@ import Testing
 /// Issue 9 item 10: problems with the virtual board's folder are this computer's: `host-file`,
 /// naming the path and the OS reason, never a board code. Root passes mode bits, so read-only and
 /// full folders are real file systems: a tmpfs mounted read-only or with a size limit.
-@Suite("the virtual board's folder: host faults", .serialized, .timeLimit(.minutes(3)))
+@Suite("the virtual board's folder: host faults", .serialized, .timeLimit(.minutes(10)))
 struct SimFolderTests {
     let tool: ExternalTool
     let examples: String
@@ -64,6 +64,30 @@ struct SimFolderTests {
         try expectHostFile(
             folder: mount.path, path: mount.path + "/mmc0.img", reason: "cannot be written: No space left on device",
             stage: "uboot")
+    }
+
+    @Test("several boards: a folder that fills up ends each board host-file, naming its image")
+    func fullWithSeveralBoards() throws {
+        let mount = try TmpfsMount(options: "size=256k")
+        defer { mount.unmount() }
+        let result = try tool.run([
+            "flash", "--json", "--simulate", "--boards", "2", "--sim-dir", mount.path, "--late-grace", "0",
+            "\(examples)/mp15-sdcard.tsv",
+        ])
+        #expect(result.status == 1, "\(result.standardOutput)\(result.standardError)")
+        let lines = result.standardOutput.split(separator: "\n").map(String.init)
+        let last = try #require(lines.last)
+        #expect(last.contains(#""event":"failed""#) && last.contains(#""code":"boards-failed""#), "\(last)")
+        #expect(!last.contains(#""result":"done""#), "\(last)")
+        // Each board's own end names its image in its own folder and the OS reason.
+        for port in ["1-1.1", "1-1.2"] {
+            let image = mount.path + "/" + port + "/mmc0.img"
+            #expect(
+                lines.contains {
+                    $0.contains(#""port":"\#(port)""#) && $0.contains(#""code":"host-file""#) && $0.contains(image)
+                        && $0.contains("No space left on device")
+                }, "\(result.standardOutput)")
+        }
     }
 }
 

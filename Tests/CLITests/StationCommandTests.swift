@@ -7,7 +7,7 @@ import Testing
 /// `stm32mp-flash station LAYOUT --simulate`: the built tool plugging virtual boards repeatedly
 /// (real time, board timing sped up), checked through its records, logs, signals and the
 /// systemd notification socket.
-@Suite("The station service", .timeLimit(.minutes(3)))
+@Suite("The station service", .timeLimit(.minutes(10)))
 struct StationCommandTests {
     let tool: ExternalTool
     let examples: String

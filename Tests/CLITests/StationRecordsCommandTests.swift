@@ -5,7 +5,7 @@ import Testing
 
 /// `flash --db` and `station report` through the built tool, including a flash killed with
 /// SIGKILL half-way, which must leave the attempt unfinished and nothing half-written.
-@Suite("Attempt records from the command line", .timeLimit(.minutes(2)))
+@Suite("Attempt records from the command line", .timeLimit(.minutes(10)))
 struct StationRecordsCommandTests {
     let tool: ExternalTool
     let examples: String

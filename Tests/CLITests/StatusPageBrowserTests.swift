@@ -7,7 +7,7 @@ import Testing
 /// station flashing four virtual boards again and again. The page sets its title from what it
 /// shows (counts and tiles); the test reads the title through chromium's DevTools HTTP endpoint
 /// (`/json/list`) while the boards flash, so it sees one page load follow the station live.
-@Suite("The status page in headless chromium", .timeLimit(.minutes(4)))
+@Suite("The status page in headless chromium", .timeLimit(.minutes(10)))
 struct StatusPageBrowserTests {
     struct Title: Hashable {
         var done: Int

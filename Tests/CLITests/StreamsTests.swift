@@ -6,7 +6,7 @@ import Testing
 
 /// Issue 9 item 17: machine output on stdout, human output on stderr, `--quiet`, and plain
 /// progress lines in logs at least every 10 % or 5 s of a phase.
-@Suite("streams, quiet and plain progress", .timeLimit(.minutes(2)))
+@Suite("streams, quiet and plain progress", .timeLimit(.minutes(10)))
 struct StreamsTests {
     @Test("the throttle: every 10 % step, or after 5 s of silence on the injected clock, never at the end")
     func throttle() {

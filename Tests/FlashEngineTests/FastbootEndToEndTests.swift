@@ -66,6 +66,77 @@ struct FastbootEndToEndTests {
         }
         // With the boot pins on USB the ROM comes back after the reboot.
         #expect(rig.board.consoleLog.contains("resetting ..."))
+        // --verify sampled (the default): the board's CRC stage ran after `continue`, fastboot came
+        // back, and every flashed line was compared through getvar before the reboot.
+        let verified = rig.events.all.compactMap { event -> PartitionCheck? in
+            if case .verified(let check) = event { check } else { nil }
+        }
+        let flashed = try FastbootPlan(rig.plan).flashedIDs
+        #expect(Set(verified.map(\.phase)) == Set(flashed))
+        #expect(verified.allSatisfy { $0.method == .sampled && $0.bytesRead > 0 })
+        let resumed = try #require(commands.firstIndex(of: "continue"))
+        #expect(commands[resumed...].contains("getvar:vcrc0"))
+        #expect(!commands[..<resumed].contains { $0.hasPrefix("getvar:vcrc") })
+        #expect(rig.board.consoleLog.contains { $0.hasPrefix("crc32 for ") })
+        #expect(summary.checks.filter { flashed.contains($0.phase) }.allSatisfy { $0.method == .sampled })
+    }
+
+    @Test("--verify over fastboot: a board that keeps wrong bytes ends in verify-mismatch, found by U-Boot's CRC")
+    func wrongBytesAreFound() async throws {
+        let rig = try Self.rig("mp15-sdcard", fault: .storesWrongBytes)
+        do {
+            _ = try await rig.run(verify: .full, transport: .fastboot)
+            Issue.record("stores-wrong-bytes must not end in done")
+        } catch {
+            let diagnosis = Diagnoser.diagnose(Evidence(failure: error, consoleLog: rig.board.consoleLog))
+            #expect(diagnosis.code == .verifyMismatch, "\(error)")
+            #expect(
+                diagnosis.evidence.contains { $0.hasPrefix("CRC-32 (computed by U-Boot)") }, "\(diagnosis.evidence)")
+            guard case .verifyMismatch(let mismatch) = error.reason else {
+                Issue.record("\(error.reason)")
+                return
+            }
+            #expect(mismatch.expectedSHA256 != mismatch.actualSHA256)
+            #expect(mismatch.length != nil)
+            // Every flash answered OKAY: only the readback told, and the board was not rebooted.
+            let commands = rig.board.fastbootCommands
+            let resumed = try #require(commands.firstIndex(of: "continue"))
+            #expect(commands[..<resumed].contains { $0.hasPrefix("flash:") })
+            #expect(!commands.contains("reboot"))
+            #expect(!rig.events.all.contains(.end))
+        }
+    }
+
+    @Test("--verify full over fastboot reads every byte, in chunks no larger than the board's buffer")
+    func fullVerifyInChunks() async throws {
+        let rig = try Self.rig("mp15-emmc")
+        let summary = try await rig.run(verify: .full, transport: .fastboot, fastbootVerifyChunk: 64 << 10)
+        let flashed = try FastbootPlan(rig.plan).flashedIDs
+        let checks = summary.checks.filter { flashed.contains($0.phase) }
+        #expect(!checks.isEmpty)
+        for check in checks {
+            #expect(check.method == .full)
+            #expect(check.bytesRead == check.bytes, "\(check)")
+        }
+        let reads = rig.board.consoleLog.filter { $0.hasPrefix("MMC read:") }
+        #expect(reads.count > checks.count)
+        // eMMC boot partitions were read from their hardware partition, then the user area again.
+        #expect(rig.board.consoleLog.contains("switch to partitions #1, OK"))
+        #expect(rig.board.fastbootCommands.last == "reboot")
+    }
+
+    @Test("--verify none and --fastboot-verify none: no CRC stage, the session ends with reboot as before")
+    func noVerify() async throws {
+        for (verify, method) in [(VerifyMode.none, FastbootVerifyMethod.crc32), (.sampled, .none)] {
+            let rig = try Self.rig("mp15-sdcard")
+            let summary = try await rig.run(verify: verify, transport: .fastboot, fastbootVerify: method)
+            #expect(!rig.board.fastbootCommands.contains("continue"))
+            #expect(!rig.board.fastbootCommands.contains { $0.hasPrefix("getvar:vcrc") })
+            #expect(rig.board.fastbootCommands.last == "reboot")
+            #expect(!rig.events.all.contains { if case .verified = $0 { true } else { false } })
+            #expect(summary.checks.allSatisfy { $0.method == .none || $0.method == .notReadable }, "\(summary.checks)")
+            try rig.checkWrittenAsPlanned()
+        }
     }
 
     @Test("the probe checks serial, mmcdev, gptstat and every partition size before writing")

@@ -53,14 +53,18 @@ final class SimulatedFlash: @unchecked Sendable {
     func run(
         timeouts: TransitionTimeouts = .init(), verify: VerifyMode = .sampled, resume: Bool = true,
         ubootBuffer: Int64 = 8 << 20, transport: FlashTransport = .dfu,
+        fastbootVerify: FastbootVerifyMethod = .crc32, fastbootVerifyChunk: Int64 = 32 << 20,
         onEvent: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) async throws(FlashFailure) -> FlashSummary {
         let events = self.events
+        var request = FlashRequest(
+            plan: plan, timeouts: timeouts, layoutPath: layoutPath, verify: verify, resume: resume,
+            ubootBufferSize: ubootBuffer, transport: transport)
+        request.fastbootVerify = fastbootVerify
+        request.fastbootVerifyChunk = fastbootVerifyChunk
         let flasher = Flasher(
             bus: bus,
-            request: FlashRequest(
-                plan: plan, timeouts: timeouts, layoutPath: layoutPath, verify: verify, resume: resume,
-                ubootBufferSize: ubootBuffer, transport: transport),
+            request: request,
             events: {
                 events.append($0)
                 onEvent($0)

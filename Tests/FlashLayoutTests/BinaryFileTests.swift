@@ -6,7 +6,7 @@ import Testing
 
 /// Binaries that cannot be flashed are errors with the reason, and none of them blocks `check`
 /// (a FIFO used to hang it forever).
-@Suite("check: Binary file types", .timeLimit(.minutes(1)))
+@Suite("check: Binary file types", .timeLimit(.minutes(10)))
 struct BinaryFileTests {
     let directory: TemporaryDirectory
 

@@ -10,7 +10,7 @@ import USBModel
 
 /// The status server over real HTTP (curl): metrics in Prometheus text, the tiles as JSON and as
 /// server-sent events, and nothing that writes.
-@Suite("Status server", .timeLimit(.minutes(2)))
+@Suite("Status server", .timeLimit(.minutes(10)))
 struct StatusServerTests {
     let curl: ExternalTool
 

@@ -112,3 +112,28 @@ import Testing
         #expect(!HandoffScript(device: device, fallbackToDFU: false).text.contains("stm32prog"))
     }
 }
+
+@Suite("HandoffScript with the CRC stage of --verify")
+struct HandoffVerifyScriptTests {
+    @Test("the stage runs only after a session that downloaded, and fastboot starts again for the results")
+    func guardedByFilesize() {
+        let stage = CRCReadbackStage(
+            mmcIndex: 1, bufferAddress: 0x8400_0000,
+            checks: [
+                CRCReadbackStage.Check(
+                    lineID: 0x10, hardwarePartition: 0, start: 0, length: 0x1000, deviceOffset: 0x10_0000),
+                CRCReadbackStage.Check(lineID: 0x04, hardwarePartition: 1, start: 0, length: 0x200, deviceOffset: 0),
+            ])
+        let script = HandoffScript(mmcIndex: 1, partitions: "name=a,start=0x100000,size=-;", verify: stage)
+        #expect(
+            script.text.hasSuffix(
+                "env set filesize; fastboot usb 0; if test -n \"${filesize}\"; then mmc dev 1 0; "
+                    + "mmc read 84000000 800 8 && crc32 84000000 1000 84000000 && setexpr.l fastboot.vcrc0 *84000000; "
+                    + "mmc dev 1 1; mmc read 84000000 0 1 && crc32 84000000 200 84000000 && setexpr.l fastboot.vcrc1 *84000000; "
+                    + "mmc dev 1 0; fastboot usb 0; fi; stm32prog usb 0"))
+        let plain = HandoffScript(mmcIndex: 1, partitions: nil)
+        #expect(plain.text == "env set fastboot.gptstat kept; fastboot usb 0; stm32prog usb 0")
+        #expect(CRCReadbackStage.crc(fromAnswer: "78563412") == 0x1234_5678)
+        #expect(CRCReadbackStage.crc(fromAnswer: "nonsense") == nil)
+    }
+}

@@ -51,6 +51,10 @@ struct FastbootEmulationTests {
         let bulkBytes = try #require(Self.counter("bulk OUT bytes", in: result.stderr))
         #expect(bulkURBs > 40)
         #expect(bulkBytes > 256 << 10)
+        // --verify sampled (the default): U-Boot's CRC stage after `continue`, a second fastboot
+        // session, every flashed partition compared before the reboot.
+        #expect(result.stderr.contains("computes their CRC-32"), "\(result.stderr.suffix(3000))")
+        #expect(result.stderr.contains("(sampled): equal to the Binary"), "\(result.stderr.suffix(3000))")
         for line in result.stderr.split(separator: "\n") where line.hasPrefix("[emulator] exit") {
             print("[figure] fastboot \(layout): \(line)")
         }
@@ -65,7 +69,7 @@ struct FastbootEmulationTests {
         "variants under the emulator",
         arguments: [
             ("script-rejected", "script-rejected"), ("fastboot-other-mmc", "storage-mismatch"),
-            ("no-fastboot", nil),
+            ("no-fastboot", nil), ("stores-wrong-bytes", "verify-mismatch"),
         ] as [(String, String?)])
     func variant(scenario: String, expected: String?) async throws {
         let directory = try ShortTemporaryDirectory()

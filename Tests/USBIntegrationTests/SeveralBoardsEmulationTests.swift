@@ -3,7 +3,7 @@ import Testing
 
 /// The emulator serving several boards behind one hub: real libusb and libudev (through
 /// `stm32mp-flash list --json` and `lsusb -t`) see each board on its own port with its own serial.
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.timeLimit(.minutes(10)))
 struct SeveralBoardsEmulationTests {
     func list(_ options: [String]) async throws -> [[String: Any]] {
         let directory = try ShortTemporaryDirectory()

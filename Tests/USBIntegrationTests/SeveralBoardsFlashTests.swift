@@ -4,7 +4,7 @@ import Testing
 /// `flash --port … --port …` over real libusb/libudev: four emulated boards behind one hub in one
 /// run, one of them vanishing mid-partition; the others finish, the run fails, every JSON event
 /// names its board's port and serial.
-@Suite(.timeLimit(.minutes(4)))
+@Suite(.timeLimit(.minutes(10)))
 struct SeveralBoardsFlashTests {
     @Test("four boards in one run, one vanishing mid-flash: three done, one disconnected, exit 1")
     func fourBoardsOneVanishing() async throws {

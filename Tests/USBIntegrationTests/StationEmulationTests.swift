@@ -6,7 +6,7 @@ import Testing
 /// hub, all with the same serial, one of which vanishes mid-partition; the station flashes each
 /// once, records every attempt under its own port, keeps running past the failure, serves
 /// /metrics, and stops with exit 0 on SIGTERM.
-@Suite(.timeLimit(.minutes(4)), .serialized)
+@Suite(.timeLimit(.minutes(10)), .serialized)
 struct StationEmulationTests {
     @Test(
         "four same-serial boards under the emulator: three done, one disconnected, each under its port, exit 0 on SIGTERM"
