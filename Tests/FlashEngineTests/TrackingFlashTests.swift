@@ -79,7 +79,9 @@ struct TrackingFlashTests {
         try rig.checkWrittenAsPlanned()
     }
 
-    @Test("two boards flashed at once, one lease each, on one tracker")
+    /// Real time (two boards on one simulated clock would wait on each other): every wait is a
+    /// hang guard, as this runs beside the whole suite on a loaded machine.
+    @Test("two boards flashed at once, one lease each, on one tracker", .timeLimit(.minutes(15)))
     func twoBoardsOneTracker() async throws {
         let first = try SimulatedFlash(layout: "mp13-sdcard") {
             $0.port = PortPath(bus: 1, ports: [1])
@@ -98,8 +100,12 @@ struct TrackingFlashTests {
                     defer { Task { await lease.release() } }
                     // Both flashes read their partitions back (the default, sampled), as a
                     // several-board run does.
+                    let guards = TransitionTimeouts(
+                        romToTFA: .seconds(600), tfaReconnect: .seconds(600), tfaToUBoot: .seconds(600),
+                        ubootReenumeration: .seconds(600), boardArrival: .seconds(600))
                     let flasher = Flasher(
-                        lease: lease, request: FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath))
+                        lease: lease,
+                        request: FlashRequest(plan: rig.plan, timeouts: guards, layoutPath: rig.layoutPath))
                     let summary = try await flasher.run()
                     #expect(summary.board.port == rig.board.port)
                     #expect(summary.checks.contains { $0.method == .sampled && $0.bytesRead > 0 })
