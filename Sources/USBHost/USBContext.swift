@@ -26,6 +26,10 @@ public final class USBContext: @unchecked Sendable {
     public let clock: any FlashClock
     public let stringRetry: StringRetryPolicy
     private let worker = BlockingWorker(label: "stm32mp-flash.usb-enumeration")
+    /// Strings already read from the devices present now: a scan reads the names, then an open
+    /// and the DFU layer ask for the same ones again (each a control transfer, ~3 ms under the
+    /// emulator, more on a slow bootloader).
+    let strings = StringCache()
 
     /// The corresponding C function is `libusb_init`.
     public init(clock: any FlashClock, stringRetry: StringRetryPolicy = StringRetryPolicy()) throws(USBTransferError) {
@@ -44,7 +48,9 @@ public final class USBContext: @unchecked Sendable {
     /// A device that cannot be opened (permissions) is still listed, without strings.
     /// Devices on `skipping` ports are listed from the cache only, without strings, never opened.
     public func dfuDevices(skipping: Set<PortPath> = []) async throws -> [DFUDeviceListing] {
-        let found = try await worker.run { [raw] () throws(USBTransferError) in try scanDFUDevices(raw.pointer) }
+        let found = try await worker.run { [raw, strings] () throws(USBTransferError) in
+            try scanDFUDevices(raw.pointer, keepingStringsIn: strings)
+        }
         var listings: [DFUDeviceListing] = []
         for device in found {
             let dfuAlternates = device.configuration.interfaces.filter(\.isDFU)
@@ -82,7 +88,9 @@ public final class USBContext: @unchecked Sendable {
     /// Opens the device at `port` and reads its manufacturer, product and serial strings.
     /// The corresponding C function is `libusb_open`.
     public func open(port: PortPath) async throws -> USBDeviceHandle {
-        let opened = try await worker.run { [raw] () throws(USBTransferError) in try openDevice(raw.pointer, at: port) }
+        let opened = try await worker.run { [raw, strings] () throws(USBTransferError) in
+            try openDevice(raw.pointer, at: port, keepingStringsIn: strings)
+        }
         let core = HandleCore(opened: opened, context: self)
         let descriptor = opened.descriptor
         var identity = opened.identity
@@ -165,16 +173,22 @@ private func scanDevice(
     return ScannedDevice(identity: identity, descriptor: descriptor, configuration: configuration)
 }
 
-private func scanDFUDevices(_ context: OpaquePointer) throws(USBTransferError) -> [ScannedDevice] {
+private func scanDFUDevices(_ context: OpaquePointer, keepingStringsIn strings: StringCache) throws(USBTransferError)
+    -> [ScannedDevice]
+{
     try withDeviceList(context) { devices in
-        devices.compactMap { scanDevice($0) }.sorted { $0.identity.port < $1.identity.port }
+        strings.keepOnly(devices.map(StringCache.Enumeration.init(device:)))
+        return devices.compactMap { scanDevice($0) }.sorted { $0.identity.port < $1.identity.port }
     }
 }
 
 /// Opens the device at `port` if it has a DFU interface or U-Boot's fastboot interface (FF/42/03
 /// with bulk endpoints); other devices are never opened.
-private func openDevice(_ context: OpaquePointer, at port: PortPath) throws(USBTransferError) -> OpenedDevice {
+private func openDevice(_ context: OpaquePointer, at port: PortPath, keepingStringsIn strings: StringCache)
+    throws(USBTransferError) -> OpenedDevice
+{
     try withDeviceList(context) { devices throws(USBTransferError) in
+        strings.keepOnly(devices.map(StringCache.Enumeration.init(device:)))
         for device in devices {
             guard
                 let scanned = scanDevice(

@@ -101,15 +101,28 @@ final class HandleCore: @unchecked Sendable {
     /// The clock transfer deadlines are measured on.
     var clock: any FlashClock { context.clock }
 
+    /// This enumeration of the device, the key of its strings in the context's cache.
+    private let enumeration: StringCache.Enumeration
+
     init(opened: OpenedDevice, context: USBContext) {
         handle = opened.handle
         self.context = context
+        enumeration = StringCache.Enumeration(opened.identity)
         worker = BlockingWorker(label: "stm32mp-flash.usb-device.\(opened.identity.port)")
     }
 
     deinit { if !closed { libusb_close(handle) } }
 
+    /// A string this enumeration of the device already gave is not asked for again (the cache
+    /// keeps answers only, so a STALL or a failed read is tried again next time).
     func string(index: UInt8) async throws -> String {
+        if let known = context.strings.string(index, of: enumeration) { return known }
+        let text = try await readWithRetries(index: index)
+        context.strings.remember(text, index, of: enumeration)
+        return text
+    }
+
+    private func readWithRetries(index: UInt8) async throws -> String {
         let policy = context.stringRetry
         let transient: Set<USBTransferError.Kind> = [.stall, .io, .timeout, .other]
         var attempt = 1

@@ -194,6 +194,7 @@ final class BoardHost: @unchecked Sendable {
             let syspath = device.location.syspath
             // umockdev < 0.18.4 sends no remove uevent itself; it must go out while sysfs exists (gotcha 6).
             if !testbed.removeSendsUevent { testbed.sendUevent(syspath, action: "remove") }
+            for child in interfaceSyspaths(of: device.model, at: device.location) { testbed.removeDevice(child) }
             testbed.removeDevice(syspath)
             testbed.detachIoctl(device.location.devnode)
         }

@@ -84,6 +84,62 @@ func deviceRecord(for device: any USBDeviceModel, at location: DeviceLocation) -
     }
     let descriptors = descriptor.bytes + configuration.bytes
     lines.append("H: descriptors=" + descriptors.map { String(hex4(UInt16($0)).suffix(2)).uppercased() }.joined())
+    var records = lines.joined(separator: "\n") + "\n\n"
+    for interface in activeInterfaces(of: device) {
+        records += interfaceRecord(interface, of: device, at: location)
+    }
+    return records
+}
+
+/// Each interface in its alternate setting 0, the one the kernel shows after enumeration.
+private func activeInterfaces(of device: any USBDeviceModel) -> [InterfaceAltSetting] {
+    guard device.deviceDescriptor.deviceClass != 0x09 else { return [] }  // Hubs: not needed.
+    var seen: Set<UInt8> = []
+    return device.configuration.interfaces.filter {
+        $0.alternateSetting == 0 && seen.insert($0.interfaceNumber).inserted
+    }
+}
+
+/// The sysfs paths of the interfaces `deviceRecord` adds below the device (removed before it:
+/// umockdev 0.17 does not remove children with their parent).
+func interfaceSyspaths(of device: any USBDeviceModel, at location: DeviceLocation) -> [String] {
+    activeInterfaces(of: device).map { location.syspath + "/" + interfaceName($0, of: device, at: location) }
+}
+
+/// `1-2.3:1.0`: the device's name, the configuration value and the interface number.
+private func interfaceName(_ interface: InterfaceAltSetting, of device: any USBDeviceModel, at location: DeviceLocation)
+    -> String
+{
+    "\(location.port):\(device.configuration.configurationValue).\(interface.interfaceNumber)"
+}
+
+/// What the kernel puts in sysfs for one interface (`usb_interface`): numbers, class triple and the
+/// `interface` string of the active alternate (for a DfuSe bootloader, alternate 0's memory map,
+/// which `doctor` reads).
+private func interfaceRecord(
+    _ interface: InterfaceAltSetting, of device: any USBDeviceModel, at location: DeviceLocation
+) -> String {
+    func hex2(_ v: UInt8) -> String { String(hex4(UInt16(v)).suffix(2)) }
+    let endpoints = interface.extra.filter { $0.count >= 2 && $0[1] == DescriptorType.endpoint }.count
+    let classes = "\(interface.interfaceClass)/\(interface.interfaceSubClass)/\(interface.interfaceProtocol)"
+    var lines = [
+        "P: \(location.devicePath)/\(interfaceName(interface, of: device, at: location))",
+        "E: SUBSYSTEM=usb",
+        "E: DEVTYPE=usb_interface",
+        "E: INTERFACE=\(classes)",
+        "A: bInterfaceNumber=\(hex2(interface.interfaceNumber))\\n",
+        "A: bAlternateSetting=\(interface.alternateSetting)\\n",
+        "A: bInterfaceClass=\(hex2(interface.interfaceClass))\\n",
+        "A: bInterfaceSubClass=\(hex2(interface.interfaceSubClass))\\n",
+        "A: bInterfaceProtocol=\(hex2(interface.interfaceProtocol))\\n",
+        "A: bNumEndpoints=\(hex2(UInt8(endpoints)))\\n",
+    ]
+    if interface.interfaceStringIndex != 0,
+        let bytes = device.stringDescriptor(index: interface.interfaceStringIndex, languageID: 0x0409),
+        let name = StringDescriptor.decode(bytes)
+    {
+        lines.append("A: interface=\(recordEscaped(name))\\n")
+    }
     return lines.joined(separator: "\n") + "\n\n"
 }
 

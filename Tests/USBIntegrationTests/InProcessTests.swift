@@ -192,10 +192,11 @@ import USBModel
 extension InProcessTests {
     /// Strings STALL for a while after enumeration: reads retry on the injected clock.
     @Test func stringReadsRetryThroughTheTransientStateOnTheInjectedClock() async throws {
-        // 8 stalls: the kernel's 3 reads for sysfs, then 3 single attempts, then 2 retried ones.
+        // 9 stalls: the kernel's 4 reads for sysfs (3 identity strings, the interface name), then 3 single
+        // attempts, then 2 retried ones.
         try await inEmulatedProcess(
             "stringReadsRetryThroughTheTransientStateOnTheInjectedClock",
-            emulatorOptions: ["--unreadable-strings", "8"]
+            emulatorOptions: ["--unreadable-strings", "9"]
         ) { _ in
             let impatient = try USBContext(clock: SystemClock(), stringRetry: StringRetryPolicy(attempts: 1))
             let first = try await impatient.open(port: Self.port)

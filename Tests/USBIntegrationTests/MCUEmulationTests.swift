@@ -70,6 +70,17 @@ import Testing
         #expect(mcu["bootloaderVersion"] as? String == "2.2")
         #expect(mcu["deviceID"] as? String == "0x449" && mcu["deviceIDSource"] as? String == "memory-map")
 
+        // `doctor` reads the same device ID from sysfs: the interface record's `interface` string
+        // (alternate 0's memory map), as the kernel writes it at enumeration.
+        let doctorText = try #require(sections["doctor"])
+        let doctor = try #require(try JSONSerialization.jsonObject(with: Data(doctorText.utf8)) as? [String: Any])
+        let boards = try #require((doctor["environment"] as? [String: Any])?["boards"] as? [[String: Any]])
+        #expect(boards.first?["interfaceName"] as? String == "@Internal Flash  /0x08000000/04*032Kg,01*128Kg,03*256Kg")
+        let checks = try #require(doctor["checks"] as? [[String: Any]])
+        let bootloaders = try #require(checks.first { $0["id"] as? String == "mcu-bootloaders" })
+        let details = try #require(bootloaders["details"] as? [String])
+        #expect(details.contains { $0.contains("device ID 0x449 (STM32F74x/75x") }, "\(details)")
+
         // Ctrl-C while the command waits for its MCU through the tracker: exit 130, `failed`
         // with code `cancelled` as the last JSON line, never `done`.
         let interrupt = try #require(sections["interrupt"])
@@ -98,6 +109,7 @@ private let mcuScript = """
     wait $watcher || true
     echo "=== watch"; cat "$dir/watch.json"; echo "=== watch-err"; cat "$dir/watch.err"
     echo "=== tool-list"; "$tool" list --json
+    echo "=== doctor"; "$tool" doctor --json 2>/dev/null || true
     echo "=== interrupt"
     "$tool" mcu info --port 1-9 --wait-timeout 60 --json > "$dir/int.json" 2>/dev/null &
     pid=$!
