@@ -221,8 +221,8 @@ struct FlashCommand: AsyncParsableCommand {
             mode: json ? .json : Terminal.isInteractive(2) ? .interactive : .plain, quiet: quiet, clock: clock)
         do {
             try await flash(output: output, clock: clock)
-        } catch is SeveralBoardsFailed {
-            throw ExitCode.failure  // its last line (`failed`, per board) is written
+        } catch let failed as SeveralBoardsFailed {
+            throw ExitCode(failed.status)  // its last line (`failed`, per board) is written
         } catch {
             // docs/json.md: every run ends with exactly one `done` or `failed` line, also when it
             // stops before the board (a layout with errors, a usage error found after parsing).
@@ -299,6 +299,7 @@ struct FlashCommand: AsyncParsableCommand {
             try prepareStorage(of: virtual)
             board = virtual
             bus = VirtualUSBBus(clock: clock, boards: [virtual])
+            Interrupts.arm()
             if json {
                 output.json("start", startFields(soc: configuration.soc.rawValue))
             } else {
@@ -308,6 +309,7 @@ struct FlashCommand: AsyncParsableCommand {
             }
         } else {
             bus = try SystemBus.make()
+            Interrupts.arm()
             if json {
                 output.json("start", startFields(soc: nil))
             } else {

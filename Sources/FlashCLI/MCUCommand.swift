@@ -134,6 +134,7 @@ struct MCURunner {
 
     /// Runs `body`; prints `done` with its fields, or the diagnosis and `failed`.
     func run(_ body: @escaping @Sendable (MCUSession) async throws(MCUFailure) -> [String: JSONValue]) async throws {
+        Interrupts.arm()
         if options.json {
             var fields: [String: JSONValue] = [
                 "command": .string(command), "mode": .string(options.simulate ? "simulate" : "usb"),

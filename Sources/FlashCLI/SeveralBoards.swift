@@ -4,6 +4,7 @@ import FlashEngine
 import FlashLayout
 import Glibc
 import StationRecords
+import Synchronization
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -85,6 +86,7 @@ extension FlashCommand {
                 .filter { $0.kind.family == .stm32mp && $0.kind.stage == .rom && !$0.leased }
                 .map(\.identity.port).sorted(by: portOrder)
         }
+        Interrupts.arm()
         if json {
             output.json(
                 "start",
@@ -126,6 +128,8 @@ extension FlashCommand {
         }
         for board in virtualBoards.values { board.storage.closeAll() }
         report(outcomes, output: output)
+        let signal = Interrupts.received.load(ordering: .sequentiallyConsistent)
+        if signal != 0 { throw SeveralBoardsFailed(status: Interrupts.exitStatus(for: signal)) }
         if outcomes.isEmpty || outcomes.contains(where: { $0.result != .done }) { throw SeveralBoardsFailed() }
     }
 
@@ -144,18 +148,18 @@ extension FlashCommand {
                 "boards": .array(boards), "done": .number(Double(done)),
                 "failed": .number(Double(outcomes.count - done)),
             ]
-            if done == outcomes.count && done > 0 {
+            // A signal never ends in success, even when every board had already finished.
+            let interrupted = Interrupts.received.load(ordering: .sequentiallyConsistent) != 0
+            if done == outcomes.count && done > 0 && !interrupted {
                 output.json("done", fields)
             } else {
-                output.json(
-                    "failed",
-                    fields.merging([
-                        "code": .string(outcomes.isEmpty ? "no-board" : "boards-failed"),
-                        "cause": .string(
-                            outcomes.isEmpty
-                                ? "no STM32MP board in the ROM code was found"
-                                : "\(outcomes.count - done) of \(outcomes.count) boards failed"),
-                    ]) { $1 })
+                let (code, cause) =
+                    interrupted
+                    ? ("cancelled", "interrupted by a signal; \(done) of \(outcomes.count) boards done")
+                    : outcomes.isEmpty
+                        ? ("no-board", "no STM32MP board in the ROM code was found")
+                        : ("boards-failed", "\(outcomes.count - done) of \(outcomes.count) boards failed")
+                output.json("failed", fields.merging(["code": .string(code), "cause": .string(cause)]) { $1 })
             }
             return
         }
@@ -170,6 +174,9 @@ extension FlashCommand {
                     + pad(outcome.code ?? "", 24) + FlashOutput.formatSeconds(.seconds(outcome.seconds)))
         }
         output.line("\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : ""))
+        if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
+            output.line("cancelled: interrupted by a signal; rerun the same command to flash the boards not done")
+        }
     }
 }
 
@@ -178,5 +185,8 @@ func portOrder(_ a: PortPath, _ b: PortPath) -> Bool {
     ([a.bus] + a.ports).lexicographicallyPrecedes([b.bus] + b.ports)
 }
 
-/// A several-boards run ended with a board not done; everything is reported already.
-struct SeveralBoardsFailed: Error {}
+/// A several-boards run ended with a board not done, or by a signal; everything is reported
+/// already. `status`: the exit status (1, or 128 + the signal).
+struct SeveralBoardsFailed: Error {
+    var status: Int32 = 1
+}

@@ -328,30 +328,18 @@ struct StationLayout: Sendable {
     }
 }
 
-/// SIGHUP, SIGTERM and SIGINT as inputs of the station's loop (dispatch sources, so that no
-/// handler runs async-signal-unsafe code).
+/// SIGHUP, SIGTERM and SIGINT as inputs of the station's loop (through a `SignalInbox`, so that
+/// no handler runs async-signal-unsafe code and none sent right after READY is lost).
 final class StationSignals: Sendable {
-    private let sources: Mutex<[any DispatchSourceSignal]>
+    private let inbox: SignalInbox
 
     init(input: AsyncStream<StationInput>.Continuation) {
-        var sources: [any DispatchSourceSignal] = []
-        let queue = DispatchQueue(label: "stm32mp-flash.station.signals")
-        for number in [SIGHUP, SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { input.yield(.signal(number)) }
-            source.resume()
-            sources.append(source)
+        inbox = SignalInbox([SIGHUP, SIGTERM, SIGINT], queue: DispatchQueue(label: "stm32mp-flash.station.signals")) {
+            input.yield(.signal($0))
         }
-        self.sources = Mutex(sources)
     }
 
-    func stop() {
-        sources.withLock { sources in
-            for source in sources { source.cancel() }
-        }
-        for number in [SIGHUP, SIGTERM, SIGINT] { signal(number, SIG_DFL) }
-    }
+    func stop() { inbox.stop() }
 }
 
 /// `station --simulate --boards N --runs K`: plugs a fresh virtual board (in the ROM) on each port,

@@ -57,6 +57,40 @@ struct StreamsTests {
         #expect(process.terminationStatus == 130)
     }
 
+    /// docs/json.md: every run ends with exactly one `done` or `failed` line. A Ctrl-C that comes
+    /// the moment `start` is written, before any device work, is caught too: `failed` with code
+    /// `cancelled` and status 130, not the default action's silent death.
+    @Test(
+        "SIGINT right after the start line: failed/cancelled, status 130",
+        arguments: [["--boards", "1"], ["--boards", "2"]])
+    func interruptRightAfterStart(_ boards: [String]) throws {
+        let examples = try CLIExamples.directory()
+        let storage = try TemporaryDirectory()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try BuiltProducts.path("stm32mp-flash"))
+        process.arguments =
+            ["flash", "--json", "--simulate", "--realtime", "--sim-dir", storage.path, "\(examples)/mp15-sdcard.tsv"]
+            + boards
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var text = ""
+        while !text.contains(#""event":"start""#) {
+            let data = output.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        kill(process.processIdentifier, SIGINT)
+        text += String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 130, "\(text)")
+        let last = try #require(text.split(separator: "\n").last.map(String.init))
+        #expect(last.contains(#""event":"failed""#), "\(text)")
+        #expect(!text.contains(#""event":"done""#), "\(text)")
+        #expect(last.contains(#""code":"cancelled""#), "\(text)")
+    }
+
     @Test("machine output stays on stdout: plan's table, check's diagnostics, --list-scenarios")
     func machineOutput() throws {
         let tool = try BuiltProducts.tool("stm32mp-flash")
