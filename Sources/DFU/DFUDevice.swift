@@ -396,12 +396,13 @@ public final class DFUDevice: Sendable {
         let start = clock.now
         while true {
             try Task.checkCancellation()
+            let asked = clock.now
             let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
             try await honour(status)
             switch status.state {
             case .dnloadIdle: return
             case .dnloadSync, .dnBusy:
-                guard clock.now - start <= timeouts.busyWrite else {
+                guard asked - start <= timeouts.busyWrite else {
                     throw DFUError(.unexpectedState(status.state), operation: operation + " (still busy)")
                 }
             case .error: throw DFUError(.deviceError(state: status.state, status: status.status), operation: operation)
@@ -413,15 +414,19 @@ public final class DFUDevice: Sendable {
     /// Rule 5: after the zero-length DNLOAD, poll until dfuIDLE (6, 7 on the way; 8 means the
     /// device resets by itself). Not cancelled: U-Boot flushes on the first of these GETSTATUS, so
     /// a cancel here would leave a whole partition sent but never written.
+    ///
+    /// Both polls give up only on a busy answer to a request *sent* after the limit: a host that
+    /// was itself held up (a loaded machine) asks once more instead of blaming the board.
     private func pollUntilManifested(_ alt: DFUAlternate, _ operation: String) async throws {
         let start = clock.now
         while true {
+            let asked = clock.now
             let status = try await getStatus(interface: alt.interface, timeout: timeouts.busyWrite)
             try await honour(status)
             switch status.state {
             case .dfuIdle, .manifestWaitReset: return
             case .manifestSync, .manifest, .dnloadSync, .dnBusy:
-                guard clock.now - start <= timeouts.busyWrite else {
+                guard asked - start <= timeouts.busyWrite else {
                     throw DFUError(.unexpectedState(status.state), operation: operation + " (manifestation never ends)")
                 }
             case .error: throw DFUError(.deviceError(state: status.state, status: status.status), operation: operation)

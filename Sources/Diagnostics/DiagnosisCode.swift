@@ -156,7 +156,7 @@ public enum DiagnosisCode: String, Codable, Sendable, Hashable, CaseIterable {
         case .fileChanged: "A Binary changed on disk while it was being flashed, so the board may hold a torn image."
         case .hostFile: "A file or folder on this computer could not be used."
         case .otherSession:
-            "The board is in U-Boot stm32prog with another FlashLayout's partitions, so this layout cannot continue there."
+            "The board holds an earlier run's session this run cannot continue: U-Boot stm32prog with another FlashLayout's partitions, or TF-A part-way through another file."
         case .unsupportedDevice: "The DFU device found is not an STM32MP board, so `flash` does not program it."
         case .boardBusy: "Another flashing job of this process holds the board on that port."
         case .mcuAppDFU:

@@ -45,7 +45,7 @@ enum IntegrityRules {
         Diagnosis(
             code: .otherSession, cause: DiagnosisCode.otherSession.summary, evidence: [detail],
             nextSteps: [
-                "Run the command that started that session (its FlashLayout) to finish it, or",
+                "Run the command that started that session (its FlashLayout and files) to finish it, or",
                 "reset the board (power cycle or reset button, boot pins still on USB) and run this layout again from the ROM.",
             ])
     }

@@ -83,7 +83,7 @@ enum PhaseRules {
         let step: String
         if let phase = abortedInTFA {
             step =
-                "Reset the board with the boot pins on USB and run again: TF-A keeps the part of phase \(phaseHex(phase)) it received and writes whatever comes next after it (its write address only moves forward), so it cannot take the file again."
+                "Run the same command again, with the same files: TF-A keeps the part of phase \(phaseHex(phase)) it received (its write address only moves forward), and the run continues that file from the byte TF-A is at. If that file changed since, reset the board with the boot pins on USB first."
         } else if failure.stage == .uboot {
             step =
                 "Run the same command again: the board is still in U-Boot stm32prog; the run puts it in order and continues where its content stops matching the Binaries (--no-resume starts from the first partition)."

@@ -40,6 +40,14 @@ public struct FSBLRejection: Sendable, Hashable {
             + "(\(DFUStatusCode.name(status)))"
             + (atManifestation ? " after the zero-length DNLOAD (the manifestation)" : " during the download")
     }
+
+    /// The host finds nothing wrong with the file: an STM32 header for this chip, the whole
+    /// payload and its checksum. Then the ROM may hold a torn copy (see `sendFSBLOnceMoreIfTorn`).
+    public var fileLooksIntact: Bool {
+        guard imageProblem == nil, let image, case .stm32 = image.kind else { return false }
+        return image.checksumMatches == true && image.missingPayloadBytes == 0
+            && (board.map { image.chipHint.contains($0) } ?? true)
+    }
 }
 
 /// An FSBL whose STM32 header is for another chip than the board's `@Device ID`; found before
@@ -110,5 +118,33 @@ extension Flasher.Run {
         return FSBLRejection(
             status: status, state: state, atManifestation: atManifestation, path: path, image: image,
             imageProblem: problem, board: ChipFamily.fromProduct(board?.product))
+    }
+}
+
+extension Flasher.Run {
+    /// Sends phase `id`; an FSBL the ROM refuses although the host finds the file intact is sent
+    /// once more.
+    ///
+    /// A run stopped in the middle of the FSBL ends it with DFU_ABORT. Whether the ROM then starts
+    /// the FSBL over or keeps the part it received, so that the next download goes on after it, is
+    /// UNCONFIRMED (its USB stack is not public). In the second case the rerun's FSBL lands torn
+    /// and the ROM refuses it (errVERIFY); after that refusal the ROM asks for the FSBL again, so
+    /// one more send completes it. A file that is really refused (a closed chip) costs one
+    /// extra FSBL transfer before `fsbl-rejected`.
+    mutating func sendFSBLOnceMoreIfTorn(_ id: UInt8, deviceMayLeave: Bool) async throws {
+        do {
+            try await send(id, deviceMayLeave: deviceMayLeave)
+        } catch let failure as FlashFailure {
+            guard id == 0x01, machine.stage == .rom, !fsblSentAgain,
+                case .fsblRejected(let rejection) = failure.reason, rejection.fileLooksIntact
+            else { throw failure }
+            fsblSentAgain = true
+            let why =
+                "the ROM refused the FSBL (\(rejection.statusText)) although the file is intact: it may hold part of "
+                + "an earlier run's FSBL (kept after DFU_ABORT, UNCONFIRMED); sending it once more"
+            recorder.add(.note(why, stage: .rom))
+            flasher.emit(.message(why))
+            try await send(id, deviceMayLeave: deviceMayLeave)
+        }
     }
 }

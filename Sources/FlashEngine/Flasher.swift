@@ -180,6 +180,8 @@ public final class Flasher: Sendable {
         var verifyTransport: (any USBControlTransport)?
         /// The serial of the stage before the last DETACH (fastboot must show the same).
         var previousSerial: String?
+        /// The ROM refused an intact FSBL once and got it again (`sendFSBLOnceMoreIfTorn`).
+        var fsblSentAgain = false
 
         init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher
@@ -230,13 +232,15 @@ public final class Flasher: Sendable {
                 switch action {
                 case .readPhase:
                     let before = machine.stage
-                    action = machine.phaseRead(try await readPhase())
+                    let reply = try await readPhase()
+                    action = machine.phaseRead(reply)
                     if machine.stage != before {
                         recorder.add(.stageCorrected(from: before, to: machine.stage))
                         flasher.emit(.stageConfirmed(machine.stage))
                     }
+                    if case .send(let id, _) = action { try continueTFAPhase(id, reply: reply) }
                 case .send(let id, let mayLeave):
-                    try await send(id, deviceMayLeave: mayLeave)
+                    try await sendFSBLOnceMoreIfTorn(id, deviceMayLeave: mayLeave)
                     action = machine.phaseSent()
                 case .detachAndAwait(let expecting, let timeout):
                     action = try await detachAndAwait(expecting: expecting, timeout: timeout)
@@ -398,10 +402,18 @@ public final class Flasher: Sendable {
             let accepted = self.accepted
             let report = try await transferring(id, total: total) { progress in
                 try input.source.hashPrefix(upTo: restart)
-                let range: any ByteSource = restart > 0 ? SliceByteSource(input.source, from: restart) : input.source
+                let range: any ByteSource
+                if restart >= total, stage == .tfa {
+                    // TF-A holds the whole file (the run stopped before the zero-length DNLOAD): a
+                    // download must carry data before it can end, and a byte past the FIP's end
+                    // is never read.
+                    range = MemoryByteSource([0])
+                } else {
+                    range = restart > 0 ? SliceByteSource(input.source, from: restart) : input.source
+                }
                 return try await device.download(range, phase: id, deviceMayLeave: deviceMayLeave) { sent in
-                    accepted.withLock { $0 = restart + sent }
-                    progress(restart + sent)
+                    accepted.withLock { $0 = min(total, restart + sent) }
+                    progress(min(total, restart + sent))
                 }
             }
             sending = nil

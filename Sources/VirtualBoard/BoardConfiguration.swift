@@ -268,6 +268,10 @@ public struct BoardConfiguration: Sendable {
     public var vanishBlock: Int = 1
     /// U-Boot's fastboot (the fast path of `flash --transport fastboot`).
     public var fastboot = FastbootSettings()
+    /// The ROM keeps the part of an FSBL it received when DFU_ABORT ends the download, and a new
+    /// download goes on after it (the default: it starts over). Which one a real ROM does is
+    /// UNCONFIRMED (its USB stack is not public); this models the worse case.
+    public var romKeepsFSBLAfterAbort = false
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",

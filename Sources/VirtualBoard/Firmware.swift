@@ -91,7 +91,7 @@ final class ROMFirmware: Firmware {
 
     override func dfuWrite(alternate: UInt8, offset: Int, data: [UInt8]) -> DFUDataResult {
         guard advertisedPhase(alternate) == 0x01, !fsblLoaded, offset + data.count <= 1 << 20 else { return .failed }
-        if offset == 0 { fsbl = [] }
+        if offset == 0, !configuration.romKeepsFSBLAfterAbort { fsbl = [] }
         fsbl += data
         return .accepted(latency: configuration.timing.romBlockStore)
     }
@@ -152,6 +152,8 @@ final class TFAFirmware: Firmware {
     private var received = 0
     private var head: [UInt8] = []
     private var layout: [UInt8] = []
+    /// What phase 0x03 wrote into the buffer, in order (a continued download included).
+    private var fip: [UInt8] = []
     private var errorMessage: String?
     /// Set once phase 0x03 is in: the next DETACH starts U-Boot.
     private var ssblLoaded = false
@@ -218,13 +220,17 @@ final class TFAFirmware: Firmware {
             return .failed
         }
         // TF-A writes each DNLOAD at its download address, which only moves forward (block numbers
-        // are ignored, `dfu_callback_download()`): a phase sent again after a partial download
-        // (a cancelled run) lands after the first part, and BL2 would load a torn FIP.
-        if offset == 0, received > 0 { torn = true }
+        // are ignored, `dfu_callback_download()`): an image sent again from its start after a
+        // partial download (a cancelled run) lands after the first part, and BL2 would load a torn
+        // FIP. A host that continues from the bytes TF-A already holds keeps the image whole.
+        if offset == 0, received > 0, FIPHeader(decoding: data)?.isValid == true || hasSTM32Magic(data) {
+            torn = true
+        }
         received += data.count
         guard received <= bufferSize else { return .failed }
         if head.count < 512 { head += data.prefix(512 - head.count) }
         if phase == 0x00 { layout += data }
+        if phase == 0x03 { fip += data }
         return .accepted(latency: .zero)
     }
 
@@ -251,6 +257,7 @@ final class TFAFirmware: Firmware {
             (phase, base) = (0x00, GetPhaseReply.undefinedAddress)
         default:
             ssblLoaded = true
+            board.ramFIP = fip
             (phase, base) = (0x00, GetPhaseReply.undefinedAddress)
         }
         received = 0

@@ -49,6 +49,8 @@ public final class VirtualBoard: SimulatedBoard, @unchecked Sendable {
     public internal(set) var mmcBootSettings: [Int: [String: [String]]] = [:]
     /// The FlashLayout an ST TF-A v2.4 left in RAM (U-Boot then skips enumeration 1).
     var ramLayout: [UInt8]?
+    /// The FIP (phase 0x03) TF-A held in RAM when it last accepted one: what BL2 loads.
+    public internal(set) var ramFIP: [UInt8]?
     /// A DETACH to U-Boot happened and the device has not come back yet (a port reset now is a
     /// protocol violation and makes U-Boot reset the board).
     var ubootDetachPending = false

@@ -119,6 +119,12 @@ struct EmulatorCommand: ParsableCommand {
     @Option(help: "vanish-mid-partition: the data block of the first partition at which the board drops off the bus.")
     var vanishBlock: Int = 1
 
+    @Flag(
+        help:
+            "The ROM keeps the part of an FSBL it received when DFU_ABORT ends the download, and the next download goes on after it (UNCONFIRMED; by default it starts over)."
+    )
+    var romKeepsFSBLAfterAbort = false
+
     @Option(
         help: ArgumentHelp(
             "Hold the board when it receives data block BLOCK (the DNLOAD's block number) of phase PHASE (e.g. 0x11:8), once: the emulator creates --pause-file and answers nothing more until that file is deleted. Tests use it to signal or kill a client that is provably in the middle of a phase.",
@@ -281,6 +287,7 @@ struct EmulatorCommand: ParsableCommand {
                 if let fastbootRate { configuration.fastboot.bytesPerSecond = fastbootRate }
                 configuration.speed = speed == "full" ? .full : .high
                 configuration.vanishBlock = vanishBlock
+                configuration.romKeepsFSBLAfterAbort = romKeepsFSBLAfterAbort
                 configuration.ubootBufferSize = ubootBufferMib << 20
                 if let transitionMs {
                     let transition = Duration.milliseconds(max(0, transitionMs))

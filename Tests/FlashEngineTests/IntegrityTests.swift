@@ -1,5 +1,6 @@
 import BoardTracking
 import DFU
+import Diagnostics
 import FlashEngine
 import FlashLayout
 import Foundation
@@ -177,10 +178,10 @@ struct IntegrityTests {
     }
 
     @Test(
-        "a cancel in the middle of TF-A's FIP sends DFU_ABORT and no DETACH: TF-A answers GetPhase again, keeps its write address, and a FIP sent again is torn"
-    )
-    func cancelInTheMiddleOfTheFIP() async throws {
-        let rig = try SimulatedFlash(layout: "mp13-sdcard")
+        "a cancel in the middle of TF-A's FIP sends DFU_ABORT and no DETACH; TF-A keeps its write address, and the same command continues the FIP from there",
+        arguments: [("mp13-sdcard", UInt32(0xC700_0000)), ("mp25-sdcard", UInt32(0x8700_0000))])
+    func cancelInTheMiddleOfTheFIP(layout: String, buffer: UInt32) async throws {
+        let rig = try SimulatedFlash(layout: layout)
         let stopped = await rig.runCancellable(
             onEvent: cancelling { event in
                 if case .progress(0x03, let sent, let total) = event { return sent > 0 && sent < total }
@@ -190,22 +191,76 @@ struct IntegrityTests {
         #expect(failure.reason == .cancelled)
         let cleanups = failure.timeline.filter { if case .leftUsable = $0.event { true } else { false } }
         #expect(cleanups.map(\.event) == [.leftUsable(phase: 0x03, stage: .tfa, cleanup: .aborted, error: nil)])
-        let detaches = failure.timeline.filter { if case .detachSent(.tfa, _) = $0.event { true } else { false } }
+        let fipStart = try #require(
+            failure.timeline.firstIndex { if case .sendStarted(0x03, _, _, _) = $0.event { true } else { false } })
+        let detaches = failure.timeline[fipStart...].filter {
+            if case .detachSent(.tfa, _) = $0.event { true } else { false }
+        }
         #expect(detaches.isEmpty, "no DETACH: TF-A would boot the partial FIP")
-        // TF-A is idle again and tells where it would write next: past the part it received.
         let position = try #require(failure.position)
-        // The same command sends the FIP again: TF-A appends it, the header still checks, and BL2
-        // loads a torn FIP; nothing enumerates (simulated time: the wait costs nothing).
+        #expect(position.offset > 0)
+        // TF-A is idle again and tells where it would write next: past the part it received. The
+        // rerun continues from there instead of appending a second FIP (which BL2 would load torn).
+        let summary = try await rig.run()
+        let phases = summary.timeline.compactMap { entry -> GetPhaseReply? in
+            if case .phase(let reply, .tfa) = entry.event { reply } else { nil }
+        }
+        let first = try #require(phases.first)
+        #expect(first.phase == 0x03 && first.address == buffer &+ UInt32(position.offset), "\(first)")
+        #expect(summary.resume?.restartPhase == 0x03 && summary.resume?.restartOffset == position.offset)
+        let fip = try #require(rig.plan.files[0x03]).path
+        let expected = Array(try Data(contentsOf: URL(fileURLWithPath: fip)))
+        #expect(rig.board.ramFIP == expected, "the FIP in TF-A's RAM is torn")
+        #expect(!rig.board.consoleLog.contains { $0.contains("written across two downloads") })
+        try rig.expectAllWritten()
+    }
+
+    @Test(
+        "a cancel in the middle of the FSBL, then the same command: it completes whether the ROM starts the FSBL over after DFU_ABORT or keeps what it received (UNCONFIRMED)",
+        arguments: [false, true])
+    func cancelInTheFSBLThenRerun(romKeepsFSBL: Bool) async throws {
+        let rig = try SimulatedFlash(layout: "mp13-sdcard") { $0.romKeepsFSBLAfterAbort = romKeepsFSBL }
+        let stopped = await rig.runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x01, let sent, let total) = event { return sent > 0 && sent < total }
+                return false
+            })
+        #expect(stopped?.reason == .cancelled)
+        #expect(stopped?.position?.stage == .rom && stopped?.position?.phase == 0x01)
+        let summary = try await rig.run()
+        let fsblSends = summary.timeline.filter {
+            if case .sendStarted(0x01, _, _, _) = $0.event { true } else { false }
+        }
+        // A ROM that kept the first part refuses the rerun's FSBL once (torn); the run sends it again.
+        #expect(fsblSends.count == (romKeepsFSBL ? 2 : 1), "\(summary.timeline.map(\.description))")
+        try rig.expectAllWritten()
+    }
+
+    @Test("TF-A holding more of the FIP than the file has (another file was sent) stops at once with other-session")
+    func tfaHoldsAnotherFIP() async throws {
+        let copy = try ExampleCopy()
+        let rig = try SimulatedFlash(layout: "mp13-sdcard", examples: copy.path)
+        let fip = try #require(rig.plan.files[0x03]).path
+        let original = try Data(contentsOf: URL(fileURLWithPath: fip))
+        let stopped = await rig.runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x03, let sent, let total) = event { return sent > 4096 && sent < total }
+                return false
+            })
+        let held = try #require(stopped?.position).offset
+        try original.prefix(Int(held) / 2).write(to: URL(fileURLWithPath: fip))
         do {
             _ = try await rig.run()
-            Issue.record("a FIP sent again after a partial one must not flash")
+            Issue.record("a FIP shorter than what TF-A holds must not be sent")
         } catch {
-            let phases = error.timeline.compactMap { entry -> GetPhaseReply? in
-                if case .phase(let reply, .tfa) = entry.event { reply } else { nil }
+            guard case .otherSession(let detail) = error.reason else {
+                Issue.record("\(error)")
+                return
             }
-            let first = try #require(phases.first, "\(error.timeline)")
-            #expect(first.phase == 0x03 && first.address == 0xC700_0000 &+ UInt32(position.offset), "\(first)")
-            #expect(rig.board.consoleLog.contains { $0.contains("written across two downloads") })
+            #expect(detail.contains("already holds \(held) bytes of phase 0x03"), "\(detail)")
+            #expect(Diagnoser.diagnose(Evidence(failure: error)).code == .otherSession)
+            let sends = error.timeline.filter { if case .sendStarted(0x03, _, _, _) = $0.event { true } else { false } }
+            #expect(sends.isEmpty, "nothing may be sent")
         }
     }
 

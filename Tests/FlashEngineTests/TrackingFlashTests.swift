@@ -79,7 +79,9 @@ struct TrackingFlashTests {
         try rig.checkWrittenAsPlanned()
     }
 
-    @Test("two boards flashed at once, one lease each, on one tracker")
+    /// Real time (two boards on one simulated clock would wait on each other): every wait is a
+    /// hang guard, as this runs beside the whole suite on a loaded machine.
+    @Test("two boards flashed at once, one lease each, on one tracker", .timeLimit(.minutes(15)))
     func twoBoardsOneTracker() async throws {
         let first = try SimulatedFlash(layout: "mp13-sdcard") {
             $0.port = PortPath(bus: 1, ports: [1])
@@ -96,12 +98,18 @@ struct TrackingFlashTests {
                 let lease = try await tracker.lease(.port(rig.board.port))
                 group.addTask {
                     defer { Task { await lease.release() } }
-                    // Readback verification crashed once in PartitionReadback.compare with two
-                    // flashes at once (reported to its owner); this test is about the leases.
+                    // Both flashes read their partitions back (the default, sampled), as a
+                    // several-board run does.
+                    let guards = TransitionTimeouts(
+                        romToTFA: .seconds(600), tfaReconnect: .seconds(600), tfaToUBoot: .seconds(600),
+                        ubootReenumeration: .seconds(600), boardArrival: .seconds(600))
                     let flasher = Flasher(
-                        lease: lease, request: FlashRequest(plan: rig.plan, layoutPath: rig.layoutPath, verify: .none))
+                        lease: lease,
+                        request: FlashRequest(plan: rig.plan, timeouts: guards, layoutPath: rig.layoutPath))
                     let summary = try await flasher.run()
                     #expect(summary.board.port == rig.board.port)
+                    #expect(summary.checks.contains { $0.method == .sampled && $0.bytesRead > 0 })
+                    _ = try rig.checkWrittenAsPlanned()
                     return summary.partitions
                 }
             }

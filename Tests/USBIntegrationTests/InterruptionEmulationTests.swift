@@ -16,11 +16,17 @@ struct InterruptionEmulationTests {
     /// SIGINT (or SIGTERM) in the ROM stage (FSBL), the TF-A stage (FIP) and a U-Boot partition:
     /// exit 130 (143), exactly one final `failed` line with code `cancelled`, a `stopped` event that
     /// says where the board was left and the command that continues, never `end` or `done`.
+    /// In the ROM and TF-A the same command then completes; `romKeepsFSBL`: the emulated ROM keeps
+    /// the part of the FSBL it received after DFU_ABORT (UNCONFIRMED which a real ROM does).
     @Test(arguments: [
-        ("rom", "0x01", SIGINT), ("tfa", "0x03", SIGINT), ("uboot", "0x11", SIGINT), ("uboot", "0x11", SIGTERM),
+        ("rom", "0x01", SIGINT, false), ("rom", "0x01", SIGINT, true), ("tfa", "0x03", SIGINT, false),
+        ("uboot", "0x11", SIGINT, false), ("uboot", "0x11", SIGTERM, false),
     ])
-    func signalInTheMiddleOfAStageCancelsTheRun(stage: String, phase: String, signal: Int32) async throws {
-        let board = try await HeldBoard(pauseAt: "\(phase):8")
+    func signalInTheMiddleOfAStageCancelsTheRun(stage: String, phase: String, signal: Int32, romKeepsFSBL: Bool)
+        async throws
+    {
+        let board = try await HeldBoard(
+            pauseAt: "\(phase):8", emulatorOptions: romKeepsFSBL ? ["--rom-keeps-fsbl-after-abort"] : [])
         let run = try board.flash()
         try await board.waitUntilHeld(run, phase: phase)
         run.signal(signal)
@@ -37,11 +43,30 @@ struct InterruptionEmulationTests {
         #expect(message.hasPrefix("Board left in "), "\(message)")
         #expect(message.contains(", phase \(phase) ") && message.contains("at byte \(Int64(offset)) of"), "\(message)")
         #expect(message.hasSuffix("Continue with: " + board.continueCommand), "\(message)")
-        // What to do next depends on the stage: TF-A keeps the part of the FIP it received.
         let steps = try #require(outcome.events.last { $0.event == "diagnosis" }?.nextSteps, "\(outcome.output)")
-        #expect(
-            steps.first?.hasPrefix(stage == "tfa" ? "Reset the board" : "Run the same command again") == true,
-            "\(steps)")
+        #expect(steps.first?.hasPrefix("Run the same command again") == true, "\(steps)")
+        if stage == "rom" {
+            // The ROM asks for the FSBL again; one that kept the first part refuses the torn copy
+            // once and the run sends it again.
+            let rerun = try await board.flash().finish()
+            try rerun.expectDone()
+            let again = rerun.events.contains { $0.event == "message" && $0.text?.contains("once more") == true }
+            #expect(again == romKeepsFSBL, "\(rerun.output)")
+            try await board.expectStorageHoldsTheLayout()
+        }
+        if stage == "tfa" {
+            // TF-A kept the part of the FIP it received and its write address only moves forward:
+            // the same command continues the FIP from the byte GetPhase shows, and completes.
+            let rerun = try await board.flash().finish()
+            try rerun.expectDone()
+            let resume = try #require(rerun.events.first { $0.event == "resume" }, "\(rerun.output)")
+            #expect(resume.restartPhase == "0x03", "\(rerun.output)")
+            // TF-A holds at least what the run counted, plus the block in flight when the signal
+            // came (its transfer completed; the run stopped before counting it).
+            let held = try #require(resume.restartOffset, "\(rerun.output)")
+            #expect(held >= offset && held <= offset + 1024, "held \(held), stopped at \(offset)")
+            try await board.expectStorageHoldsTheLayout()
+        }
         guard stage == "uboot" else { return }
         // In U-Boot the cancelled run left the board usable: the same command continues (the
         // partitions before the interrupted one verify and are skipped) and completes.
@@ -311,6 +336,7 @@ private struct FlashLine: Decodable, Sendable {
     var port: String?
     var command: String?
     var message: String?
+    var text: String?
     var detail: String?
     var skipped: [String]?
     var nextSteps: [String]?

@@ -16,7 +16,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
         let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
-            ["--soc", soc, "--storage", storage, "--stats", "--", flash, "flash", layout],
+            ["--soc", soc, "--storage", storage, "--stats", "--", flash, "flash"] + hangGuards + [layout],
             in: directory, timeout: 240)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         // Human progress is on stderr (stdout is for machine output).
@@ -41,7 +41,8 @@ import Testing
         let layout = examples + "/mp13-sdcard.tsv"
         let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
-            ["--soc", "mp13", "--tfa", "stLegacy", "--storage", storage, "--", flash, "flash", "--json", layout],
+            ["--soc", "mp13", "--tfa", "stLegacy", "--storage", storage, "--", flash, "flash", "--json"] + hangGuards
+                + [layout],
             in: directory, timeout: 240)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let events = try result.lines.map { try JSONDecoder().decode(IdentityEvent.self, from: Data($0.utf8)) }
@@ -62,9 +63,8 @@ import Testing
         let examples = try await makeExamples(in: directory)
         let result = try await run(
             try builtExecutable("stm32mp-board-emulator"),
-            [
-                "--soc", "mp15", "--scenario", "serial-changes", "--", flash, "flash", "--json",
-                examples + "/mp15-sdcard.tsv",
+            ["--soc", "mp15", "--scenario", "serial-changes", "--", flash, "flash", "--json"] + hangGuards + [
+                examples + "/mp15-sdcard.tsv"
             ], in: directory, timeout: 240)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         let events = try result.lines.map { try JSONDecoder().decode(IdentityEvent.self, from: Data($0.utf8)) }
@@ -82,6 +82,12 @@ import Testing
         }
     }
 }
+
+/// The emulator runs in real time and CI machines are loaded: every wait of a run that must succeed
+/// gets a long limit that only stops a hung run (the defaults, 5 s for TF-A, are for real boards).
+let hangGuards = [
+    "--wait-timeout", "120", "--tfa-timeout", "120", "--uboot-timeout", "120", "--reenumeration-timeout", "120",
+]
 
 /// `make-examples` into `directory/examples`; returns that folder.
 func makeExamples(in directory: ShortTemporaryDirectory) async throws -> String {
