@@ -66,6 +66,17 @@ struct SimFolderTests {
             stage: "uboot")
     }
 
+    /// The virtual U-Boot writes the GPT with the GPT module's own writer: a full file system
+    /// there is the host's too, not `device-init-failed` (seen under load with two boards).
+    @Test("the file system has no room for the GPT: host-file, not device-init-failed")
+    func fullBeforeTheGPT() throws {
+        let mount = try TmpfsMount(options: "size=8k")
+        defer { mount.unmount() }
+        try expectHostFile(
+            folder: mount.path, path: mount.path + "/mmc0.img", reason: "cannot be written: No space left on device",
+            stage: "uboot")
+    }
+
     @Test("several boards: a folder that fills up ends each board host-file, naming its image")
     func fullWithSeveralBoards() throws {
         let mount = try TmpfsMount(options: "size=256k")
