@@ -1,4 +1,5 @@
 import FileAccess
+import GPT
 import Glibc
 import SystemPackage
 
@@ -139,6 +140,21 @@ public final class BoardStorage {
             return try body()
         } catch let error as Errno {
             if hostFailure == nil { hostFailure = StorageError(path: file, reason: "cannot be \(what): \(error)") }
+            throw error
+        }
+    }
+
+    /// Writes a GPT to `device`'s image with the GPT module's own writer; a file-system error is
+    /// the host's failure (kept, the first one, as `write` keeps it) and rethrown.
+    func writeGPT(_ disk: GPTDisk, device: String) throws {
+        let file = try prepareImage(device: device)
+        do {
+            try disk.write(to: file)
+        } catch {
+            if case .io(_, let operation, let errno) = error, hostFailure == nil {
+                hostFailure = StorageError(
+                    path: file, reason: "cannot be \(operation == "write" ? "written" : operation): \(errno)")
+            }
             throw error
         }
     }

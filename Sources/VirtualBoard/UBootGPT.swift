@@ -29,7 +29,7 @@ enum UBootGPT {
         let disk = GPTDisk(
             totalSectors: size / block, diskGUID: GUID.random(), entries: entries, sectorSize: Int(block))
         do {
-            try disk.write(to: try board.storage.prepareImage(device: name))
+            try board.storage.writeGPT(disk, device: name)
         } catch {
             throw UBootFailure(message: "GPT partitionning fail: \(error)")
         }

@@ -145,7 +145,7 @@ extension VirtualBoard {
         let disk = GPTDisk(
             totalSectors: size / block, diskGUID: GUID.random(), entries: entries, sectorSize: Int(block))
         do {
-            try disk.write(to: try storage.prepareImage(device: name))
+            try storage.writeGPT(disk, device: name)
         } catch {
             return "Writing GPT: error!"
         }

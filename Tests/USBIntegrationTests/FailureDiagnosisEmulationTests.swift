@@ -25,7 +25,12 @@ import Testing
         #expect(
             evidence.contains("nothing came back within 5 s (--uboot-timeout) after the DETACH sent to TF-A"),
             "\(evidence)")
-        #expect(evidence.contains("nothing enumerated in the 3 s listened after the wait ended either"), "\(evidence)")
+        // The time listened is measured (3 s asked; a loaded host may round it to 4 s or more).
+        #expect(
+            evidence.contains {
+                $0.hasPrefix("nothing enumerated in the ") && $0.hasSuffix(" s listened after the wait ended either")
+                    && Int($0.dropFirst(26).prefix { $0 != " " }).map { $0 >= 3 } == true
+            }, "\(evidence)")
         #expect(evidence.contains("no USB add event at all after the DETACH"), "\(evidence)")
         #expect(evidence.contains { $0.hasPrefix("timeline:") && $0.contains("removed 1-1 0483:df11") }, "\(evidence)")
     }
