@@ -101,7 +101,12 @@ private let mcuScript = """
     echo "=== mcu-read"; "$tool" mcu read --address 0x08000000 --length 100000 --output "$dir/a.back" 2>&1
     echo "=== mcu-write"; "$tool" mcu write "$dir/b.bin" --address 0x08020000 2>&1
     echo "=== dfu-util-upload"; dfu-util -a 0 -s 0x08020000:70000 -U "$dir/b.up" 2>&1 | tail -2
-    "$tool" watch --json --count 2 --timeout 300 > "$dir/watch.json" 2>"$dir/watch.err" &
+    # umockdev binds each listening process's uevent socket to $UMOCKDEV_DIR/event<fd>: two
+    # processes with the same fd numbers share one path and only the later one hears events
+    # (docs/emulator.md). The watcher starts with fds 3-40 taken, so its sockets differ from the
+    # mcu command's.
+    bash -c 'for fd in $(seq 3 40); do eval "exec $fd</dev/null"; done; exec "$@"' fds \
+        "$tool" watch --json --count 2 --timeout 300 > "$dir/watch.json" 2>"$dir/watch.err" &
     watcher=$!
     until grep -q Watching "$dir/watch.err" 2>/dev/null; do sleep 0.1; done
     sleep 1
