@@ -130,7 +130,7 @@ final class MultiBoardOutput: Sendable {
         let outcome =
             done
             ? writer.style(.green, "✓ done") + " in \(FlashOutput.formatSeconds(.seconds(seconds)))"
-            : writer.style(.red, "✘ failed") + " \(code ?? "")" + (cause.map { ": \($0)" } ?? "")
+            : writer.style(.red, "✘ failed") + " \(code ?? "")" + (cause.map { ": " + TerminalText.escaped($0) } ?? "")
         state.withLock { $0.lines[port, default: Line()].outcome = outcome }
         switch mode {
         case .json: break  // the caller writes `board-done` / `board-failed` with all fields

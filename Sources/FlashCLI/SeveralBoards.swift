@@ -5,6 +5,7 @@ import FlashLayout
 import Glibc
 import StationRecords
 import Synchronization
+import TerminalText
 import Timekeeping
 import USBModel
 import VirtualBoard
@@ -96,7 +97,7 @@ extension FlashCommand {
                 ])
         } else {
             output.line(
-                "Flashing \(layout) on \(initial.count) board(s)"
+                "Flashing \(TerminalText.field(layout)) on \(initial.count) board(s)"
                     + (all && !simulate ? " (and any that appear within \(Int(waitTimeout)) s)" : ""))
         }
         let watchForMore = all && !simulate
@@ -170,7 +171,8 @@ extension FlashCommand {
         }
         for outcome in outcomes {
             output.line(
-                pad(outcome.port.description, 10) + pad(outcome.serial ?? "–", 26) + pad(outcome.result.rawValue, 11)
+                pad(outcome.port.description, 10) + pad(TerminalText.escaped(outcome.serial ?? "–"), 26)
+                    + pad(outcome.result.rawValue, 11)
                     + pad(outcome.code ?? "", 24) + FlashOutput.formatSeconds(.seconds(outcome.seconds)))
         }
         output.line("\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : ""))

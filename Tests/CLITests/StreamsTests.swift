@@ -91,6 +91,22 @@ struct StreamsTests {
         #expect(last.contains(#""code":"cancelled""#), "\(text)")
     }
 
+    /// Several boards at once: a layout path with an escape sequence is shown escaped, never raw.
+    @Test("several boards: control characters in the layout path are escaped")
+    func severalBoardsEscapeTheLayoutPath() throws {
+        let examples = try CLIExamples.directory()
+        let storage = try TemporaryDirectory()
+        let layout = storage.file("e\u{1B}[31mx.tsv")
+        try FileManager.default.copyItem(atPath: "\(examples)/mp15-sdcard.tsv", toPath: layout)
+        let tool = try BuiltProducts.tool("stm32mp-flash")
+        let run = try tool.run(
+            ["flash", "--simulate", "--boards", "2", "--sim-dir", storage.file("vb"), layout],
+            workingDirectory: examples)
+        #expect(run.status == 0, "\(run.standardError)")
+        #expect(run.standardError.contains("e\\x1b[31mx.tsv"), "\(run.standardError)")
+        #expect(!run.standardError.contains("\u{1B}"), "\(run.standardError)")
+    }
+
     @Test("machine output stays on stdout: plan's table, check's diagnostics, --list-scenarios")
     func machineOutput() throws {
         let tool = try BuiltProducts.tool("stm32mp-flash")

@@ -99,6 +99,18 @@ final class BigImageRig: @unchecked Sendable {
 
     func rootfsOffset() throws -> UInt64 { try offset(of: 0x11) }
 
+    /// Changes two bytes inside the map's largest range past offset 0, so its checksum no longer
+    /// matches; returns that range.
+    func corruptLargestMappedRange() throws -> ImageExtent {
+        let map = try BlockMap.load(path: fixture.bmap)
+        let target = try #require(map.extents.filter { $0.offset > 0 }.max { $0.length < $1.length })
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: fixture.image))
+        try handle.seek(toOffset: UInt64(target.offset + 100))
+        try handle.write(contentsOf: Data([0x42, 0x43]))
+        try handle.close()
+        return target
+    }
+
     func run(options: ImageOptions = .init(), verify: VerifyMode = .sampled, transport: FlashTransport = .dfu)
         async throws(FlashFailure) -> FlashSummary
     {
@@ -226,12 +238,7 @@ struct BigImageFlashTests {
     @Test("a mapped range whose data does not match its checksum stops with bmap-checksum before it is sent")
     func checksumStopsBeforeSending() async throws {
         let rig = try BigImageRig()
-        let map = try BlockMap.load(path: rig.fixture.bmap)
-        let target = try #require(map.extents.filter { $0.offset > 0 }.max { $0.length < $1.length })
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: rig.fixture.image))
-        try handle.seek(toOffset: UInt64(target.offset + 100))
-        try handle.write(contentsOf: Data([0x42, 0x43]))
-        try handle.close()
+        let target = try rig.corruptLargestMappedRange()
         let failure = try await #require(throws: FlashFailure.self) { try await rig.run() }
         guard case .badImage(let error) = failure.reason else {
             Issue.record("expected badImage, got \(failure.reason)")
@@ -334,12 +341,7 @@ struct BigImageFastbootTests {
     @Test("a map checksum mismatch stops with bmap-checksum before any rootfs piece is sent")
     func checksumStopsBeforeAnyPiece() async throws {
         let rig = try BigImageRig()
-        let map = try BlockMap.load(path: rig.fixture.bmap)
-        let target = try #require(map.extents.filter { $0.offset > 0 }.max { $0.length < $1.length })
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: rig.fixture.image))
-        try handle.seek(toOffset: UInt64(target.offset + 100))
-        try handle.write(contentsOf: Data([0x42, 0x43]))
-        try handle.close()
+        _ = try rig.corruptLargestMappedRange()
         let failure = try await #require(throws: FlashFailure.self) { try await rig.run(transport: .fastboot) }
         #expect(Diagnoser.diagnose(Evidence(failure: failure)).code == .bmapChecksum)
         #expect(failure.phase == 0x11)
