@@ -236,6 +236,61 @@ struct IntegrityTests {
         try rig.expectAllWritten()
     }
 
+    /// A TF-A built with another `DWL_BUFFER_BASE`: the cancelled run learns the buffer's start from
+    /// TF-A's first GetPhase and names it for the command that continues; a rerun that does not know
+    /// it sends nothing and says which option continues; with the option the FIP ends whole.
+    @Test(
+        "a cancel in the FIP of a TF-A with a custom buffer base: the rerun without --tfa-buffer-base says why it cannot continue, with it it completes",
+        arguments: [("mp13-sdcard", UInt32(0xD000_0000)), ("mp25-sdcard", UInt32(0x9000_0000))])
+    func cancelInTheFIPWithACustomBufferBase(layout: String, base: UInt32) async throws {
+        let rig = try SimulatedFlash(layout: layout) { $0.tfaBufferBase = base }
+        let stopped = await rig.runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x03, let sent, let total) = event { return sent > 0 && sent < total }
+                return false
+            })
+        let failure = try #require(stopped)
+        #expect(failure.reason == .cancelled)
+        let position = try #require(failure.position)
+        #expect(position.phase == 0x03 && position.offset > 0 && position.offset % (1 << 20) != 0)
+        #expect(position.tfaBufferBase == base, "the continuing command must name the buffer")
+
+        do {
+            _ = try await rig.run()
+            Issue.record("continued a FIP without knowing where TF-A's buffer starts")
+        } catch {
+            guard case .otherSession(let detail) = error.reason else {
+                Issue.record("\(error)")
+                return
+            }
+            let at = "0x" + String(base &+ UInt32(position.offset), radix: 16, uppercase: true)
+            #expect(detail.contains("write address at \(at)"), "\(detail)")
+            #expect(detail.contains("Run again with --tfa-buffer-base"), "\(detail)")
+            #expect(Diagnoser.diagnose(Evidence(failure: error)).code == .otherSession)
+            let sends = error.timeline.filter { if case .sendStarted(0x03, _, _, _) = $0.event { true } else { false } }
+            #expect(sends.isEmpty, "nothing may be sent")
+        }
+
+        let summary = try await rig.run(tfaBufferBase: base)
+        #expect(summary.resume?.restartPhase == 0x03 && summary.resume?.restartOffset == position.offset)
+        let fip = try #require(rig.plan.files[0x03]).path
+        #expect(rig.board.ramFIP == Array(try Data(contentsOf: URL(fileURLWithPath: fip))), "torn FIP")
+        try rig.expectAllWritten()
+    }
+
+    @Test(
+        "a fresh TF-A with a custom buffer base flashes without the option; on MP2 the option leaves the DDR firmware's buffer alone"
+    )
+    func customBufferBaseWithoutInterruption() async throws {
+        let custom = try SimulatedFlash(layout: "mp13-sdcard") { $0.tfaBufferBase = 0xD000_0000 }
+        _ = try await custom.run()
+        try custom.expectAllWritten()
+        // The option names the FIP buffer only: MP2's DDR firmware keeps SYSRAM.
+        let mp2 = try SimulatedFlash(layout: "mp25-sdcard") { $0.tfaBufferBase = 0x9000_0000 }
+        _ = try await mp2.run(tfaBufferBase: 0x9000_0000)
+        try mp2.expectAllWritten()
+    }
+
     @Test("TF-A holding more of the FIP than the file has (another file was sent) stops at once with other-session")
     func tfaHoldsAnotherFIP() async throws {
         let copy = try ExampleCopy()
