@@ -283,6 +283,9 @@ public struct BoardConfiguration: Sendable {
     /// download goes on after it (the default: it starts over). Which one a real ROM does is
     /// UNCONFIRMED (its USB stack is not public); this models the worse case.
     public var romKeepsFSBLAfterAbort = false
+    /// Where TF-A's FIP download buffer starts (`DWL_BUFFER_BASE`); nil: TF-A's default
+    /// (0xC7000000 on MP15/MP13, 0x87000000 on MP2). The MP2 DDR firmware's buffer does not move.
+    public var tfaBufferBase: UInt32?
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",
