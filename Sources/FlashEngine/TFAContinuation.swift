@@ -70,14 +70,15 @@ extension Flasher.Run {
             id == 0x03
             ? "Run again with --tfa-buffer-base set to this TF-A build's DWL_BUFFER_BASE"
                 + (given ? " (the one given does not contain it)" : "")
-                + " to continue the FIP from where TF-A is, or reset the board and start from the ROM"
+                + " to continue the FIP from where TF-A is (or to start it, if the buffer starts at \(address)), "
+                + "or reset the board and start from the ROM"
             : "Reset the board and start from the ROM"
         throw failure(
             .otherSession(
                 "TF-A asks for phase \(phaseHex(id)) with its write address at \(address), inside no download buffer this run "
-                    + "knows (\(given ? "--tfa-buffer-base" : "TF-A's default") \(known)) and not at a buffer's start: "
-                    + "an earlier run left part of the phase in TF-A, whose write address only moves forward, so sending "
-                    + "it from its start would tear it. Nothing was sent. \(remedy)."))
+                    + "knows (\(given ? "--tfa-buffer-base" : "TF-A's default") \(known)) and not on a MiB boundary, where "
+                    + "TF-A's buffers start: an earlier run most likely left part of the phase in TF-A, whose write address "
+                    + "only moves forward, so sending it from its start would tear it. Nothing was sent. \(remedy)."))
     }
 }
 
