@@ -197,7 +197,16 @@ final class FlashOutput: Sendable {
             json("recovered", ["detail": .string(detail)])
         case .message(let text):
             json("message", ["text": .string(text)])
+        case .tfaBuffer(let start):
+            json("message", ["text": .string(Self.tfaBufferText(start))])
         }
+    }
+
+    /// What a TF-A with its FIP buffer elsewhere than the default means for the user.
+    static func tfaBufferText(_ start: UInt32) -> String {
+        let address = "0x" + String(start, radix: 16, uppercase: true)
+        return "TF-A's FIP buffer starts at \(address), not at its default: a TF-A built with another "
+            + "DWL_BUFFER_BASE; a run stopped in the FIP continues with --tfa-buffer-base \(address)"
     }
 
     /// One partition's integrity record as JSON (`verified` events and `done.checks`).
@@ -329,6 +338,8 @@ final class FlashOutput: Sendable {
             line("  recovered the board: \(detail)")
         case .message(let text):
             line("  \(text)")
+        case .tfaBuffer(let start):
+            line("  \(Self.tfaBufferText(start))")
         }
     }
 

@@ -107,6 +107,8 @@ final class MultiBoardOutput: Sendable {
                 plain = "note: a DFU device appeared on \(device.port)"
             case .message(let text):
                 plain = TerminalText.escaped(text)
+            case .tfaBuffer(let start):
+                plain = FlashOutput.tfaBufferText(start)
             case .waitingForBoard, .verified, .resumed, .recovered:
                 break
             }

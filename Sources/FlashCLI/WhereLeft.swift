@@ -25,6 +25,7 @@ final class PositionTracker: Sendable {
                 position.total = bytes
                 position.offset = 0
             case .progress(_, let sent, _): position.offset = sent
+            case .tfaBuffer(let start): position.tfaBufferBase = start
             case .phaseFinished:
                 position.phase = nil
                 position.name = nil

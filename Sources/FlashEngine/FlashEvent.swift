@@ -35,6 +35,10 @@ public enum FlashEvent: Sendable, Hashable {
     case recovered(detail: String)
     /// A line worth showing as it happens (fastboot INFO lines, a fallback to DFU).
     case message(String)
+    /// TF-A's FIP buffer starts at `start`, not at its default (a TF-A built with another
+    /// `DWL_BUFFER_BASE`), and the run was not given it: the command that continues a run stopped
+    /// in the FIP must name it (`--tfa-buffer-base`). Shown as a message.
+    case tfaBuffer(start: UInt32)
 }
 
 /// How a partition's content was checked after it was written.

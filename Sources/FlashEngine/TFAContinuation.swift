@@ -59,6 +59,7 @@ extension Flasher.Run {
         if TFADownloadBuffer.looksLikeStart(reply.address) {
             guard id == 0x03, !given else { return }
             tfaBufferBase = reply.address
+            flasher.emit(.tfaBuffer(start: reply.address))
             recorder.add(
                 .note(
                     "TF-A's FIP buffer starts at \(address), not at its default \(addressText(buffer.start)): a TF-A built with "

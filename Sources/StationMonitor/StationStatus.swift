@@ -137,7 +137,7 @@ package final class StationStatus: Sendable {
         case .phaseFinished(let result):
             metrics.sent(bytes: result.bytes, port: port.description)
             change(port) { $0.sent = $0.total }
-        case .waitingForBoard, .detached, .otherPort, .end, .verified, .resumed, .recovered, .message:
+        case .waitingForBoard, .detached, .otherPort, .end, .verified, .resumed, .recovered, .message, .tfaBuffer:
             break
         }
     }

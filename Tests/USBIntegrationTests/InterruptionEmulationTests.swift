@@ -94,6 +94,10 @@ struct InterruptionEmulationTests {
         let command = (["stm32mp-flash"] + board.arguments + ["--tfa-buffer-base", "0xD0000000", "--port", "1-1"])
             .joined(separator: " ")
         #expect(stopped.command == command, "\(outcome.output)")
+        #expect(
+            outcome.events.contains {
+                $0.event == "message" && $0.text?.contains("continues with --tfa-buffer-base 0xD0000000") == true
+            }, "\(outcome.output)")
 
         let without = try await board.flash().finish()
         let failed = try without.expectFailed(code: "other-session")
@@ -105,6 +109,24 @@ struct InterruptionEmulationTests {
         let resume = try #require(rerun.events.first { $0.event == "resume" }, "\(rerun.output)")
         #expect(resume.restartPhase == "0x03", "\(rerun.output)")
         try await board.expectStorageHoldsTheLayout()
+    }
+
+    /// The same with a second SIGINT (exit at once): the line printed from the events seen so far
+    /// names the custom buffer too.
+    @Test func secondSIGINTInTheFIPOfATFAWithACustomBufferBaseNamesTheBuffer() async throws {
+        let board = try await HeldBoard(pauseAt: "0x03:8", emulatorOptions: ["--tfa-buffer-base", "0xD0000000"])
+        let run = try board.flash()
+        try await board.waitUntilHeld(run, phase: "0x03")
+        let deadline = Date().addingTimeInterval(300)
+        while run.child.process.isRunning && Date() < deadline {
+            run.signal(SIGINT)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let outcome = try await run.finish()
+        board.release()
+        let stopped = try outcome.expectCancelled(status: 130)
+        #expect(stopped.stage == "tfa" && stopped.phase == "0x03", "\(outcome.output)")
+        #expect(stopped.command?.hasSuffix("--tfa-buffer-base 0xD0000000 --port 1-1") == true, "\(outcome.output)")
     }
 
     /// A second SIGINT exits at once, without the cleanup, and still prints where the board was
