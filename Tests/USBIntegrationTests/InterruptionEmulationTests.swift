@@ -117,12 +117,7 @@ struct InterruptionEmulationTests {
         let board = try await HeldBoard(pauseAt: "0x03:8", emulatorOptions: ["--tfa-buffer-base", "0xD0000000"])
         let run = try board.flash()
         try await board.waitUntilHeld(run, phase: "0x03")
-        let deadline = Date().addingTimeInterval(300)
-        while run.child.process.isRunning && Date() < deadline {
-            run.signal(SIGINT)
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let outcome = try await run.finish()
+        let outcome = try await run.interruptUntilExited()
         board.release()
         let stopped = try outcome.expectCancelled(status: 130)
         #expect(stopped.stage == "tfa" && stopped.phase == "0x03", "\(outcome.output)")
@@ -136,15 +131,7 @@ struct InterruptionEmulationTests {
         let board = try await HeldBoard(pauseAt: "0x11:8")
         let run = try board.flash()
         try await board.waitUntilHeld(run, phase: "0x11")
-        // The board is held, so the run cannot end by itself: the first SIGINT cancels it (it
-        // waits for the held transfer), a later one ends it at once. Repeat until it has exited,
-        // as signals that arrive together may be merged into one.
-        let deadline = Date().addingTimeInterval(300)
-        while run.child.process.isRunning && Date() < deadline {
-            run.signal(SIGINT)
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let outcome = try await run.finish()
+        let outcome = try await run.interruptUntilExited()
         board.release()
         let stopped = try outcome.expectCancelled(status: 130)
         #expect(stopped.stage == "uboot" && stopped.phase == "0x11" && stopped.name == "rootfs", "\(outcome.output)")
@@ -328,6 +315,18 @@ private final class FlashProcess: Sendable {
     }
 
     func signal(_ number: Int32) { kill(child.process.processIdentifier, number) }
+
+    /// SIGINT until the run has exited. With the board held the run cannot end by itself: the
+    /// first SIGINT cancels it (it waits for the held transfer), a later one ends it at once.
+    /// Repeated, as signals that arrive together may be merged into one.
+    func interruptUntilExited() async throws -> FlashOutcome {
+        let deadline = Date().addingTimeInterval(300)
+        while child.process.isRunning && Date() < deadline {
+            signal(SIGINT)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try await finish()
+    }
 
     func finish() async throws -> FlashOutcome {
         let result = try await child.wait(timeout: 300)
