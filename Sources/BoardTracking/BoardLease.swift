@@ -180,13 +180,17 @@ public final class BoardLease: Sendable {
         observe: (TrackingObservation) -> Void = { _ in }
     ) async throws -> OpenedBoard? {
         let clock = bus.clock
+        var trouble: USBTransferError?
         while try await awaitReturn(of: previous, until: deadline, observe: observe) != nil {
             let opened: OpenedBoard
             do {
                 opened = try await open(
                     until: max(deadline, clock.now + timing.openWindow), dfuTimeouts: dfuTimeouts, observe: observe)
             } catch TrackingError.openFailed(let error) where error.kind != .access && error.kind != .busy {
-                continue  // It vanished again while we opened it (enumeration trouble): keep waiting.
+                // It vanished again while we opened it, or it answered but not all of it could be
+                // read (enumeration trouble): keep waiting.
+                trouble = error
+                continue
             }
             if Self.isSameDevice(opened.device.identity, previous) {
                 // The stage that left, still there for a moment: its return is still to come.
@@ -194,6 +198,10 @@ public final class BoardLease: Sendable {
                 continue
             }
             return opened
+        }
+        // A board that is back but could never be opened did come back: say why it cannot be used.
+        if let trouble, try await tracker.scan(for: id).contains(where: { isOurs($0.identity, previous: previous) }) {
+            throw TrackingError.openFailed(trouble)
         }
         return nil
     }
@@ -280,12 +288,7 @@ public final class BoardLease: Sendable {
         -> USBDeviceIdentity?
     {
         let listings = try await tracker.scan(for: id)
-        guard
-            let back = listings.map(\.identity).first(where: {
-                !Self.isSameDevice($0, previous) && ($0.port == port || Self.sameSerial($0, previous))
-                    && families.classify($0).family != .unknown
-            })
-        else { return nil }
+        guard let back = listings.map(\.identity).first(where: { isOurs($0, previous: previous) }) else { return nil }
         observe(.foundByRescan(back))
         return await claimIfOurs(back, previous: previous, observe: { _ in })
     }

@@ -112,7 +112,8 @@ func hex2(_ value: UInt8, uppercase: Bool) -> String {
 public struct DFUAlternate: Sendable, Hashable {
     public var interface: UInt8
     public var alternateSetting: UInt8
-    /// The iInterface string; nil when the device has none or it could not be read.
+    /// The iInterface string; nil when the device has none (an unreadable one fails
+    /// `DFUDevice.open`; a listing from cached descriptors has none either).
     public var string: String?
     /// The decoded string; nil when absent or not in the §3 grammar.
     public var name: DFUAlternateName?

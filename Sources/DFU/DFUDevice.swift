@@ -37,7 +37,13 @@ public final class DFUDevice: Sendable {
 
     /// Reads the device and configuration descriptors, the identity strings, every DFU
     /// alternate's string and the functional descriptor.
-    /// - Throws: `DFUError` when a descriptor cannot be read or the device has no DFU interface.
+    ///
+    /// An identity string that cannot be read stays nil (dfu-util shows "UNKNOWN"), but an
+    /// alternate's name is what tells its phase (§3): one that cannot be read (after the
+    /// transport's own retries, `StringRetryPolicy`) fails the open, so that the caller opens the
+    /// device again instead of flashing a stage whose phase has no alternate.
+    /// - Throws: `DFUError` when a descriptor or an alternate's name cannot be read, the device is
+    ///   gone, or it has no DFU interface.
     public static func open(
         _ transport: any USBControlTransport, clock: any FlashClock, timeouts: DFUTimeouts = .init()
     ) async throws -> DFUDevice {
@@ -48,9 +54,28 @@ public final class DFUDevice: Sendable {
                 throw DFUError(.transport(error), operation: operation)
             }
         }
-        func optionalString(_ index: UInt8) async -> String? {
+        func optionalString(_ index: UInt8) async throws -> String? {
             guard index != 0 else { return nil }
-            return try? await step("string descriptor \(index)") { try await transport.string(index: index) }
+            do {
+                return try await step("string descriptor \(index)") { try await transport.string(index: index) }
+            } catch let error as DFUError where error.transferError?.kind != .noDevice {
+                return nil
+            }
+        }
+        /// The name of `alt`, which must be readable when the alternate has one.
+        func name(of alt: InterfaceAltSetting) async throws -> String? {
+            let index = alt.interfaceStringIndex
+            guard index != 0 else { return nil }
+            count += 1
+            do {
+                return try await transport.string(index: index)
+            } catch var error as USBTransferError {
+                let read = error.operation
+                error.operation =
+                    "the name of DFU alternate setting \(alt.alternateSetting) (string descriptor \(index)) of the device on \(transport.identity.port)"
+                error.detail = [read, error.detail].compactMap { $0 }.joined(separator: ", ")
+                throw DFUError(.transport(error), operation: "reading the alternate names")
+            }
         }
         let device = try await step("GET_DESCRIPTOR device") { try await transport.deviceDescriptor() }
         let configuration = try await step("GET_DESCRIPTOR configuration") {
@@ -60,16 +85,16 @@ public final class DFUDevice: Sendable {
         identity.vendorID = device.vendorID
         identity.productID = device.productID
         identity.bcdDevice = device.bcdDevice
-        if let text = await optionalString(device.manufacturerIndex) { identity.manufacturer = text }
-        if let text = await optionalString(device.productIndex) { identity.product = text }
-        if let text = await optionalString(device.serialNumberIndex) { identity.serial = text }
+        if let text = try await optionalString(device.manufacturerIndex) { identity.manufacturer = text }
+        if let text = try await optionalString(device.productIndex) { identity.product = text }
+        if let text = try await optionalString(device.serialNumberIndex) { identity.serial = text }
         let dfuAlternates = configuration.interfaces.filter(\.isDFU)
         guard !dfuAlternates.isEmpty else {
             throw DFUError(.malformed("the configuration has no DFU interface"), operation: "open")
         }
         var alternates: [DFUAlternate] = []
         for alt in dfuAlternates {
-            let text = await optionalString(alt.interfaceStringIndex)
+            let text = try await name(of: alt)
             alternates.append(
                 DFUAlternate(interface: alt.interfaceNumber, alternateSetting: alt.alternateSetting, string: text))
         }

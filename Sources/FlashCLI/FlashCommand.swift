@@ -61,6 +61,13 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "Run the virtual board's timing model in real time (default: simulated time, instant).")
     var realtime = false
 
+    @Option(
+        name: .customLong("sim-tfa-buffer-base"),
+        help: ArgumentHelp(
+            "With --simulate: the virtual TF-A's FIP download buffer starts here (hex), as a TF-A built with another DWL_BUFFER_BASE.",
+            valueName: "address"))
+    var simTFABufferBase: String?
+
     @Flag(
         name: .customLong("sim-replace-images"),
         help: "Recreate virtual board images whose size differs from this layout's devices (default: refuse).")
@@ -128,6 +135,12 @@ struct FlashCommand: AsyncParsableCommand {
             "U-Boot's DFU buffer in MiB (CONFIG_SYS_DFU_DATA_BUF_SIZE or dfu_bufsiz) for readback and resume.",
             valueName: "MiB"))
     var ubootBufferMib: Int = 8
+
+    @Option(
+        help: ArgumentHelp(
+            "Where TF-A's USB download buffer for the FIP starts (hex, TF-A's DWL_BUFFER_BASE), for a TF-A built with another one than its default (0xC7000000 on MP15/MP13, 0x87000000 on MP2): a rerun after a cancel in TF-A then continues the FIP. The MP2 DDR firmware's buffer (SYSRAM) does not move.",
+            valueName: "address"))
+    var tfaBufferBase: String?
 
     @OptionGroup var images: ImageOptionsGroup
 
@@ -200,6 +213,14 @@ struct FlashCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--fastboot-verify-buffer takes a hex address like 0xC0000000, got '\(fastbootVerifyBuffer)'")
         }
+        for (option, value) in [("--tfa-buffer-base", tfaBufferBase), ("--sim-tfa-buffer-base", simTFABufferBase)] {
+            if let value, Self.tfaBufferAddress(value) == nil {
+                throw ValidationError(
+                    "\(option) takes TF-A's DWL_BUFFER_BASE as a hex address like 0xC7000000 (32 bits, with room for the 16 MiB buffer above it), got '\(value)'"
+                )
+            }
+        }
+        if simTFABufferBase != nil && !simulate { throw ValidationError("--sim-tfa-buffer-base needs --simulate") }
         if let port, PortPath(port) == nil {
             throw ValidationError("--port takes a USB port path like 1-2.3, got '\(port)'")
         }
@@ -336,7 +357,7 @@ struct FlashCommand: AsyncParsableCommand {
         let forcedExit: @Sendable (Int32) -> Void = { _ in
             let position = position.current
             let sentence = WhereLeft.sentence(
-                position, command: WhereLeft.command(arguments: arguments, port: position.port))
+                position, command: WhereLeft.command(arguments: arguments, position: position))
             if json {
                 output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
                 output.json(
@@ -374,7 +395,7 @@ struct FlashCommand: AsyncParsableCommand {
                 try await finishRecording(recording, .cancelled, diagnosis)
                 let position = error.position ?? position.current
                 let sentence = WhereLeft.sentence(
-                    position, command: WhereLeft.command(arguments: arguments, port: position.port))
+                    position, command: WhereLeft.command(arguments: arguments, position: position))
                 if json {
                     output.json("stopped", Self.stoppedFields(position, sentence: sentence, arguments: arguments))
                 } else {
@@ -460,7 +481,7 @@ struct FlashCommand: AsyncParsableCommand {
             "name": position.name.map { .string($0) } ?? .null, "offset": .number(Double(position.offset)),
             "total": position.total.map { .number(Double($0)) } ?? .null,
             "port": position.port.map { .string($0.description) } ?? .null,
-            "command": .string(WhereLeft.command(arguments: arguments, port: position.port)),
+            "command": .string(WhereLeft.command(arguments: arguments, position: position)),
             "message": .string(sentence),
         ]
     }
@@ -541,6 +562,7 @@ struct FlashCommand: AsyncParsableCommand {
         var configuration = BoardConfiguration(
             soc: chip, storageDirectory: simulationDirectory, storage: storage, timing: BoardTiming(),
             fault: FaultScenario(rawValue: scenario) ?? .none)
+        configuration.tfaBufferBase = simTFABufferBase.flatMap(Self.tfaBufferAddress)
         // The simulated U-Boot's fastboot flashes the layout's MMC (as a FIP built for it would).
         if let mmc = plan.devices.first(where: {
             $0.target.kind == .mmc && $0.partitions.contains { $0.line.isRequested }

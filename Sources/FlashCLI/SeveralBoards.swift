@@ -23,6 +23,7 @@ extension FlashCommand {
             ubootBufferSize: Int64(ubootBufferMib) << 20, transport: FlashTransport(rawValue: transport) ?? .dfu)
         request.fastbootVerify = FastbootVerifyMethod(rawValue: fastbootVerify) ?? .crc32
         request.fastbootVerifyBuffer = fastbootVerifyBuffer.flatMap(Self.hexAddress)
+        request.tfaBufferBase = tfaBufferBase.flatMap(Self.tfaBufferAddress)
         // Compressed Binaries and block maps: every board sends the same decoded, mapped bytes.
         request.images = try images.prepare(plan: plan)
         return request
@@ -31,6 +32,12 @@ extension FlashCommand {
     /// `0xC0000000` or `c0000000`.
     static func hexAddress(_ text: String) -> UInt64? {
         UInt64(text.hasPrefix("0x") || text.hasPrefix("0X") ? String(text.dropFirst(2)) : text, radix: 16)
+    }
+
+    /// A TF-A download buffer start: 32 bits, with the 16 MiB buffer below 4 GiB.
+    static func tfaBufferAddress(_ text: String) -> UInt32? {
+        guard let value = hexAddress(text), value + (16 << 20) <= 1 << 32 else { return nil }
+        return UInt32(value)
     }
 
     /// `--port P --port Q …`, `--all`, `--simulate --boards N`: every board its own concurrent
@@ -175,7 +182,10 @@ extension FlashCommand {
                     + pad(outcome.result.rawValue, 11)
                     + pad(outcome.code ?? "", 24) + FlashOutput.formatSeconds(.seconds(outcome.seconds)))
         }
-        output.line("\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : ""))
+        output.line(
+            "\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : "")
+                + (simulate && !outcomes.isEmpty
+                    ? " (seconds on this host; the virtual boards keep their own clock)" : ""))
         if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
             output.line("cancelled: interrupted by a signal; rerun the same command to flash the boards not done")
         }

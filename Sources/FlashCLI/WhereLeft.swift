@@ -53,9 +53,15 @@ enum WhereLeft {
     }
 
     /// The command that continues: this one again (a board still in U-Boot resumes), pinned to the
-    /// board's port when it did not name one.
-    static func command(arguments: [String], port: PortPath?) -> String {
+    /// board's port when it did not name one, and naming TF-A's FIP buffer when the run found one
+    /// other than the default that the command does not give (`--tfa-buffer-base`).
+    static func command(arguments: [String], position: BoardPosition) -> String {
+        let port = position.port
         var words = arguments
+        let givesBase = words.contains { $0 == "--tfa-buffer-base" || $0.hasPrefix("--tfa-buffer-base=") }
+        if let base = position.tfaBufferBase, !givesBase {
+            words += ["--tfa-buffer-base", "0x" + String(base, radix: 16, uppercase: true)]
+        }
         if let first = words.first, let slash = first.lastIndex(of: "/") {
             words[0] = String(first[first.index(after: slash)...])
         }

@@ -169,6 +169,10 @@ public struct FlashRequest: Sendable {
     /// for the board's family) and the most bytes one read takes.
     public var fastbootVerifyBuffer: UInt64?
     public var fastbootVerifyChunk: Int64 = CRCReadbackStage.defaultChunk
+    /// Where TF-A's USB download buffer for the FIP (phase 0x03) starts, for a TF-A built with
+    /// another `DWL_BUFFER_BASE` than its default (nil: the default for the board's family). Only a
+    /// known start lets a rerun continue a FIP that a cancelled run left in TF-A.
+    public var tfaBufferBase: UInt32?
 
     public init(
         plan: PartitionPlan, selection: BoardSelection = .any, timeouts: TransitionTimeouts = .init(),

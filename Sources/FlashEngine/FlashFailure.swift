@@ -432,11 +432,15 @@ public struct BoardPosition: Sendable, Hashable {
     public var total: Int64?
     /// The board's USB port, for the command that continues.
     public var port: PortPath?
+    /// TF-A's FIP buffer start, when this run saw one other than the default and was not given
+    /// it: the command that continues must name it (`--tfa-buffer-base`).
+    public var tfaBufferBase: UInt32?
 
     public init(
         stage: BoardStage, phase: UInt8? = nil, name: String? = nil, offset: Int64 = 0, total: Int64? = nil,
-        port: PortPath? = nil
+        port: PortPath? = nil, tfaBufferBase: UInt32? = nil
     ) {
+        self.tfaBufferBase = tfaBufferBase
         self.stage = stage
         self.phase = phase
         self.name = name

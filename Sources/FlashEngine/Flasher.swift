@@ -182,6 +182,9 @@ public final class Flasher: Sendable {
         var previousSerial: String?
         /// The ROM refused an intact FSBL once and got it again (`sendFSBLOnceMoreIfTorn`).
         var fsblSentAgain = false
+        /// TF-A's FIP buffer start when GetPhase showed one other than the default and no
+        /// `--tfa-buffer-base` was given (for the command that continues a cancelled run).
+        var tfaBufferBase: UInt32?
 
         init(flasher: Flasher, lease: BoardLease) {
             self.flasher = flasher

@@ -58,7 +58,7 @@ extension Flasher.Run {
         BoardPosition(
             stage: machine.stage, phase: sending?.id, name: sending?.name,
             offset: sending == nil ? 0 : accepted.withLock { $0 }, total: sending?.total,
-            port: board?.port ?? lease.port)
+            port: board?.port ?? lease.port, tfaBufferBase: tfaBufferBase)
     }
 
     // MARK: Input integrity

@@ -22,12 +22,28 @@ struct TFADownloadBuffer: Sendable, Hashable {
     /// TF-A's default buffer for `phase` on `family` (nil: not known).
     static func standard(phase: UInt8, family: ChipFamily?) -> TFADownloadBuffer? {
         switch (family, phase) {
-        case (.mp15?, 0x03), (.mp13?, 0x03): TFADownloadBuffer(start: 0xC700_0000, size: 0x0100_0000)
-        case (.mp2?, 0x03): TFADownloadBuffer(start: 0x8700_0000, size: 0x0100_0000)
+        case (.mp15?, 0x03), (.mp13?, 0x03): TFADownloadBuffer(start: 0xC700_0000, size: fipSize)
+        case (.mp2?, 0x03): TFADownloadBuffer(start: 0x8700_0000, size: fipSize)
         case (.mp2?, 0x02): TFADownloadBuffer(start: 0x0E00_0000, size: 0xA000)
         default: nil
         }
     }
+
+    /// The FIP buffer's size, `DWL_BUFFER_SIZE` (16 MiB on every family).
+    static let fipSize: UInt32 = 0x0100_0000
+
+    /// The buffer of `phase`: `customBase` (`--tfa-buffer-base`) moves the FIP's (phase 0x03) only.
+    /// The MP2 DDR firmware's buffer is a fixed `#define` (`DWL_DDR_BUFFER_BASE`, SYSRAM), not the
+    /// `DWL_BUFFER_BASE` make variable, so it stays where it is.
+    static func of(phase: UInt8, family: ChipFamily?, customBase: UInt32?) -> TFADownloadBuffer? {
+        if phase == 0x03, let customBase { return TFADownloadBuffer(start: customBase, size: fipSize) }
+        return standard(phase: phase, family: family)
+    }
+
+    /// An address TF-A could start a buffer at: a MiB boundary (TF-A's bases are). The address of a
+    /// buffer that already received part of a phase is past its start by a multiple of the block
+    /// size, which is on a MiB boundary only when the cut fell exactly on one.
+    static func looksLikeStart(_ address: UInt32) -> Bool { address & 0xF_FFFF == 0 }
 
     /// What a GetPhase address says about the phase.
     enum Progress: Sendable, Hashable {

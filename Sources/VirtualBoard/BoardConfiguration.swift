@@ -49,6 +49,10 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
     case resetAfterDetach = "reset-after-detach"
     /// String descriptors STALL for the first requests after each enumeration.
     case transientStrings = "transient-strings"
+    /// The command alternate's name (phase 0xF1) STALLs for its first requests after each
+    /// enumeration, more of them than a host retries one string read: one open of each stage
+    /// cannot read it, the next one can.
+    case alternateNameStalls = "alternate-name-stalls"
     /// One GETSTATUS during a download STALLs.
     case getStatusStall = "getstatus-stall"
     /// The board disappears in the middle of a partition download.
@@ -91,6 +95,8 @@ public enum FaultScenario: String, Sendable, Hashable, CaseIterable, Codable {
         case .writeError: "a partition write fails in U-Boot (DFU write error)"
         case .resetAfterDetach: "the ROM comes back after the DETACH to U-Boot (port reset or brown-out)"
         case .transientStrings: "string descriptors STALL for the first requests after each enumeration"
+        case .alternateNameStalls:
+            "the command alternate's name STALLs after each enumeration for longer than one read retries"
         case .getStatusStall: "one GETSTATUS during a download STALLs"
         case .vanishMidPartition:
             "the board disappears in the middle of a partition download (at block --vanish-block, default 1)"
@@ -259,6 +265,11 @@ public struct BoardConfiguration: Sendable {
     public var fault: FaultScenario
     /// transient-strings: how many string requests STALL after each enumeration.
     public var transientStringFailures: Int
+    /// alternate-name-stalls: how many requests for the command alternate's name STALL after each
+    /// enumeration (the default outlasts USBHost's 10 attempts plus the kernel's own read).
+    public var alternateNameFailures = 12
+    /// alternate-name-stalls: the stages whose enumerations do it.
+    public var alternateNameStallStages = Set(FirmwareStage.allCases)
     /// U-Boot's DFU buffer (`CONFIG_SYS_DFU_DATA_BUF_SIZE`); drained to storage when full.
     public var ubootBufferSize: Int
     /// Link speed of the port.
@@ -272,6 +283,9 @@ public struct BoardConfiguration: Sendable {
     /// download goes on after it (the default: it starts over). Which one a real ROM does is
     /// UNCONFIRMED (its USB stack is not public); this models the worse case.
     public var romKeepsFSBLAfterAbort = false
+    /// Where TF-A's FIP download buffer starts (`DWL_BUFFER_BASE`); nil: TF-A's default
+    /// (0xC7000000 on MP15/MP13, 0x87000000 on MP2). The MP2 DDR firmware's buffer does not move.
+    public var tfaBufferBase: UInt32?
 
     public init(
         soc: VirtualSoC = .mp15, tfaVariant: TFAVariant = .upstream, serial: String = "0029002A4C4250110038344D",

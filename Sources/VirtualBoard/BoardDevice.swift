@@ -41,6 +41,8 @@ final class BoardDevice: USBDeviceModel {
     var firmware: Firmware
     /// transient-strings: string requests that still STALL.
     var stringFailuresLeft: Int
+    /// alternate-name-stalls: requests for the command alternate's name that still STALL.
+    var commandNameFailuresLeft: Int
     /// The next request fails at the host with this error instead of its reply.
     var pendingFailure: USBTransferError.Kind?
     /// The firmware stopped answering (a panic in place).
@@ -54,6 +56,14 @@ final class BoardDevice: USBDeviceModel {
         self.firmware = firmware
         stringFailuresLeft =
             board.configuration.fault == .transientStrings ? board.configuration.transientStringFailures : 0
+        commandNameFailuresLeft =
+            board.configuration.fault == .alternateNameStalls ? board.configuration.alternateNameFailures : 0
+    }
+
+    /// String `index` is the name of the command (GetPhase) alternate of the current firmware.
+    private func namesCommandAlternate(_ index: UInt8) -> Bool {
+        index != 0 && board.configuration.alternateNameStallStages.contains(firmware.stage)
+            && firmware.identity.string(index).flatMap(DFUAlternateName.parse)?.phaseID == DFUDevice.commandPhase
     }
 
     var deviceDescriptor: DeviceDescriptor { firmware.identity.deviceDescriptor }
@@ -69,6 +79,8 @@ final class BoardDevice: USBDeviceModel {
             bytes = nil
         } else if stringFailuresLeft > 0 {
             stringFailuresLeft -= 1
+        } else if commandNameFailuresLeft > 0, namesCommandAlternate(index) {
+            commandNameFailuresLeft -= 1
         } else if index == 0 {
             bytes = StringDescriptor.languageTable
         } else {

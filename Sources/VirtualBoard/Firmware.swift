@@ -182,7 +182,7 @@ final class TFAFirmware: Firmware {
         } else if config.soc == .mp15, config.tfaVariant == .stV24 {
             (phase, base, bufferSize) = (0x00, 0xC000_0000, 1 << 20)
         } else {
-            (phase, base, bufferSize) = (0x03, config.soc == .mp25 ? 0x8700_0000 : 0xC700_0000, 16 << 20)
+            (phase, base, bufferSize) = (0x03, config.fipBufferBase, 16 << 20)
         }
         super.init(board: board, stage: .tfa, identity: identity, profile: legacy ? .legacyST : .tfaUpstream)
     }
@@ -251,7 +251,7 @@ final class TFAFirmware: Firmware {
         switch phase {
         case 0x00:
             board.ramLayout = layout
-            (phase, base, bufferSize) = (0x03, 0xC700_0000, 16 << 20)
+            (phase, base, bufferSize) = (0x03, configuration.fipBufferBase, 16 << 20)
         case 0x02:
             board.console("NOTICE:  DDR firmware loaded over USB (\(received) bytes)")
             (phase, base) = (0x00, GetPhaseReply.undefinedAddress)
@@ -279,4 +279,9 @@ final class TFAFirmware: Firmware {
         }
         board.tfaDetached(ssblLoaded: ssblLoaded && !torn, ddrOnly: waitingForDetach && !ssblLoaded)
     }
+}
+
+extension BoardConfiguration {
+    /// Where TF-A writes the FIP: `tfaBufferBase`, or TF-A's default for the SoC.
+    var fipBufferBase: UInt32 { tfaBufferBase ?? (soc == .mp25 ? 0x8700_0000 : 0xC700_0000) }
 }

@@ -127,6 +127,12 @@ struct EmulatorCommand: ParsableCommand {
 
     @Option(
         help: ArgumentHelp(
+            "TF-A's FIP download buffer starts here (hex), as a TF-A built with another DWL_BUFFER_BASE (default 0xC7000000, 0x87000000 on MP2).",
+            valueName: "address"))
+    var tfaBufferBase: String?
+
+    @Option(
+        help: ArgumentHelp(
             "Hold the board when it receives data block BLOCK (the DNLOAD's block number) of phase PHASE (e.g. 0x11:8), once: the emulator creates --pause-file and answers nothing more until that file is deleted. Tests use it to signal or kill a client that is provably in the middle of a phase.",
             valueName: "phase:block"))
     var pauseAt: String?
@@ -162,7 +168,16 @@ struct EmulatorCommand: ParsableCommand {
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
     var command: [String] = []
 
+    /// `0xC7000000` or `c7000000`, 32 bits.
+    static func bufferAddress(_ text: String) -> UInt32? {
+        UInt32(text.hasPrefix("0x") || text.hasPrefix("0X") ? String(text.dropFirst(2)) : text, radix: 16)
+    }
+
     func validate() throws {
+        if let tfaBufferBase, Self.bufferAddress(tfaBufferBase) == nil {
+            throw ValidationError(
+                "--tfa-buffer-base takes a 32-bit hex address like 0xD0000000, got '\(tfaBufferBase)'")
+        }
         // Port numbers stop one short of Linux's hub limit: the moves-port faults use the next one.
         guard let path = PortPath(port), path.bus >= 1, path.ports.count <= 6,
             path.ports.allSatisfy({ $0 < HubModel.maximumPortCount })
@@ -295,6 +310,7 @@ struct EmulatorCommand: ParsableCommand {
                 configuration.speed = speed == "full" ? .full : .high
                 configuration.vanishBlock = vanishBlock
                 configuration.romKeepsFSBLAfterAbort = romKeepsFSBLAfterAbort
+                configuration.tfaBufferBase = tfaBufferBase.flatMap(Self.bufferAddress)
                 configuration.ubootBufferSize = ubootBufferMib << 20
                 if let transitionMs {
                     let transition = Duration.milliseconds(max(0, transitionMs))

@@ -28,6 +28,24 @@ struct CommandLineTests {
         #expect(try tool.run(["plan", examples + "/mp15-sdcard.tsv", "--device-size", "mmc0=lots"]).status == 2)
     }
 
+    @Test(
+        "--tfa-buffer-base and --sim-tfa-buffer-base take a 32-bit hex address; a bad one is a usage error naming the option",
+        arguments: ["--tfa-buffer-base", "--sim-tfa-buffer-base"])
+    func tfaBufferBaseIsValidated(option: String) throws {
+        for bad in ["0xZZ", "0xFFFFFFFF", "0x100000000", ""] {
+            let result = try tool.run(["flash", "--simulate", option, bad, "\(examples)/mp13-sdcard.tsv"])
+            #expect(result.status == 2, "\(bad): \(result.standardError)")
+            #expect(result.standardError.contains("\(option) takes TF-A's DWL_BUFFER_BASE"), "\(result.standardError)")
+            #expect(result.standardError.contains("got '\(bad)'"), "\(result.standardError)")
+        }
+        let storage = try TemporaryDirectory()
+        let good = try tool.run([
+            "flash", "--simulate", "--sim-dir", storage.path, "--device-size", "mmc0=64MiB", option, "0xD0000000",
+            "\(examples)/mp13-sdcard.tsv",
+        ])
+        #expect(good.status == 0, "\(good.standardError)")
+    }
+
     @Test("check --json has the documented shape")
     func checkJSON() throws {
         let result = try tool.run([

@@ -63,6 +63,24 @@ extension SimulatedFlash {
         return await task.value
     }
 
+    /// A run cancelled in the middle of the FIP (phase 0x03), in TF-A.
+    func cancelInsideTheFIP() async throws -> FlashFailure {
+        let stopped = await runCancellable(
+            onEvent: cancelling { event in
+                if case .progress(0x03, let sent, let total) = event { return sent > 0 && sent < total }
+                return false
+            })
+        let failure = try #require(stopped)
+        #expect(failure.reason == .cancelled)
+        return failure
+    }
+
+    /// The FIP TF-A's RAM holds (what BL2 loads) is the file, not a torn copy.
+    func expectWholeFIPInRAM() throws {
+        let fip = try #require(plan.files[0x03]).path
+        #expect(board.ramFIP == Array(try Data(contentsOf: URL(fileURLWithPath: fip))), "the FIP in TF-A's RAM is torn")
+    }
+
     /// Bytes sent per phase in the events of the last runs.
     func sentBytes(_ id: UInt8) -> Int64 {
         events.all.reduce(0) { total, event in
@@ -182,13 +200,7 @@ struct IntegrityTests {
         arguments: [("mp13-sdcard", UInt32(0xC700_0000)), ("mp25-sdcard", UInt32(0x8700_0000))])
     func cancelInTheMiddleOfTheFIP(layout: String, buffer: UInt32) async throws {
         let rig = try SimulatedFlash(layout: layout)
-        let stopped = await rig.runCancellable(
-            onEvent: cancelling { event in
-                if case .progress(0x03, let sent, let total) = event { return sent > 0 && sent < total }
-                return false
-            })
-        let failure = try #require(stopped)
-        #expect(failure.reason == .cancelled)
+        let failure = try await rig.cancelInsideTheFIP()
         let cleanups = failure.timeline.filter { if case .leftUsable = $0.event { true } else { false } }
         #expect(cleanups.map(\.event) == [.leftUsable(phase: 0x03, stage: .tfa, cleanup: .aborted, error: nil)])
         let fipStart = try #require(
@@ -208,9 +220,7 @@ struct IntegrityTests {
         let first = try #require(phases.first)
         #expect(first.phase == 0x03 && first.address == buffer &+ UInt32(position.offset), "\(first)")
         #expect(summary.resume?.restartPhase == 0x03 && summary.resume?.restartOffset == position.offset)
-        let fip = try #require(rig.plan.files[0x03]).path
-        let expected = Array(try Data(contentsOf: URL(fileURLWithPath: fip)))
-        #expect(rig.board.ramFIP == expected, "the FIP in TF-A's RAM is torn")
+        try rig.expectWholeFIPInRAM()
         #expect(!rig.board.consoleLog.contains { $0.contains("written across two downloads") })
         try rig.expectAllWritten()
     }
@@ -234,6 +244,54 @@ struct IntegrityTests {
         // A ROM that kept the first part refuses the rerun's FSBL once (torn); the run sends it again.
         #expect(fsblSends.count == (romKeepsFSBL ? 2 : 1), "\(summary.timeline.map(\.description))")
         try rig.expectAllWritten()
+    }
+
+    /// A TF-A built with another `DWL_BUFFER_BASE`: the cancelled run learns the buffer's start from
+    /// TF-A's first GetPhase and names it for the command that continues; a rerun that does not know
+    /// it sends nothing and says which option continues; with the option the FIP ends whole.
+    @Test(
+        "a cancel in the FIP of a TF-A with a custom buffer base: the rerun without --tfa-buffer-base says why it cannot continue, with it it completes",
+        arguments: [("mp13-sdcard", UInt32(0xD000_0000)), ("mp25-sdcard", UInt32(0x9000_0000))])
+    func cancelInTheFIPWithACustomBufferBase(layout: String, base: UInt32) async throws {
+        let rig = try SimulatedFlash(layout: layout) { $0.tfaBufferBase = base }
+        let failure = try await rig.cancelInsideTheFIP()
+        let position = try #require(failure.position)
+        #expect(position.phase == 0x03 && position.offset > 0 && position.offset % (1 << 20) != 0)
+        #expect(position.tfaBufferBase == base, "the continuing command must name the buffer")
+
+        do {
+            _ = try await rig.run()
+            Issue.record("continued a FIP without knowing where TF-A's buffer starts")
+        } catch {
+            guard case .otherSession(let detail) = error.reason else {
+                Issue.record("\(error)")
+                return
+            }
+            let at = "0x" + String(base &+ UInt32(position.offset), radix: 16, uppercase: true)
+            #expect(detail.contains("write address at \(at)"), "\(detail)")
+            #expect(detail.contains("Run again with --tfa-buffer-base"), "\(detail)")
+            #expect(Diagnoser.diagnose(Evidence(failure: error)).code == .otherSession)
+            let sends = error.timeline.filter { if case .sendStarted(0x03, _, _, _) = $0.event { true } else { false } }
+            #expect(sends.isEmpty, "nothing may be sent")
+        }
+
+        let summary = try await rig.run(tfaBufferBase: base)
+        #expect(summary.resume?.restartPhase == 0x03 && summary.resume?.restartOffset == position.offset)
+        try rig.expectWholeFIPInRAM()
+        try rig.expectAllWritten()
+    }
+
+    @Test(
+        "a fresh TF-A with a custom buffer base flashes without the option; on MP2 the option leaves the DDR firmware's buffer alone"
+    )
+    func customBufferBaseWithoutInterruption() async throws {
+        let custom = try SimulatedFlash(layout: "mp13-sdcard") { $0.tfaBufferBase = 0xD000_0000 }
+        _ = try await custom.run()
+        try custom.expectAllWritten()
+        // The option names the FIP buffer only: MP2's DDR firmware keeps SYSRAM.
+        let mp2 = try SimulatedFlash(layout: "mp25-sdcard") { $0.tfaBufferBase = 0x9000_0000 }
+        _ = try await mp2.run(tfaBufferBase: 0x9000_0000)
+        try mp2.expectAllWritten()
     }
 
     @Test("TF-A holding more of the FIP than the file has (another file was sent) stops at once with other-session")

@@ -54,7 +54,7 @@ final class SimulatedFlash: @unchecked Sendable {
         timeouts: TransitionTimeouts = .init(), verify: VerifyMode = .sampled, resume: Bool = true,
         ubootBuffer: Int64 = 8 << 20, transport: FlashTransport = .dfu,
         fastbootVerify: FastbootVerifyMethod = .crc32, fastbootVerifyChunk: Int64 = 32 << 20,
-        onEvent: @escaping @Sendable (FlashEvent) -> Void = { _ in }
+        tfaBufferBase: UInt32? = nil, onEvent: @escaping @Sendable (FlashEvent) -> Void = { _ in }
     ) async throws(FlashFailure) -> FlashSummary {
         let events = self.events
         var request = FlashRequest(
@@ -62,6 +62,7 @@ final class SimulatedFlash: @unchecked Sendable {
             ubootBufferSize: ubootBuffer, transport: transport)
         request.fastbootVerify = fastbootVerify
         request.fastbootVerifyChunk = fastbootVerifyChunk
+        request.tfaBufferBase = tfaBufferBase
         let flasher = Flasher(
             bus: bus,
             request: request,

@@ -34,6 +34,56 @@ struct TrackingFlashTests {
             })
     }
 
+    /// The command alternate's name STALLs once per stage for longer than a string read retries
+    /// (`alternate-name-stalls`): each stage's open fails once and the lease opens it again.
+    @Test(
+        "an alternate name that cannot be read is enumeration trouble: the lease opens the stage again",
+        arguments: ["mp15-sdcard", "mp25-sdcard"])
+    func unreadableAlternateNameIsOpenedAgain(layout: String) async throws {
+        let rig = try SimulatedFlash(layout: layout, fault: .alternateNameStalls)
+        let summary = try await rig.run()
+        #expect(summary.partitions == rig.plan.requestOrder)
+        let retried = summary.timeline.filter {
+            if case .openFailed(let error, _, _) = $0.event {
+                error.operation.contains("the name of DFU alternate setting") && error.kind == .stall
+            } else {
+                false
+            }
+        }
+        #expect(!retried.isEmpty, "the fault was not exercised")
+        let opened = summary.timeline.compactMap {
+            if case .opened(_, _, let alternates, let attempts) = $0.event { (alternates, attempts) } else { nil }
+        }
+        #expect(opened.allSatisfy { $0.1 > 1 }, "every stage needed a second open: \(opened.map(\.1))")
+        #expect(opened.allSatisfy { $0.0.contains { $0.lowercased().contains("/0xf1/") } })
+    }
+
+    /// A name that never reads: the run fails naming the alternate and the device, at the first
+    /// open and after a re-enumeration alike (never "the board did not come back").
+    @Test(
+        "an alternate name that never reads fails with strings-unreadable, naming the alternate and the port",
+        arguments: [FirmwareStage.rom, .uboot])
+    func alternateNameThatNeverReads(stage: FirmwareStage) async throws {
+        let rig = try SimulatedFlash(layout: "mp15-sdcard", fault: .alternateNameStalls) {
+            $0.alternateNameFailures = .max
+            $0.alternateNameStallStages = [stage]
+        }
+        do {
+            _ = try await rig.run()
+            Issue.record("flashed a board whose command alternate has no readable name")
+        } catch {
+            guard case .openFailed(let cause) = error.reason else {
+                Issue.record("\(error)")
+                return
+            }
+            #expect(cause.kind == .stall)
+            #expect(cause.operation.hasPrefix("the name of DFU alternate setting "), "\(cause)")
+            #expect(cause.operation.hasSuffix("of the device on \(rig.board.port)"), "\(cause)")
+            #expect(error.stage == (stage == .rom ? .unknown : .tfa), "\(error)")
+            #expect(Diagnoser.diagnose(Evidence(failure: error)).code == .stringsUnreadable)
+        }
+    }
+
     @Test("an ST TF-A that reuses the ROM's product string on MP13 is asked GetPhase, not taken for the ROM")
     func tfaWithTheROMsString() async throws {
         let rig = try SimulatedFlash(layout: "mp13-sdcard") { $0.tfaVariant = .stLegacy }

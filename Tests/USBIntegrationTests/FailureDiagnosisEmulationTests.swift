@@ -147,6 +147,20 @@ import Testing
         #expect(reenumerations.map(\.port) == [movedPort, movedPort], "\(run.output)")
     }
 
+    /// Every stage STALLs its command alternate's name 12 times after it enumerates: the kernel's
+    /// read and the host's 10 attempts of one string read fail, so the first open of each stage
+    /// cannot name that alternate. The lease opens the stage again (real libusb, the same
+    /// `StringRetryPolicy`) and the flash ends `done`; before, the alternate stayed nameless and
+    /// GetPhase had no alternate for phase 0xF1.
+    @Test func unreadableCommandAlternateNameIsReadOnTheNextOpen() async throws {
+        let directory = try ShortTemporaryDirectory()
+        let run = try await flashUnderEmulator(scenario: "alternate-name-stalls", in: directory)
+        #expect(run.result.status == 0, "\(run.output)")
+        #expect(run.events.last?.event == "done", "\(run.output)")
+        #expect(!run.events.contains { $0.event == "failed" }, "\(run.output)")
+        #expect(run.events.contains { $0.event == "board" && $0.stage == "uboot" }, "\(run.output)")
+    }
+
     /// The hub the board sits on has the port U-Boot moves to, in sysfs and in its hub descriptor.
     @Test func hubAboveTheBoardHasTheNextPort() async throws {
         let directory = try ShortTemporaryDirectory()

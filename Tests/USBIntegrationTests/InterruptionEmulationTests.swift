@@ -78,6 +78,35 @@ struct InterruptionEmulationTests {
         try await board.expectStorageHoldsTheLayout()
     }
 
+    /// A TF-A built with another `DWL_BUFFER_BASE` (the emulator's `--tfa-buffer-base`): SIGINT in
+    /// the FIP; the `stopped` command names the buffer TF-A showed. The command without it cannot
+    /// place TF-A's write address: `other-session`, nothing sent, naming the option. The `stopped`
+    /// command continues the FIP and completes.
+    @Test func signalInTheFIPOfATFAWithACustomBufferBase() async throws {
+        let board = try await HeldBoard(pauseAt: "0x03:8", emulatorOptions: ["--tfa-buffer-base", "0xD0000000"])
+        let run = try board.flash()
+        try await board.waitUntilHeld(run, phase: "0x03")
+        run.signal(SIGINT)
+        board.release()
+        let outcome = try await run.finish()
+        let stopped = try outcome.expectCancelled(status: 130)
+        #expect(stopped.stage == "tfa" && stopped.phase == "0x03", "\(outcome.output)")
+        let command = (["stm32mp-flash"] + board.arguments + ["--tfa-buffer-base", "0xD0000000", "--port", "1-1"])
+            .joined(separator: " ")
+        #expect(stopped.command == command, "\(outcome.output)")
+
+        let without = try await board.flash().finish()
+        let failed = try without.expectFailed(code: "other-session")
+        #expect(failed.error?.contains("Run again with --tfa-buffer-base") == true, "\(without.output)")
+        #expect(!without.events.contains { $0.event == "phase-start" && $0.phase == "0x03" }, "\(without.output)")
+
+        let rerun = try await board.flash(["--tfa-buffer-base", "0xD0000000"]).finish()
+        try rerun.expectDone()
+        let resume = try #require(rerun.events.first { $0.event == "resume" }, "\(rerun.output)")
+        #expect(resume.restartPhase == "0x03", "\(rerun.output)")
+        try await board.expectStorageHoldsTheLayout()
+    }
+
     /// A second SIGINT exits at once, without the cleanup, and still prints where the board was
     /// left. U-Boot then holds a half-done transaction (its next block number is not 0): the rerun
     /// must put it back in order (`recovered`) and complete, without a board reset.
@@ -223,10 +252,11 @@ private final class HeldBoard: Sendable {
     /// What the `stopped` event says continues: this command, pinned to the board's port.
     var continueCommand: String { (["stm32mp-flash"] + arguments + ["--port", "1-1"]).joined(separator: " ") }
 
-    func flash() throws -> FlashProcess {
+    func flash(_ extra: [String] = []) throws -> FlashProcess {
         FlashProcess(
             child: try start(
-                try builtExecutable("stm32mp-flash"), arguments, environment: emulator.environment, in: directory))
+                try builtExecutable("stm32mp-flash"), arguments + extra, environment: emulator.environment,
+                in: directory))
     }
 
     /// Until the board is held at its pause point and the run's JSON has started that phase.

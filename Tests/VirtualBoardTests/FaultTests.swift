@@ -90,6 +90,29 @@ struct FaultTests {
             }
             #expect(stalledStrings.count == 3)
 
+        case .alternateNameStalls:
+            // Only the command alternate's name STALLs, for more requests than one read retries
+            // (the bus tries 5 times); then it answers like every other string.
+            let transport = try await rig.bus.open(port: rig.board.port)
+            var names: [String] = []
+            let alternates = try await transport.configurationDescriptor().interfaces.filter(\.isDFU)
+            for alt in alternates {
+                for _ in 0..<4 {
+                    if let name = try? await transport.string(index: alt.interfaceStringIndex) {
+                        names.append(name)
+                        break
+                    }
+                }
+            }
+            await transport.close()
+            #expect(names.count == alternates.count, "\(names)")
+            #expect(names.contains { DFUAlternateName.parse($0)?.phaseID == DFUDevice.commandPhase }, "\(names)")
+            let stalled = rig.board.trace.filter {
+                $0.setup.request == USBRequest.getDescriptor && $0.setup.value >> 8 == 3 && $0.reply == .stall
+            }
+            #expect(stalled.count == 12)
+            #expect(Set(stalled.map { $0.setup.value & 0xFF }).count == 1)
+
         case .getStatusStall:
             let device = try await rig.open()
             await #expect {
