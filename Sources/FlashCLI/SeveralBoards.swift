@@ -49,7 +49,9 @@ extension FlashCommand {
         var virtualBoards: [PortPath: VirtualBoard] = [:]
         let bus: any USBBus
         if simulate {
-            let base = try simulationConfiguration(plan)
+            var base = try simulationConfiguration(plan)
+            // Real time (see `run()`), the timing model 10 times faster unless --realtime.
+            if !realtime { base.timing = base.timing.scaled(by: 10) }
             for index in 1...boards {
                 var configuration = base
                 configuration.port = PortPath(bus: 1, ports: [1, index])

@@ -46,6 +46,22 @@ struct CommandLineTests {
         #expect(good.status == 0, "\(good.standardError)")
     }
 
+    /// One simulated clock served eight concurrent flashes: each sleep jumped it to that board's
+    /// deadline, so other boards' waits ran out while they worked (`other-port` in about 40 % of
+    /// 8-board runs on MP13 and MP25). Several boards now run in real time.
+    @Test("flash --simulate --boards 8: every board done, on MP13 and MP25", arguments: ["mp13-sdcard", "mp25-sdcard"])
+    func eightSimulatedBoardsAllFinish(layout: String) throws {
+        let storage = try TemporaryDirectory()
+        let result = try tool.run([
+            "flash", "--json", "--simulate", "--boards", "8", "--sim-dir", storage.path, "--device-size",
+            "mmc0=64MiB", "\(examples)/\(layout).tsv",
+        ])
+        #expect(result.status == 0, "\(result.standardOutput.suffix(3000))")
+        let last = try #require(result.standardOutput.split(separator: "\n").last.map(String.init))
+        #expect(last.contains(#""event":"done""#), "\(last)")
+        #expect(!result.standardOutput.contains(#""code":"other-port""#), "\(last)")
+    }
+
     @Test("check --json has the documented shape")
     func checkJSON() throws {
         let result = try tool.run([

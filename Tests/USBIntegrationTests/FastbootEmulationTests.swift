@@ -19,7 +19,12 @@ struct FastbootEmulationTests {
             "--fastboot-max-download", "131072", "--transition-ms", "200",
         ]
         if let scenario { options += ["--scenario", scenario] }
-        var command = [try builtExecutable("stm32mp-flash"), "flash", "--transport", transport]
+        // Long waits: they only stop a hung run. The defaults (TF-A within 5 s of the ROM's
+        // DETACH, the ROM back within 30 s of the USB reset) are guesses a loaded CI host can miss.
+        var command = [
+            try builtExecutable("stm32mp-flash"), "flash", "--transport", transport, "--wait-timeout", "120",
+            "--tfa-timeout", "120", "--uboot-timeout", "120", "--reenumeration-timeout", "120",
+        ]
         if json { command.append("--json") }
         let result = try await run(
             try builtExecutable("stm32mp-board-emulator"), options + ["--"] + command + [layout], in: directory,
