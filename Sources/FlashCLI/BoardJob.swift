@@ -99,8 +99,7 @@ struct BoardJob: Sendable {
         case .success(let summary):
             return await finishRecorded(
                 recording, .done, diagnosis: nil, started: started, clock: clock,
-                partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes }, log: log,
-                simulatedSeconds: settings.simulated ? summary.duration.inSeconds : nil)
+                partitions: summary.partitions.count, bytes: summary.phases.reduce(0) { $0 + $1.bytes }, log: log)
         case .failure(let boardFailure):
             let failure = boardFailure.blamingHost(of: virtualBoard)
             let diagnosis = Diagnoser.diagnose(
@@ -120,8 +119,7 @@ struct BoardJob: Sendable {
 
     private func finishRecorded(
         _ recording: AttemptRecording?, _ result: AttemptResult, diagnosis: Diagnosis?, started: Duration,
-        clock: SystemClock, partitions: Int, bytes: Int64, error: String? = nil, log: AttemptLog? = nil,
-        simulatedSeconds: Double? = nil
+        clock: SystemClock, partitions: Int, bytes: Int64, error: String? = nil, log: AttemptLog? = nil
     ) async -> BoardOutcome {
         var code = diagnosis?.code.rawValue
         var cause = diagnosis?.cause
@@ -131,11 +129,8 @@ struct BoardJob: Sendable {
             code = code ?? "records-unwritable"
             cause = (cause.map { $0 + "; " } ?? "") + "\(error)"
         }
-        var outcome = finish(
-            result, code: code, cause: cause, started: started, clock: clock, simulatedSeconds: simulatedSeconds)
-        log?.output.finished(
-            port, done: result == .done, code: code, cause: cause, seconds: outcome.seconds,
-            simulatedSeconds: simulatedSeconds)
+        var outcome = finish(result, code: code, cause: cause, started: started, clock: clock)
+        log?.output.finished(port, done: result == .done, code: code, cause: cause, seconds: outcome.seconds)
         outcome.partitions = partitions
         outcome.bytes = bytes
         if settings.output.mode == .json {
@@ -158,13 +153,11 @@ struct BoardJob: Sendable {
     }
 
     private func finish(
-        _ result: AttemptResult, code: String?, cause: String?, started: Duration, clock: SystemClock,
-        simulatedSeconds: Double? = nil
+        _ result: AttemptResult, code: String?, cause: String?, started: Duration, clock: SystemClock
     ) -> BoardOutcome {
         let seconds = (clock.now - started).inSeconds
         settings.status?.finished(port: port, result: result.rawValue, code: code, seconds: seconds)
-        settings.output.finished(
-            port, done: result == .done, code: code, cause: cause, seconds: seconds, simulatedSeconds: simulatedSeconds)
+        settings.output.finished(port, done: result == .done, code: code, cause: cause, seconds: seconds)
         return BoardOutcome(
             port: port, serial: settings.output.serial(port), result: result, code: code, cause: cause, partitions: 0,
             bytes: 0, seconds: seconds)

@@ -125,18 +125,11 @@ final class MultiBoardOutput: Sendable {
         }
     }
 
-    /// The attempt on `port` ended after `seconds` on this host. A virtual board also gives the
-    /// time on its own clock, which its partition lines use (it runs faster than the host's).
-    func finished(
-        _ port: PortPath, done: Bool, code: String?, cause: String?, seconds: Double, simulatedSeconds: Double? = nil
-    ) {
-        let took = FlashOutput.formatSeconds(.seconds(seconds))
+    /// The attempt on `port` ended.
+    func finished(_ port: PortPath, done: Bool, code: String?, cause: String?, seconds: Double) {
         let outcome =
             done
-            ? writer.style(.green, "✓ done") + " in "
-                + (simulatedSeconds.map {
-                    "\(FlashOutput.formatSeconds(.seconds($0))) of simulated time (\(took) on this host)"
-                } ?? took)
+            ? writer.style(.green, "✓ done") + " in \(FlashOutput.formatSeconds(.seconds(seconds)))"
             : writer.style(.red, "✘ failed") + " \(code ?? "")" + (cause.map { ": " + TerminalText.escaped($0) } ?? "")
         state.withLock { $0.lines[port, default: Line()].outcome = outcome }
         switch mode {

@@ -184,10 +184,7 @@ extension FlashCommand {
                     + pad(outcome.result.rawValue, 11)
                     + pad(outcome.code ?? "", 24) + FlashOutput.formatSeconds(.seconds(outcome.seconds)))
         }
-        output.line(
-            "\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : "")
-                + (simulate && !outcomes.isEmpty
-                    ? " (seconds on this host; the virtual boards keep their own clock)" : ""))
+        output.line("\(done) of \(outcomes.count) board(s) done" + (outcomes.isEmpty ? ": no board found" : ""))
         if Interrupts.received.load(ordering: .sequentiallyConsistent) != 0 {
             output.line("cancelled: interrupted by a signal; rerun the same command to flash the boards not done")
         }

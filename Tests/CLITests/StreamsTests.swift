@@ -107,23 +107,6 @@ struct StreamsTests {
         #expect(!run.standardError.contains("\u{1B}"), "\(run.standardError)")
     }
 
-    @Test("several virtual boards: each done line gives the board's simulated time and the host's")
-    func severalBoardsSayWhichClock() throws {
-        let examples = try CLIExamples.directory()
-        let storage = try TemporaryDirectory()
-        let tool = try BuiltProducts.tool("stm32mp-flash")
-        let run = try tool.run(
-            ["flash", "--simulate", "--boards", "2", "--sim-dir", storage.file("vb"), "\(examples)/mp13-sdcard.tsv"],
-            workingDirectory: examples)
-        #expect(run.status == 0, "\(run.standardError)")
-        let output = run.standardOutput + run.standardError
-        let done = output.split(separator: "\n").filter { $0.contains("✓ done") }
-        // The partition lines use the virtual board's clock; the done line must not mix it with the host's.
-        #expect(done.count == 2, "\(output)")
-        #expect(done.allSatisfy { $0.contains(" of simulated time (") && $0.hasSuffix(" on this host)") }, "\(done)")
-        #expect(output.contains("2 of 2 board(s) done (seconds on this host"), "\(output)")
-    }
-
     @Test("machine output stays on stdout: plan's table, check's diagnostics, --list-scenarios")
     func machineOutput() throws {
         let tool = try BuiltProducts.tool("stm32mp-flash")
