@@ -34,22 +34,15 @@ final class BoardHost: @unchecked Sendable {
     private let operations = DispatchQueue(label: "stm32mp-board-emulator.testbed")
     private let timerQueue = DispatchQueue(label: "stm32mp-board-emulator.timer")
     private let timer: any DispatchSourceTimer
-    /// When `timer` fires next (nil: not armed). Re-arming costs a wake-up of Dispatch's manager
-    /// thread, so it is only moved earlier; firing early is harmless.
-    private var timerDeadline: Duration?
 
     /// The udev/libusb race (`--libusb-lag-ms`): how much later than the other listeners the
     /// first-bound uevent listener hears of each added device.
     let libusbLag: Duration
-    /// Reaps held back while nothing is ready (`--no-park-reaps` turns it off).
-    let parking: ReapParking
 
     init(
-        boards: [any SimulatedBoard], clock: any FlashClock, testbed: Testbed, trace: Bool, libusbLag: Duration = .zero,
-        parkReaps: Bool = true
+        boards: [any SimulatedBoard], clock: any FlashClock, testbed: Testbed, trace: Bool, libusbLag: Duration = .zero
     ) {
         self.libusbLag = libusbLag
-        parking = ReapParking(clock: clock, lock: lock, enabled: parkReaps, trace: trace)
         self.boards = boards
         var reach: [PortPath: Int] = [:]
         for board in boards {
@@ -68,12 +61,7 @@ final class BoardHost: @unchecked Sendable {
     /// Plugs in whatever the board has attached now and starts the transition timer. Returns once
     /// the device is visible in the testbed.
     func start() {
-        timer.setEventHandler { [self] in
-            lock.withLock {
-                timerDeadline = nil
-                applyDueTransitions()
-            }
-        }
+        timer.setEventHandler { [self] in lock.withLock { applyDueTransitions() } }
         timer.activate()
         lock.withLock {
             for board in boards {
@@ -94,7 +82,6 @@ final class BoardHost: @unchecked Sendable {
         lock.withLock {
             stopped = true
             timer.cancel()
-            parking.stop()
         }
         waitForTestbed()
     }
@@ -117,11 +104,13 @@ final class BoardHost: @unchecked Sendable {
                 }
             }
         }
-        if let next = boards.compactMap(\.nextTransitionTime).min(), timerDeadline.map({ $0 > next }) ?? true {
-            timerDeadline = next
-            timer.schedule(deadline: dispatchTime(in: next - clock.now))
+        if let next = boards.compactMap(\.nextTransitionTime).min() {
+            let wait = max(.zero, next - clock.now)
+            let nanoseconds = wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000
+            timer.schedule(deadline: .now() + .nanoseconds(Int(nanoseconds)))
+        } else {
+            timer.schedule(deadline: .distantFuture)
         }
-        parking.reconsider()  // A device that left answers its parked reaps.
     }
 
     /// The root hub (device 1) and a hub at each level above `port`, those not plugged in yet;
@@ -176,7 +165,8 @@ final class BoardHost: @unchecked Sendable {
     /// Sends the add uevent of `device` to the listener that missed it, `lag` later, if the device
     /// is still there then (queued on the testbed queue, so removal cannot overtake it).
     private func deliverLate(_ device: EnumeratedDevice, after lag: Duration) {
-        timerQueue.asyncAfter(deadline: dispatchTime(in: lag)) { [self] in
+        let nanoseconds = lag.components.seconds * 1_000_000_000 + lag.components.attoseconds / 1_000_000_000
+        timerQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [self] in
             operations.async { [testbed] in
                 guard self.lock.withLock({ device.connected && !self.stopped }) else { return }
                 _ = testbed.withListeners(hidden: { $0.dropFirst(1) }) {
@@ -213,13 +203,6 @@ final class BoardHost: @unchecked Sendable {
     func log(_ message: @autoclosure () -> String) {
         if trace { printError("[emulator \(formatSeconds(clock.now))] \(message())") }
     }
-}
-
-/// The Dispatch deadline `wait` from now (at once when it is not positive).
-func dispatchTime(in wait: Duration) -> DispatchTime {
-    let wait = max(.zero, wait)
-    return .now()
-        + .nanoseconds(Int(wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000))
 }
 
 /// Counters printed by `--stats`.

@@ -149,13 +149,6 @@ struct EmulatorCommand: ParsableCommand {
             valueName: "ms"))
     var libusbLagMs: Int = 0
 
-    @Flag(
-        inversion: .prefixedNo,
-        help:
-            "Hold back a USBDEVFS_REAPURBNDELAY that finds nothing while nothing anywhere is ready (at most 2 ms), so that libusb sleeps as on real usbfs instead of spinning (umockdev's device nodes are regular files: poll() is always ready). --no-park-reaps answers EAGAIN at once, as before."
-    )
-    var parkReaps = true
-
     @Flag(help: "Log every request and transition to stderr; at exit, the board's console and protocol violations.")
     var trace = false
 
@@ -329,8 +322,7 @@ struct EmulatorCommand: ParsableCommand {
             }
         }
         let host = BoardHost(
-            boards: hosted, clock: clock, testbed: testbed, trace: trace, libusbLag: .milliseconds(max(0, libusbLagMs)),
-            parkReaps: parkReaps)
+            boards: hosted, clock: clock, testbed: testbed, trace: trace, libusbLag: .milliseconds(max(0, libusbLagMs)))
         host.start()
         // SIGUSR1: the fixed device re-enumerates as after DFU_DETACH, without a USB client.
         signal(SIGUSR1, SIG_IGN)
@@ -359,7 +351,7 @@ struct EmulatorCommand: ParsableCommand {
             if stats {
                 let rate = Double(host.statistics.controlTransfers) / max(elapsed.inSeconds, 1e-9)
                 printError(
-                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s) bulk URBs=\(host.statistics.bulkTransfers) bulk OUT bytes=\(host.statistics.bulkOutBytes) reaps parked=\(host.parking.parkedCount)"
+                    "[emulator] exit \(status) after \(formatSeconds(elapsed)) s: ioctls=\(host.statistics.ioctls) control transfers=\(host.statistics.controlTransfers) (\(Int(rate))/s) bulk URBs=\(host.statistics.bulkTransfers) bulk OUT bytes=\(host.statistics.bulkOutBytes)"
                 )
                 for line in host.statistics.enumerationLines { printError(line) }
             }

@@ -33,32 +33,28 @@ final class EnumeratedDevice: @unchecked Sendable {
     func handle(_ call: IoctlCall) {
         host.statistics.ioctls += 1
         let request = call.request
-        let urbs = call.clientURBs(of: self)
-        defer {
-            // Whatever this request changed (a new URB, a discarded one, a reset, a transition)
-            // can answer a parked reap sooner.
-            if request != CUMOCKDEV_USBDEVFS_REAPURBNDELAY { host.parking.reconsider() }
-        }
+        let urbs = call.clientURBs
         if Self.requestsReachingTheDevice.contains(request) {
             // Bring the board to the present first: it times its answers and schedules from `now`,
             // and a transition already due (the device left) must win over this request.
             host.applyDueTransitions()
         }
         if !connected {
-            if request == CUMOCKDEV_USBDEVFS_REAPURBNDELAY || request == CUMOCKDEV_USBDEVFS_REAPURB {
-                reapAfterDisconnect(call, urbs)
+            if request == CUMOCKDEV_USBDEVFS_REAPURBNDELAY || request == CUMOCKDEV_USBDEVFS_REAPURB,
+                !urbs.completed.isEmpty || !urbs.inFlight.isEmpty
+            {
+                for i in urbs.inFlight.indices where !urbs.inFlight[i].isReady(at: host.clock.now) {
+                    urbs.inFlight[i].fail(status: -ENODEV)
+                }
+                reap(call, urbs)
             } else {
                 call.fail(ENODEV)
             }
             return
         }
         switch request {
-        case CUMOCKDEV_USBDEVFS_SUBMITURB:
-            urbs.deliveredAt = nil  // Its owner is back: the transfer it waited for reached it.
-            submit(call, urbs)
-        case CUMOCKDEV_USBDEVFS_REAPURBNDELAY:
-            if !handOver(call, urbs), !host.parking.park(call, urbs) { call.fail(EAGAIN) }
-        case CUMOCKDEV_USBDEVFS_REAPURB: reap(call, urbs)
+        case CUMOCKDEV_USBDEVFS_SUBMITURB: submit(call, urbs)
+        case CUMOCKDEV_USBDEVFS_REAPURBNDELAY, CUMOCKDEV_USBDEVFS_REAPURB: reap(call, urbs)
         case CUMOCKDEV_USBDEVFS_DISCARDURB: discard(call, urbs)
         case CUMOCKDEV_USBDEVFS_GET_CAPABILITIES: call.writeArgument(CUMOCKDEV_CAPABILITIES)
         case CUMOCKDEV_USBDEVFS_SETINTERFACE: setInterface(call)
@@ -190,52 +186,26 @@ final class EnumeratedDevice: @unchecked Sendable {
     }
 
     private func reap(_ call: IoctlCall, _ urbs: ClientURBs) {
-        if !handOver(call, urbs) { call.fail(EAGAIN) }
-    }
-
-    /// A reap after the device left: URBs still in flight come back with -ENODEV (gotcha 11);
-    /// with none left, ENODEV.
-    func reapAfterDisconnect(_ call: IoctlCall, _ urbs: ClientURBs) {
-        guard !urbs.completed.isEmpty || !urbs.inFlight.isEmpty else { return call.fail(ENODEV) }
-        for i in urbs.inFlight.indices where !urbs.inFlight[i].isReady(at: host.clock.now) {
-            urbs.inFlight[i].fail(status: -ENODEV)
-        }
-        reap(call, urbs)
-    }
-
-    /// Answers a reap with the connection's next finished URB, if it has one (false: nothing
-    /// answered).
-    func handOver(_ call: IoctlCall, _ urbs: ClientURBs) -> Bool {
         if !urbs.completed.isEmpty {
-            urbs.deliveredAt = host.clock.now
             call.writeArgument(urbs.completed.removeFirst())
-            return true
+            return
         }
-        answerWaitingIns(urbs)
+        if connected, let bulk = model as? any USBBulkDeviceModel {
+            for i in urbs.inFlight.indices where urbs.inFlight[i].readyAt == nil {
+                answerIn(&urbs.inFlight[i], from: bulk)
+            }
+        }
         let now = host.clock.now
-        guard let index = urbs.inFlight.firstIndex(where: { $0.isReady(at: now) }) else { return false }
+        guard let index = urbs.inFlight.firstIndex(where: { $0.isReady(at: now) }) else { return call.fail(EAGAIN) }
         let pending = urbs.inFlight.remove(at: index)
-        urbs.deliveredAt = now
         pending.writeResult()
         // Point the client's `struct usbdevfs_urb *` at the URB resolved at submit time: completing
         // writes the URB and its buffer back into the client (the deferred case of gotcha 12).
-        guard let pointer = call.resolveArgument(length: MemoryLayout<UInt>.size) else {
-            call.fail(EFAULT)
-            return true
-        }
+        guard let pointer = call.resolveArgument(length: MemoryLayout<UInt>.size) else { return call.fail(EFAULT) }
         umockdev_ioctl_data_set_ptr(pointer, 0, pending.urb)
         call.complete(0)
         g_object_unref(pointer)
         pending.release()
-        return true
-    }
-
-    /// Gives the connection's bulk IN URBs still waiting for data the device's answers, where it has some.
-    func answerWaitingIns(_ urbs: ClientURBs) {
-        guard connected, let bulk = model as? any USBBulkDeviceModel else { return }
-        for i in urbs.inFlight.indices where urbs.inFlight[i].readyAt == nil {
-            answerIn(&urbs.inFlight[i], from: bulk)
-        }
     }
 
     private func discard(_ call: IoctlCall, _ urbs: ClientURBs) {
@@ -305,23 +275,10 @@ final class EnumeratedDevice: @unchecked Sendable {
 
 /// The URBs of one open file descriptor of a client process.
 final class ClientURBs {
-    /// The device the descriptor was opened on (devices live as long as the process).
-    unowned let device: EnumeratedDevice
     /// Client addresses of URBs whose results are already in the client's memory.
     var completed: [UInt] = []
     /// URBs resolved at submit time whose completion is deferred (latency, no answer).
     var inFlight: [PendingURB] = []
-    /// When a reap last handed a URB over, until the next SUBMIT on this descriptor (see
-    /// `ReapParking`: its owner may be waiting for libusb's event pass to end).
-    var deliveredAt: Duration?
-
-    init(device: EnumeratedDevice) { self.device = device }
-
-    /// A URB whose result a reap would hand over now.
-    func hasReady(at now: Duration) -> Bool { !completed.isEmpty || inFlight.contains { $0.isReady(at: now) } }
-
-    /// The earliest time one of the URBs in flight finishes, if any is timed.
-    func nextReadyTime() -> Duration? { inFlight.compactMap(\.readyAt).min() }
 }
 
 /// A submitted URB (control or bulk) and the result it will complete with.
@@ -467,14 +424,13 @@ struct IoctlCall {
         g_object_unref(target)
     }
 
-    /// The URB queues of this client's connection to `device`, created on first use.
-    func clientURBs(of device: EnumeratedDevice) -> ClientURBs {
+    /// The URB queues of this client's connection, created on first use.
+    var clientURBs: ClientURBs {
         let object = UnsafeMutableRawPointer(client).assumingMemoryBound(to: GObject.self)
         if let existing = g_object_get_data(object, "stm32mp-urbs") {
             return Unmanaged<ClientURBs>.fromOpaque(existing).takeUnretainedValue()
         }
-        let urbs = ClientURBs(device: device)
-        device.host.parking.register(urbs)
+        let urbs = ClientURBs()
         g_object_set_data_full(object, "stm32mp-urbs", Unmanaged.passRetained(urbs).toOpaque()) { pointer in
             if let pointer { Unmanaged<ClientURBs>.fromOpaque(pointer).release() }
         }
