@@ -118,7 +118,10 @@ public final class BoardStorage {
             let error = Errno(rawValue: errno)
             let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast()
                 .joined(separator: "/")
-            if error == .noSuchFileOrDirectory {
+            var parentInfo = stat()
+            // ENOENT also comes from file systems that refuse new entries (/proc): name the parent
+            // only when it really is missing.
+            if error == .noSuchFileOrDirectory, stat(parent.isEmpty ? "/" : parent, &parentInfo) != 0 {
                 throw StorageError(
                     path: directory,
                     reason:
