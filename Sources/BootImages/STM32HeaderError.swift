@@ -39,7 +39,8 @@ func hex(_ bytes: [UInt8]) -> String {
     }.joined(separator: " ")
 }
 
-func hex32(_ value: UInt32) -> String {
+/// Eight upper-case hex digits, no prefix.
+package func hex32(_ value: UInt32) -> String {
     let digits = String(value, radix: 16, uppercase: true)
     return String(repeating: "0", count: 8 - digits.count) + digits
 }

@@ -58,7 +58,10 @@ struct FlashCommand: AsyncParsableCommand {
     @Flag(help: "List the virtual board's fault scenarios and exit.")
     var listScenarios = false
 
-    @Flag(help: "Run the virtual board's timing model in real time (default: simulated time, instant).")
+    @Flag(
+        help:
+            "Run the virtual board's timing model in real time (default: simulated time, instant; several boards run in real time with the model 10 times faster)."
+    )
     var realtime = false
 
     @Option(

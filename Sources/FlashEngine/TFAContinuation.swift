@@ -84,7 +84,4 @@ extension Flasher.Run {
 }
 
 /// `0xC7000000` style (TF-A prints its addresses in hex).
-func addressText(_ value: UInt32) -> String {
-    let digits = String(value, radix: 16, uppercase: true)
-    return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
-}
+func addressText(_ value: UInt32) -> String { "0x" + hex32(value) }
